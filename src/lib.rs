@@ -1,0 +1,13 @@
+//! hangar keeps a fleet of self-hosted GitHub Actions runners, one runner per
+//! isolated libvirt VM, equal to a desired state written in YAML.
+//!
+//! Data flow of one pass: `spec` (load, validate, resolve) → `providers`
+//! (observe libvirt hosts and GitHub) → `plan` (pure) → `reconcile` (execute).
+
+pub mod cli;
+pub mod exit;
+pub mod plan;
+pub mod providers;
+pub mod secret;
+pub mod sim;
+pub mod spec;

@@ -1,0 +1,3 @@
+//! Planning: a pure function from desired and observed state to actions.
+
+pub mod model;

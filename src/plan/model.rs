@@ -1,0 +1,459 @@
+//! The planner's vocabulary: what the file wants ([`Desired`]), what the world
+//! holds ([`Observed`]), and the one enum through which anything in the world
+//! changes ([`Action`]). Pure data: no I/O, no async, no provider types.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+/// Hash of everything in a slot's spec that needs a new VM when it changes.
+/// Hex, 16 characters; stored in each VM's ownership metadata.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct SpecHash(pub String);
+
+impl fmt::Display for SpecHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The label every runner of a fleet carries besides the pool's labels. A
+/// runner is ours only if its name is one of our slot names *and* it carries
+/// this label, so a foreign runner that happens to share a name is left alone.
+pub fn ownership_label(fleet: &str) -> String {
+    format!("hangar-{fleet}")
+}
+
+/// The runner and VM name of a slot: `<fleet>-<pool>-<index>`.
+pub fn slot_name(fleet: &str, pool: &str, index: u32) -> String {
+    format!("{fleet}-{pool}-{index}")
+}
+
+/// The VM a slot asks for, in absolute units. Recorded in ownership metadata
+/// so that `diff` can say what changed (`cpus 2 → 4`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VmShape {
+    pub cpus: u32,
+    pub memory_bytes: u64,
+    pub disk_bytes: u64,
+    /// Base image: a path on the host or a volume name in the host's pool.
+    pub image: String,
+    /// Size of the slot's private cache volume, if the pool has one.
+    pub cache_bytes: Option<u64>,
+}
+
+/// Timeouts that decide when the planner gives up on a VM.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Policy {
+    /// A VM whose runner is not online (persistent) or registered
+    /// (ephemeral) this long after creation is replaced.
+    #[serde(with = "duration_secs")]
+    pub boot_timeout: Duration,
+    /// A persistent runner offline this long while its VM runs is replaced.
+    #[serde(with = "duration_secs")]
+    pub offline_timeout: Duration,
+    /// An orphan (a registration without VM) is removed after this long.
+    #[serde(with = "duration_secs")]
+    pub orphan_grace: Duration,
+    /// First delay of the crash-loop backoff; doubles with each failed boot.
+    #[serde(with = "duration_secs")]
+    pub backoff_base: Duration,
+    /// Upper bound of the crash-loop backoff.
+    #[serde(with = "duration_secs")]
+    pub backoff_max: Duration,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy {
+            boot_timeout: Duration::from_secs(15 * 60),
+            offline_timeout: Duration::from_secs(10 * 60),
+            orphan_grace: Duration::from_secs(5 * 60),
+            backoff_base: Duration::from_secs(60),
+            backoff_max: Duration::from_secs(60 * 60),
+        }
+    }
+}
+
+/// The desired state: the fleet file resolved against the hosts' facts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Desired {
+    /// `metadata.name` of the fleet.
+    pub fleet: String,
+    /// Names of the hosts in the file, in file order.
+    pub hosts: Vec<String>,
+    /// Names of the pools in the file, in file order.
+    pub pools: Vec<String>,
+    /// One entry per runner slot, sorted by name.
+    pub slots: Vec<DesiredSlot>,
+    pub policy: Policy,
+}
+
+impl Desired {
+    pub fn slot(&self, name: &str) -> Option<&DesiredSlot> {
+        self.slots.iter().find(|s| s.name == name)
+    }
+}
+
+/// One runner slot: one VM and one runner registration, both named `name`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DesiredSlot {
+    /// `<fleet>-<pool>-<index>`; also the VM's and the runner's name.
+    pub name: String,
+    pub pool: String,
+    pub index: u32,
+    /// The host this slot lives on; a slot keeps its host.
+    pub host: String,
+    /// JIT runner, one job per VM.
+    pub ephemeral: bool,
+    /// The pool's labels (without the ownership label).
+    pub labels: Vec<String>,
+    pub runner_group: String,
+    pub vm: VmShape,
+    pub spec_hash: SpecHash,
+}
+
+/// What hangar writes into every domain it defines, in its own XML namespace.
+/// A domain without it is not ours and is invisible to the planner. It never
+/// changes under one domain UUID: a new generation is a new domain.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Ownership {
+    pub fleet: String,
+    pub pool: String,
+    /// Slot name (= VM name = runner name).
+    pub slot: String,
+    pub index: u32,
+    /// 1 for a slot's first VM, +1 for each replacement.
+    pub generation: u64,
+    pub spec_hash: SpecHash,
+    pub created_at: DateTime<Utc>,
+    pub ephemeral: bool,
+    /// How many VMs of this slot in a row failed to bring their runner up
+    /// before this one was created; drives the crash-loop backoff.
+    pub boot_failures: u32,
+    pub shape: VmShape,
+}
+
+/// Lifecycle state of a domain, as libvirt reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VmState {
+    Running,
+    Paused,
+    ShutOff,
+    Crashed,
+    /// Blocked, shutting down, suspended, or a state libvirt added later.
+    Other,
+}
+
+/// What the guest said on its serial console, newest stage reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GuestStage {
+    /// Nothing printed by our provisioning yet.
+    Booting,
+    UserReady,
+    DockerReady,
+    CacheMounted,
+    RunnerStarted,
+    /// The runner started a job (job-started hook): busy, whatever GitHub says.
+    JobStarted,
+    /// The runner's job finished (ephemeral: the guest is powering off).
+    JobFinished,
+    /// Provisioning reported an error.
+    Failed,
+}
+
+/// A hangar-owned VM as seen on its host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ObservedVm {
+    pub name: String,
+    pub uuid: String,
+    pub host: String,
+    pub state: VmState,
+    pub owner: Ownership,
+    /// Progress read from the console log, where the host lets us read it.
+    pub guest: Option<GuestStage>,
+    /// The NoCloud seed volume (it carries secrets) is still attached.
+    pub seed_attached: bool,
+}
+
+impl ObservedVm {
+    pub fn vm_ref(&self) -> VmRef {
+        VmRef {
+            name: self.name.clone(),
+            uuid: self.uuid.clone(),
+            host: self.host.clone(),
+            generation: self.owner.generation,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunnerStatus {
+    Online,
+    Offline,
+}
+
+/// A runner registration in the fleet's GitHub scope (ours or not).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ObservedRunner {
+    pub id: u64,
+    pub name: String,
+    pub status: RunnerStatus,
+    pub busy: bool,
+    pub labels: Vec<String>,
+}
+
+/// An observation that may have failed. A failed list is not an empty list:
+/// the planner makes no destructive change where the observation failed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", tag = "outcome")]
+pub enum Observation<T> {
+    Seen { items: T },
+    Failed { error: String },
+}
+
+impl<T> Observation<T> {
+    pub fn seen(&self) -> Option<&T> {
+        match self {
+            Observation::Seen { items } => Some(items),
+            Observation::Failed { .. } => None,
+        }
+    }
+}
+
+/// The world as observed at the start of a pass.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Observed {
+    /// Per host: the VMs of *this fleet* (other fleets' and foreign domains
+    /// are filtered out by the provider, which reads ownership).
+    pub hosts: BTreeMap<String, Observation<Vec<ObservedVm>>>,
+    /// Every runner in the GitHub scope; the planner decides which are ours.
+    pub runners: Observation<Vec<ObservedRunner>>,
+}
+
+/// A VM an action refers to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VmRef {
+    pub name: String,
+    pub uuid: String,
+    pub host: String,
+    pub generation: u64,
+}
+
+/// A runner registration an action refers to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RunnerRef {
+    pub id: u64,
+    pub name: String,
+}
+
+/// One field that differs between a VM and its slot's spec.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FieldChange {
+    pub field: String,
+    pub from: String,
+    pub to: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum CreateReason {
+    /// The slot has no VM.
+    Missing,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum ReplaceReason {
+    /// The slot's spec hash differs from the VM's (listed changes may be
+    /// empty when only provisioning settings changed).
+    SpecChanged { changes: Vec<FieldChange> },
+    /// An ephemeral VM ran its job and powered off.
+    JobDone,
+    /// The runner did not come up within the boot timeout.
+    BootTimeout {
+        #[serde(with = "duration_secs")]
+        waited: Duration,
+    },
+    /// A persistent runner has been offline past the offline timeout.
+    RunnerOffline,
+    /// The domain crashed, or the guest reported a provisioning failure.
+    Broken,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum DeleteReason {
+    /// The slot's index is at or above its pool's `count`.
+    ScaledDown,
+    /// The slot's pool is no longer in the file.
+    PoolRemoved,
+    /// The slot moved off this host (its host left the file).
+    HostRemoved,
+    /// `hangar destroy`.
+    Destroy,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum RemoveRunnerReason {
+    /// A registration of ours with no VM, past the orphan grace period.
+    NoVm,
+    /// `hangar destroy`.
+    Destroy,
+}
+
+/// Why nothing is done for something that differs from the file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum WaitReason {
+    /// The runner is running a job; the VM is replaced or deleted once idle.
+    Busy { then: String },
+    /// The VM is within its boot timeout.
+    Booting { deadline: DateTime<Utc> },
+    /// Crash-loop backoff after repeated failed boots.
+    Backoff { until: DateTime<Utc>, failures: u32 },
+    /// The host's or GitHub's observation failed this pass.
+    ObservationFailed { what: String, error: String },
+    /// An orphan inside its grace period.
+    Grace { until: DateTime<Utc> },
+    /// A runner not owned by this fleet holds the slot's name.
+    NameTaken { runner_id: u64 },
+}
+
+/// The only way anything in the world changes. `diff` renders these,
+/// `apply` executes them; `Wait` is the non-mutating outcome.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "action")]
+pub enum Action {
+    /// Define and start a slot's VM (mint its JIT config or registration
+    /// token just before). Only on a host whose observation succeeded.
+    Create {
+        slot: String,
+        host: String,
+        generation: u64,
+        boot_failures: u32,
+        reason: CreateReason,
+    },
+    /// Start a persistent slot's VM that is shut off (after a host reboot).
+    Start { vm: VmRef },
+    /// Remove the runner registration (if any; aborts when GitHub says busy),
+    /// delete the VM and its root disk, then create the next generation. The
+    /// cache volume stays. Never planned while the runner is busy.
+    Replace {
+        vm: VmRef,
+        runner: Option<RunnerRef>,
+        next_generation: u64,
+        boot_failures: u32,
+        reason: ReplaceReason,
+    },
+    /// Remove the runner registration (if any; aborts when busy), then delete
+    /// the VM, its volumes and its cache volume. Never planned while busy.
+    Delete {
+        vm: VmRef,
+        runner: Option<RunnerRef>,
+        reason: DeleteReason,
+    },
+    /// Detach and delete a VM's seed volume once its runner is up: the seed
+    /// carries the JIT config or registration token.
+    RemoveSeed { vm: VmRef },
+    /// Remove a registration of ours that has no VM.
+    RemoveRunner {
+        runner: RunnerRef,
+        reason: RemoveRunnerReason,
+    },
+    /// Nothing is done this pass.
+    Wait { subject: String, reason: WaitReason },
+}
+
+impl Action {
+    /// Whether executing this action changes the world.
+    pub fn is_mutating(&self) -> bool {
+        !matches!(self, Action::Wait { .. })
+    }
+
+    /// Whether it removes something (a VM, a volume, a registration).
+    pub fn is_destructive(&self) -> bool {
+        matches!(
+            self,
+            Action::Replace { .. } | Action::Delete { .. } | Action::RemoveRunner { .. }
+        )
+    }
+
+    /// The host the action touches, if any.
+    pub fn host(&self) -> Option<&str> {
+        match self {
+            Action::Create { host, .. } => Some(host),
+            Action::Start { vm }
+            | Action::RemoveSeed { vm }
+            | Action::Replace { vm, .. }
+            | Action::Delete { vm, .. } => Some(&vm.host),
+            Action::RemoveRunner { .. } | Action::Wait { .. } => None,
+        }
+    }
+
+    /// The slot (= VM = runner name) the action is about.
+    pub fn subject(&self) -> &str {
+        match self {
+            Action::Create { slot, .. } => slot,
+            Action::Start { vm }
+            | Action::RemoveSeed { vm }
+            | Action::Replace { vm, .. }
+            | Action::Delete { vm, .. } => &vm.name,
+            Action::RemoveRunner { runner, .. } => &runner.name,
+            Action::Wait { subject, .. } => subject,
+        }
+    }
+}
+
+/// The result of planning: actions in a stable order (by subject, then kind).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Plan {
+    pub fleet: String,
+    pub actions: Vec<Action>,
+}
+
+impl Plan {
+    /// No action would change the world (waits may remain).
+    pub fn is_converged(&self) -> bool {
+        !self.actions.iter().any(Action::is_mutating)
+    }
+
+    pub fn mutating(&self) -> impl Iterator<Item = &Action> {
+        self.actions.iter().filter(|a| a.is_mutating())
+    }
+}
+
+/// Serde helper: a `Duration` as whole seconds.
+pub mod duration_secs {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(d.as_secs())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        Ok(Duration::from_secs(u64::deserialize(d)?))
+    }
+}

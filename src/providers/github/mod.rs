@@ -1,0 +1,1 @@
+//! GitHub runner registry over octocrab.

@@ -1,0 +1,1 @@
+//! libvirt hypervisor over the virt crate.

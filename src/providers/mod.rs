@@ -1,0 +1,223 @@
+//! The outside world, behind two narrow traits over our own types.
+//!
+//! Only code under `providers` talks to libvirt or GitHub. The engine holds a
+//! `Hypervisor` per host and one `RunnerRegistry` for the fleet's scope.
+
+pub mod github;
+pub mod libvirt;
+
+use async_trait::async_trait;
+use serde::Serialize;
+
+use crate::plan::model::{ObservedRunner, ObservedVm, Ownership, VmRef};
+use crate::secret::Secret;
+
+/// What went wrong talking to a provider, and whether trying again may help.
+#[derive(Debug, thiserror::Error)]
+#[error("{target}: {message}")]
+pub struct ProviderError {
+    /// The host name, or the GitHub scope (`repos/OWNER/REPO`, `orgs/ORG`).
+    pub target: String,
+    pub kind: ErrorKind,
+    /// Short, lowercase, free of secrets.
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    /// Worth retrying after a backoff: connection dropped, 5xx, timeouts.
+    Transient,
+    /// Rate limited; retry no sooner than `retry_after_secs`.
+    RateLimited { retry_after_secs: u64 },
+    /// The object is gone (already deleted).
+    NotFound,
+    /// Refused for a reason that retrying will not fix (auth, bad request,
+    /// pool full, name taken by something that is not ours).
+    Refused,
+}
+
+impl ProviderError {
+    pub fn new(target: impl Into<String>, kind: ErrorKind, message: impl Into<String>) -> Self {
+        ProviderError {
+            target: target.into(),
+            kind,
+            message: message.into(),
+        }
+    }
+
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self.kind,
+            ErrorKind::Transient | ErrorKind::RateLimited { .. }
+        )
+    }
+}
+
+/// Which libvirt domain type a host runs its VMs with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DomainType {
+    Kvm,
+    Qemu,
+    /// libvirt's test driver (the sandbox and fast tests).
+    Test,
+}
+
+/// A host's capacity, read once per pass.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HostFacts {
+    pub memory_bytes: u64,
+    pub cpus: u32,
+    /// Free bytes in the host's storage pool, where libvirt knows.
+    pub pool_free_bytes: Option<u64>,
+    pub domain_type: DomainType,
+    /// Why that domain type was chosen, for `status` and logs.
+    pub domain_type_reason: String,
+}
+
+/// Kernel, initrd and command line for a direct kernel boot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DirectBoot {
+    pub kernel: String,
+    pub initrd: Option<String>,
+    pub cmdline: Option<String>,
+}
+
+/// How a VM's network interface is attached.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum NetworkAttachment {
+    /// No interface at all.
+    None,
+    /// qemu user-mode networking (tests; no host network reachable by name).
+    User,
+    /// A named libvirt network, optionally with an nwfilter on the interface.
+    Network {
+        name: String,
+        filter: Option<String>,
+    },
+}
+
+/// The NoCloud seed: what cloud-init reads on first boot.
+#[derive(Debug, Clone)]
+pub struct Seed {
+    /// `#cloud-config` user-data; carries the JIT config or registration
+    /// token, so it is a secret as a whole.
+    pub user_data: Secret<String>,
+    /// `instance-id` = VM name + generation, and `local-hostname`.
+    pub meta_data: String,
+}
+
+/// Everything needed to make one VM generation. Idempotent: a half-done
+/// create (volumes made, domain not defined) is adopted by the next call.
+#[derive(Debug, Clone)]
+pub struct VmCreate {
+    /// Written into the domain's metadata as is.
+    pub owner: Ownership,
+    pub boot: Option<DirectBoot>,
+    pub network: NetworkAttachment,
+    pub seed: Seed,
+}
+
+/// The libvirt side: one implementation per host.
+#[async_trait]
+pub trait Hypervisor: Send + Sync {
+    /// The host's name in the fleet file.
+    fn host(&self) -> &str;
+
+    /// Memory, cpus, pool space and domain type.
+    async fn facts(&self) -> Result<HostFacts, ProviderError>;
+
+    /// All VMs of `fleet` on this host (one listing round trip in steady
+    /// state); foreign domains are not returned.
+    async fn observe(&self, fleet: &str) -> Result<Vec<ObservedVm>, ProviderError>;
+
+    /// Make the VM: root overlay, cache volume (adopted if present), seed,
+    /// domain; define, then start.
+    async fn create(&self, vm: &VmCreate) -> Result<(), ProviderError>;
+
+    /// Start a defined, shut-off VM of ours.
+    async fn start(&self, vm: &VmRef) -> Result<(), ProviderError>;
+
+    /// Destroy, delete the root overlay and seed (and the cache volume when
+    /// `remove_cache`), then undefine last so a crash midway leaves the
+    /// ownership record for the next pass to finish the job.
+    async fn delete(&self, vm: &VmRef, remove_cache: bool) -> Result<(), ProviderError>;
+
+    /// Detach and delete the seed once the runner is up: it carries secrets.
+    async fn remove_seed(&self, vm: &VmRef) -> Result<(), ProviderError>;
+
+    /// Bytes used and total of each slot's cache volume on this host, by slot
+    /// name (allocation as the host sees it).
+    async fn cache_usage(&self, fleet: &str) -> Result<Vec<CacheUsage>, ProviderError>;
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CacheUsage {
+    pub slot: String,
+    pub allocated_bytes: u64,
+    pub capacity_bytes: u64,
+}
+
+/// A freshly minted just-in-time runner: registered, offline, one job.
+#[derive(Debug, Clone)]
+pub struct JitRunner {
+    pub runner_id: u64,
+    /// `encoded_jit_config`, handed to `run.sh --jitconfig` in the guest.
+    pub config: Secret<String>,
+}
+
+/// Outcome of asking GitHub to remove a runner.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RemoveOutcome {
+    Removed,
+    /// Already gone (404).
+    Gone,
+    /// GitHub refused because the runner is running a job (422): wait.
+    Busy,
+}
+
+/// The rate-limit budget as last reported by GitHub.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RateBudget {
+    pub limit: u64,
+    pub remaining: u64,
+    /// Epoch seconds when the window resets.
+    pub reset: u64,
+}
+
+/// The GitHub side: one implementation per fleet scope.
+#[async_trait]
+pub trait RunnerRegistry: Send + Sync {
+    /// `repos/OWNER/REPO` or `orgs/ORG`, for messages.
+    fn scope(&self) -> String;
+
+    /// Every runner in the scope, all pages. An unchanged list is answered
+    /// from the ETag cache (304, no rate-limit cost).
+    async fn observe(&self) -> Result<Vec<ObservedRunner>, ProviderError>;
+
+    /// Mint a JIT runner config (ephemeral slots).
+    async fn jit_config(
+        &self,
+        name: &str,
+        labels: &[String],
+        runner_group: &str,
+    ) -> Result<JitRunner, ProviderError>;
+
+    /// A registration token for `config.sh` (persistent slots).
+    async fn registration_token(&self) -> Result<Secret<String>, ProviderError>;
+
+    /// The URL `config.sh --url` takes (the repository's or the
+    /// organization's page on the GitHub web host).
+    fn registration_url(&self) -> String;
+
+    async fn remove(&self, runner_id: u64) -> Result<RemoveOutcome, ProviderError>;
+
+    /// The latest budget seen in response headers, if any request was made.
+    fn rate_budget(&self) -> Option<RateBudget>;
+}

@@ -1,0 +1,1 @@
+//! A stateful simulator of GitHub's self-hosted runner REST API.

@@ -1,0 +1,1 @@
+//! The fleet file: types, loading with located errors, validation, resolution.

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# The test suite, as the README gives it: installs what the tests need (as
+# root), starts a real libvirtd, then runs every test. Tests that need the
+# daemon are required here (HANGAR_REQUIRE_LIBVIRTD=1), skipped elsewhere.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+.ci/install-deps
+.ci/start-libvirtd
+
+export HANGAR_REQUIRE_LIBVIRTD=1
+export PROPTEST_CASES="${PROPTEST_CASES:-256}"
+cargo test --all-targets -- --test-threads=4
