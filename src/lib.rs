@@ -8,6 +8,7 @@ pub mod cli;
 pub mod exit;
 pub mod plan;
 pub mod providers;
+pub mod reconcile;
 pub mod secret;
 pub mod sim;
 pub mod spec;

@@ -1,0 +1,201 @@
+//! The engine: observe every host and the GitHub scope concurrently, plan,
+//! execute the plan's actions with bounded concurrency and safe ordering, and
+//! report. It owns ordering, timeouts, retries, locking and the loop; what to
+//! do is decided by the pure planner alone.
+
+pub mod execute;
+pub mod lock;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use futures::future::join_all;
+use serde::Serialize;
+
+use crate::plan::model::{DesiredSlot, Observation, Observed, Ownership};
+use crate::providers::{HostFacts, Hypervisor, ProviderError, RunnerRegistry, VmCreate};
+use crate::secret::Secret;
+
+pub use execute::{execute, ActionOutcome, Limits, Outcome, Report};
+
+/// Where time comes from. Production reads the system clock; tests drive a
+/// clock tied to tokio's (pausable) time so that no test sleeps for real.
+pub trait Clock: Send + Sync {
+    fn now(&self) -> DateTime<Utc>;
+}
+
+/// The system clock.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> DateTime<Utc> {
+        Utc::now()
+    }
+}
+
+/// A clock that starts at `origin` and advances with `tokio::time`, so that
+/// `tokio::time::pause()` / `advance()` move it.
+#[derive(Debug, Clone, Copy)]
+pub struct TokioClock {
+    origin: DateTime<Utc>,
+    start: tokio::time::Instant,
+}
+
+impl TokioClock {
+    pub fn starting_at(origin: DateTime<Utc>) -> Self {
+        TokioClock {
+            origin,
+            start: tokio::time::Instant::now(),
+        }
+    }
+}
+
+impl Clock for TokioClock {
+    fn now(&self) -> DateTime<Utc> {
+        let elapsed = tokio::time::Instant::now() - self.start;
+        self.origin + chrono::Duration::from_std(elapsed).unwrap_or(chrono::TimeDelta::MAX)
+    }
+}
+
+/// What the guest needs to register its runner; minted just before the VM
+/// that uses it is created and never reused for another boot.
+#[derive(Debug, Clone)]
+pub enum RunnerCredential {
+    /// Ephemeral slot: `run.sh --jitconfig`.
+    Jit {
+        runner_id: u64,
+        config: Secret<String>,
+    },
+    /// Persistent slot: `config.sh --url URL --token TOKEN`.
+    Registration { url: String, token: Secret<String> },
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{slot}: {message}")]
+pub struct ProvisionError {
+    pub slot: String,
+    pub message: String,
+}
+
+/// Turns a slot and its credential into everything libvirt needs for one VM
+/// generation (domain settings and the seed's user-data).
+pub trait Provisioner: Send + Sync {
+    fn vm_create(
+        &self,
+        slot: &DesiredSlot,
+        owner: Ownership,
+        credential: &RunnerCredential,
+    ) -> Result<VmCreate, ProvisionError>;
+}
+
+/// The outside world of one fleet, as the engine sees it.
+#[derive(Clone)]
+pub struct World {
+    pub fleet: String,
+    pub hosts: BTreeMap<String, Arc<dyn Hypervisor>>,
+    pub registry: Arc<dyn RunnerRegistry>,
+}
+
+/// One observation of the whole world, taken concurrently.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Snapshot {
+    pub observed: Observed,
+    #[serde(serialize_with = "serialize_facts")]
+    pub facts: BTreeMap<String, Result<HostFacts, String>>,
+    pub taken_at: DateTime<Utc>,
+}
+
+fn serialize_facts<S: serde::Serializer>(
+    facts: &BTreeMap<String, Result<HostFacts, String>>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeMap;
+    let mut map = s.serialize_map(Some(facts.len()))?;
+    for (host, f) in facts {
+        match f {
+            Ok(f) => map.serialize_entry(host, f)?,
+            Err(e) => map.serialize_entry(host, &serde_json::json!({ "error": e }))?,
+        }
+    }
+    map.end()
+}
+
+impl Snapshot {
+    /// Facts of the hosts whose facts could be read.
+    pub fn known_facts(&self) -> BTreeMap<String, HostFacts> {
+        self.facts
+            .iter()
+            .filter_map(|(h, f)| f.as_ref().ok().map(|f| (h.clone(), f.clone())))
+            .collect()
+    }
+
+    /// Slot name → host it lives on now (newest generation wins), so that
+    /// resolution keeps every slot on its host.
+    pub fn placement(&self) -> BTreeMap<String, String> {
+        let mut newest: BTreeMap<String, (u64, String)> = BTreeMap::new();
+        for obs in self.observed.hosts.values() {
+            for vm in obs.seen().into_iter().flatten() {
+                let e = newest
+                    .entry(vm.owner.slot.clone())
+                    .or_insert((vm.owner.generation, vm.host.clone()));
+                if vm.owner.generation > e.0 {
+                    *e = (vm.owner.generation, vm.host.clone());
+                }
+            }
+        }
+        newest.into_iter().map(|(s, (_, h))| (s, h)).collect()
+    }
+
+    /// Whether any part of the observation failed.
+    pub fn failures(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for (host, obs) in &self.observed.hosts {
+            if let Observation::Failed { error } = obs {
+                out.push(format!("host {host}: {error}"));
+            }
+        }
+        if let Observation::Failed { error } = &self.observed.runners {
+            out.push(format!("github: {error}"));
+        }
+        out
+    }
+}
+
+impl World {
+    /// Observe all hosts (facts and VMs) and the GitHub scope at once.
+    pub async fn observe(&self, clock: &dyn Clock) -> Snapshot {
+        let fleet = self.fleet.as_str();
+        let hosts = join_all(self.hosts.iter().map(|(name, hv)| async move {
+            let (facts, vms) = tokio::join!(hv.facts(), hv.observe(fleet));
+            (name.clone(), facts, vms)
+        }));
+        let (hosts, runners) = tokio::join!(hosts, self.registry.observe());
+
+        let mut observed_hosts = BTreeMap::new();
+        let mut facts = BTreeMap::new();
+        for (name, f, vms) in hosts {
+            facts.insert(name.clone(), f.map_err(|e: ProviderError| e.to_string()));
+            observed_hosts.insert(name, observation(vms));
+        }
+        Snapshot {
+            observed: Observed {
+                hosts: observed_hosts,
+                runners: observation(runners),
+            },
+            facts,
+            taken_at: clock.now(),
+        }
+    }
+}
+
+fn observation<T>(r: Result<T, ProviderError>) -> Observation<T> {
+    match r {
+        Ok(items) => Observation::Seen { items },
+        Err(e) => Observation::Failed {
+            error: e.to_string(),
+        },
+    }
+}
