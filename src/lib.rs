@@ -9,6 +9,7 @@ pub mod exit;
 pub mod plan;
 pub mod providers;
 pub mod reconcile;
+pub mod sandbox;
 pub mod secret;
 pub mod sim;
 pub mod spec;
