@@ -1,3 +1,6 @@
 //! Planning: a pure function from desired and observed state to actions.
 
 pub mod model;
+pub mod planner;
+
+pub use planner::{destroy, plan};

@@ -33,6 +33,21 @@ pub fn slot_name(fleet: &str, pool: &str, index: u32) -> String {
     format!("{fleet}-{pool}-{index}")
 }
 
+/// The pool and index of a slot name of `fleet`, if `name` has the shape
+/// `<fleet>-<pool>-<index>` that [`slot_name`] produces (canonical index, no
+/// leading zeros), so that `slot_name(fleet, pool, index) == name`.
+pub fn parse_slot_name<'a>(fleet: &str, name: &'a str) -> Option<(&'a str, u32)> {
+    let rest = name.strip_prefix(fleet)?.strip_prefix('-')?;
+    let (pool, index) = rest.rsplit_once('-')?;
+    if pool.is_empty() || index.is_empty() || !index.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    if index.len() > 1 && index.starts_with('0') {
+        return None;
+    }
+    Some((pool, index.parse().ok()?))
+}
+
 /// The VM a slot asks for, in absolute units. Recorded in ownership metadata
 /// so that `diff` can say what changed (`cpus 2 → 4`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -215,6 +230,28 @@ pub struct ObservedRunner {
     pub status: RunnerStatus,
     pub busy: bool,
     pub labels: Vec<String>,
+    /// Since when this runner has been offline without interruption, if the
+    /// observer remembers it across passes (GitHub does not say). `None`
+    /// when online or unknown; the planner replaces a persistent runner for
+    /// being offline only when it knows for how long.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offline_since: Option<DateTime<Utc>>,
+}
+
+impl ObservedRunner {
+    pub fn runner_ref(&self) -> RunnerRef {
+        RunnerRef {
+            id: self.id,
+            name: self.name.clone(),
+        }
+    }
+
+    /// Ours: named like one of the fleet's slots *and* labelled as the
+    /// fleet's. Either alone could be a coincidence or another tool's runner.
+    pub fn is_owned_by(&self, fleet: &str) -> bool {
+        let label = ownership_label(fleet);
+        parse_slot_name(fleet, &self.name).is_some() && self.labels.iter().any(|l| *l == label)
+    }
 }
 
 /// An observation that may have failed. A failed list is not an empty list:
@@ -308,6 +345,8 @@ pub enum DeleteReason {
     PoolRemoved,
     /// The slot moved off this host (its host left the file).
     HostRemoved,
+    /// An older VM of a slot that has a newer one on the slot's host.
+    Duplicate,
     /// `hangar destroy`.
     Destroy,
 }
@@ -337,6 +376,13 @@ pub enum WaitReason {
     Grace { until: DateTime<Utc> },
     /// A runner not owned by this fleet holds the slot's name.
     NameTaken { runner_id: u64 },
+    /// A runner that was up is offline while its VM runs; replaced at `deadline`,
+    /// or never while the observer cannot say since when (`None`).
+    RunnerOffline { deadline: Option<DateTime<Utc>> },
+    /// A registration of ours is online but no observed host has its VM:
+    /// something hangar cannot see runs it, so it is neither removed nor
+    /// duplicated until it goes offline.
+    OrphanOnline { runner_id: u64 },
 }
 
 /// The only way anything in the world changes. `diff` renders these,
