@@ -2,5 +2,6 @@
 
 pub mod model;
 pub mod planner;
+pub mod render;
 
 pub use planner::{destroy, plan};

@@ -1,0 +1,208 @@
+//! Plans as people and programs read them: a terraform-style diff and JSON.
+
+use std::fmt::Write as _;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+
+use super::model::{Action, DeleteReason, Plan, RemoveRunnerReason, ReplaceReason, WaitReason};
+
+const GREEN: &str = "\x1b[32m";
+const RED: &str = "\x1b[31m";
+const YELLOW: &str = "\x1b[33m";
+const CYAN: &str = "\x1b[36m";
+const RESET: &str = "\x1b[0m";
+
+/// One line per action, then a summary line. ANSI colour only when `color`.
+pub fn human(plan: &Plan, color: bool) -> String {
+    let mut out = String::new();
+    for action in &plan.actions {
+        let (symbol, verb, colour) = marker(action);
+        if color && !colour.is_empty() {
+            let _ = write!(out, "{colour}{symbol} {verb}{RESET}");
+        } else {
+            let _ = write!(out, "{symbol} {verb}");
+        }
+        let pad = 8usize.saturating_sub(verb.len());
+        let _ = write!(out, "{:pad$}{}", "", describe(action));
+        out.push('\n');
+    }
+    out.push_str(&summary(plan));
+    out.push('\n');
+    out
+}
+
+/// The plan as pretty JSON; field order follows the model, so it is stable.
+pub fn json(plan: &Plan) -> String {
+    serde_json::to_string_pretty(plan).expect("a plan is plain data and always serializes")
+}
+
+fn marker(action: &Action) -> (char, &'static str, &'static str) {
+    match action {
+        Action::Create { .. } => ('+', "create", GREEN),
+        Action::Delete { .. } => ('-', "delete", RED),
+        Action::Replace { .. } => ('~', "replace", YELLOW),
+        Action::Start { .. } => ('>', "start", CYAN),
+        Action::RemoveSeed { .. } => ('-', "unseed", RED),
+        Action::RemoveRunner { .. } => ('-', "remove", RED),
+        Action::Wait { .. } => ('=', "wait", ""),
+    }
+}
+
+fn describe(action: &Action) -> String {
+    match action {
+        Action::Create {
+            slot,
+            host,
+            generation,
+            ..
+        } => {
+            if *generation > 1 {
+                format!("{slot} on {host} (generation {generation})")
+            } else {
+                format!("{slot} on {host}")
+            }
+        }
+        Action::Delete { vm, reason, .. } => {
+            let why = match reason {
+                DeleteReason::ScaledDown => "scaled down",
+                DeleteReason::PoolRemoved => "pool removed",
+                DeleteReason::HostRemoved => "moved off this host",
+                DeleteReason::Duplicate => "older duplicate",
+                DeleteReason::Destroy => "destroy",
+            };
+            format!("{} on {} ({why})", vm.name, vm.host)
+        }
+        Action::Replace {
+            vm,
+            reason,
+            boot_failures,
+            ..
+        } => {
+            let why = match reason {
+                ReplaceReason::SpecChanged { changes } if changes.is_empty() => {
+                    "spec changed".to_string()
+                }
+                ReplaceReason::SpecChanged { changes } => changes
+                    .iter()
+                    .map(|c| format!("{} {} → {}", c.field, c.from, c.to))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                ReplaceReason::JobDone => "job done".to_string(),
+                ReplaceReason::BootTimeout { waited } => format!(
+                    "runner not up after {}, boot failure {boot_failures}",
+                    duration(*waited)
+                ),
+                ReplaceReason::RunnerOffline => "runner offline".to_string(),
+                ReplaceReason::Broken => format!("broken, boot failure {boot_failures}"),
+            };
+            format!("{} on {} ({why})", vm.name, vm.host)
+        }
+        Action::Start { vm } => format!("{} on {} (shut off)", vm.name, vm.host),
+        Action::RemoveSeed { vm } => {
+            format!(
+                "{} on {} (runner up: seed volume removed)",
+                vm.name, vm.host
+            )
+        }
+        Action::RemoveRunner { runner, reason } => {
+            let why = match reason {
+                RemoveRunnerReason::NoVm => "registration without a VM",
+                RemoveRunnerReason::Destroy => "destroy",
+            };
+            format!("{} runner #{} ({why})", runner.name, runner.id)
+        }
+        Action::Wait { subject, reason } => format!("{subject} ({})", wait_reason(reason)),
+    }
+}
+
+fn wait_reason(reason: &WaitReason) -> String {
+    match reason {
+        WaitReason::Busy { then } => format!("busy: {then} after the job"),
+        WaitReason::Booting { deadline } => {
+            format!("booting: runner expected by {}", time(deadline))
+        }
+        WaitReason::Backoff { until, failures } => {
+            format!(
+                "crash-loop backoff after {failures} failed boots, until {}",
+                time(until)
+            )
+        }
+        WaitReason::ObservationFailed { what, error } => format!("{what} not observed: {error}"),
+        WaitReason::Grace { until } => format!("grace period until {}", time(until)),
+        WaitReason::NameTaken { runner_id } => {
+            format!("name taken by runner #{runner_id}, not owned by this fleet")
+        }
+        WaitReason::RunnerOffline {
+            deadline: Some(deadline),
+        } => format!("runner offline, replaced at {}", time(deadline)),
+        WaitReason::RunnerOffline { deadline: None } => {
+            "runner offline since a time not observed".to_string()
+        }
+        WaitReason::OrphanOnline { runner_id } => {
+            format!("runner #{runner_id} online without a VM on any host")
+        }
+    }
+}
+
+fn summary(plan: &Plan) -> String {
+    if plan.actions.is_empty() {
+        return "No changes. The fleet matches the file.".to_string();
+    }
+    let count = |f: fn(&Action) -> bool| plan.actions.iter().filter(|a| f(a)).count();
+    let mut parts = vec![
+        format!(
+            "{} to create",
+            count(|a| matches!(a, Action::Create { .. }))
+        ),
+        format!(
+            "{} to replace",
+            count(|a| matches!(a, Action::Replace { .. }))
+        ),
+        format!(
+            "{} to delete",
+            count(|a| matches!(a, Action::Delete { .. }))
+        ),
+    ];
+    let extras = [
+        (count(|a| matches!(a, Action::Start { .. })), "to start"),
+        (
+            count(|a| matches!(a, Action::RemoveSeed { .. })),
+            "seeds to remove",
+        ),
+        (
+            count(|a| matches!(a, Action::RemoveRunner { .. })),
+            "registrations to remove",
+        ),
+    ];
+    for (n, what) in extras {
+        if n > 0 {
+            parts.push(format!("{n} {what}"));
+        }
+    }
+    parts.push(format!(
+        "{} waiting",
+        count(|a| matches!(a, Action::Wait { .. }))
+    ));
+    format!("Plan: {}.", parts.join(", "))
+}
+
+fn time(t: &DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Secs, true)
+}
+
+/// `15m`, `1h 30m`, `45s`.
+fn duration(d: std::time::Duration) -> String {
+    let s = d.as_secs();
+    let (h, m, s) = (s / 3600, s / 60 % 60, s % 60);
+    let mut parts = Vec::new();
+    if h > 0 {
+        parts.push(format!("{h}h"));
+    }
+    if m > 0 {
+        parts.push(format!("{m}m"));
+    }
+    if s > 0 || parts.is_empty() {
+        parts.push(format!("{s}s"));
+    }
+    parts.join(" ")
+}
