@@ -1,0 +1,145 @@
+//! Guest progress from the serial console log.
+//!
+//! The guest provisioning prints exactly these markers to `/dev/ttyS0`; the
+//! domain's `<serial type='file'>` writes them to a log on the host, which
+//! observation reads (only where the host is this machine).
+
+use std::fs::File;
+use std::io::{self, Read, Seek, SeekFrom};
+use std::path::Path;
+
+use crate::plan::model::GuestStage;
+
+pub const MARKER_USER_OK: &str = "hangar: user ok";
+pub const MARKER_DOCKER_OK: &str = "hangar: docker ok";
+pub const MARKER_CACHE_MOUNTED: &str = "hangar: cache mounted";
+pub const MARKER_RUNNER_STARTED: &str = "hangar: runner started";
+pub const MARKER_JOB_STARTED: &str = "hangar: job started";
+pub const MARKER_JOB_FINISHED: &str = "hangar: job finished";
+pub const MARKER_FAILED: &str = "hangar: failed";
+
+/// Every marker with the stage it announces.
+pub const MARKERS: [(&str, GuestStage); 7] = [
+    (MARKER_USER_OK, GuestStage::UserReady),
+    (MARKER_DOCKER_OK, GuestStage::DockerReady),
+    (MARKER_CACHE_MOUNTED, GuestStage::CacheMounted),
+    (MARKER_RUNNER_STARTED, GuestStage::RunnerStarted),
+    (MARKER_JOB_STARTED, GuestStage::JobStarted),
+    (MARKER_JOB_FINISHED, GuestStage::JobFinished),
+    (MARKER_FAILED, GuestStage::Failed),
+];
+
+/// The stage a single console line announces, if any. Kernel and
+/// cloud-init prefixes before the marker are allowed.
+pub fn line_stage(line: &str) -> Option<GuestStage> {
+    MARKERS
+        .iter()
+        .find(|(marker, _)| line.contains(marker))
+        .map(|(_, stage)| *stage)
+}
+
+/// Fold lines into the newest stage: the last marker wins (a persistent
+/// runner goes job started → finished → started again), except that a
+/// failure stays a failure.
+pub fn advance(mut stage: GuestStage, text: &str) -> GuestStage {
+    for line in text.lines() {
+        if stage == GuestStage::Failed {
+            break;
+        }
+        if let Some(s) = line_stage(line) {
+            stage = s;
+        }
+    }
+    stage
+}
+
+/// Where reading of one console log got to, so each observation reads only
+/// what the guest printed since the last one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConsoleCursor {
+    pub offset: u64,
+    pub stage: GuestStage,
+}
+
+impl Default for ConsoleCursor {
+    fn default() -> Self {
+        ConsoleCursor {
+            offset: 0,
+            stage: GuestStage::Booting,
+        }
+    }
+}
+
+impl ConsoleCursor {
+    /// Read complete lines appended since the last call. A missing log
+    /// means nothing was printed yet; a shorter log (truncated, or a new
+    /// file under the same name) is read again from the start.
+    pub fn read(&mut self, path: &Path) -> io::Result<GuestStage> {
+        let mut file = match File::open(path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                *self = ConsoleCursor::default();
+                return Ok(self.stage);
+            }
+            Err(e) => return Err(e),
+        };
+        let len = file.metadata()?.len();
+        if len < self.offset {
+            *self = ConsoleCursor::default();
+        }
+        file.seek(SeekFrom::Start(self.offset))?;
+        let mut buf = Vec::new();
+        file.take(len - self.offset).read_to_end(&mut buf)?;
+        // A partial last line waits for its newline.
+        let complete = match buf.iter().rposition(|&b| b == b'\n') {
+            Some(i) => i + 1,
+            None => 0,
+        };
+        let text = String::from_utf8_lossy(&buf[..complete]);
+        self.stage = advance(self.stage, &text);
+        self.offset += complete as u64;
+        Ok(self.stage)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    #[test]
+    fn markers_after_prefixes_are_seen() {
+        assert_eq!(
+            line_stage("[   56.1] cloud-init[612]: hangar: docker ok"),
+            Some(GuestStage::DockerReady)
+        );
+        assert_eq!(line_stage("hangar: nothing"), None);
+    }
+
+    #[test]
+    fn last_marker_wins_but_failure_sticks() {
+        let s = advance(
+            GuestStage::Booting,
+            "hangar: user ok\nhangar: runner started\nhangar: job started\nhangar: job finished\nhangar: job started\n",
+        );
+        assert_eq!(s, GuestStage::JobStarted);
+        let s = advance(GuestStage::Booting, "hangar: failed\nhangar: user ok\n");
+        assert_eq!(s, GuestStage::Failed);
+    }
+
+    #[test]
+    fn cursor_reads_incrementally_and_waits_for_newlines() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.log");
+        let mut c = ConsoleCursor::default();
+        assert_eq!(c.read(&path).unwrap(), GuestStage::Booting);
+        let mut f = File::create(&path).unwrap();
+        write!(f, "boot\n{MARKER_USER_OK}\n{}", &MARKER_DOCKER_OK[..8]).unwrap();
+        assert_eq!(c.read(&path).unwrap(), GuestStage::UserReady);
+        write!(f, "{}\n", &MARKER_DOCKER_OK[8..]).unwrap();
+        assert_eq!(c.read(&path).unwrap(), GuestStage::DockerReady);
+        // A new, shorter log (a new generation under the same path) starts over.
+        std::fs::write(&path, "x\n").unwrap();
+        assert_eq!(c.read(&path).unwrap(), GuestStage::Booting);
+    }
+}

@@ -1,0 +1,731 @@
+//! The XML hangar hands to libvirt, written with quick-xml's writer (values
+//! are escaped by the writer, never pasted into strings), and the few facts
+//! read back from libvirt's XML.
+//!
+//! Nothing secret goes through here: the user-data lives only in the seed
+//! volume's content.
+
+use std::io;
+
+use chrono::{DateTime, Utc};
+use quick_xml::events::{BytesDecl, BytesText, Event};
+use quick_xml::Writer;
+
+use super::tree::{self, Element};
+use crate::plan::model::{Ownership, SpecHash, VmShape};
+use crate::providers::{DirectBoot, DomainType, NetworkAttachment};
+
+/// Namespace of hangar's ownership element inside a domain's `<metadata>`.
+pub const OWNERSHIP_NS: &str = "https://hangar.dev/xmlns/vm/1";
+/// Prefix written for [`OWNERSHIP_NS`] (any prefix is accepted on read).
+pub const OWNERSHIP_PREFIX: &str = "hangar";
+/// Local name of the ownership element.
+pub const OWNERSHIP_ELEMENT: &str = "vm";
+
+/// Serial of the cache disk: the guest finds it at
+/// `/dev/disk/by-id/virtio-hangar-cache`.
+pub const CACHE_DISK_SERIAL: &str = "hangar-cache";
+/// Serial of the NoCloud seed disk.
+pub const SEED_DISK_SERIAL: &str = "hangar-seed";
+
+/// Root overlay of one VM generation.
+pub fn root_volume_name(slot: &str, generation: u64) -> String {
+    format!("{slot}-g{generation}-root.qcow2")
+}
+
+/// The slot's cache volume, kept across generations.
+pub fn cache_volume_name(slot: &str) -> String {
+    format!("{slot}-cache.qcow2")
+}
+
+/// The NoCloud seed of one VM generation (carries secrets until removed).
+pub fn seed_volume_name(slot: &str, generation: u64) -> String {
+    format!("{slot}-g{generation}-seed.iso")
+}
+
+/// File name of a generation's serial console log inside the console dir.
+pub fn console_log_name(slot: &str, generation: u64) -> String {
+    format!("{slot}-g{generation}.console.log")
+}
+
+/// A disk of a domain: a volume in a pool, on the virtio bus.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DiskSpec {
+    pub pool: String,
+    pub volume: String,
+    /// `qcow2` or `raw`.
+    pub format: VolumeFormat,
+    /// `vda`, `vdb`, ...
+    pub target: String,
+    pub serial: Option<String>,
+    pub readonly: bool,
+}
+
+/// Everything [`domain_xml`] needs; no secrets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DomainSpec {
+    pub domain_type: DomainType,
+    pub name: String,
+    /// Carried forward when redefining an existing domain of ours.
+    pub uuid: Option<String>,
+    pub owner: Ownership,
+    pub boot: Option<DirectBoot>,
+    pub network: NetworkAttachment,
+    /// Root, then cache, then seed.
+    pub disks: Vec<DiskSpec>,
+    /// Absolute path of the serial console log on the host.
+    pub console_log: Option<String>,
+}
+
+impl DomainSpec {
+    /// The domain hangar defines for one VM generation: root overlay (vda),
+    /// cache (vdb, if the shape has one), seed (vdc, if `with_seed`).
+    pub fn for_vm(
+        domain_type: DomainType,
+        storage_pool: &str,
+        owner: &Ownership,
+        boot: Option<&DirectBoot>,
+        network: &NetworkAttachment,
+        with_seed: bool,
+        console_log: Option<String>,
+    ) -> DomainSpec {
+        let mut disks = vec![DiskSpec {
+            pool: storage_pool.to_string(),
+            volume: root_volume_name(&owner.slot, owner.generation),
+            format: VolumeFormat::Qcow2,
+            target: "vda".into(),
+            serial: None,
+            readonly: false,
+        }];
+        if owner.shape.cache_bytes.is_some() {
+            disks.push(DiskSpec {
+                pool: storage_pool.to_string(),
+                volume: cache_volume_name(&owner.slot),
+                format: VolumeFormat::Qcow2,
+                target: "vdb".into(),
+                serial: Some(CACHE_DISK_SERIAL.into()),
+                readonly: false,
+            });
+        }
+        if with_seed {
+            disks.push(seed_disk(storage_pool, &owner.slot, owner.generation));
+        }
+        DomainSpec {
+            domain_type,
+            name: owner.slot.clone(),
+            uuid: None,
+            owner: owner.clone(),
+            boot: boot.cloned(),
+            network: network.clone(),
+            disks,
+            console_log,
+        }
+    }
+}
+
+/// The seed disk of a generation, as attached (and as given to detach).
+pub fn seed_disk(storage_pool: &str, slot: &str, generation: u64) -> DiskSpec {
+    DiskSpec {
+        pool: storage_pool.to_string(),
+        volume: seed_volume_name(slot, generation),
+        format: VolumeFormat::Raw,
+        target: "vdc".into(),
+        serial: Some(SEED_DISK_SERIAL.into()),
+        readonly: true,
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VolumeFormat {
+    Qcow2,
+    Raw,
+}
+
+impl VolumeFormat {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VolumeFormat::Qcow2 => "qcow2",
+            VolumeFormat::Raw => "raw",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<VolumeFormat> {
+        match s {
+            "qcow2" => Some(VolumeFormat::Qcow2),
+            "raw" | "iso" => Some(VolumeFormat::Raw),
+            _ => None,
+        }
+    }
+}
+
+/// A volume to create in a pool.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VolumeSpec {
+    pub name: String,
+    pub capacity_bytes: u64,
+    pub format: VolumeFormat,
+    /// Copy-on-write backing file (qcow2 overlays only).
+    pub backing: Option<Backing>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Backing {
+    pub path: String,
+    pub format: VolumeFormat,
+}
+
+type Xw = Writer<Vec<u8>>;
+
+fn finish(w: Xw) -> String {
+    String::from_utf8(w.into_inner()).expect("quick-xml writes utf-8")
+}
+
+fn text(w: &mut Xw, name: &str, value: &str) -> io::Result<()> {
+    w.create_element(name)
+        .write_text_content(BytesText::new(value))?;
+    Ok(())
+}
+
+/// Libvirt domain XML for `spec`.
+pub fn domain_xml(spec: &DomainSpec) -> String {
+    let mut w = Writer::new_with_indent(Vec::new(), b' ', 2);
+    write_domain(&mut w, spec).expect("writing XML into a Vec cannot fail");
+    finish(w)
+}
+
+fn domain_type_str(t: DomainType) -> &'static str {
+    match t {
+        DomainType::Kvm => "kvm",
+        DomainType::Qemu => "qemu",
+        DomainType::Test => "test",
+    }
+}
+
+fn write_domain(w: &mut Xw, spec: &DomainSpec) -> io::Result<()> {
+    w.create_element("domain")
+        .with_attribute(("type", domain_type_str(spec.domain_type)))
+        .write_inner_content(|w| {
+            text(w, "name", &spec.name)?;
+            if let Some(uuid) = &spec.uuid {
+                text(w, "uuid", uuid)?;
+            }
+            w.create_element("metadata")
+                .write_inner_content(|w| write_ownership(w, &spec.owner))?;
+            let kib = spec.owner.shape.memory_bytes / 1024;
+            w.create_element("memory")
+                .with_attribute(("unit", "KiB"))
+                .write_text_content(BytesText::new(&kib.to_string()))?;
+            w.create_element("vcpu")
+                .with_attribute(("placement", "static"))
+                .write_text_content(BytesText::new(&spec.owner.shape.cpus.to_string()))?;
+            w.create_element("os").write_inner_content(|w| {
+                let ty = w.create_element("type");
+                // The test driver only knows i686; qemu/kvm guests are x86_64.
+                let ty = if spec.domain_type == DomainType::Test {
+                    ty
+                } else {
+                    ty.with_attribute(("arch", "x86_64"))
+                };
+                ty.write_text_content(BytesText::new("hvm"))?;
+                match &spec.boot {
+                    Some(boot) => {
+                        text(w, "kernel", &boot.kernel)?;
+                        if let Some(initrd) = &boot.initrd {
+                            text(w, "initrd", initrd)?;
+                        }
+                        if let Some(cmdline) = &boot.cmdline {
+                            text(w, "cmdline", cmdline)?;
+                        }
+                    }
+                    None => {
+                        w.create_element("boot")
+                            .with_attribute(("dev", "hd"))
+                            .write_empty()?;
+                    }
+                }
+                Ok(())
+            })?;
+            // Without ACPI a guest's poweroff never ends the domain.
+            w.create_element("features").write_inner_content(|w| {
+                w.create_element("acpi").write_empty()?;
+                w.create_element("apic").write_empty()?;
+                Ok(())
+            })?;
+            text(w, "on_poweroff", "destroy")?;
+            text(w, "on_reboot", "restart")?;
+            text(w, "on_crash", "destroy")?;
+            w.create_element("devices").write_inner_content(|w| {
+                for disk in &spec.disks {
+                    write_disk(w, disk)?;
+                }
+                write_interface(w, &spec.network)?;
+                if let Some(path) = &spec.console_log {
+                    w.create_element("serial")
+                        .with_attribute(("type", "file"))
+                        .write_inner_content(|w| {
+                            w.create_element("source")
+                                .with_attribute(("path", path.as_str()))
+                                .write_empty()?;
+                            w.create_element("target")
+                                .with_attribute(("port", "0"))
+                                .write_empty()?;
+                            Ok(())
+                        })?;
+                }
+                Ok(())
+            })?;
+            Ok(())
+        })?;
+    Ok(())
+}
+
+fn write_disk(w: &mut Xw, disk: &DiskSpec) -> io::Result<()> {
+    w.create_element("disk")
+        .with_attribute(("type", "volume"))
+        .with_attribute(("device", "disk"))
+        .write_inner_content(|w| {
+            w.create_element("driver")
+                .with_attribute(("name", "qemu"))
+                .with_attribute(("type", disk.format.as_str()))
+                .write_empty()?;
+            w.create_element("source")
+                .with_attribute(("pool", disk.pool.as_str()))
+                .with_attribute(("volume", disk.volume.as_str()))
+                .write_empty()?;
+            w.create_element("target")
+                .with_attribute(("dev", disk.target.as_str()))
+                .with_attribute(("bus", "virtio"))
+                .write_empty()?;
+            if disk.readonly {
+                w.create_element("readonly").write_empty()?;
+            }
+            if let Some(serial) = &disk.serial {
+                text(w, "serial", serial)?;
+            }
+            Ok(())
+        })?;
+    Ok(())
+}
+
+fn write_interface(w: &mut Xw, network: &NetworkAttachment) -> io::Result<()> {
+    match network {
+        NetworkAttachment::None => Ok(()),
+        NetworkAttachment::User => {
+            w.create_element("interface")
+                .with_attribute(("type", "user"))
+                .write_inner_content(|w| {
+                    w.create_element("model")
+                        .with_attribute(("type", "virtio"))
+                        .write_empty()?;
+                    Ok(())
+                })?;
+            Ok(())
+        }
+        NetworkAttachment::Network { name, filter } => {
+            w.create_element("interface")
+                .with_attribute(("type", "network"))
+                .write_inner_content(|w| {
+                    w.create_element("source")
+                        .with_attribute(("network", name.as_str()))
+                        .write_empty()?;
+                    w.create_element("model")
+                        .with_attribute(("type", "virtio"))
+                        .write_empty()?;
+                    if let Some(filter) = filter {
+                        w.create_element("filterref")
+                            .with_attribute(("filter", filter.as_str()))
+                            .write_empty()?;
+                    }
+                    Ok(())
+                })?;
+            Ok(())
+        }
+    }
+}
+
+/// The `<disk>` element alone, as `detach_device_flags` takes it.
+pub fn disk_xml(disk: &DiskSpec) -> String {
+    let mut w = Writer::new_with_indent(Vec::new(), b' ', 2);
+    write_disk(&mut w, disk).expect("writing XML into a Vec cannot fail");
+    finish(w)
+}
+
+/// Libvirt storage volume XML for `spec`.
+pub fn volume_xml(spec: &VolumeSpec) -> String {
+    let mut w = Writer::new_with_indent(Vec::new(), b' ', 2);
+    write_volume(&mut w, spec).expect("writing XML into a Vec cannot fail");
+    finish(w)
+}
+
+fn write_volume(w: &mut Xw, spec: &VolumeSpec) -> io::Result<()> {
+    w.create_element("volume")
+        .with_attribute(("type", "file"))
+        .write_inner_content(|w| {
+            text(w, "name", &spec.name)?;
+            w.create_element("capacity")
+                .with_attribute(("unit", "bytes"))
+                .write_text_content(BytesText::new(&spec.capacity_bytes.to_string()))?;
+            // Sparse: qcow2 grows on use, the seed is written by upload.
+            w.create_element("allocation")
+                .with_attribute(("unit", "bytes"))
+                .write_text_content(BytesText::new("0"))?;
+            w.create_element("target").write_inner_content(|w| {
+                w.create_element("format")
+                    .with_attribute(("type", spec.format.as_str()))
+                    .write_empty()?;
+                if spec.format == VolumeFormat::Qcow2 {
+                    text(w, "compat", "1.1")?;
+                }
+                Ok(())
+            })?;
+            if let Some(backing) = &spec.backing {
+                w.create_element("backingStore").write_inner_content(|w| {
+                    text(w, "path", &backing.path)?;
+                    w.create_element("format")
+                        .with_attribute(("type", backing.format.as_str()))
+                        .write_empty()?;
+                    Ok(())
+                })?;
+            }
+            Ok(())
+        })?;
+    Ok(())
+}
+
+fn write_ownership(w: &mut Xw, o: &Ownership) -> io::Result<()> {
+    let p = |local: &str| format!("{OWNERSHIP_PREFIX}:{local}");
+    let xmlns = format!("xmlns:{OWNERSHIP_PREFIX}");
+    w.create_element(p(OWNERSHIP_ELEMENT))
+        .with_attribute((xmlns.as_str(), OWNERSHIP_NS))
+        .write_inner_content(|w| {
+            text(w, &p("fleet"), &o.fleet)?;
+            text(w, &p("pool"), &o.pool)?;
+            text(w, &p("slot"), &o.slot)?;
+            text(w, &p("index"), &o.index.to_string())?;
+            text(w, &p("generation"), &o.generation.to_string())?;
+            text(w, &p("specHash"), &o.spec_hash.0)?;
+            text(w, &p("createdAt"), &o.created_at.to_rfc3339())?;
+            text(
+                w,
+                &p("ephemeral"),
+                if o.ephemeral { "true" } else { "false" },
+            )?;
+            text(w, &p("bootFailures"), &o.boot_failures.to_string())?;
+            w.create_element(p("shape")).write_inner_content(|w| {
+                text(w, &p("cpus"), &o.shape.cpus.to_string())?;
+                text(w, &p("memoryBytes"), &o.shape.memory_bytes.to_string())?;
+                text(w, &p("diskBytes"), &o.shape.disk_bytes.to_string())?;
+                text(w, &p("image"), &o.shape.image)?;
+                if let Some(cache) = o.shape.cache_bytes {
+                    text(w, &p("cacheBytes"), &cache.to_string())?;
+                }
+                Ok(())
+            })?;
+            Ok(())
+        })?;
+    Ok(())
+}
+
+/// The ownership element alone (what `virsh metadata` shows).
+pub fn ownership_xml(o: &Ownership) -> String {
+    let mut w = Writer::new(Vec::new());
+    write_ownership(&mut w, o).expect("writing XML into a Vec cannot fail");
+    finish(w)
+}
+
+/// A standalone document, for `virt-xml-validate` and `hangar render`.
+pub fn with_declaration(xml: &str) -> String {
+    let mut w = Writer::new(Vec::new());
+    w.write_event(Event::Decl(BytesDecl::new("1.0", Some("UTF-8"), None)))
+        .expect("writing XML into a Vec cannot fail");
+    let mut s = finish(w);
+    s.push('\n');
+    s.push_str(xml);
+    s
+}
+
+/// Why an ownership element could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("ownership metadata: {0}")]
+pub struct OwnershipError(pub String);
+
+fn field<'a>(el: &'a Element, name: &str) -> Result<&'a str, OwnershipError> {
+    el.child_text(name)
+        .ok_or_else(|| OwnershipError(format!("missing {name}")))
+}
+
+fn number<T: std::str::FromStr>(el: &Element, name: &str) -> Result<T, OwnershipError> {
+    field(el, name)?
+        .parse()
+        .map_err(|_| OwnershipError(format!("{name} is not a number")))
+}
+
+fn parse_ownership_element(el: &Element) -> Result<Ownership, OwnershipError> {
+    let created_at = DateTime::parse_from_rfc3339(field(el, "createdAt")?)
+        .map_err(|_| OwnershipError("createdAt is not rfc3339".into()))?
+        .with_timezone(&Utc);
+    let ephemeral = match field(el, "ephemeral")? {
+        "true" => true,
+        "false" => false,
+        _ => return Err(OwnershipError("ephemeral is not a boolean".into())),
+    };
+    let shape_el = el
+        .child("shape")
+        .ok_or_else(|| OwnershipError("missing shape".into()))?;
+    let cache_bytes = match shape_el.child_text("cacheBytes") {
+        Some(v) => Some(
+            v.parse()
+                .map_err(|_| OwnershipError("cacheBytes is not a number".into()))?,
+        ),
+        None => None,
+    };
+    Ok(Ownership {
+        fleet: field(el, "fleet")?.to_string(),
+        pool: field(el, "pool")?.to_string(),
+        slot: field(el, "slot")?.to_string(),
+        index: number(el, "index")?,
+        generation: number(el, "generation")?,
+        spec_hash: SpecHash(field(el, "specHash")?.to_string()),
+        created_at,
+        ephemeral,
+        boot_failures: number(el, "bootFailures")?,
+        shape: VmShape {
+            cpus: number(shape_el, "cpus")?,
+            memory_bytes: number(shape_el, "memoryBytes")?,
+            disk_bytes: number(shape_el, "diskBytes")?,
+            image: field(shape_el, "image")?.to_string(),
+            cache_bytes,
+        },
+    })
+}
+
+/// What hangar reads from a domain's XML.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DomainFacts {
+    /// `None`: the domain carries no hangar element — not ours.
+    pub owner: Option<Ownership>,
+    /// Disk sources that are pool volumes: (pool, volume).
+    pub volumes: Vec<(String, String)>,
+    /// A disk with serial [`SEED_DISK_SERIAL`] is attached.
+    pub seed_attached: bool,
+}
+
+/// Read ownership and disks from a full domain XML (`virDomainGetXMLDesc`).
+/// A domain with a malformed hangar element is an error, not "foreign":
+/// hangar must neither adopt nor ignore it silently.
+pub fn parse_domain(xml: &str) -> Result<DomainFacts, OwnershipError> {
+    let root = tree::parse(xml).map_err(OwnershipError)?;
+    let owner = match root.child("metadata").and_then(|m| {
+        m.children
+            .iter()
+            .find(|c| c.local_name() == OWNERSHIP_ELEMENT && ns_of(c) == Some(OWNERSHIP_NS))
+    }) {
+        Some(el) => Some(parse_ownership_element(el)?),
+        None => None,
+    };
+    let mut disks = Vec::new();
+    if let Some(devices) = root.child("devices") {
+        disks.extend(devices.children_named("disk"));
+    }
+    let volumes = disks
+        .iter()
+        .filter_map(|d| {
+            let src = d.child("source")?;
+            Some((
+                src.attr("pool")?.to_string(),
+                src.attr("volume")?.to_string(),
+            ))
+        })
+        .collect();
+    let seed_attached = disks
+        .iter()
+        .any(|d| d.child_text("serial") == Some(SEED_DISK_SERIAL));
+    Ok(DomainFacts {
+        owner,
+        volumes,
+        seed_attached,
+    })
+}
+
+/// The namespace URI of an element, from a declaration on itself.
+fn ns_of(el: &Element) -> Option<&str> {
+    let key = match el.name.split_once(':') {
+        Some((prefix, _)) => format!("xmlns:{prefix}"),
+        None => "xmlns".to_string(),
+    };
+    el.attr(&key)
+}
+
+/// What hangar reads from a volume's XML.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VolumeFacts {
+    pub path: Option<String>,
+    pub format: Option<String>,
+    pub capacity_bytes: Option<u64>,
+    pub backing_path: Option<String>,
+}
+
+pub fn parse_volume(xml: &str) -> Result<VolumeFacts, String> {
+    let root = tree::parse(xml)?;
+    let target = root.child("target");
+    let capacity_bytes = match root.child("capacity") {
+        Some(c) => Some(to_bytes(c.text.trim(), c.attr("unit").unwrap_or("bytes"))?),
+        None => None,
+    };
+    Ok(VolumeFacts {
+        path: target
+            .and_then(|t| t.child_text("path"))
+            .map(str::to_string),
+        format: target
+            .and_then(|t| t.child("format"))
+            .and_then(|f| f.attr("type"))
+            .map(str::to_string),
+        capacity_bytes,
+        backing_path: root
+            .child("backingStore")
+            .and_then(|b| b.child_text("path"))
+            .map(str::to_string),
+    })
+}
+
+fn to_bytes(value: &str, unit: &str) -> Result<u64, String> {
+    let n: u64 = value
+        .parse()
+        .map_err(|_| format!("capacity {value:?} is not a number"))?;
+    let mul: u64 = match unit {
+        "b" | "bytes" => 1,
+        "KB" => 1000,
+        "k" | "KiB" => 1 << 10,
+        "MB" => 1000 * 1000,
+        "M" | "MiB" => 1 << 20,
+        "GB" => 1000 * 1000 * 1000,
+        "G" | "GiB" => 1 << 30,
+        "T" | "TiB" => 1 << 40,
+        other => return Err(format!("unknown unit {other:?}")),
+    };
+    n.checked_mul(mul)
+        .ok_or_else(|| "capacity overflows".into())
+}
+
+/// The domain types the host's capabilities offer for x86_64 (or any arch
+/// for the test driver).
+pub fn capability_domain_types(caps_xml: &str) -> Result<Vec<String>, String> {
+    let root = tree::parse(caps_xml)?;
+    let mut out = Vec::new();
+    for guest in root.children_named("guest") {
+        for arch in guest.children_named("arch") {
+            for d in arch.children_named("domain") {
+                if let Some(t) = d.attr("type") {
+                    if !out.iter().any(|x| x == t) {
+                        out.push(t.to_string());
+                    }
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The target path of a storage pool.
+pub fn pool_target_path(pool_xml: &str) -> Result<Option<String>, String> {
+    let root = tree::parse(pool_xml)?;
+    Ok(root
+        .child("target")
+        .and_then(|t| t.child_text("path"))
+        .map(str::to_string))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn owner() -> Ownership {
+        Ownership {
+            fleet: "ci".into(),
+            pool: "linux".into(),
+            slot: "ci-linux-0".into(),
+            index: 0,
+            generation: 3,
+            spec_hash: SpecHash("0123456789abcdef".into()),
+            created_at: DateTime::parse_from_rfc3339("2024-05-01T10:00:00Z")
+                .unwrap()
+                .with_timezone(&Utc),
+            ephemeral: true,
+            boot_failures: 2,
+            shape: VmShape {
+                cpus: 2,
+                memory_bytes: 2 << 30,
+                disk_bytes: 20 << 30,
+                image: "/var/lib/images/a&b <base>.qcow2".into(),
+                cache_bytes: Some(50 << 30),
+            },
+        }
+    }
+
+    #[test]
+    fn ownership_round_trips_through_domain_xml() {
+        let spec = DomainSpec::for_vm(
+            DomainType::Qemu,
+            "default",
+            &owner(),
+            None,
+            &NetworkAttachment::None,
+            true,
+            Some("/var/log/hangar/x.log".into()),
+        );
+        let xml = domain_xml(&spec);
+        let facts = parse_domain(&xml).unwrap();
+        assert_eq!(facts.owner, Some(owner()));
+        assert!(facts.seed_attached);
+        assert_eq!(
+            facts.volumes,
+            vec![
+                ("default".into(), "ci-linux-0-g3-root.qcow2".into()),
+                ("default".into(), "ci-linux-0-cache.qcow2".into()),
+                ("default".into(), "ci-linux-0-g3-seed.iso".into()),
+            ]
+        );
+    }
+
+    #[test]
+    fn special_characters_are_escaped_not_pasted() {
+        let xml = domain_xml(&DomainSpec::for_vm(
+            DomainType::Qemu,
+            "p",
+            &owner(),
+            None,
+            &NetworkAttachment::None,
+            false,
+            None,
+        ));
+        assert!(xml.contains("a&amp;b &lt;base&gt;.qcow2"), "{xml}");
+    }
+
+    #[test]
+    fn a_domain_without_our_element_is_foreign() {
+        let xml = r#"<domain type='test'><name>x</name><metadata>
+            <other:vm xmlns:other="https://example.com/vm"><other:fleet>ci</other:fleet></other:vm>
+            </metadata></domain>"#;
+        assert_eq!(parse_domain(xml).unwrap().owner, None);
+    }
+
+    #[test]
+    fn a_malformed_element_of_ours_is_an_error() {
+        let xml = format!(
+            r#"<domain><metadata><h:vm xmlns:h="{OWNERSHIP_NS}"><h:fleet>ci</h:fleet></h:vm></metadata></domain>"#
+        );
+        assert!(parse_domain(&xml).is_err());
+    }
+
+    #[test]
+    fn volume_units_are_converted() {
+        let v = parse_volume(
+            "<volume><capacity unit='KiB'>4</capacity><target><path>/p/v</path><format type='qcow2'/></target>\
+             <backingStore><path>/p/base</path></backingStore></volume>",
+        )
+        .unwrap();
+        assert_eq!(v.capacity_bytes, Some(4096));
+        assert_eq!(v.format.as_deref(), Some("qcow2"));
+        assert_eq!(v.backing_path.as_deref(), Some("/p/base"));
+    }
+}
