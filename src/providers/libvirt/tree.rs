@@ -42,14 +42,6 @@ impl Element {
     pub fn child_text(&self, local: &str) -> Option<&str> {
         self.child(local).map(|c| c.text.trim())
     }
-
-    /// Whether this element declares `uri` as its default or a prefixed
-    /// namespace.
-    pub fn declares_namespace(&self, uri: &str) -> bool {
-        self.attrs
-            .iter()
-            .any(|(k, v)| (k == "xmlns" || k.starts_with("xmlns:")) && v == uri)
-    }
 }
 
 fn start(e: &BytesStart<'_>) -> Result<Element, String> {
@@ -144,7 +136,6 @@ mod tests {
         assert_eq!(b.name, "h:b");
         assert_eq!(b.attr("k"), Some("1 & 2"));
         assert_eq!(b.text, "x < y A");
-        assert!(root.declares_namespace("urn:x"));
         assert!(root.child("c").is_some());
     }
 
