@@ -1,1 +1,564 @@
 //! GitHub runner registry over octocrab.
+//!
+//! [`GithubRegistry`] speaks GitHub's self-hosted runner REST API for one
+//! scope (a repository or an organization), with a token or as a GitHub App
+//! installation. It makes exactly one HTTP request per call (plus, for an
+//! App, the occasional installation-token mint) and never retries: wrap it in
+//! [`Retrying`] for backoff. Secrets (tokens, JIT configs, the App key) stay
+//! in [`Secret`] and never reach a log line or an error message.
+//!
+//! Routes used (`{scope}` = `/repos/{owner}/{repo}` or `/orgs/{org}`):
+//! `GET {scope}/actions/runners`, `POST {scope}/actions/runners/generate-jitconfig`,
+//! `POST {scope}/actions/runners/registration-token`,
+//! `DELETE {scope}/actions/runners/{id}`, `GET /orgs/{org}/actions/runner-groups`,
+//! `POST /app/installations/{id}/access_tokens`.
+
+mod auth;
+mod retry;
+mod transport;
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use http::header::{HeaderName, HeaderValue, IF_NONE_MATCH};
+use http::{Method, StatusCode};
+use serde::Deserialize;
+use serde_json::json;
+
+pub use auth::REFRESH_MARGIN_SECS;
+pub use retry::{RetryPolicy, Retrying};
+
+use self::auth::Credentials;
+use self::transport::{Answer, Transport};
+use crate::plan::model::{ObservedRunner, RunnerStatus};
+use crate::providers::{
+    ErrorKind, JitRunner, ProviderError, RateBudget, RemoveOutcome, RunnerRegistry,
+};
+use crate::secret::Secret;
+
+/// GitHub.com's API; GHES is `https://HOST/api/v3`.
+pub const DEFAULT_API_URL: &str = "https://api.github.com";
+
+/// Runners per page when listing (GitHub's maximum).
+pub const PAGE_SIZE: u32 = 100;
+
+/// The id of every scope's default runner group.
+pub const DEFAULT_RUNNER_GROUP_ID: u64 = 1;
+
+/// Where the runners live.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scope {
+    Repository { owner: String, repo: String },
+    Organization(String),
+}
+
+impl Scope {
+    /// `repos/OWNER/REPO` or `orgs/ORG`: the API path prefix and the name
+    /// used in messages.
+    pub fn path(&self) -> String {
+        match self {
+            Scope::Repository { owner, repo } => format!("repos/{owner}/{repo}"),
+            Scope::Organization(org) => format!("orgs/{org}"),
+        }
+    }
+
+    /// `OWNER/REPO` or `ORG`: the scope's page below the web host.
+    fn web_path(&self) -> String {
+        match self {
+            Scope::Repository { owner, repo } => format!("{owner}/{repo}"),
+            Scope::Organization(org) => org.clone(),
+        }
+    }
+}
+
+/// How to authenticate.
+#[derive(Debug, Clone)]
+pub enum Auth {
+    /// A classic or fine-grained token (`repo` / `admin:org`, or
+    /// "Administration: write" / "Self-hosted runners: write").
+    Token(Secret<String>),
+    /// A GitHub App installation; `private_key_pem` is the App's RSA key.
+    App {
+        app_id: u64,
+        installation_id: u64,
+        private_key_pem: Secret<String>,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct GithubConfig {
+    pub scope: Scope,
+    /// [`DEFAULT_API_URL`], `https://HOST/api/v3` for GHES, or a simulator.
+    pub api_url: String,
+    pub auth: Auth,
+    /// Connect, read and write timeout of each request (`None`: wait
+    /// forever; tests under paused tokio time need that, see `tests/github.rs`).
+    pub timeout: Option<Duration>,
+}
+
+impl GithubConfig {
+    /// GitHub.com, 30 s timeouts.
+    pub fn new(scope: Scope, auth: Auth) -> Self {
+        GithubConfig {
+            scope,
+            api_url: DEFAULT_API_URL.to_string(),
+            auth,
+            timeout: Some(Duration::from_secs(30)),
+        }
+    }
+}
+
+/// The web URL `config.sh --url` takes, derived from the API URL:
+/// `https://api.github.com` → `https://github.com`, `https://api.SUB.ghe.com`
+/// → `https://SUB.ghe.com`, GHES `https://HOST/api/v3` → `https://HOST`, and
+/// anything else (the simulator: `http://127.0.0.1:PORT`) is used as is.
+pub fn web_base_url(api_url: &str) -> String {
+    let trimmed = api_url.trim_end_matches('/');
+    let trimmed = trimmed
+        .strip_suffix("/api/v3")
+        .or_else(|| trimmed.strip_suffix("/api"))
+        .unwrap_or(trimmed);
+    match trimmed.split_once("://") {
+        Some((scheme, rest)) => match rest.strip_prefix("api.") {
+            Some(host) => format!("{scheme}://{host}"),
+            None => trimmed.to_string(),
+        },
+        None => trimmed.to_string(),
+    }
+}
+
+/// One page of the runner list as last answered, for `If-None-Match`.
+struct CachedPage {
+    etag: String,
+    runners: Vec<ObservedRunner>,
+    next: Option<String>,
+}
+
+pub struct GithubRegistry {
+    scope: Scope,
+    web_url: String,
+    transport: Transport,
+    credentials: Credentials,
+    /// Keyed by the page's path and query.
+    pages: Mutex<HashMap<String, CachedPage>>,
+    /// Lowercased runner group name → id (organizations only).
+    groups: tokio::sync::Mutex<Option<HashMap<String, u64>>>,
+    /// When each runner was first observed offline, for `offline_since`
+    /// (GitHub does not say); remembered as long as this value lives.
+    offline_since: Mutex<HashMap<u64, DateTime<Utc>>>,
+}
+
+impl std::fmt::Debug for GithubRegistry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GithubRegistry")
+            .field("scope", &self.scope)
+            .field("web_url", &self.web_url)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Deserialize)]
+struct RunnerList {
+    runners: Vec<ApiRunner>,
+}
+
+#[derive(Deserialize)]
+struct ApiRunner {
+    id: u64,
+    name: String,
+    status: String,
+    busy: bool,
+    #[serde(default)]
+    labels: Vec<ApiLabel>,
+}
+
+#[derive(Deserialize)]
+struct ApiLabel {
+    name: String,
+}
+
+#[derive(Deserialize)]
+struct GroupList {
+    runner_groups: Vec<ApiGroup>,
+}
+
+#[derive(Deserialize)]
+struct ApiGroup {
+    id: u64,
+    name: String,
+}
+
+#[derive(Deserialize)]
+struct JitAnswer {
+    runner: ApiRunner,
+    encoded_jit_config: String,
+}
+
+#[derive(Deserialize)]
+struct TokenAnswer {
+    token: String,
+}
+
+impl From<ApiRunner> for ObservedRunner {
+    fn from(r: ApiRunner) -> Self {
+        ObservedRunner {
+            id: r.id,
+            name: r.name,
+            // GitHub documents "online" and "offline"; anything else is not
+            // able to take a job, which is what offline means to the planner.
+            status: if r.status == "online" {
+                RunnerStatus::Online
+            } else {
+                RunnerStatus::Offline
+            },
+            busy: r.busy,
+            labels: r.labels.into_iter().map(|l| l.name).collect(),
+            offline_since: None,
+        }
+    }
+}
+
+/// The `rel="next"` target of a `Link` header, as path and query (the host
+/// is dropped so credentials only ever go to the configured API URL).
+fn next_link(link: Option<&str>) -> Option<String> {
+    link?.split(',').find_map(|part| {
+        let (url, params) = part.split_once(';')?;
+        if !params.split(';').any(|p| p.trim() == "rel=\"next\"") {
+            return None;
+        }
+        let url = url.trim().trim_start_matches('<').trim_end_matches('>');
+        let uri: http::Uri = url.parse().ok()?;
+        uri.path_and_query().map(|pq| pq.as_str().to_string())
+    })
+}
+
+impl GithubRegistry {
+    pub fn new(config: GithubConfig) -> Result<Self, ProviderError> {
+        let target = config.scope.path();
+        let transport = Transport::new(&config.api_url, target.clone(), config.timeout)?;
+        let credentials = Credentials::new(config.auth, &target)?;
+        let web_url = format!(
+            "{}/{}",
+            web_base_url(&config.api_url),
+            config.scope.web_path()
+        );
+        Ok(GithubRegistry {
+            scope: config.scope,
+            web_url,
+            transport,
+            credentials,
+            pages: Mutex::new(HashMap::new()),
+            groups: tokio::sync::Mutex::new(None),
+            offline_since: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// One authenticated request. An App installation token GitHub rejects
+    /// (401) is dropped and the request sent once more with a fresh one:
+    /// a 401 means the request was not carried out, so even a POST is safe.
+    async fn call(
+        &self,
+        what: &str,
+        method: Method,
+        path: &str,
+        extra: &[(HeaderName, HeaderValue)],
+        body: Option<&serde_json::Value>,
+    ) -> Result<Answer, ProviderError> {
+        let mut retried = false;
+        loop {
+            let authorization = self.credentials.authorization(&self.transport).await?;
+            let answer = self
+                .transport
+                .send(what, method.clone(), path, &authorization, extra, body)
+                .await?;
+            if answer.status == StatusCode::UNAUTHORIZED
+                && !retried
+                && self.credentials.forget().await
+            {
+                retried = true;
+                continue;
+            }
+            return Ok(answer);
+        }
+    }
+
+    /// Fill `offline_since` from what earlier observations saw; forget
+    /// runners that are online again or gone.
+    fn stamp_offline_since(&self, runners: &mut [ObservedRunner], now: DateTime<Utc>) {
+        let mut known = self.offline_since.lock().unwrap_or_else(|e| e.into_inner());
+        let mut still = HashMap::new();
+        for r in runners.iter_mut() {
+            if r.status == RunnerStatus::Offline {
+                let since = known.get(&r.id).copied().unwrap_or(now);
+                still.insert(r.id, since);
+                r.offline_since = Some(since);
+            }
+        }
+        *known = still;
+    }
+
+    fn scope_error(&self, what: &str, answer: &Answer) -> ProviderError {
+        let mut err = self.transport.classify(what, answer);
+        // A 404 on a scope route means the repository or organization is
+        // unknown or invisible to our credentials, not that a runner is gone.
+        if err.kind == ErrorKind::NotFound {
+            err.kind = ErrorKind::Refused;
+        }
+        err
+    }
+
+    /// Runner group id by name. Repositories have only the default group;
+    /// organizations are asked once and the answer cached (and asked again
+    /// when a name is not found, in case the group was just made).
+    async fn runner_group_id(&self, group: &str) -> Result<u64, ProviderError> {
+        let wanted = group.to_lowercase();
+        let org = match &self.scope {
+            Scope::Repository { .. } => {
+                return if wanted.is_empty() || wanted == "default" {
+                    Ok(DEFAULT_RUNNER_GROUP_ID)
+                } else {
+                    Err(self.transport.error(
+                        ErrorKind::Refused,
+                        format!("runner group {group:?}: repositories have only the default group"),
+                    ))
+                };
+            }
+            Scope::Organization(org) => org,
+        };
+        if wanted.is_empty() {
+            return Ok(DEFAULT_RUNNER_GROUP_ID);
+        }
+        let mut cache = self.groups.lock().await;
+        if let Some(id) = cache.as_ref().and_then(|c| c.get(&wanted)) {
+            return Ok(*id);
+        }
+        const WHAT: &str = "list runner groups";
+        let mut found = HashMap::new();
+        let mut path = Some(format!(
+            "/orgs/{org}/actions/runner-groups?per_page={PAGE_SIZE}"
+        ));
+        while let Some(p) = path.take() {
+            let answer = self.call(WHAT, Method::GET, &p, &[], None).await?;
+            if answer.status != StatusCode::OK {
+                return Err(self.scope_error(WHAT, &answer));
+            }
+            let list: GroupList = answer.json(self.transport.target(), WHAT)?;
+            for g in list.runner_groups {
+                found.insert(g.name.to_lowercase(), g.id);
+            }
+            path = next_link(answer.header("link"));
+        }
+        let id = found.get(&wanted).copied();
+        *cache = Some(found);
+        id.ok_or_else(|| {
+            self.transport.error(
+                ErrorKind::Refused,
+                format!("runner group {group:?} does not exist"),
+            )
+        })
+    }
+}
+
+#[async_trait]
+impl RunnerRegistry for GithubRegistry {
+    fn scope(&self) -> String {
+        self.scope.path()
+    }
+
+    async fn observe(&self) -> Result<Vec<ObservedRunner>, ProviderError> {
+        const WHAT: &str = "list runners";
+        let base = format!("/{}/actions/runners", self.scope.path());
+        let mut path = Some(format!("{base}?per_page={PAGE_SIZE}&page=1"));
+        let mut runners: Vec<ObservedRunner> = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        let mut pages = 0usize;
+        while let Some(p) = path.take() {
+            pages += 1;
+            if pages > 10_000 {
+                return Err(self.transport.error(
+                    ErrorKind::Transient,
+                    "list runners: pagination does not end",
+                ));
+            }
+            let etag = {
+                let cache = self.pages.lock().unwrap_or_else(|e| e.into_inner());
+                cache.get(&p).map(|c| c.etag.clone())
+            };
+            let mut extra = Vec::new();
+            if let Some(tag) = etag.as_deref().and_then(|t| HeaderValue::from_str(t).ok()) {
+                extra.push((IF_NONE_MATCH, tag));
+            }
+            let answer = self.call(WHAT, Method::GET, &p, &extra, None).await?;
+            let (page, next) = match answer.status {
+                StatusCode::NOT_MODIFIED => {
+                    let cache = self.pages.lock().unwrap_or_else(|e| e.into_inner());
+                    match cache.get(&p) {
+                        Some(c) => (c.runners.clone(), c.next.clone()),
+                        None => {
+                            return Err(self.transport.error(
+                                ErrorKind::Transient,
+                                "list runners: 304 for a page not in the cache",
+                            ))
+                        }
+                    }
+                }
+                StatusCode::OK => {
+                    let list: RunnerList = answer.json(self.transport.target(), WHAT)?;
+                    let page: Vec<ObservedRunner> =
+                        list.runners.into_iter().map(ObservedRunner::from).collect();
+                    let next = next_link(answer.header("link"));
+                    let mut cache = self.pages.lock().unwrap_or_else(|e| e.into_inner());
+                    match answer.header("etag") {
+                        Some(tag) => {
+                            cache.insert(
+                                p.clone(),
+                                CachedPage {
+                                    etag: tag.to_string(),
+                                    runners: page.clone(),
+                                    next: next.clone(),
+                                },
+                            );
+                        }
+                        None => {
+                            cache.remove(&p);
+                        }
+                    }
+                    (page, next)
+                }
+                _ => return Err(self.scope_error(WHAT, &answer)),
+            };
+            // A list that changes between pages can repeat a runner.
+            runners.extend(page.into_iter().filter(|r| seen.insert(r.id)));
+            path = next;
+        }
+        self.stamp_offline_since(&mut runners, Utc::now());
+        tracing::debug!(target: "hangar::github", scope = %self.scope.path(), runners = runners.len(), pages, "observed");
+        Ok(runners)
+    }
+
+    async fn jit_config(
+        &self,
+        name: &str,
+        labels: &[String],
+        runner_group: &str,
+    ) -> Result<JitRunner, ProviderError> {
+        const WHAT: &str = "generate jit config";
+        let group_id = self.runner_group_id(runner_group).await?;
+        let body = json!({
+            "name": name,
+            "runner_group_id": group_id,
+            "labels": labels,
+            "work_folder": "_work",
+        });
+        let path = format!("/{}/actions/runners/generate-jitconfig", self.scope.path());
+        let answer = self
+            .call(WHAT, Method::POST, &path, &[], Some(&body))
+            .await?;
+        match answer.status {
+            StatusCode::CREATED => {
+                let parsed: JitAnswer = answer.json(self.transport.target(), WHAT)?;
+                tracing::info!(target: "hangar::github", runner = name, runner_id = parsed.runner.id, "jit runner registered");
+                Ok(JitRunner {
+                    runner_id: parsed.runner.id,
+                    config: Secret::new(parsed.encoded_jit_config),
+                })
+            }
+            StatusCode::CONFLICT => Err(self.transport.error(
+                ErrorKind::Refused,
+                format!("{WHAT}: a runner named {name:?} already exists"),
+            )),
+            _ => Err(self.scope_error(WHAT, &answer)),
+        }
+    }
+
+    async fn registration_token(&self) -> Result<Secret<String>, ProviderError> {
+        const WHAT: &str = "registration token";
+        let path = format!("/{}/actions/runners/registration-token", self.scope.path());
+        let answer = self.call(WHAT, Method::POST, &path, &[], None).await?;
+        if answer.status != StatusCode::CREATED {
+            return Err(self.scope_error(WHAT, &answer));
+        }
+        let parsed: TokenAnswer = answer.json(self.transport.target(), WHAT)?;
+        Ok(Secret::new(parsed.token))
+    }
+
+    fn registration_url(&self) -> String {
+        self.web_url.clone()
+    }
+
+    async fn remove(&self, runner_id: u64) -> Result<RemoveOutcome, ProviderError> {
+        const WHAT: &str = "remove runner";
+        let path = format!("/{}/actions/runners/{runner_id}", self.scope.path());
+        let answer = self.call(WHAT, Method::DELETE, &path, &[], None).await?;
+        match answer.status {
+            StatusCode::NO_CONTENT => {
+                tracing::info!(target: "hangar::github", runner_id, "runner removed");
+                Ok(RemoveOutcome::Removed)
+            }
+            StatusCode::NOT_FOUND => Ok(RemoveOutcome::Gone),
+            StatusCode::UNPROCESSABLE_ENTITY => {
+                tracing::info!(target: "hangar::github", runner_id, "runner busy, not removed");
+                Ok(RemoveOutcome::Busy)
+            }
+            _ => Err(self.transport.classify(WHAT, &answer)),
+        }
+    }
+
+    fn rate_budget(&self) -> Option<RateBudget> {
+        self.transport.budget()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn web_url_follows_the_api_host() {
+        assert_eq!(web_base_url("https://api.github.com"), "https://github.com");
+        assert_eq!(
+            web_base_url("https://api.github.com/"),
+            "https://github.com"
+        );
+        assert_eq!(
+            web_base_url("https://ghe.example.com/api/v3"),
+            "https://ghe.example.com"
+        );
+        assert_eq!(
+            web_base_url("https://api.octo.ghe.com"),
+            "https://octo.ghe.com"
+        );
+        assert_eq!(
+            web_base_url("http://127.0.0.1:8080"),
+            "http://127.0.0.1:8080"
+        );
+    }
+
+    #[test]
+    fn next_link_is_taken_as_path_only() {
+        let link = r#"<https://evil.example/repos/o/r/actions/runners?per_page=100&page=2>; rel="next", <https://api.github.com/repos/o/r/actions/runners?per_page=100&page=3>; rel="last""#;
+        assert_eq!(
+            next_link(Some(link)).as_deref(),
+            Some("/repos/o/r/actions/runners?per_page=100&page=2")
+        );
+        let last_only = r#"<https://api.github.com/x?page=1>; rel="first", <https://api.github.com/x?page=3>; rel="prev""#;
+        assert_eq!(next_link(Some(last_only)), None);
+        assert_eq!(next_link(None), None);
+    }
+
+    #[test]
+    fn debug_shows_no_credentials() {
+        let reg = GithubRegistry::new(GithubConfig::new(
+            Scope::Organization("acme".into()),
+            Auth::Token(Secret::new("ghp_canary_debug".into())),
+        ))
+        .unwrap();
+        let shown = format!("{reg:?}");
+        assert!(!shown.contains("ghp_canary_debug"), "{shown}");
+        assert_eq!(reg.registration_url(), "https://github.com/acme");
+        assert_eq!(reg.scope(), "orgs/acme");
+    }
+}
