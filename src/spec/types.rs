@@ -371,7 +371,7 @@ pub(crate) fn default_cache_mount() -> String {
 /// The actions/runner release installed in the VM: `version` (with
 /// `sha256`), or `preinstalled`. Default: version 2.330.0 with its known
 /// checksum.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct RunnerSpec {
     /// Release of actions/runner to download (`2.330.0`).
@@ -387,6 +387,17 @@ pub struct RunnerSpec {
     /// The runner's work folder, relative to its directory.
     #[serde(default = "default_work_folder")]
     pub work_folder: String,
+}
+
+impl Default for RunnerSpec {
+    fn default() -> Self {
+        RunnerSpec {
+            version: None,
+            sha256: None,
+            preinstalled: None,
+            work_folder: default_work_folder(),
+        }
+    }
 }
 
 pub(crate) fn default_work_folder() -> String {
