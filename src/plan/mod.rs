@@ -5,3 +5,8 @@ pub mod planner;
 pub mod render;
 
 pub use planner::{destroy, plan};
+
+#[cfg(test)]
+mod proptests;
+#[cfg(test)]
+mod tests;

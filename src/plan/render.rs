@@ -164,19 +164,25 @@ fn summary(plan: &Plan) -> String {
         ),
     ];
     let extras = [
-        (count(|a| matches!(a, Action::Start { .. })), "to start"),
+        (
+            count(|a| matches!(a, Action::Start { .. })),
+            "to start",
+            "to start",
+        ),
         (
             count(|a| matches!(a, Action::RemoveSeed { .. })),
+            "seed to remove",
             "seeds to remove",
         ),
         (
             count(|a| matches!(a, Action::RemoveRunner { .. })),
+            "registration to remove",
             "registrations to remove",
         ),
     ];
-    for (n, what) in extras {
+    for (n, one, many) in extras {
         if n > 0 {
-            parts.push(format!("{n} {what}"));
+            parts.push(format!("{n} {}", if n == 1 { one } else { many }));
         }
     }
     parts.push(format!(
