@@ -3,8 +3,10 @@
 //! lookups go by local name.
 
 use quick_xml::escape::resolve_predefined_entity;
-use quick_xml::events::{BytesStart, Event};
-use quick_xml::Reader;
+use std::io;
+
+use quick_xml::events::{BytesStart, BytesText, Event};
+use quick_xml::{Reader, Writer};
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct Element {
@@ -36,6 +38,38 @@ impl Element {
         self.children
             .iter()
             .filter(move |c| c.local_name() == local)
+    }
+
+    /// Serialize again (text that is only whitespace is dropped; the
+    /// writer indents).
+    pub fn to_xml(&self) -> String {
+        let mut w = Writer::new_with_indent(Vec::new(), b' ', 2);
+        self.write(&mut w)
+            .expect("writing XML into a Vec cannot fail");
+        String::from_utf8(w.into_inner()).expect("quick-xml writes utf-8")
+    }
+
+    fn write(&self, w: &mut Writer<Vec<u8>>) -> io::Result<()> {
+        let el = w
+            .create_element(self.name.as_str())
+            .with_attributes(self.attrs.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        let text = self.text.trim();
+        if self.children.is_empty() && text.is_empty() {
+            el.write_empty()?;
+        } else if self.children.is_empty() {
+            el.write_text_content(BytesText::new(text))?;
+        } else {
+            el.write_inner_content(|w| {
+                if !text.is_empty() {
+                    w.write_event(Event::Text(BytesText::new(text)))?;
+                }
+                for c in &self.children {
+                    c.write(w)?;
+                }
+                Ok(())
+            })?;
+        }
+        Ok(())
     }
 
     /// Text of a child element, trimmed.
@@ -137,6 +171,7 @@ mod tests {
         assert_eq!(b.attr("k"), Some("1 & 2"));
         assert_eq!(b.text, "x < y A");
         assert!(root.child("c").is_some());
+        assert_eq!(parse(&root.to_xml()).unwrap(), root);
     }
 
     #[test]

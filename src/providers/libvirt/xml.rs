@@ -547,6 +547,22 @@ pub fn parse_domain(xml: &str) -> Result<DomainFacts, OwnershipError> {
     })
 }
 
+/// A domain's XML with its seed disk taken out, for drivers that cannot
+/// detach a device from the persistent config (the test driver).
+pub fn without_seed_disk(domain_xml: &str) -> Result<String, OwnershipError> {
+    let mut root = tree::parse(domain_xml).map_err(OwnershipError)?;
+    for devices in root
+        .children
+        .iter_mut()
+        .filter(|c| c.local_name() == "devices")
+    {
+        devices.children.retain(|d| {
+            !(d.local_name() == "disk" && d.child_text("serial") == Some(SEED_DISK_SERIAL))
+        });
+    }
+    Ok(root.to_xml())
+}
+
 /// The namespace URI of an element, from a declaration on itself.
 fn ns_of(el: &Element) -> Option<&str> {
     let key = match el.name.split_once(':') {

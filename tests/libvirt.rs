@@ -1,0 +1,574 @@
+//! The libvirt provider on libvirt's test driver: each test opens its own
+//! `test:///<tempdir>/node.xml` (private to its connection), holding host
+//! facts, a dir pool with a base image, and foreign domains and volumes —
+//! some named like ours — that must come out untouched.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use chrono::{TimeZone, Utc};
+use hangar::plan::model::{GuestStage, Ownership, SpecHash, VmRef, VmShape, VmState};
+use hangar::providers::libvirt::console::{MARKER_DOCKER_OK, MARKER_USER_OK};
+use hangar::providers::libvirt::xml::{self, DomainSpec, VolumeFormat, VolumeSpec};
+use hangar::providers::libvirt::{HostConfig, LibvirtHost};
+use hangar::providers::{
+    DirectBoot, DomainType, ErrorKind, Hypervisor, NetworkAttachment, Seed, VmCreate,
+};
+use hangar::secret::Secret;
+use virt::connect::Connect;
+use virt::storage_pool::StoragePool;
+
+const POOL: &str = "hangar-test";
+const FLEET: &str = "ci";
+
+fn fixture(name: &str) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/libvirt")
+        .join(name);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+struct Node {
+    _dir: tempfile::TempDir,
+    host: LibvirtHost,
+}
+
+impl Node {
+    fn new() -> Node {
+        Node::with_type(None).unwrap()
+    }
+
+    fn with_type(
+        domain_type: Option<DomainType>,
+    ) -> Result<Node, hangar::providers::ProviderError> {
+        let dir = tempfile::tempdir().unwrap();
+        let node = dir.path().join("node.xml");
+        std::fs::write(&node, fixture("node.xml")).unwrap();
+        let host = LibvirtHost::connect(HostConfig {
+            name: "testhost".into(),
+            uri: format!("test://{}", node.display()),
+            storage_pool: POOL.into(),
+            network: NetworkAttachment::None,
+            domain_type,
+            console_dir: Some(dir.path().join("consoles")),
+        })?;
+        Ok(Node { _dir: dir, host })
+    }
+
+    fn conn(&self) -> std::sync::Arc<Connect> {
+        self.host.connection().unwrap()
+    }
+
+    fn pool(&self) -> StoragePool {
+        self.conn().lookup_storage_pool_by_name(POOL).unwrap()
+    }
+
+    fn volumes(&self) -> Vec<String> {
+        let pool = self.pool();
+        pool.refresh(0).unwrap();
+        let mut v = pool.list_volumes().unwrap();
+        v.sort();
+        v
+    }
+
+    /// Name → (active, inactive XML) of every domain.
+    fn domains(&self) -> BTreeMap<String, (bool, String)> {
+        self.conn()
+            .list_all_domains(0)
+            .unwrap()
+            .into_iter()
+            .map(|d| {
+                (
+                    d.name().unwrap(),
+                    (
+                        d.is_active().unwrap(),
+                        d.xml_desc(virt::sys::VIR_DOMAIN_XML_INACTIVE).unwrap(),
+                    ),
+                )
+            })
+            .collect()
+    }
+
+    fn foreign(&self) -> (BTreeMap<String, (bool, String)>, Vec<String>) {
+        let doms = self
+            .domains()
+            .into_iter()
+            .filter(|(_, (_, x))| !x.contains(xml::OWNERSHIP_NS))
+            .collect();
+        let vols = self
+            .volumes()
+            .into_iter()
+            .filter(|v| FOREIGN_VOLUMES.contains(&v.as_str()))
+            .collect();
+        (doms, vols)
+    }
+}
+
+const FOREIGN_DOMAINS: [&str; 3] = ["ci-linux-7", "legacy-builder", "ci-linux-0-old"];
+const FOREIGN_VOLUMES: [&str; 4] = [
+    "ci-linux-0.qcow2",
+    "ci-linux-7-cache.qcow2",
+    "ci-linux-3-g1-root.qcow2",
+    "notes.raw",
+];
+
+fn owner(index: u32, generation: u64, cache: Option<u64>) -> Ownership {
+    Ownership {
+        fleet: FLEET.into(),
+        pool: "linux".into(),
+        slot: format!("{FLEET}-linux-{index}"),
+        index,
+        generation,
+        spec_hash: SpecHash(format!("{generation:016x}")),
+        created_at: Utc.with_ymd_and_hms(2024, 5, 1, 12, 0, 0).unwrap(),
+        ephemeral: true,
+        boot_failures: 0,
+        shape: VmShape {
+            cpus: 2,
+            memory_bytes: 1 << 30,
+            disk_bytes: 4 << 30,
+            image: "base.qcow2".into(),
+            cache_bytes: cache,
+        },
+    }
+}
+
+fn vm(owner: Ownership) -> VmCreate {
+    VmCreate {
+        seed: Seed {
+            user_data: Secret::new("#cloud-config\n# token: ghs_canary_secret\n".to_string()),
+            meta_data: format!("instance-id: {}-g{}\n", owner.slot, owner.generation),
+        },
+        owner,
+        boot: None,
+        network: NetworkAttachment::User,
+    }
+}
+
+fn vm_ref(host: &LibvirtHost, o: &Ownership, uuid: &str) -> VmRef {
+    VmRef {
+        name: o.slot.clone(),
+        uuid: uuid.into(),
+        host: host.host().into(),
+        generation: o.generation,
+    }
+}
+
+#[tokio::test]
+async fn facts_come_from_the_node_and_the_pool() {
+    let n = Node::new();
+    let f = n.host.facts().await.unwrap();
+    assert_eq!(f.cpus, 6);
+    assert_eq!(f.memory_bytes, 8_388_608 * 1024);
+    // The test driver computes free space from its volumes, as a real pool does.
+    let available = n.pool().info().unwrap().available;
+    assert!(available > 0 && available < 107_374_182_400);
+    assert_eq!(f.pool_free_bytes, Some(available));
+    assert_eq!(f.domain_type, DomainType::Test);
+    assert!(f.domain_type_reason.contains("test driver"));
+}
+
+#[test]
+fn asking_for_kvm_on_the_test_driver_is_refused() {
+    let err = Node::with_type(Some(DomainType::Kvm)).err().unwrap();
+    assert_eq!(err.kind, ErrorKind::Refused);
+    assert_eq!(err.target, "testhost");
+}
+
+#[tokio::test]
+async fn create_then_observe_round_trips_ownership_and_hides_foreign_domains() {
+    let n = Node::new();
+    let before = n.foreign();
+    let o = owner(0, 1, Some(8 << 30));
+    n.host.create(&vm(o.clone())).await.unwrap();
+
+    let seen = n.host.observe(FLEET).await.unwrap();
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    let v = &seen[0];
+    assert_eq!(v.name, "ci-linux-0");
+    assert_eq!(v.owner, o);
+    assert_eq!(v.state, VmState::Running);
+    assert!(v.seed_attached);
+    assert_eq!(v.guest, Some(GuestStage::Booting));
+    assert_eq!(v.host, "testhost");
+    assert!(n.host.observe("other-fleet").await.unwrap().is_empty());
+
+    // Volumes by their deterministic names; nothing secret in the domain.
+    let vols = n.volumes();
+    for name in [
+        "ci-linux-0-g1-root.qcow2",
+        "ci-linux-0-cache.qcow2",
+        "ci-linux-0-g1-seed.iso",
+    ] {
+        assert!(vols.iter().any(|v| v == name), "{name} missing in {vols:?}");
+    }
+    let (_, dom_xml) = &n.domains()["ci-linux-0"];
+    assert!(!dom_xml.contains("ghs_canary_secret"));
+    assert!(dom_xml.contains("hangar-cache") && dom_xml.contains("hangar-seed"));
+
+    // Guest progress from the console log.
+    let log = n.host.console_log_path("ci-linux-0", 1);
+    std::fs::create_dir_all(log.parent().unwrap()).unwrap();
+    std::fs::write(
+        &log,
+        format!("[ 1.0] boot\n{MARKER_USER_OK}\n{MARKER_DOCKER_OK}\n"),
+    )
+    .unwrap();
+    let seen = n.host.observe(FLEET).await.unwrap();
+    assert_eq!(seen[0].guest, Some(GuestStage::DockerReady));
+
+    assert_eq!(n.foreign(), before);
+}
+
+#[tokio::test]
+async fn steady_state_observe_is_one_listing_call() {
+    let n = Node::new();
+    for i in 0..3 {
+        n.host.create(&vm(owner(i, 1, None))).await.unwrap();
+    }
+    // First sight of each domain (3 ours + 3 foreign) costs one read each.
+    let c0 = n.host.libvirt_calls();
+    assert_eq!(n.host.observe(FLEET).await.unwrap().len(), 3);
+    let c1 = n.host.libvirt_calls();
+    assert_eq!(c1 - c0, 1 + 6 - 3, "ours were cached by create");
+    assert_eq!(n.host.observe(FLEET).await.unwrap().len(), 3);
+    assert_eq!(n.host.libvirt_calls() - c1, 1);
+
+    // A new foreign domain costs one read once, then nothing.
+    let conn = n.conn();
+    conn.define_domain_xml(&fixture("foreign-late.xml"))
+        .unwrap();
+    let c2 = n.host.libvirt_calls();
+    assert_eq!(n.host.observe(FLEET).await.unwrap().len(), 3);
+    assert_eq!(n.host.libvirt_calls() - c2, 2);
+    let c3 = n.host.libvirt_calls();
+    n.host.observe(FLEET).await.unwrap();
+    assert_eq!(n.host.libvirt_calls() - c3, 1);
+}
+
+#[tokio::test]
+async fn create_is_idempotent() {
+    let n = Node::new();
+    let o = owner(1, 1, Some(1 << 30));
+    n.host.create(&vm(o.clone())).await.unwrap();
+    let vols = n.volumes();
+    let first = n.host.observe(FLEET).await.unwrap();
+    n.host.create(&vm(o.clone())).await.unwrap();
+    assert_eq!(n.host.observe(FLEET).await.unwrap(), first);
+    assert_eq!(n.volumes(), vols);
+}
+
+#[tokio::test]
+async fn a_half_created_vm_with_volumes_but_no_domain_is_adopted() {
+    let n = Node::new();
+    let o = owner(2, 4, Some(1 << 30));
+    // A crash after the volumes, before define.
+    let pool = n.pool();
+    let base = pool.lookup_storage_vol_by_name("base.qcow2").unwrap();
+    for spec in [
+        VolumeSpec {
+            name: xml::root_volume_name(&o.slot, 4),
+            capacity_bytes: 4 << 30,
+            format: VolumeFormat::Qcow2,
+            backing: Some(xml::Backing {
+                path: base.path().unwrap(),
+                format: VolumeFormat::Qcow2,
+            }),
+        },
+        VolumeSpec {
+            name: xml::cache_volume_name(&o.slot),
+            capacity_bytes: 1 << 30,
+            format: VolumeFormat::Qcow2,
+            backing: None,
+        },
+    ] {
+        virt::storage_vol::StorageVol::create_xml(&pool, &xml::volume_xml(&spec), 0).unwrap();
+    }
+    let vols_before = n.volumes();
+    n.host.create(&vm(o.clone())).await.unwrap();
+    let seen = n.host.observe(FLEET).await.unwrap();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].owner, o);
+    assert_eq!(seen[0].state, VmState::Running);
+    let mut expected = vols_before;
+    expected.push(xml::seed_volume_name(&o.slot, 4));
+    expected.sort();
+    assert_eq!(n.volumes(), expected);
+}
+
+#[tokio::test]
+async fn a_defined_but_unstarted_vm_keeps_its_uuid_and_ownership() {
+    let n = Node::new();
+    let o = owner(4, 2, None);
+    let mut spec = DomainSpec::for_vm(
+        DomainType::Test,
+        POOL,
+        &o,
+        None,
+        &NetworkAttachment::None,
+        true,
+        None,
+    );
+    spec.uuid = Some("5f1f1b4e-6a55-4a8c-9f3d-0c7a4c1d2e3f".into());
+    n.conn().define_domain_xml(&xml::domain_xml(&spec)).unwrap();
+    let seen = n.host.observe(FLEET).await.unwrap();
+    assert_eq!(seen[0].state, VmState::ShutOff);
+
+    // The retry carries a later creation time; the record under the UUID stays.
+    let mut retry = o.clone();
+    retry.created_at = Utc.with_ymd_and_hms(2024, 6, 1, 0, 0, 0).unwrap();
+    n.host.create(&vm(retry)).await.unwrap();
+    let seen = n.host.observe(FLEET).await.unwrap();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].uuid, "5f1f1b4e-6a55-4a8c-9f3d-0c7a4c1d2e3f");
+    assert_eq!(seen[0].owner, o);
+    assert_eq!(seen[0].state, VmState::Running);
+}
+
+#[tokio::test]
+async fn replace_keeps_the_cache_and_makes_a_new_root_overlay() {
+    let n = Node::new();
+    let g1 = owner(5, 1, Some(2 << 30));
+    n.host.create(&vm(g1.clone())).await.unwrap();
+    let cache_key = n
+        .pool()
+        .lookup_storage_vol_by_name("ci-linux-5-cache.qcow2")
+        .unwrap()
+        .key()
+        .unwrap();
+    let old = n.host.observe(FLEET).await.unwrap().remove(0);
+
+    // Creating the next generation while the old one is defined is refused.
+    let g2 = owner(5, 2, Some(2 << 30));
+    let err = n.host.create(&vm(g2.clone())).await.unwrap_err();
+    assert_eq!(err.kind, ErrorKind::Refused);
+
+    n.host.delete(&old.vm_ref(), false).await.unwrap();
+    n.host.create(&vm(g2.clone())).await.unwrap();
+    let new = n.host.observe(FLEET).await.unwrap().remove(0);
+    assert_ne!(new.uuid, old.uuid);
+    assert_eq!(new.owner.generation, 2);
+    let vols = n.volumes();
+    assert!(vols.contains(&"ci-linux-5-g2-root.qcow2".to_string()));
+    assert!(!vols.contains(&"ci-linux-5-g1-root.qcow2".to_string()));
+    assert!(!vols.contains(&"ci-linux-5-g1-seed.iso".to_string()));
+    let cache = n
+        .pool()
+        .lookup_storage_vol_by_name("ci-linux-5-cache.qcow2")
+        .unwrap();
+    assert_eq!(cache.key().unwrap(), cache_key);
+}
+
+#[tokio::test]
+async fn delete_leaves_nothing_of_ours_and_every_foreign_thing_untouched() {
+    let n = Node::new();
+    let before = n.foreign();
+    let vols_before = n.volumes();
+    for i in 0..2 {
+        n.host
+            .create(&vm(owner(i, 1, Some(1 << 30))))
+            .await
+            .unwrap();
+    }
+    for v in n.host.observe(FLEET).await.unwrap() {
+        n.host.delete(&v.vm_ref(), true).await.unwrap();
+        // Deleting again is a no-op.
+        n.host.delete(&v.vm_ref(), true).await.unwrap();
+    }
+    assert!(n.host.observe(FLEET).await.unwrap().is_empty());
+    assert_eq!(n.volumes(), vols_before);
+    assert_eq!(n.foreign(), before);
+    let names: Vec<_> = n.domains().into_keys().collect();
+    let mut expected: Vec<_> = FOREIGN_DOMAINS.iter().map(|s| s.to_string()).collect();
+    expected.sort();
+    assert_eq!(names, expected);
+}
+
+#[tokio::test]
+async fn foreign_domains_are_never_deleted_or_adopted() {
+    let n = Node::new();
+    let before = n.foreign();
+    // A foreign domain holds the name of slot 7.
+    let err = n.host.create(&vm(owner(7, 1, None))).await.unwrap_err();
+    assert_eq!(err.kind, ErrorKind::Refused, "{err}");
+    assert!(err.message.contains("not hangar's"), "{err}");
+    // Deleting it by UUID is refused too.
+    let conn = n.conn();
+    let dom = conn.lookup_domain_by_name("ci-linux-7").unwrap();
+    let r = vm_ref(&n.host, &owner(7, 1, None), &dom.uuid_string().unwrap());
+    assert_eq!(
+        n.host.delete(&r, true).await.unwrap_err().kind,
+        ErrorKind::Refused
+    );
+    assert_eq!(
+        n.host.remove_seed(&r).await.unwrap_err().kind,
+        ErrorKind::Refused
+    );
+    assert_eq!(n.host.start(&r).await.unwrap_err().kind, ErrorKind::Refused);
+    // A foreign volume at our root overlay's name is not taken over.
+    let err = n.host.create(&vm(owner(3, 1, None))).await.unwrap_err();
+    assert_eq!(err.kind, ErrorKind::Refused, "{err}");
+    assert_eq!(n.foreign(), before);
+}
+
+#[tokio::test]
+async fn remove_seed_detaches_and_deletes_the_seed() {
+    let n = Node::new();
+    let o = owner(6, 1, None);
+    n.host.create(&vm(o.clone())).await.unwrap();
+    let v = n.host.observe(FLEET).await.unwrap().remove(0);
+    n.host.remove_seed(&v.vm_ref()).await.unwrap();
+    n.host.remove_seed(&v.vm_ref()).await.unwrap();
+    assert!(!n.volumes().contains(&"ci-linux-6-g1-seed.iso".to_string()));
+    let (_, x) = &n.domains()["ci-linux-6"];
+    assert!(!x.contains("hangar-seed"), "{x}");
+    assert!(!n.host.observe(FLEET).await.unwrap()[0].seed_attached);
+    n.host.delete(&v.vm_ref(), true).await.unwrap();
+}
+
+#[tokio::test]
+async fn cache_usage_reports_our_cache_volumes() {
+    let n = Node::new();
+    n.host
+        .create(&vm(owner(0, 1, Some(3 << 30))))
+        .await
+        .unwrap();
+    n.host.create(&vm(owner(1, 1, None))).await.unwrap();
+    let usage = n.host.cache_usage(FLEET).await.unwrap();
+    assert_eq!(usage.len(), 1);
+    assert_eq!(usage[0].slot, "ci-linux-0");
+    assert_eq!(usage[0].capacity_bytes, 3 << 30);
+}
+
+#[tokio::test]
+async fn url_images_without_a_pool_copy_are_refused_clearly() {
+    let n = Node::new();
+    let mut o = owner(0, 1, None);
+    o.shape.image = format!("https://example.com/jammy.qcow2#sha256={}", "ab".repeat(32));
+    let err = n.host.create(&vm(o.clone())).await.unwrap_err();
+    assert_eq!(err.kind, ErrorKind::Refused);
+    assert!(
+        err.message.contains("hangar-image-abababababababab.qcow2"),
+        "{err}"
+    );
+    o.shape.image = "https://example.com/jammy.qcow2".into();
+    let err = n.host.create(&vm(o)).await.unwrap_err();
+    assert!(err.message.contains("sha256"), "{err}");
+    assert!(n.domains().keys().all(|d| d != "ci-linux-0"));
+}
+
+// ---- every generated XML passes libvirt's own schemas ----
+
+fn validate(dir: &Path, name: &str, text: &str) {
+    let path: PathBuf = dir.join(name);
+    std::fs::write(&path, xml::with_declaration(text)).unwrap();
+    let out = Command::new("virt-xml-validate")
+        .arg(&path)
+        .output()
+        .expect("run virt-xml-validate");
+    assert!(
+        out.status.success(),
+        "{name} fails virt-xml-validate:\n{}{}\n{text}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn have_validator() -> bool {
+    let found = Command::new("virt-xml-validate")
+        .arg("--help")
+        .output()
+        .is_ok();
+    if !found {
+        if std::env::var("HANGAR_REQUIRE_LIBVIRTD").as_deref() == Ok("1") {
+            panic!("virt-xml-validate is missing (install libvirt-clients)");
+        }
+        eprintln!("SKIPPED: virt-xml-validate not found (install libvirt-clients)");
+    }
+    found
+}
+
+#[test]
+fn every_generated_xml_passes_virt_xml_validate() {
+    if !have_validator() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let networks = [
+        NetworkAttachment::None,
+        NetworkAttachment::User,
+        NetworkAttachment::Network {
+            name: "runners".into(),
+            filter: Some("clean-traffic".into()),
+        },
+        NetworkAttachment::Network {
+            name: "runners".into(),
+            filter: None,
+        },
+    ];
+    let boots = [
+        None,
+        Some(DirectBoot {
+            kernel: "/var/lib/hangar/vmlinuz".into(),
+            initrd: Some("/var/lib/hangar/initrd.img".into()),
+            cmdline: Some("root=/dev/vda console=ttyS0".into()),
+        }),
+        Some(DirectBoot {
+            kernel: "/var/lib/hangar/vmlinuz".into(),
+            initrd: None,
+            cmdline: None,
+        }),
+    ];
+    let mut count = 0;
+    for domain_type in [DomainType::Qemu, DomainType::Kvm, DomainType::Test] {
+        for (ni, net) in networks.iter().enumerate() {
+            for (bi, boot) in boots.iter().enumerate() {
+                for cache in [None, Some(1u64 << 30)] {
+                    let mut spec = DomainSpec::for_vm(
+                        domain_type,
+                        POOL,
+                        &owner(0, 1, cache),
+                        boot.as_ref(),
+                        net,
+                        cache.is_some(),
+                        Some("/var/log/hangar/ci-linux-0-g1.console.log".into()),
+                    );
+                    if bi == 0 {
+                        spec.uuid = Some("5f1f1b4e-6a55-4a8c-9f3d-0c7a4c1d2e3f".into());
+                    }
+                    let name = format!("domain-{domain_type:?}-{ni}-{bi}-{}.xml", cache.is_some());
+                    validate(dir.path(), &name, &xml::domain_xml(&spec));
+                    count += 1;
+                }
+            }
+        }
+    }
+    assert_eq!(count, 3 * 4 * 3 * 2);
+    let volumes = [
+        VolumeSpec {
+            name: "ci-linux-0-g1-root.qcow2".into(),
+            capacity_bytes: 20 << 30,
+            format: VolumeFormat::Qcow2,
+            backing: Some(xml::Backing {
+                path: "/var/lib/libvirt/images/base.qcow2".into(),
+                format: VolumeFormat::Qcow2,
+            }),
+        },
+        VolumeSpec {
+            name: "ci-linux-0-cache.qcow2".into(),
+            capacity_bytes: 50 << 30,
+            format: VolumeFormat::Qcow2,
+            backing: None,
+        },
+        VolumeSpec {
+            name: "ci-linux-0-g1-seed.iso".into(),
+            capacity_bytes: 2048 * 180,
+            format: VolumeFormat::Raw,
+            backing: None,
+        },
+    ];
+    for (i, v) in volumes.iter().enumerate() {
+        validate(dir.path(), &format!("volume-{i}.xml"), &xml::volume_xml(v));
+    }
+}
