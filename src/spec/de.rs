@@ -46,7 +46,14 @@ impl de::Error for DeError {
             de::Unexpected::Str(s) => format!("string `{s}`"),
             other => other.to_string(),
         };
-        DeError::custom(format_args!("expected {exp}, found {found}"))
+        DeError::custom(format_args!(
+            "expected {}, found {found}",
+            plain_expected(exp)
+        ))
+    }
+
+    fn invalid_value(unexp: de::Unexpected, exp: &dyn de::Expected) -> Self {
+        de::Error::invalid_type(unexp, exp)
     }
 
     fn unknown_field(field: &str, expected: &'static [&'static str]) -> Self {
@@ -65,6 +72,17 @@ impl de::Error for DeError {
 
     fn missing_field(field: &'static str) -> Self {
         DeError::custom(format_args!("missing field `{field}`"))
+    }
+}
+
+/// serde names primitive targets after Rust types; say what the file needs.
+fn plain_expected(exp: &dyn de::Expected) -> String {
+    let exp = exp.to_string();
+    match exp.as_str() {
+        "u8" | "u16" | "u32" | "u64" | "u128" | "usize" => "a whole number, 0 or more".to_string(),
+        "i8" | "i16" | "i32" | "i64" | "i128" | "isize" => "a whole number".to_string(),
+        "f32" | "f64" => "a number".to_string(),
+        _ => exp,
     }
 }
 
@@ -167,13 +185,32 @@ impl<'de> de::Deserializer<'de> for NodeDe<'de> {
         self.stamp(r)
     }
 
+    fn deserialize_struct<V: Visitor<'de>>(
+        self,
+        _name: &'static str,
+        _fields: &'static [&'static str],
+        visitor: V,
+    ) -> Result<V::Value, DeError> {
+        // Derived structs also accept a list of fields by position; a fleet
+        // file never means that.
+        let r = match &self.node.value {
+            Value::Map(_) => self.any(visitor),
+            other => Err(de::Error::custom(format_args!(
+                "expected a mapping ({}), found {}",
+                visitor_expecting(&visitor),
+                other.kind()
+            ))),
+        };
+        self.stamp(r)
+    }
+
     fn deserialize_ignored_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, DeError> {
         visitor.visit_unit()
     }
 
     forward_to_deserialize_any! {
         bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string
-        bytes byte_buf unit unit_struct seq tuple tuple_struct map struct identifier
+        bytes byte_buf unit unit_struct seq tuple tuple_struct map identifier
     }
 }
 
