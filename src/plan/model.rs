@@ -250,7 +250,7 @@ impl ObservedRunner {
     /// fleet's. Either alone could be a coincidence or another tool's runner.
     pub fn is_owned_by(&self, fleet: &str) -> bool {
         let label = ownership_label(fleet);
-        parse_slot_name(fleet, &self.name).is_some() && self.labels.iter().any(|l| *l == label)
+        parse_slot_name(fleet, &self.name).is_some() && self.labels.contains(&label)
     }
 }
 
