@@ -372,3 +372,277 @@ pub fn spec_hash(pool: &Pool, host: &Host, vm: &VmShape) -> SpecHash {
     let digest = Sha256::digest(&json);
     SpecHash(hex::encode(digest)[..16].to_string())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::providers::DomainType;
+    use crate::spec::load_str;
+
+    const GIB: u64 = 1 << 30;
+
+    fn facts(memory_gib: u64, cpus: u32) -> HostFacts {
+        HostFacts {
+            memory_bytes: memory_gib * GIB,
+            cpus,
+            pool_free_bytes: None,
+            domain_type: DomainType::Kvm,
+            domain_type_reason: "test".into(),
+        }
+    }
+
+    /// A fleet with the given hosts (name, extra YAML) and pools (name,
+    /// count, cpus, memory, hosts) in that order.
+    fn fleet(hosts: &[(&str, &str)], pools: &[(&str, u32, u32, &str, Option<&str>)]) -> String {
+        let mut y = String::from(
+            "apiVersion: hangar/v1\nkind: Fleet\nmetadata:\n  name: f\nspec:\n  github:\n    simulator: true\n  hosts:\n",
+        );
+        for (name, extra) in hosts {
+            y += &format!("    - name: {name}\n      uri: test:///default\n{extra}");
+        }
+        y += "  pools:\n";
+        for (name, count, cpus, memory, on) in pools {
+            y += &format!(
+                "    - name: {name}\n      count: {count}\n      vm: {{cpus: {cpus}, memory: {memory}, disk: 10GiB, image: /i}}\n"
+            );
+            if let Some(on) = on {
+                y += &format!("      hosts: [{on}]\n");
+            }
+        }
+        y
+    }
+
+    fn resolve(
+        yaml: &str,
+        f: &BTreeMap<String, HostFacts>,
+        placement: &BTreeMap<String, String>,
+    ) -> Result<Desired, SpecError> {
+        load_str("f.yaml", yaml)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .resolve(f, placement)
+    }
+
+    fn hosts_of(d: &Desired) -> Vec<(String, String)> {
+        d.slots
+            .iter()
+            .map(|s| (s.name.clone(), s.host.clone()))
+            .collect()
+    }
+
+    #[test]
+    fn new_slots_go_to_the_host_with_most_free_memory_then_cpus_then_name() {
+        let cases: &[(&str, [(u64, u32); 3], usize, [&str; 3])] = &[
+            (
+                "memory decides",
+                [(16, 8), (64, 8), (32, 8)],
+                3,
+                ["b", "b", "b"],
+            ),
+            (
+                "spreads as memory fills",
+                [(20, 8), (20, 8), (20, 8)],
+                3,
+                ["a", "b", "c"],
+            ),
+            (
+                "cpus break a memory tie",
+                [(16, 8), (16, 16), (16, 8)],
+                1,
+                ["b", "", ""],
+            ),
+            (
+                "name breaks a full tie",
+                [(16, 8), (16, 8), (16, 8)],
+                1,
+                ["a", "", ""],
+            ),
+        ];
+        for (what, caps, count, want) in cases {
+            let yaml = fleet(
+                &[("a", ""), ("b", ""), ("c", "")],
+                &[("p", *count as u32, 1, "4GiB", None)],
+            );
+            let f: BTreeMap<String, HostFacts> = ["a", "b", "c"]
+                .iter()
+                .zip(caps)
+                .map(|(n, (m, c))| (n.to_string(), facts(*m, *c)))
+                .collect();
+            let d = resolve(&yaml, &f, &BTreeMap::new()).unwrap();
+            let got: Vec<&str> = d.slots.iter().map(|s| s.host.as_str()).collect();
+            assert_eq!(got, want[..*count].to_vec(), "{what}");
+        }
+    }
+
+    #[test]
+    fn a_slot_keeps_its_host_while_the_pool_allows_it() {
+        let f: BTreeMap<String, HostFacts> = [
+            ("a".to_string(), facts(16, 8)),
+            ("b".to_string(), facts(64, 8)),
+        ]
+        .into();
+        let placement: BTreeMap<String, String> = [("f-p-0".to_string(), "a".to_string())].into();
+        let yaml = fleet(&[("a", ""), ("b", "")], &[("p", 2, 1, "4GiB", None)]);
+        let d = resolve(&yaml, &f, &placement).unwrap();
+        assert_eq!(
+            hosts_of(&d),
+            [("f-p-0".into(), "a".into()), ("f-p-1".into(), "b".into())]
+        );
+        // Once the pool no longer allows host a, the slot moves.
+        let yaml = fleet(&[("a", ""), ("b", "")], &[("p", 2, 1, "4GiB", Some("b"))]);
+        let d = resolve(&yaml, &f, &placement).unwrap();
+        assert!(d.slots.iter().all(|s| s.host == "b"));
+    }
+
+    #[test]
+    fn percent_memory_is_a_share_of_the_slots_host_floored_to_mib() {
+        let f: BTreeMap<String, HostFacts> = [(
+            "a".to_string(),
+            HostFacts {
+                memory_bytes: 10 * GIB + 12345,
+                ..facts(0, 8)
+            },
+        )]
+        .into();
+        let d = resolve(
+            &fleet(&[("a", "")], &[("p", 1, 1, "18%", None)]),
+            &f,
+            &BTreeMap::new(),
+        )
+        .unwrap();
+        let mem = d.slots[0].vm.memory_bytes;
+        assert_eq!(mem % (1 << 20), 0);
+        assert_eq!(mem, (10 * GIB + 12345) * 18 / 100 / (1 << 20) * (1 << 20));
+    }
+
+    #[test]
+    fn overcommit_names_the_host_the_pools_and_the_numbers() {
+        let f: BTreeMap<String, HostFacts> = [("a".to_string(), facts(32, 4))].into();
+        let yaml = fleet(
+            &[("a", "      maxMemory: 50%\n")],
+            &[("big", 2, 2, "6GiB", None), ("small", 2, 1, "4GiB", None)],
+        );
+        let err = resolve(&yaml, &f, &BTreeMap::new()).unwrap_err();
+        let text = err.to_string();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 2, "{text}");
+        assert_eq!(
+            lines[0],
+            "f.yaml:11:18: spec.hosts[0].maxMemory: host `a` is overcommitted: VM memory 20GiB for \
+             pool big (2 × 6GiB), pool small (2 × 4GiB) exceeds 16GiB (maxMemory 50% of 32GiB)"
+        );
+        assert_eq!(
+            lines[1],
+            "f.yaml:9:7: spec.hosts[0]: host `a` is overcommitted: 6 vCPUs for pool big (2 × 2), \
+             pool small (2 × 1) exceed 4 (4 cpus × cpuOvercommit 1)"
+        );
+        // cpuOvercommit makes room for the vCPUs.
+        let yaml = fleet(
+            &[("a", "      cpuOvercommit: 1.5\n")],
+            &[("big", 2, 2, "6GiB", None), ("small", 2, 1, "4GiB", None)],
+        );
+        assert!(resolve(&yaml, &f, &BTreeMap::new()).is_ok());
+    }
+
+    #[test]
+    fn spec_hash_covers_what_needs_a_new_vm_and_not_count_or_hosts() {
+        let f: BTreeMap<String, HostFacts> = [
+            ("a".to_string(), facts(64, 16)),
+            ("b".to_string(), facts(64, 16)),
+        ]
+        .into();
+        let hash = |yaml: &str| {
+            resolve(yaml, &f, &BTreeMap::new()).unwrap().slots[0]
+                .spec_hash
+                .clone()
+        };
+        let base = fleet(&[("a", ""), ("b", "")], &[("p", 1, 2, "4GiB", None)]);
+        let h = hash(&base);
+        assert_eq!(h.0.len(), 16);
+        // Same VM: more slots, a host list, another spelling of a size.
+        assert_eq!(hash(&base.replace("count: 1", "count: 3")), h);
+        assert_eq!(hash(&format!("{base}      hosts: [a, b]\n")), h);
+        assert_eq!(hash(&base.replace("4GiB", "4096MiB")), h);
+        // A new VM: cpus, memory, image, labels, ephemeral, network.
+        for changed in [
+            base.replace("cpus: 2", "cpus: 4"),
+            base.replace("4GiB", "8GiB"),
+            base.replace("image: /i", "image: /j"),
+            format!("{base}      labels: [gpu]\n"),
+            format!("{base}      ephemeral: true\n"),
+            base.replace(
+                "uri: test:///default\n",
+                "uri: test:///default\n      network: {mode: user}\n",
+            ),
+        ] {
+            assert_ne!(hash(&changed), h, "{changed}");
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+        /// Placement depends on the hosts, pools and current placement, not
+        /// on the order the file lists them in, and re-resolving with the
+        /// result as placement changes nothing.
+        #[test]
+        fn placement_is_deterministic_stable_and_order_independent(
+            caps in proptest::collection::vec((8u64..128, 2u32..32), 1..5),
+            pools in proptest::collection::vec((0u32..5, 1u32..3, 1u64..5), 1..4),
+            rotate_hosts in 0usize..5,
+            rotate_pools in 0usize..4,
+        ) {
+            let host_names: Vec<String> = (0..caps.len()).map(|i| format!("h{i}")).collect();
+            let f: BTreeMap<String, HostFacts> = host_names
+                .iter()
+                .zip(&caps)
+                .map(|(n, (m, c))| (n.clone(), facts(*m * 4, *c * 4)))
+                .collect();
+            let mems: Vec<String> = pools.iter().map(|(_, _, m)| format!("{m}GiB")).collect();
+            let pool_specs: Vec<(String, u32, u32, &str)> = pools
+                .iter()
+                .zip(&mems)
+                .enumerate()
+                .map(|(i, ((count, cpus, _), mem))| (format!("p{i}"), *count, *cpus, mem.as_str()))
+                .collect();
+            let build = |hr: usize, pr: usize| {
+                let mut hs: Vec<(&str, &str)> = host_names.iter().map(|h| (h.as_str(), "")).collect();
+                let n = hs.len();
+                hs.rotate_left(hr % n);
+                let mut ps: Vec<(&str, u32, u32, &str, Option<&str>)> = pool_specs
+                    .iter()
+                    .map(|(n, c, cpu, m)| (n.as_str(), *c, *cpu, *m, None))
+                    .collect();
+                let n = ps.len();
+                ps.rotate_left(pr % n);
+                fleet(&hs, &ps)
+            };
+            let first = resolve(&build(0, 0), &f, &BTreeMap::new());
+            let again = resolve(&build(0, 0), &f, &BTreeMap::new());
+            let reordered = resolve(&build(rotate_hosts, rotate_pools), &f, &BTreeMap::new());
+            match (first, again, reordered) {
+                (Ok(a), Ok(b), Ok(c)) => {
+                    prop_assert_eq!(&a.slots, &b.slots);
+                    prop_assert_eq!(&a.slots, &c.slots);
+                    let placement: BTreeMap<String, String> =
+                        a.slots.iter().map(|s| (s.name.clone(), s.host.clone())).collect();
+                    let kept = resolve(&build(0, 0), &f, &placement).unwrap();
+                    prop_assert_eq!(&a.slots, &kept.slots);
+                    let names: Vec<&String> = a.slots.iter().map(|s| &s.name).collect();
+                    let mut sorted = names.clone();
+                    sorted.sort();
+                    prop_assert_eq!(names, sorted);
+                }
+                (Err(a), Err(b), Err(c)) => {
+                    prop_assert_eq!(a.to_string(), b.to_string());
+                    // Overcommit is found whatever the order (lines may differ).
+                    prop_assert!(c.to_string().contains("overcommitted"));
+                }
+                (a, b, c) => prop_assert!(false, "outcomes differ: {:?} {:?} {:?}", a.is_ok(), b.is_ok(), c.is_ok()),
+            }
+        }
+    }
+}
