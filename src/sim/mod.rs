@@ -397,6 +397,13 @@ impl SimHandle {
         self.shared.change(|w| w.add_group(org, name))
     }
 
+    /// Forget every installation token issued (as if they expired or were
+    /// revoked): the next request with one answers 401.
+    pub fn revoke_installation_tokens(&self) {
+        self.shared
+            .change(|w| w.tokens.retain(|t| t.kind != TokenKind::Installation));
+    }
+
     pub fn inject(&self, fault: Fault) {
         self.shared.lock().faults.push(fault);
     }
