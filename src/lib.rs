@@ -8,6 +8,7 @@ pub mod cli;
 pub mod exit;
 pub mod plan;
 pub mod providers;
+pub mod provision;
 pub mod reconcile;
 pub mod sandbox;
 pub mod secret;
