@@ -41,10 +41,7 @@ fn virsh(args: &[&str]) -> Result<String, String> {
 
 /// `Some(reason)` when the daemon cannot be used here.
 fn unavailable() -> Option<String> {
-    match virsh(&["version"]) {
-        Ok(_) => None,
-        Err(e) => Some(e),
-    }
+    virsh(&["version"]).err()
 }
 
 /// Removes everything the run made, in the order libvirt needs.

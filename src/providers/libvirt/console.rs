@@ -136,7 +136,7 @@ mod tests {
         let mut f = File::create(&path).unwrap();
         write!(f, "boot\n{MARKER_USER_OK}\n{}", &MARKER_DOCKER_OK[..8]).unwrap();
         assert_eq!(c.read(&path).unwrap(), GuestStage::UserReady);
-        write!(f, "{}\n", &MARKER_DOCKER_OK[8..]).unwrap();
+        writeln!(f, "{}", &MARKER_DOCKER_OK[8..]).unwrap();
         assert_eq!(c.read(&path).unwrap(), GuestStage::DockerReady);
         // A new, shorter log (a new generation under the same path) starts over.
         std::fs::write(&path, "x\n").unwrap();
