@@ -388,6 +388,18 @@ mod tests {
     }
 
     #[test]
+    fn a_well_formed_tree_deserializes_with_defaults() {
+        let root = parse("items:\n  - name: a\n  - {name: b, count: 3}\n").unwrap();
+        let outer: Outer = from_node(&root).unwrap();
+        let got: Vec<(&str, u32)> = outer
+            .items
+            .iter()
+            .map(|i| (i.name.as_str(), i.count))
+            .collect();
+        assert_eq!(got, [("a", 0), ("b", 3)]);
+    }
+
+    #[test]
     fn errors_carry_the_path_and_position_of_the_offending_node() {
         let (msg, pos, path) = err("items:\n  - name: a\n    count: lots\n");
         assert_eq!(path, "items[0].count");

@@ -435,7 +435,9 @@ mod tests {
 
     #[test]
     fn new_slots_go_to_the_host_with_most_free_memory_then_cpus_then_name() {
-        let cases: &[(&str, [(u64, u32); 3], usize, [&str; 3])] = &[
+        // (what, (memory GiB, cpus) of hosts a b c, slots, expected hosts)
+        type Case = (&'static str, [(u64, u32); 3], usize, [&'static str; 3]);
+        let cases: &[Case] = &[
             (
                 "memory decides",
                 [(16, 8), (64, 8), (32, 8)],
