@@ -1,0 +1,436 @@
+//! Guest-boot proof on a real libvirtd (`qemu:///system`): one ephemeral
+//! runner guest made only from hangar's rendered user-data boots the e2e base
+//! image (tests/e2e/build-image.sh), provisions itself, "runs a job" with the
+//! JIT config it was given, and powers off, which ends the domain.
+//!
+//! Drives virsh directly, not hangar's libvirt provider. Runs when
+//! HANGAR_REQUIRE_LIBVIRTD=1 (`.ci/run`), is skipped with a message
+//! otherwise. Needs root (the image build and qemu:///system).
+
+use std::collections::BTreeMap;
+use std::io::Cursor;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hangar::provision::{
+    meta_data, user_data, DockerSource, Guest, GuestCache, GuestUser, RunnerInstall,
+    CACHE_DISK_SERIAL,
+};
+use hangar::reconcile::RunnerCredential;
+use hangar::secret::Secret;
+use sha2::{Digest, Sha256};
+
+const URI: &str = "qemu:///system";
+const CACHE_BYTES: u64 = 1 << 30;
+/// Software emulation: cloud-init finishes at ~70 s of guest uptime.
+const BOOT_TIMEOUT: Duration = Duration::from_secs(420);
+
+fn virsh(args: &[&str]) -> Result<String, String> {
+    let out = Command::new("virsh")
+        .arg("-c")
+        .arg(URI)
+        .args(args)
+        .output()
+        .map_err(|e| format!("virsh: {e}"))?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    } else {
+        Err(format!(
+            "virsh {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+fn must(args: &[&str]) -> String {
+    virsh(args).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Everything this test made in libvirt, removed even when the test panics.
+struct Made {
+    pool: Option<String>,
+    volumes: Vec<String>,
+    domain: Option<String>,
+}
+
+impl Drop for Made {
+    fn drop(&mut self) {
+        if let Some(domain) = &self.domain {
+            let _ = virsh(&["destroy", domain]);
+            if let Err(e) = virsh(&["undefine", domain]) {
+                eprintln!("cleanup: {e}");
+            }
+        }
+        if let Some(pool) = &self.pool {
+            for vol in &self.volumes {
+                if let Err(e) = virsh(&["vol-delete", "--pool", pool, vol]) {
+                    eprintln!("cleanup: {e}");
+                }
+            }
+            if let Err(e) = virsh(&["pool-destroy", pool]) {
+                eprintln!("cleanup: {e}");
+            }
+        }
+    }
+}
+
+struct BaseImage {
+    image: String,
+    kernel: String,
+    initrd: String,
+    cmdline: String,
+    runner_dir: String,
+}
+
+fn build_image() -> BaseImage {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/e2e/build-image.sh");
+    let started = Instant::now();
+    let out = Command::new(&script)
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .expect("tests/e2e/build-image.sh runs");
+    assert!(out.status.success(), "build-image.sh failed");
+    eprintln!("base image ready in {:.0?}", started.elapsed());
+    let vars: BTreeMap<String, String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let get = |k: &str| {
+        vars.get(k)
+            .unwrap_or_else(|| panic!("build-image.sh printed no {k}"))
+            .clone()
+    };
+    BaseImage {
+        image: get("IMAGE"),
+        kernel: get("KERNEL"),
+        initrd: get("INITRD"),
+        cmdline: get("CMDLINE"),
+        runner_dir: get("RUNNER_DIR"),
+    }
+}
+
+/// A NoCloud seed: ISO 9660 labelled CIDATA with Rock Ridge names, built in
+/// memory with hadris-iso (as hangar's provider does).
+fn seed_iso(user_data: &str, meta_data: &str) -> Vec<u8> {
+    use hadris_iso::read::PathSeparator;
+    use hadris_iso::write::options::{CreationFeatures, IsoFormatOptions};
+    use hadris_iso::write::{File, InputFiles, IsoImageWriter};
+
+    let files = InputFiles {
+        path_separator: PathSeparator::ForwardSlash,
+        files: vec![
+            File::File {
+                name: Arc::new("user-data".to_string()),
+                contents: user_data.as_bytes().to_vec(),
+            },
+            File::File {
+                name: Arc::new("meta-data".to_string()),
+                contents: meta_data.as_bytes().to_vec(),
+            },
+        ],
+    };
+    let options = IsoFormatOptions {
+        volume_name: "CIDATA".to_string(),
+        system_id: None,
+        volume_set_id: None,
+        publisher_id: None,
+        preparer_id: None,
+        application_id: None,
+        sector_size: 2048,
+        features: CreationFeatures::rock_ridge(),
+        path_separator: PathSeparator::ForwardSlash,
+        strict_charset: false,
+    };
+    IsoImageWriter::create(Cursor::new(Vec::new()), files, options)
+        .expect("seed ISO builds")
+        .into_inner()
+}
+
+fn xml_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('\'', "&apos;")
+}
+
+fn sha256_hex(s: &str) -> String {
+    hex::encode(Sha256::digest(s.as_bytes()))
+}
+
+#[test]
+fn ephemeral_guest_provisions_runs_one_job_and_powers_off() {
+    if std::env::var("HANGAR_REQUIRE_LIBVIRTD").as_deref() != Ok("1") {
+        eprintln!(
+            "SKIPPED: the guest-boot proof needs a real libvirtd; run .ci/install-deps and \
+             .ci/start-libvirtd, then set HANGAR_REQUIRE_LIBVIRTD=1"
+        );
+        return;
+    }
+    virsh(&["version"]).expect("libvirtd answers at qemu:///system (.ci/start-libvirtd)");
+    let base = build_image();
+
+    let name = format!("hangar-e2e-guest-{}", std::process::id());
+    let dir = tempfile::Builder::new()
+        .prefix("hangar-e2e-")
+        .tempdir_in("/var/tmp")
+        .unwrap();
+    let pool_dir = dir.path().join("pool");
+    std::fs::create_dir(&pool_dir).unwrap();
+    let console = dir.path().join("console.log");
+
+    let guest = Guest {
+        hostname: name.clone(),
+        user: GuestUser {
+            name: "github".to_string(),
+            sudo: false,
+        },
+        docker: DockerSource::Preinstalled,
+        runner: RunnerInstall::Preinstalled {
+            path: base.runner_dir.clone(),
+        },
+        work_folder: "_work".to_string(),
+        labels: vec!["UMN".to_string(), "hangar-e2e".to_string()],
+        runner_group: "Default".to_string(),
+        ephemeral: true,
+        cache: Some(GuestCache {
+            mount_path: "/var/cache/hangar".to_string(),
+            prune_above_percent: 80,
+            docker_data_root: true,
+            size_bytes: CACHE_BYTES,
+        }),
+        emulate: vec![],
+        ssh_authorized_keys: vec![],
+    };
+    let jit = format!("eyJlMmUiOiJqaXQtY29uZmlnIn0{}", std::process::id());
+    let credential = RunnerCredential::Jit {
+        runner_id: 1,
+        config: Secret::new(jit.clone()),
+    };
+    let seed = seed_iso(
+        user_data(&guest, &credential).expose(),
+        &meta_data(&name, 1),
+    );
+    let seed_file = dir.path().join("seed.iso");
+    std::fs::write(&seed_file, &seed).unwrap();
+
+    let mut made = Made {
+        pool: None,
+        volumes: Vec::new(),
+        domain: None,
+    };
+    must(&[
+        "pool-create-as",
+        &name,
+        "dir",
+        "--target",
+        pool_dir.to_str().unwrap(),
+    ]);
+    made.pool = Some(name.clone());
+    // A copy-on-write overlay of the base image, as hangar makes root disks.
+    let root_xml = dir.path().join("root.xml");
+    std::fs::write(
+        &root_xml,
+        format!(
+            "<volume><name>root.qcow2</name><capacity unit='GiB'>4</capacity>\
+             <target><format type='qcow2'/><compat>1.1</compat></target>\
+             <backingStore><path>{}</path><format type='qcow2'/></backingStore></volume>",
+            xml_escape(&base.image)
+        ),
+    )
+    .unwrap();
+    must(&["vol-create", &name, root_xml.to_str().unwrap()]);
+    made.volumes.push("root.qcow2".to_string());
+    must(&[
+        "vol-create-as",
+        &name,
+        "cache.raw",
+        &CACHE_BYTES.to_string(),
+        "--format",
+        "raw",
+        "--allocation",
+        "0",
+    ]);
+    made.volumes.push("cache.raw".to_string());
+    must(&[
+        "vol-create-as",
+        &name,
+        "seed.iso",
+        &seed.len().to_string(),
+        "--format",
+        "raw",
+    ]);
+    made.volumes.push("seed.iso".to_string());
+    must(&[
+        "vol-upload",
+        "--pool",
+        &name,
+        "seed.iso",
+        seed_file.to_str().unwrap(),
+    ]);
+    let path = |vol: &str| must(&["vol-path", "--pool", &name, vol]);
+
+    let xml = format!(
+        "<domain type='qemu'>
+  <name>{name}</name>
+  <memory unit='MiB'>1536</memory>
+  <vcpu>2</vcpu>
+  <os>
+    <type arch='x86_64' machine='pc'>hvm</type>
+    <kernel>{kernel}</kernel>
+    <initrd>{initrd}</initrd>
+    <cmdline>{cmdline}</cmdline>
+  </os>
+  <features><acpi/><apic/></features>
+  <on_poweroff>destroy</on_poweroff>
+  <on_reboot>destroy</on_reboot>
+  <on_crash>destroy</on_crash>
+  <devices>
+    <disk type='file' device='disk'>
+      <driver name='qemu' type='qcow2'/>
+      <source file='{root}'/>
+      <target dev='vda' bus='virtio'/>
+    </disk>
+    <disk type='file' device='disk'>
+      <driver name='qemu' type='raw'/>
+      <source file='{cache}'/>
+      <target dev='vdb' bus='virtio'/>
+      <serial>{serial}</serial>
+    </disk>
+    <disk type='file' device='disk'>
+      <driver name='qemu' type='raw'/>
+      <source file='{seed}'/>
+      <target dev='vdc' bus='virtio'/>
+      <readonly/>
+    </disk>
+    <serial type='file'>
+      <source path='{console}'/>
+      <target port='0'/>
+    </serial>
+    <memballoon model='none'/>
+  </devices>
+</domain>
+",
+        kernel = xml_escape(&base.kernel),
+        initrd = xml_escape(&base.initrd),
+        cmdline = xml_escape(&base.cmdline),
+        root = xml_escape(&path("root.qcow2")),
+        cache = xml_escape(&path("cache.raw")),
+        seed = xml_escape(&path("seed.iso")),
+        serial = CACHE_DISK_SERIAL,
+        console = xml_escape(console.to_str().unwrap()),
+    );
+    let xml_file = dir.path().join("domain.xml");
+    std::fs::write(&xml_file, &xml).unwrap();
+    if Path::new("/usr/bin/virt-xml-validate").exists() {
+        let ok = Command::new("virt-xml-validate")
+            .arg(&xml_file)
+            .arg("domain")
+            .status()
+            .unwrap();
+        assert!(ok.success(), "virt-xml-validate refused the domain XML");
+    }
+    must(&["define", xml_file.to_str().unwrap()]);
+    made.domain = Some(name.clone());
+
+    let started = Instant::now();
+    must(&["start", &name]);
+    let markers = [
+        "hangar: user ok",
+        "hangar: cache mounted",
+        "hangar: docker ok",
+        "hangar: runner started",
+        "hangar: job started",
+        "hangar: job finished",
+    ];
+    let mut seen: BTreeMap<&str, Duration> = BTreeMap::new();
+    let state = loop {
+        let log = read_log(&console);
+        for m in markers {
+            if log.contains(m) {
+                seen.entry(m).or_insert_with(|| started.elapsed());
+            }
+        }
+        let state = must(&["domstate", &name]);
+        if state != "running" || started.elapsed() > BOOT_TIMEOUT || log.contains("hangar: failed")
+        {
+            break state;
+        }
+        std::thread::sleep(Duration::from_secs(2));
+    };
+    let ended = started.elapsed();
+    let log = read_log(&console);
+    for m in markers {
+        if let Some(at) = seen.get(m) {
+            eprintln!("{at:>6.1?}  {m}");
+        }
+    }
+    // Kept for a look after the run (the temp dir goes with the test).
+    let kept = Path::new(env!("CARGO_TARGET_TMPDIR")).join("e2e-guest-console.log");
+    if std::fs::write(&kept, &log).is_ok() {
+        eprintln!("console log: {}", kept.display());
+    }
+    eprintln!("{ended:>6.1?}  domain {state}");
+    let show = || format!("console log ({}):\n{log}", console.display());
+
+    assert!(
+        !log.contains("hangar: failed"),
+        "a stage failed; {}",
+        show()
+    );
+    for m in markers {
+        assert!(log.contains(m), "no `{m}` on the console; {}", show());
+    }
+    assert!(
+        log.contains(&format!("hangar: cache mounted {CACHE_BYTES}")),
+        "cache size; {}",
+        show()
+    );
+    assert!(
+        log.contains(&format!("hangar: runner started {name} UMN,hangar-e2e")),
+        "runner name and labels; {}",
+        show()
+    );
+    let hash = sha256_hex(&jit);
+    assert!(
+        log.contains(&format!("hangar: jitconfig sha256 {hash}")),
+        "the guest's JIT config is not the one given; {}",
+        show()
+    );
+    assert!(
+        log.contains(&format!(
+            "hangar-e2e-runner: run.sh --jitconfig sha256:{hash}"
+        )),
+        "the runner was not given the JIT config; {}",
+        show()
+    );
+    let job = log
+        .lines()
+        .find(|l| l.contains("hangar-e2e-runner: job ran as "))
+        .unwrap_or_else(|| panic!("the job did not run; {}", show()));
+    assert!(
+        job.contains("job ran as github in groups ") && job.contains("docker"),
+        "the job's user: {job}"
+    );
+    assert!(!log.contains(&jit), "the JIT config reached the console");
+    assert_eq!(
+        state,
+        "shut off",
+        "the guest did not end the domain; {}",
+        show()
+    );
+    drop(made);
+    assert!(
+        virsh(&["dominfo", &name]).is_err(),
+        "the domain is still defined after cleanup"
+    );
+}
+
+fn read_log(path: &PathBuf) -> String {
+    std::fs::read(path)
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_default()
+}
