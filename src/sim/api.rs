@@ -130,16 +130,13 @@ fn fault_response(kind: &FaultKind) -> Response {
 
 /// `Authorization: Bearer T` or `token T`, against the configured token and
 /// the installation tokens issued.
-fn authenticate(shared: &Shared, headers: &HeaderMap) -> Result<(), Response> {
+/// The error is GitHub's message for the 401.
+fn authenticate(shared: &Shared, headers: &HeaderMap) -> Result<(), &'static str> {
     let Some(value) = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
     else {
-        return Err(gh_error(
-            StatusCode::UNAUTHORIZED,
-            "Requires authentication",
-            DOC_AUTH,
-        ));
+        return Err("Requires authentication");
     };
     let token = value
         .strip_prefix("Bearer ")
@@ -156,11 +153,7 @@ fn authenticate(shared: &Shared, headers: &HeaderMap) -> Result<(), Response> {
     if ok {
         Ok(())
     } else {
-        Err(gh_error(
-            StatusCode::UNAUTHORIZED,
-            "Bad credentials",
-            DOC_AUTH,
-        ))
+        Err("Bad credentials")
     }
 }
 
@@ -201,8 +194,8 @@ async fn github_layer(State(shared): Sim, req: Request, next: Next) -> Response 
             break 'answer fault_response(&f.kind);
         }
         if !app_route {
-            if let Err(r) = authenticate(&shared, req.headers()) {
-                break 'answer r;
+            if let Err(message) = authenticate(&shared, req.headers()) {
+                break 'answer gh_error(StatusCode::UNAUTHORIZED, message, DOC_AUTH);
             }
         }
         let exhausted = {
@@ -244,20 +237,22 @@ async fn github_layer(State(shared): Sim, req: Request, next: Next) -> Response 
     response
 }
 
-fn scope_of(params: &HashMap<String, String>) -> Result<String, Response> {
+fn not_found() -> Response {
+    gh_error(StatusCode::NOT_FOUND, "Not Found", DOC_RUNNERS)
+}
+
+/// The scope key of a route's path parameters.
+fn scope_of(params: &HashMap<String, String>) -> Option<String> {
     let path = match (params.get("org"), params.get("owner"), params.get("repo")) {
         (Some(org), _, _) => format!("orgs/{org}"),
         (None, Some(owner), Some(repo)) => format!("repos/{owner}/{repo}"),
-        _ => return Err(gh_error(StatusCode::NOT_FOUND, "Not Found", DOC_RUNNERS)),
+        _ => return None,
     };
-    scope_key(&path).map_err(|_| gh_error(StatusCode::NOT_FOUND, "Not Found", DOC_RUNNERS))
+    scope_key(&path).ok()
 }
 
-fn runner_id(params: &HashMap<String, String>) -> Result<u64, Response> {
-    params
-        .get("runner_id")
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| gh_error(StatusCode::NOT_FOUND, "Not Found", DOC_RUNNERS))
+fn runner_id(params: &HashMap<String, String>) -> Option<u64> {
+    params.get("runner_id").and_then(|s| s.parse().ok())
 }
 
 pub(crate) fn runner_json(r: &SimRunner) -> Value {
@@ -305,9 +300,8 @@ async fn list_runners(
     Query(q): Query<ListQuery>,
     headers: HeaderMap,
 ) -> Response {
-    let key = match scope_of(&params) {
-        Ok(k) => k,
-        Err(r) => return r,
+    let Some(key) = scope_of(&params) else {
+        return not_found();
     };
     let per_page = q
         .per_page
@@ -398,9 +392,8 @@ async fn list_runners(
 }
 
 async fn get_runner(State(shared): Sim, Path(params): Path<HashMap<String, String>>) -> Response {
-    let (key, id) = match (scope_of(&params), runner_id(&params)) {
-        (Ok(k), Ok(i)) => (k, i),
-        (Err(r), _) | (_, Err(r)) => return r,
+    let (Some(key), Some(id)) = (scope_of(&params), runner_id(&params)) else {
+        return not_found();
     };
     let inner = shared.lock();
     match inner.world.scope(&key).and_then(|s| s.runners.get(&id)) {
@@ -413,9 +406,8 @@ async fn delete_runner(
     State(shared): Sim,
     Path(params): Path<HashMap<String, String>>,
 ) -> Response {
-    let (key, id) = match (scope_of(&params), runner_id(&params)) {
-        (Ok(k), Ok(i)) => (k, i),
-        (Err(r), _) | (_, Err(r)) => return r,
+    let (Some(key), Some(id)) = (scope_of(&params), runner_id(&params)) else {
+        return not_found();
     };
     match shared.change(|w| w.delete_runner(&key, id)) {
         Ok(()) => StatusCode::NO_CONTENT.into_response(),
@@ -424,9 +416,8 @@ async fn delete_runner(
 }
 
 fn issue(shared: &Shared, params: &HashMap<String, String>, kind: TokenKind) -> Response {
-    let key = match scope_of(params) {
-        Ok(k) => k,
-        Err(r) => return r,
+    let Some(key) = scope_of(params) else {
+        return not_found();
     };
     let t = shared.change(|w| {
         w.scope_mut(&key);
@@ -467,9 +458,8 @@ async fn generate_jitconfig(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
-    let key = match scope_of(&params) {
-        Ok(k) => k,
-        Err(r) => return r,
+    let Some(key) = scope_of(&params) else {
+        return not_found();
     };
     let Ok(body) = serde_json::from_slice::<Value>(&body) else {
         return gh_error(
@@ -521,9 +511,8 @@ fn edit_labels(
     params: &HashMap<String, String>,
     edit: impl FnOnce(&mut Vec<String>) -> Result<(), SimError>,
 ) -> Response {
-    let (key, id) = match (scope_of(params), runner_id(params)) {
-        (Ok(k), Ok(i)) => (k, i),
-        (Err(r), _) | (_, Err(r)) => return r,
+    let (Some(key), Some(id)) = (scope_of(params), runner_id(params)) else {
+        return not_found();
     };
     let result = shared.change(|w| {
         let runner = w
@@ -622,9 +611,8 @@ async fn remove_label(State(shared): Sim, Path(params): Path<HashMap<String, Str
 }
 
 async fn list_groups(State(shared): Sim, Path(params): Path<HashMap<String, String>>) -> Response {
-    let key = match scope_of(&params) {
-        Ok(k) => k,
-        Err(r) => return r,
+    let Some(key) = scope_of(&params) else {
+        return not_found();
     };
     let groups: Vec<Value> = shared.change(|w| {
         w.scope_mut(&key)

@@ -236,6 +236,8 @@ fn next_link(link: Option<&str>) -> Option<String> {
 }
 
 impl GithubRegistry {
+    /// Must be called inside a Tokio runtime (octocrab's client spawns its
+    /// worker task). Makes no request: a bad token shows on first use.
     pub fn new(config: GithubConfig) -> Result<Self, ProviderError> {
         let target = config.scope.path();
         let transport = Transport::new(&config.api_url, target.clone(), config.timeout)?;
@@ -549,8 +551,8 @@ mod tests {
         assert_eq!(next_link(None), None);
     }
 
-    #[test]
-    fn debug_shows_no_credentials() {
+    #[tokio::test]
+    async fn debug_shows_no_credentials() {
         let reg = GithubRegistry::new(GithubConfig::new(
             Scope::Organization("acme".into()),
             Auth::Token(Secret::new("ghp_canary_debug".into())),
