@@ -1,3 +1,3 @@
 fn main() -> std::process::ExitCode {
-    hangar::exit::ExitStatus::Ok.into()
+    hangar::cli::main().into()
 }

@@ -290,7 +290,14 @@ impl Planner<'_, '_> {
             return;
         }
         match runner {
-            // Unknown (GitHub failed) or no registration: nothing to collide with.
+            // Neither GitHub nor every host could be seen: the slot's VM may
+            // be on the unseen host, and no registration can tell.
+            None if world.runners.is_none() && !world.failed_hosts.is_empty() => {
+                if let Some((host, error)) = world.failed_hosts.iter().next() {
+                    self.actions.push(host_wait(&slot.name, host, error));
+                }
+            }
+            // No registration: nothing to collide with.
             None => self.actions.push(create),
             Some(runner) => {
                 // The registration may belong to a VM on a host we cannot see.

@@ -310,6 +310,17 @@ fn host_missing_from_the_observation_counts_as_failed() {
 }
 
 #[test]
+fn no_create_when_github_and_another_host_are_both_unobserved() {
+    // The slot's VM may live on the host that could not be seen, and with
+    // GitHub's list missing no registration can say so.
+    let s = slot("umn", 0, "h1");
+    let o = fail_github(fail_host(observed(vec![], vec![]), "h2"));
+    let got = actions(&desired(vec![s.clone()]), &o);
+    assert!(!got.iter().any(Action::is_mutating), "{got:#?}");
+    assert!(got.contains(&host_failed(&s.name, "h2")), "{got:#?}");
+}
+
+#[test]
 fn orphan_registration_is_kept_while_any_host_is_unobserved() {
     let name = slot_name(FLEET, "umn", 5);
     let o = fail_host(observed(vec![], vec![offline(runner(&name, 5))]), "h2");

@@ -52,8 +52,13 @@ impl Default for Limits {
 pub enum Outcome {
     Done,
     /// Not executed this pass, and why (a wait, a busy runner, shutdown).
-    Skipped { why: String },
-    Failed { error: String, retryable: bool },
+    Skipped {
+        why: String,
+    },
+    Failed {
+        error: String,
+        retryable: bool,
+    },
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -124,58 +129,105 @@ pub async fn execute(ex: &Execution<'_>, plan: &Plan) -> Report {
         .world
         .hosts
         .keys()
-        .map(|h| (h.as_str(), Arc::new(Semaphore::new(ex.limits.per_host.max(1)))))
+        .map(|h| {
+            (
+                h.as_str(),
+                Arc::new(Semaphore::new(ex.limits.per_host.max(1))),
+            )
+        })
         .collect();
     // One registration token serves every persistent create of a pass (it is
     // valid for an hour); it is minted only if a pass creates such a VM.
     let token: OnceCell<Secret<String>> = OnceCell::new();
 
-    let runs = plan.actions.iter().map(|action| {
-        let global = global.clone();
-        let host_sem = action.host().and_then(|h| per_host.get(h).cloned());
-        let token = &token;
-        async move {
-            let started = Instant::now();
-            let outcome = if let Action::Wait { reason, .. } = action {
-                Outcome::Skipped {
-                    why: format!("wait: {}", serde_json::to_string(reason).unwrap_or_default()),
-                }
-            } else {
-                let _g = global.acquire().await.expect("semaphore never closed");
-                let _h = match &host_sem {
-                    Some(s) => Some(s.acquire().await.expect("semaphore never closed")),
-                    None => None,
-                };
-                if ex.cancel.is_cancelled() {
-                    Outcome::Skipped {
-                        why: "shutting down".into(),
-                    }
-                } else {
-                    (ex.progress)(Progress::Started(action));
-                    run(ex, action, token).await
-                }
-            };
-            let done = ActionOutcome {
-                action: action.clone(),
-                outcome,
-                millis: started.elapsed().as_millis() as u64,
-            };
-            if action.is_mutating() {
-                (ex.progress)(Progress::Finished(&done));
-            }
-            match &done.outcome {
-                Outcome::Failed { error, .. } => {
-                    tracing::warn!(subject = action.subject(), %error, "action failed")
-                }
-                Outcome::Done => tracing::info!(subject = action.subject(), "action done"),
-                Outcome::Skipped { .. } => {}
-            }
-            done
-        }
-    });
-    Report {
-        outcomes: join_all(runs).await,
+    // Actions on one subject run in plan order (the planner puts a moved
+    // slot's delete before its create, a stale registration's removal before
+    // the VM that reuses the name); different subjects run concurrently.
+    let mut groups: Vec<Vec<&Action>> = Vec::new();
+    let mut index: BTreeMap<&str, usize> = BTreeMap::new();
+    for action in &plan.actions {
+        let i = *index.entry(action.subject()).or_insert_with(|| {
+            groups.push(Vec::new());
+            groups.len() - 1
+        });
+        groups[i].push(action);
     }
+    let global = &global;
+    let per_host = &per_host;
+    let token = &token;
+    let runs = groups.into_iter().map(|group| async move {
+        let mut outcomes: Vec<ActionOutcome> = Vec::with_capacity(group.len());
+        for action in group {
+            // A create after a delete that did not happen would collide.
+            if action.is_mutating()
+                && outcomes
+                    .iter()
+                    .any(|o| o.action.is_mutating() && o.outcome != Outcome::Done)
+            {
+                outcomes.push(ActionOutcome {
+                    action: action.clone(),
+                    outcome: Outcome::Skipped {
+                        why: "an earlier action on this slot did not complete".into(),
+                    },
+                    millis: 0,
+                });
+                continue;
+            }
+            let host_sem = action.host().and_then(|h| per_host.get(h).cloned());
+            outcomes.push(one(ex, action, global, host_sem, token).await);
+        }
+        outcomes
+    });
+    let outcomes = join_all(runs).await.into_iter().flatten().collect();
+    Report { outcomes }
+}
+
+async fn one(
+    ex: &Execution<'_>,
+    action: &Action,
+    global: &Semaphore,
+    host_sem: Option<Arc<Semaphore>>,
+    token: &OnceCell<Secret<String>>,
+) -> ActionOutcome {
+    let started = Instant::now();
+    let outcome = if let Action::Wait { reason, .. } = action {
+        Outcome::Skipped {
+            why: format!(
+                "wait: {}",
+                serde_json::to_string(reason).unwrap_or_default()
+            ),
+        }
+    } else {
+        let _g = global.acquire().await.expect("semaphore never closed");
+        let _h = match &host_sem {
+            Some(s) => Some(s.acquire().await.expect("semaphore never closed")),
+            None => None,
+        };
+        if ex.cancel.is_cancelled() {
+            Outcome::Skipped {
+                why: "shutting down".into(),
+            }
+        } else {
+            (ex.progress)(Progress::Started(action));
+            run(ex, action, token).await
+        }
+    };
+    let done = ActionOutcome {
+        action: action.clone(),
+        outcome,
+        millis: started.elapsed().as_millis() as u64,
+    };
+    if action.is_mutating() {
+        (ex.progress)(Progress::Finished(&done));
+    }
+    match &done.outcome {
+        Outcome::Failed { error, .. } => {
+            tracing::warn!(subject = action.subject(), %error, "action failed")
+        }
+        Outcome::Done => tracing::debug!(subject = action.subject(), "action done"),
+        Outcome::Skipped { .. } => {}
+    }
+    done
 }
 
 fn failed(e: impl Into<ExecError>) -> Outcome {

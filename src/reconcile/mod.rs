@@ -3,6 +3,8 @@
 //! report. It owns ordering, timeouts, retries, locking and the loop; what to
 //! do is decided by the pure planner alone.
 
+pub mod assemble;
+pub mod engine;
 pub mod execute;
 pub mod lock;
 
@@ -177,6 +179,16 @@ impl World {
         let mut observed_hosts = BTreeMap::new();
         let mut facts = BTreeMap::new();
         for (name, f, vms) in hosts {
+            // Without facts the slots cannot be sized: treat the host as
+            // unseen, so that nothing on it is judged against a wrong size.
+            let vms = match (&f, vms) {
+                (Err(e), Ok(_)) => Err(ProviderError::new(
+                    &name,
+                    e.kind,
+                    format!("host facts: {}", e.message),
+                )),
+                (_, vms) => vms,
+            };
             facts.insert(name.clone(), f.map_err(|e: ProviderError| e.to_string()));
             observed_hosts.insert(name, observation(vms));
         }

@@ -73,7 +73,6 @@ impl LoadedFleet {
         let fleet = &self.fleet;
         let name = &fleet.metadata.name;
         let hosts_path = FieldPath::root().key("spec").key("hosts");
-        let pools_path = FieldPath::root().key("spec").key("pools");
         let host_index: BTreeMap<&str, usize> = fleet
             .spec
             .hosts
@@ -107,23 +106,16 @@ impl LoadedFleet {
                 match kept {
                     Some(&hi) => {
                         let host = &fleet.spec.hosts[hi];
-                        match vm_memory(pool.vm.memory, facts.get(&host.name)) {
-                            Some(mem) => {
-                                usage.entry(&host.name).or_default().add(
-                                    pool_name,
-                                    mem,
-                                    pool.vm.cpus,
-                                );
-                                placed.insert(slot, (pool, i, host, mem));
-                            }
-                            None => problems.push(loc.at_path(
-                                &hosts_path.index(hi),
-                                format!(
-                                    "no facts for host `{}`, which holds slot {slot} whose memory is a share ({})",
-                                    host.name, pool.vm.memory
-                                ),
-                            )),
-                        }
+                        // A host that cannot be seen this pass keeps its
+                        // slots; their size in bytes is unknown (0) when it is
+                        // a share of the host's memory, which is harmless: the
+                        // planner touches nothing on a host it could not see.
+                        let mem = vm_memory(pool.vm.memory, facts.get(&host.name)).unwrap_or(0);
+                        usage
+                            .entry(&host.name)
+                            .or_default()
+                            .add(pool_name, mem, pool.vm.cpus);
+                        placed.insert(slot, (pool, i, host, mem));
                     }
                     None => unplaced.push((pool, i, slot)),
                 }
@@ -146,25 +138,16 @@ impl LoadedFleet {
                     Some(((free_mem, free_cpu, Reverse(*h)), host, f))
                 })
                 .max_by(|a, b| a.0.cmp(&b.0));
-            match best {
-                Some((_, host, f)) => {
-                    let mem = pool.vm.memory.bytes_on(f.memory_bytes);
-                    usage
-                        .entry(&host.name)
-                        .or_default()
-                        .add(&pool.name, mem, pool.vm.cpus);
-                    placed.insert(slot, (pool, i, host, mem));
-                }
-                None => {
-                    let pi = pool_index[pool.name.as_str()];
-                    problems.push(loc.at_path(
-                        &pools_path.index(pi).key("hosts"),
-                        format!(
-                            "no host with known capacity for slot {slot} (allowed: {})",
-                            allowed.iter().copied().collect::<Vec<_>>().join(", ")
-                        ),
-                    ));
-                }
+            // No allowed host could be seen this pass: the slot waits (it may
+            // even live on an unseen host); the planner reports the hosts it
+            // could not observe.
+            if let Some((_, host, f)) = best {
+                let mem = pool.vm.memory.bytes_on(f.memory_bytes);
+                usage
+                    .entry(&host.name)
+                    .or_default()
+                    .add(&pool.name, mem, pool.vm.cpus);
+                placed.insert(slot, (pool, i, host, mem));
             }
         }
 
@@ -234,7 +217,14 @@ impl LoadedFleet {
                     cpus: pool.vm.cpus,
                     memory_bytes,
                     disk_bytes: pool.vm.disk.bytes(),
-                    image: pool.vm.image.clone(),
+                    // A URL image carries its checksum to the provider,
+                    // which downloads it once and verifies it.
+                    image: match &pool.vm.image_sha256 {
+                        Some(sha) if pool.vm.image.starts_with("https://") => {
+                            format!("{}#sha256={}", pool.vm.image, sha.to_ascii_lowercase())
+                        }
+                        _ => pool.vm.image.clone(),
+                    },
                     cache_bytes: pool.cache.as_ref().map(|c| c.size.bytes()),
                 };
                 let spec_hash = spec_hash(pool, host, &vm);

@@ -87,7 +87,7 @@ impl FromStr for ByteSize {
 impl fmt::Display for ByteSize {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for (name, size) in UNITS {
-            if self.0 >= size && self.0 % size == 0 {
+            if self.0 >= size && self.0.is_multiple_of(size) {
                 return write!(f, "{}{}", self.0 / size, name);
             }
         }
@@ -100,7 +100,7 @@ impl fmt::Display for ByteSize {
 pub fn human_bytes(bytes: u64) -> String {
     for (name, size) in UNITS {
         if bytes >= size {
-            if bytes % size == 0 {
+            if bytes.is_multiple_of(size) {
                 return format!("{}{}", bytes / size, name);
             }
             return format!("{:.1}{}", bytes as f64 / size as f64, name);

@@ -1,0 +1,178 @@
+//! Command-line arguments (clap derive). Raw flags only; `cli::run` turns
+//! them into validated settings before anything is contacted.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Keep self-hosted GitHub Actions runners, one per isolated libvirt VM,
+/// equal to a fleet file.
+///
+/// Exit codes: 0 ok (diff: in sync), 1 diff found changes, 2 invalid input
+/// or usage, 3 a provider (libvirt, GitHub) failed, 4 another run holds the
+/// fleet's lock.
+#[derive(Debug, Parser)]
+#[command(name = "hangar", version, about, long_about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+
+    #[command(flatten)]
+    pub global: Global,
+}
+
+#[derive(Debug, Args)]
+pub struct Global {
+    /// Directory for locks and the sandbox's state [default: /var/lib/hangar
+    /// as root, else $XDG_STATE_HOME/hangar or ~/.local/state/hangar]
+    #[arg(long, global = true, env = "HANGAR_STATE_DIR", value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+
+    /// Log verbosity: -v info, -vv debug, -vvv trace (logs go to stderr;
+    /// RUST_LOG overrides)
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+
+    /// Log line format
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
+    /// When to use colour
+    #[arg(long, global = true, value_enum, default_value_t = ColorChoice::Auto)]
+    pub color: ColorChoice,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ColorChoice {
+    Auto,
+    Always,
+    Never,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    Human,
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct FleetFile {
+    /// The fleet file
+    #[arg(short = 'f', long = "file", value_name = "FILE")]
+    pub file: PathBuf,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Parse and check a fleet file; contacts nothing
+    Validate {
+        #[command(flatten)]
+        fleet: FleetFile,
+        #[arg(short, long, value_enum, default_value_t = Output::Human)]
+        output: Output,
+    },
+    /// Print the JSON Schema of the fleet file
+    Schema,
+    /// Observe the world and print the plan; changes nothing.
+    /// Exit 0 in sync, 1 changes, 2 bad input, 3 provider error
+    Diff {
+        #[command(flatten)]
+        fleet: FleetFile,
+        #[arg(short, long, value_enum, default_value_t = Output::Human)]
+        output: Output,
+    },
+    /// Converge the world to the file, then wait until runners are up
+    Apply {
+        #[command(flatten)]
+        fleet: FleetFile,
+        /// Print the plan and stop (same as `diff`)
+        #[arg(long)]
+        dry_run: bool,
+        /// How long to keep passing until converged (e.g. 90s, 10m; 0 = one pass)
+        #[arg(long, value_name = "DURATION", default_value = "10m")]
+        wait: String,
+        /// Do not ask before deleting a whole pool's VMs
+        #[arg(long, short = 'y')]
+        yes: bool,
+        #[arg(short, long, value_enum, default_value_t = Output::Human)]
+        output: Output,
+    },
+    /// Keep the world converged: a pass every interval (daemon) or once (cron)
+    Reconcile {
+        #[command(flatten)]
+        fleet: FleetFile,
+        /// Interval between passes (jittered), e.g. 2m
+        #[arg(long, value_name = "DURATION", conflicts_with = "once")]
+        every: Option<String>,
+        /// One pass, for cron or a systemd timer
+        #[arg(long)]
+        once: bool,
+        /// Stop after this many passes (daemon mode; for tests and soak runs)
+        #[arg(long, value_name = "N", hide = true)]
+        max_passes: Option<u64>,
+    },
+    /// Hosts, VMs, runners and cache use in one table
+    Status {
+        #[command(flatten)]
+        fleet: FleetFile,
+        #[arg(short, long, value_enum, default_value_t = Output::Human)]
+        output: Output,
+    },
+    /// Remove everything the fleet owns (registrations, VMs, volumes, caches)
+    Destroy {
+        #[command(flatten)]
+        fleet: FleetFile,
+        /// Do not ask for confirmation
+        #[arg(long, short = 'y')]
+        yes: bool,
+        /// Also delete VMs whose runner is running a job
+        #[arg(long)]
+        force: bool,
+        /// How long to wait for busy runners to finish
+        #[arg(long, value_name = "DURATION", default_value = "30m")]
+        wait: String,
+    },
+    /// Print what hangar would hand cloud-init or libvirt for a slot
+    /// (secrets replaced by placeholders)
+    Render {
+        #[arg(value_enum)]
+        what: RenderWhat,
+        #[command(flatten)]
+        fleet: FleetFile,
+        /// Slot name, e.g. ldmx-umn-umn-0
+        #[arg(long)]
+        slot: String,
+    },
+    /// Serve the GitHub runner API simulator (tests and demos)
+    GithubSim {
+        /// Address to listen on (loopback)
+        #[arg(long, default_value = "127.0.0.1:8787")]
+        listen: SocketAddr,
+        /// Persist the simulator's state in this JSON file
+        #[arg(long, value_name = "FILE")]
+        state: Option<PathBuf>,
+        /// Token clients must present (`Authorization: Bearer T`)
+        #[arg(long, env = "HANGAR_SIM_TOKEN", hide_env_values = true)]
+        token: String,
+    },
+    /// Print shell completions
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RenderWhat {
+    /// cloud-init user-data (`#cloud-config`)
+    UserData,
+    /// libvirt domain XML
+    Domain,
+}

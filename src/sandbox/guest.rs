@@ -1,0 +1,107 @@
+//! The sandbox's stand-in guests. A sandbox VM never boots, so after each
+//! pass the sandbox does, visibly, what a booted guest would: a persistent
+//! runner registers itself (`config.sh`) and comes online, an ephemeral one
+//! runs its JIT config and comes online, a guest whose ephemeral job is done
+//! powers off. Everything goes through the simulator and the test driver, so
+//! hangar's engine sees exactly what it would see from real guests.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use super::host::SandboxHost;
+use crate::plan::model::{ownership_label, Desired, VmState};
+use crate::providers::Hypervisor;
+use crate::reconcile::engine::GuestPlay;
+use crate::reconcile::{Clock, World};
+use crate::sim::{RegisterRunner, SimHandle};
+
+pub struct SandboxGuests {
+    pub sim: Arc<SimHandle>,
+    /// `repos/OWNER/REPO` or `orgs/ORG`.
+    pub scope: String,
+    pub hosts: Vec<Arc<SandboxHost>>,
+}
+
+#[async_trait]
+impl GuestPlay for SandboxGuests {
+    async fn play(&self, _world: &World, desired: &Desired, _clock: &dyn Clock) -> Vec<String> {
+        let mut lines = Vec::new();
+        for host in &self.hosts {
+            let vms = match host.observe(&desired.fleet).await {
+                Ok(vms) => vms,
+                Err(e) => {
+                    lines.push(format!("{}: cannot look at guests: {e}", host.host()));
+                    continue;
+                }
+            };
+            for vm in vms {
+                let runner = self.sim.runner_by_name(&self.scope, &vm.name);
+                let who = format!("{}/{}", host.host(), vm.name);
+                match vm.state {
+                    VmState::Running => match runner {
+                        None if !vm.owner.ephemeral => {
+                            let Some(slot) = desired.slot(&vm.name) else {
+                                continue;
+                            };
+                            let mut labels = slot.labels.clone();
+                            labels.push(ownership_label(&desired.fleet));
+                            let registered = self
+                                .sim
+                                .registration_token(&self.scope)
+                                .and_then(|token| {
+                                    self.sim.register_runner(&RegisterRunner {
+                                        scope: self.scope.clone(),
+                                        name: vm.name.clone(),
+                                        labels,
+                                        token,
+                                        group: Some(slot.runner_group.clone()),
+                                        replace: true,
+                                        ephemeral: false,
+                                        no_default_labels: false,
+                                    })
+                                })
+                                .and_then(|r| self.sim.set_online(r.id, true));
+                            lines.push(match registered {
+                                Ok(_) => format!("{who}: guest ran config.sh; runner online"),
+                                Err(e) => format!("{who}: guest could not register: {e}"),
+                            });
+                        }
+                        None if !vm.seed_attached => {
+                            // An ephemeral guest whose runner took its job and
+                            // is gone: it powers off, as a real one does.
+                            lines.push(match power_off(host, &vm.name).await {
+                                Ok(()) => format!("{who}: job done; guest powered off"),
+                                Err(e) => format!("{who}: could not power off: {e}"),
+                            });
+                        }
+                        None => {}
+                        Some(r) if r.status == "offline" => {
+                            lines.push(match self.sim.set_online(r.id, true) {
+                                Ok(_) if vm.owner.ephemeral => {
+                                    format!("{who}: guest ran run.sh --jitconfig; runner online")
+                                }
+                                Ok(_) => format!("{who}: guest started its runner; online"),
+                                Err(e) => format!("{who}: runner could not come online: {e}"),
+                            });
+                        }
+                        Some(_) => {}
+                    },
+                    VmState::ShutOff | VmState::Crashed => {
+                        if let Some(r) = runner.filter(|r| r.status == "online") {
+                            if self.sim.set_online(r.id, false).is_ok() {
+                                lines.push(format!("{who}: guest is down; runner offline"));
+                            }
+                        }
+                    }
+                    VmState::Paused | VmState::Other => {}
+                }
+            }
+        }
+        lines
+    }
+}
+
+async fn power_off(host: &SandboxHost, name: &str) -> Result<(), String> {
+    host.guest_power_off(name).await.map_err(|e| e.to_string())
+}

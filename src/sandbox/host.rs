@@ -1,0 +1,191 @@
+//! A sandbox host: hangar's libvirt provider on libvirt's own test driver,
+//! whose state is saved to a node file after every change.
+
+use std::path::{Path, PathBuf};
+
+use async_trait::async_trait;
+
+use super::node::{self, SandboxShape};
+use crate::plan::model::{ObservedVm, VmRef};
+use crate::providers::libvirt::image::ImageSource;
+use crate::providers::libvirt::xml::{volume_xml, VolumeFormat, VolumeSpec};
+use crate::providers::libvirt::{HostConfig, LibvirtHost};
+use crate::providers::{
+    CacheUsage, ErrorKind, HostFacts, Hypervisor, NetworkAttachment, ProviderError, VmCreate,
+};
+
+/// What a sandbox host pretends to have: 16 cpus and 64 GiB.
+pub const SANDBOX_SHAPE: SandboxShape = SandboxShape {
+    cpus: 16,
+    memory_kib: 64 * 1024 * 1024,
+};
+
+/// The sandbox's stand-in for a libvirt host.
+pub struct SandboxHost {
+    inner: LibvirtHost,
+    node_file: PathBuf,
+}
+
+impl SandboxHost {
+    /// Open (or create) the sandbox host `name` under `state_dir/sandbox/`.
+    pub fn open(state_dir: &Path, name: &str, storage_pool: &str) -> Result<Self, ProviderError> {
+        let dir = state_dir.join("sandbox");
+        let err = |e: std::io::Error| {
+            ProviderError::new(
+                name,
+                ErrorKind::Refused,
+                format!("sandbox state in {}: {e}", dir.display()),
+            )
+        };
+        std::fs::create_dir_all(dir.join("console")).map_err(err)?;
+        let node_file = std::path::absolute(dir.join(format!("{name}.xml"))).map_err(err)?;
+        if !node_file.exists() {
+            let xml = node::initial(
+                SANDBOX_SHAPE,
+                storage_pool,
+                &format!("/sandbox/{name}/{storage_pool}"),
+            )
+            .map_err(|e| ProviderError::new(name, ErrorKind::Refused, e.to_string()))?;
+            write_atomically(&node_file, &xml).map_err(err)?;
+        }
+        let inner = LibvirtHost::connect(HostConfig {
+            name: name.to_string(),
+            uri: format!("test://{}", node_file.display()),
+            storage_pool: storage_pool.to_string(),
+            network: NetworkAttachment::None,
+            domain_type: None,
+            console_dir: Some(dir.join("console")),
+        })?;
+        Ok(SandboxHost { inner, node_file })
+    }
+
+    pub fn libvirt(&self) -> &LibvirtHost {
+        &self.inner
+    }
+
+    /// What a guest's own `poweroff` does to a domain with
+    /// `on_poweroff=destroy`: it stops. For the stand-in guests only.
+    pub async fn guest_power_off(&self, name: &str) -> Result<(), ProviderError> {
+        let conn = self.inner.connection()?;
+        let host = self.inner.host().to_string();
+        let name = name.to_string();
+        let r = tokio::task::spawn_blocking(move || {
+            let dom = conn.lookup_domain_by_name(&name)?;
+            if dom.is_active()? {
+                dom.destroy()?;
+            }
+            Ok::<(), virt::error::Error>(())
+        })
+        .await
+        .map_err(|e| ProviderError::new(&host, ErrorKind::Transient, e.to_string()))?
+        .map_err(|e| ProviderError::new(&host, ErrorKind::Refused, e.to_string()));
+        self.saving(r).await
+    }
+
+    /// Write the test driver's whole state back to the node file.
+    async fn save(&self) -> Result<(), ProviderError> {
+        let conn = self.inner.connection()?;
+        let path = self.node_file.clone();
+        let host = self.inner.host().to_string();
+        tokio::task::spawn_blocking(move || {
+            let xml = node::dump(&conn).map_err(|e| e.to_string())?;
+            write_atomically(&path, &xml).map_err(|e| e.to_string())
+        })
+        .await
+        .map_err(|e| ProviderError::new(&host, ErrorKind::Transient, e.to_string()))?
+        .map_err(|e| ProviderError::new(&host, ErrorKind::Refused, format!("saving sandbox: {e}")))
+    }
+
+    async fn saving<T>(&self, result: Result<T, ProviderError>) -> Result<T, ProviderError> {
+        // Save even after a failure: a half-done create is state too, and the
+        // next command must see it to adopt it.
+        let saved = self.save().await;
+        let value = result?;
+        saved?;
+        Ok(value)
+    }
+}
+
+impl SandboxHost {
+    /// The sandbox has no real images: a base image named as a pool volume
+    /// is made as an empty qcow2 of the disk's size the first time a VM
+    /// needs it, so that the provider's overlay logic runs as on a real host.
+    async fn ensure_base_image(&self, image: &str, size: u64) -> Result<(), ProviderError> {
+        let ImageSource::PoolVolume(name) = ImageSource::parse(image)
+            .map_err(|e| ProviderError::new(self.host(), ErrorKind::Refused, e.to_string()))?
+        else {
+            return Ok(());
+        };
+        let conn = self.inner.connection()?;
+        let pool = self.inner.config().storage_pool.clone();
+        let host = self.host().to_string();
+        let made = tokio::task::spawn_blocking(move || {
+            let pool = conn.lookup_storage_pool_by_name(&pool)?;
+            if pool.lookup_storage_vol_by_name(&name).is_ok() {
+                return Ok(false);
+            }
+            let xml = volume_xml(&VolumeSpec {
+                name,
+                capacity_bytes: size,
+                format: VolumeFormat::Qcow2,
+                backing: None,
+            });
+            virt::storage_vol::StorageVol::create_xml(&pool, &xml, 0)?;
+            Ok::<bool, virt::error::Error>(true)
+        })
+        .await
+        .map_err(|e| ProviderError::new(&host, ErrorKind::Transient, e.to_string()))?
+        .map_err(|e| ProviderError::new(&host, ErrorKind::Refused, e.to_string()))?;
+        if made {
+            self.save().await?;
+        }
+        Ok(())
+    }
+}
+
+fn write_atomically(path: &Path, text: &str) -> std::io::Result<()> {
+    let tmp = path.with_extension("xml.tmp");
+    std::fs::write(&tmp, text)?;
+    std::fs::rename(&tmp, path)
+}
+
+#[async_trait]
+impl Hypervisor for SandboxHost {
+    fn host(&self) -> &str {
+        self.inner.host()
+    }
+
+    async fn facts(&self) -> Result<HostFacts, ProviderError> {
+        self.inner.facts().await
+    }
+
+    async fn observe(&self, fleet: &str) -> Result<Vec<ObservedVm>, ProviderError> {
+        self.inner.observe(fleet).await
+    }
+
+    async fn create(&self, vm: &VmCreate) -> Result<(), ProviderError> {
+        self.ensure_base_image(&vm.owner.shape.image, vm.owner.shape.disk_bytes)
+            .await?;
+        let r = self.inner.create(vm).await;
+        self.saving(r).await
+    }
+
+    async fn start(&self, vm: &VmRef) -> Result<(), ProviderError> {
+        let r = self.inner.start(vm).await;
+        self.saving(r).await
+    }
+
+    async fn delete(&self, vm: &VmRef, remove_cache: bool) -> Result<(), ProviderError> {
+        let r = self.inner.delete(vm, remove_cache).await;
+        self.saving(r).await
+    }
+
+    async fn remove_seed(&self, vm: &VmRef) -> Result<(), ProviderError> {
+        let r = self.inner.remove_seed(vm).await;
+        self.saving(r).await
+    }
+
+    async fn cache_usage(&self, fleet: &str) -> Result<Vec<CacheUsage>, ProviderError> {
+        self.inner.cache_usage(fleet).await
+    }
+}
