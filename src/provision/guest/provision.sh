@@ -95,7 +95,8 @@ if [ -n "$HANGAR_EMULATE" ]; then
       386) handler=qemu-i386 ;;
       *) handler=qemu-$arch ;;
     esac
-    [ -e "/proc/sys/fs/binfmt_misc/$handler" ]
+    # The F (fix-binary) flag makes the handler work inside containers too.
+    grep -q '^flags: .*F' "/proc/sys/fs/binfmt_misc/$handler"
   done
 fi
 
