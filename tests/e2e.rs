@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 use std::io::Cursor;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -429,7 +429,7 @@ fn ephemeral_guest_provisions_runs_one_job_and_powers_off() {
     );
 }
 
-fn read_log(path: &PathBuf) -> String {
+fn read_log(path: &Path) -> String {
     std::fs::read(path)
         .map(|b| String::from_utf8_lossy(&b).into_owned())
         .unwrap_or_default()

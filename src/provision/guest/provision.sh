@@ -6,10 +6,10 @@
 # hangar-runner.service, which prints "hangar: runner started <name> <labels>".
 # The first failing stage prints "hangar: failed <stage>" and stops.
 set -euo pipefail
-. /etc/hangar/guest.env
 say=/usr/local/lib/hangar/say
 stage=setup
 trap '"$say" "failed $stage"' ERR
+. /etc/hangar/guest.env
 export DEBIAN_FRONTEND=noninteractive
 
 apt_install() {
