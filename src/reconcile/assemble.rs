@@ -11,6 +11,7 @@ use tokio::sync::Mutex;
 
 use super::engine::{Engine, GuestPlay};
 use super::execute::Limits;
+use super::memory::{OfflineMemory, Remembering};
 use super::{ProvisionError, Provisioner, RunnerCredential, SystemClock, World};
 use crate::exit::ExitStatus;
 use crate::plan::model::{DesiredSlot, ObservedVm, Ownership, VmRef};
@@ -135,8 +136,12 @@ pub async fn assemble(fleet: &LoadedFleet, state_dir: &Path) -> Result<Assembled
         timeout: Some(std::time::Duration::from_secs(30)),
     })
     .map_err(|e| AssembleError::Provider(e.to_string()))?;
-    let registry: Arc<dyn RunnerRegistry> =
-        Arc::new(Retrying::new(registry, RetryPolicy::default()));
+    let clock: Arc<dyn super::Clock> = Arc::new(SystemClock);
+    let registry: Arc<dyn RunnerRegistry> = Arc::new(Remembering {
+        inner: Retrying::new(registry, RetryPolicy::default()),
+        memory: OfflineMemory::new(state_dir, &f.metadata.name),
+        clock: clock.clone(),
+    });
 
     let guests: Option<Arc<dyn GuestPlay>> = match (&sim_handle, sandboxes.is_empty()) {
         (Some(sim), false) => Some(Arc::new(SandboxGuests {
@@ -154,7 +159,7 @@ pub async fn assemble(fleet: &LoadedFleet, state_dir: &Path) -> Result<Assembled
             registry,
         },
         provisioner: Arc::new(FleetProvisioner { fleet: f.clone() }),
-        clock: Arc::new(SystemClock),
+        clock,
         limits: Limits {
             global: concurrency.global as usize,
             per_host: concurrency.per_host as usize,

@@ -7,6 +7,7 @@ pub mod assemble;
 pub mod engine;
 pub mod execute;
 pub mod lock;
+pub mod memory;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
