@@ -79,8 +79,8 @@ fn print_observation_failures(r: &PassResult) -> bool {
 
 fn print_plan(plan: &Plan, output: Output, color: bool) {
     match output {
-        Output::Human => print!("{}", render::human(plan, color)),
-        Output::Json => println!("{}", render::json(plan)),
+        Output::Human => crate::out!("{}", render::human(plan, color)),
+        Output::Json => crate::outln!("{}", render::json(plan)),
     }
 }
 
@@ -92,7 +92,7 @@ pub fn validate(ctx: &Ctx, file: &Path, out: Output) -> ExitStatus {
     let f = &fleet.fleet;
     let slots: u32 = f.spec.pools.iter().map(|p| p.count).sum();
     match out {
-        Output::Human => println!(
+        Output::Human => crate::outln!(
             "{}: fleet {} is valid: {} host(s), {} pool(s), {} runner slot(s)",
             file.display(),
             f.metadata.name,
@@ -100,7 +100,7 @@ pub fn validate(ctx: &Ctx, file: &Path, out: Output) -> ExitStatus {
             f.spec.pools.len(),
             slots
         ),
-        Output::Json => println!(
+        Output::Json => crate::outln!(
             "{}",
             serde_json::json!({
                 "file": file.display().to_string(),
@@ -240,7 +240,7 @@ async fn apply_passes(
         }
     }
     if args.output == Output::Human {
-        print!("{}", render::human(&first, ctx.color));
+        crate::out!("{}", render::human(&first, ctx.color));
     }
 
     let mut pass_no = 0u32;
@@ -267,7 +267,7 @@ async fn apply_passes(
         }
         print_observation_failures(&r);
         if args.output == Output::Json && pass_no == 1 {
-            println!("{}", render::json(&r.plan));
+            crate::outln!("{}", render::json(&r.plan));
         }
         if cancel.is_cancelled() {
             eprintln!("interrupted: the actions under way finished; run apply again to go on");
@@ -575,7 +575,7 @@ pub async fn destroy(ctx: &Ctx, file: &Path, args: DestroyArgs) -> ExitStatus {
             }
             break ExitStatus::ProviderError;
         }
-        print!("{}", render::human(&plan, ctx.color));
+        crate::out!("{}", render::human(&plan, ctx.color));
         let resolved = match fleet.resolve(&snap.known_facts(), &snap.placement()) {
             Ok(d) => d,
             Err(e) => {
@@ -647,7 +647,7 @@ pub async fn render_cmd(ctx: &Ctx, what: RenderWhat, file: &Path, slot: &str) ->
     };
     match assemble::render(&fleet, s, what == RenderWhat::Domain) {
         Ok(text) => {
-            print!("{text}");
+            crate::out!("{text}");
             ExitStatus::Ok
         }
         Err(e) => {

@@ -10,6 +10,30 @@ use super::args::ColorChoice;
 use crate::plan::model::Action;
 use crate::reconcile::execute::{Outcome, Progress};
 
+/// Write to stdout, ignoring a closed pipe (`hangar diff | head`): what
+/// hangar is doing must not be cut short because nobody reads its output.
+pub fn write_stdout(text: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
+}
+
+/// `print!` to stdout through [`write_stdout`].
+#[macro_export]
+macro_rules! out {
+    ($($arg:tt)*) => {
+        $crate::cli::output::write_stdout(&format!($($arg)*))
+    };
+}
+
+/// `println!` to stdout through [`write_stdout`].
+#[macro_export]
+macro_rules! outln {
+    ($($arg:tt)*) => {
+        $crate::cli::output::write_stdout(&format!("{}\n", format_args!($($arg)*)))
+    };
+}
+
 /// Whether to colour what goes to stdout.
 pub fn use_color(choice: ColorChoice) -> bool {
     match choice {

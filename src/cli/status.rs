@@ -196,7 +196,7 @@ pub async fn print(ctx: &Ctx, fleet: &LoadedFleet, a: &Assembled, out: Output) -
         rate_limit: engine.world.registry.rate_budget(),
     };
     match out {
-        Output::Json => println!(
+        Output::Json => crate::outln!(
             "{}",
             serde_json::to_string_pretty(&doc).unwrap_or_else(|_| "{}".into())
         ),
@@ -256,7 +256,7 @@ fn print_human(doc: &StatusDoc, _color: bool) {
             cache,
         ]);
     }
-    println!("Fleet {}\n{t}\n", doc.fleet);
+    crate::outln!("Fleet {}\n{t}\n", doc.fleet);
 
     let mut h = Table::new();
     h.load_preset(presets::NOTHING);
@@ -283,13 +283,15 @@ fn print_human(doc: &StatusDoc, _color: bool) {
             ]),
         };
     }
-    println!("{h}\n");
+    crate::outln!("{h}\n");
     match (&doc.github_error, &doc.rate_limit) {
-        (Some(e), _) => println!("GitHub {}: unreachable: {e}", doc.github_scope),
-        (None, Some(r)) => println!(
+        (Some(e), _) => crate::outln!("GitHub {}: unreachable: {e}", doc.github_scope),
+        (None, Some(r)) => crate::outln!(
             "GitHub {}: {} of {} requests left this hour",
-            doc.github_scope, r.remaining, r.limit
+            doc.github_scope,
+            r.remaining,
+            r.limit
         ),
-        (None, None) => println!("GitHub {}: no rate-limit budget reported", doc.github_scope),
+        (None, None) => crate::outln!("GitHub {}: no rate-limit budget reported", doc.github_scope),
     }
 }

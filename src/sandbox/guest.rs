@@ -10,7 +10,10 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use super::host::SandboxHost;
-use crate::plan::model::{ownership_label, Desired, VmState};
+use crate::plan::model::{ownership_label, Desired, ObservedVm, VmState};
+use crate::providers::libvirt::console::{
+    MARKER_CACHE_MOUNTED, MARKER_DOCKER_OK, MARKER_RUNNER_STARTED, MARKER_USER_OK,
+};
 use crate::providers::Hypervisor;
 use crate::reconcile::engine::GuestPlay;
 use crate::reconcile::{Clock, World};
@@ -63,7 +66,10 @@ impl GuestPlay for SandboxGuests {
                                 })
                                 .and_then(|r| self.sim.set_online(r.id, true));
                             lines.push(match registered {
-                                Ok(_) => format!("{who}: guest ran config.sh; runner online"),
+                                Ok(_) => {
+                                    boot_console(host, &vm, &slot.labels);
+                                    format!("{who}: guest ran config.sh; runner online")
+                                }
                                 Err(e) => format!("{who}: guest could not register: {e}"),
                             });
                         }
@@ -77,8 +83,15 @@ impl GuestPlay for SandboxGuests {
                         }
                         None => {}
                         Some(r) if r.status == "offline" => {
+                            let labels: Vec<String> = r
+                                .labels
+                                .iter()
+                                .filter(|l| l.kind == "custom")
+                                .map(|l| l.name.clone())
+                                .collect();
                             lines.push(match self.sim.set_online(r.id, true) {
                                 Ok(_) if vm.owner.ephemeral => {
+                                    boot_console(host, &vm, &labels);
                                     format!("{who}: guest ran run.sh --jitconfig; runner online")
                                 }
                                 Ok(_) => format!("{who}: guest started its runner; online"),
@@ -99,6 +112,32 @@ impl GuestPlay for SandboxGuests {
             }
         }
         lines
+    }
+}
+
+/// What a booted guest prints on its serial console, so that `status` shows
+/// the same stages for a sandbox VM as for a real one.
+fn boot_console(host: &SandboxHost, vm: &ObservedVm, labels: &[String]) {
+    use std::io::Write;
+    let path = host
+        .libvirt()
+        .console_log_path(&vm.name, vm.owner.generation);
+    let mut text = format!("{MARKER_USER_OK}\n{MARKER_DOCKER_OK}\n");
+    if let Some(size) = vm.owner.shape.cache_bytes {
+        text.push_str(&format!("{MARKER_CACHE_MOUNTED} {size}\n"));
+    }
+    text.push_str(&format!(
+        "{MARKER_RUNNER_STARTED} {} {}\n",
+        vm.name,
+        labels.join(",")
+    ));
+    let written = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .and_then(|mut f| f.write_all(text.as_bytes()));
+    if let Err(e) = written {
+        tracing::debug!(path = %path.display(), error = %e, "sandbox console not written");
     }
 }
 
