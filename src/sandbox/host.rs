@@ -24,6 +24,9 @@ pub const SANDBOX_SHAPE: SandboxShape = SandboxShape {
 pub struct SandboxHost {
     inner: LibvirtHost,
     node_file: PathBuf,
+    /// Saves run one at a time: concurrent actions on one host would race
+    /// on the temporary file, and an older dump could land after a newer one.
+    save_lock: tokio::sync::Mutex<()>,
 }
 
 impl SandboxHost {
@@ -56,7 +59,11 @@ impl SandboxHost {
             domain_type: None,
             console_dir: Some(dir.join("console")),
         })?;
-        Ok(SandboxHost { inner, node_file })
+        Ok(SandboxHost {
+            inner,
+            node_file,
+            save_lock: tokio::sync::Mutex::new(()),
+        })
     }
 
     pub fn libvirt(&self) -> &LibvirtHost {
@@ -84,6 +91,7 @@ impl SandboxHost {
 
     /// Write the test driver's whole state back to the node file.
     async fn save(&self) -> Result<(), ProviderError> {
+        let _one_at_a_time = self.save_lock.lock().await;
         let conn = self.inner.connection()?;
         let path = self.node_file.clone();
         let host = self.inner.host().to_string();

@@ -1,0 +1,450 @@
+//! Shared helpers of the engine and CLI tests: an in-process [`Engine`] on
+//! private sandbox hosts (libvirt's test driver, one node file per host in a
+//! temp dir) and the GitHub simulator, with a [`TokioClock`] so that
+//! `tokio::time::pause()` / `advance()` move the engine's time.
+//!
+//! Every hypervisor is wrapped in a [`Recorded`] host that logs the mutating
+//! calls the engine makes, so a test can say "this pass changed nothing" from
+//! what was asked of libvirt, besides what libvirt holds afterwards.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{TimeZone, Utc};
+use hangar::plan::model::{Action, ObservedVm, VmRef};
+use hangar::providers::github::{Auth, GithubConfig, GithubRegistry, RetryPolicy, Retrying, Scope};
+use hangar::providers::{CacheUsage, HostFacts, Hypervisor, ProviderError, VmCreate};
+use hangar::reconcile::assemble::FleetProvisioner;
+use hangar::reconcile::engine::{Engine, GuestPlay, PassResult};
+use hangar::reconcile::{Limits, TokioClock, World};
+use hangar::sandbox::guest::SandboxGuests;
+use hangar::sandbox::host::SandboxHost;
+use hangar::secret::Secret;
+use hangar::sim::{self, SimConfig, SimHandle, SimRunner};
+use hangar::spec::{self, LoadedFleet};
+use tokio_util::sync::CancellationToken;
+
+pub const TOKEN: &str = "engine-test-token";
+pub const OWNER: &str = "acme";
+pub const REPO: &str = "widgets";
+pub const SCOPE: &str = "repos/acme/widgets";
+pub const FLEET: &str = "t";
+
+/// A fleet file `t` on the sandbox hosts `hosts`, registering in
+/// `acme/widgets`, with short timeouts, and the given `pools:` entries
+/// (YAML list items indented by four spaces).
+pub fn fleet_yaml(hosts: &[&str], pools: &str) -> String {
+    let mut y = format!(
+        "apiVersion: hangar/v1\nkind: Fleet\nmetadata:\n  name: {FLEET}\nspec:\n  github:\n    \
+         repository: {OWNER}/{REPO}\n    simulator: true\n  policy:\n    bootTimeout: 5m\n    \
+         backoffBase: 1m\n    backoffMax: 10m\n  hosts:\n"
+    );
+    for h in hosts {
+        y.push_str(&format!("    - name: {h}\n      uri: sandbox\n"));
+    }
+    y.push_str("  pools:\n");
+    y.push_str(pools);
+    y
+}
+
+/// A `pools:` entry.
+pub fn pool(name: &str, count: u32, ephemeral: bool, cpus: u32, cache: bool) -> String {
+    let mut p = format!(
+        "    - name: {name}\n      count: {count}\n      ephemeral: {ephemeral}\n      \
+         labels: [test]\n      vm:\n        cpus: {cpus}\n        memory: 512MiB\n        \
+         disk: 4GiB\n        image: base.qcow2\n"
+    );
+    if cache {
+        p.push_str("      cache:\n        size: 2GiB\n");
+    }
+    p
+}
+
+pub fn load(yaml: &str) -> LoadedFleet {
+    spec::load_str("fleet.yaml", yaml).unwrap_or_else(|e| panic!("fleet does not load: {e}"))
+}
+
+/// A mutating hypervisor call, as the engine made it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HvCall {
+    Create {
+        name: String,
+        generation: u64,
+    },
+    Start {
+        name: String,
+    },
+    Delete {
+        name: String,
+        generation: u64,
+        remove_cache: bool,
+    },
+    RemoveSeed {
+        name: String,
+    },
+}
+
+/// A sandbox host that logs every mutating call before passing it on.
+pub struct Recorded {
+    pub inner: Arc<SandboxHost>,
+    pub log: Arc<Mutex<Vec<HvCall>>>,
+}
+
+impl Recorded {
+    fn push(&self, call: HvCall) {
+        self.log.lock().unwrap().push(call);
+    }
+}
+
+#[async_trait]
+impl Hypervisor for Recorded {
+    fn host(&self) -> &str {
+        self.inner.host()
+    }
+
+    async fn facts(&self) -> Result<HostFacts, ProviderError> {
+        self.inner.facts().await
+    }
+
+    async fn observe(&self, fleet: &str) -> Result<Vec<ObservedVm>, ProviderError> {
+        self.inner.observe(fleet).await
+    }
+
+    async fn create(&self, vm: &VmCreate) -> Result<(), ProviderError> {
+        self.push(HvCall::Create {
+            name: vm.owner.slot.clone(),
+            generation: vm.owner.generation,
+        });
+        self.inner.create(vm).await
+    }
+
+    async fn start(&self, vm: &VmRef) -> Result<(), ProviderError> {
+        self.push(HvCall::Start {
+            name: vm.name.clone(),
+        });
+        self.inner.start(vm).await
+    }
+
+    async fn delete(&self, vm: &VmRef, remove_cache: bool) -> Result<(), ProviderError> {
+        self.push(HvCall::Delete {
+            name: vm.name.clone(),
+            generation: vm.generation,
+            remove_cache,
+        });
+        self.inner.delete(vm, remove_cache).await
+    }
+
+    async fn remove_seed(&self, vm: &VmRef) -> Result<(), ProviderError> {
+        self.push(HvCall::RemoveSeed {
+            name: vm.name.clone(),
+        });
+        self.inner.remove_seed(vm).await
+    }
+
+    async fn cache_usage(&self, fleet: &str) -> Result<Vec<CacheUsage>, ProviderError> {
+        self.inner.cache_usage(fleet).await
+    }
+}
+
+/// One domain as libvirt holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Domain {
+    pub active: bool,
+    /// Inactive XML, secure parts included: byte-for-byte comparable.
+    pub xml: String,
+}
+
+/// The engine of fleet `t` on private sandbox hosts and an in-process
+/// simulator. Must be made inside a tokio runtime (paused or not).
+pub struct Rig {
+    pub dir: tempfile::TempDir,
+    pub sim: Arc<SimHandle>,
+    pub hosts: BTreeMap<String, Arc<SandboxHost>>,
+    pub log: Arc<Mutex<Vec<HvCall>>>,
+    pub engine: Engine,
+    pub fleet: LoadedFleet,
+    /// The sandbox's stand-in guests; the engine plays them after each pass
+    /// while `engine.guests` is set.
+    pub guests: Arc<dyn GuestPlay>,
+    pub cancel: CancellationToken,
+}
+
+impl Rig {
+    /// A rig for `yaml`, with the stand-in guests playing their part.
+    pub async fn new(yaml: &str) -> Rig {
+        Rig::with_seed(yaml, |_| {}).await
+    }
+
+    /// Like [`Rig::new`], but `seed` may change the hosts (define foreign
+    /// domains and volumes) before the engine first looks at them.
+    pub async fn with_seed(
+        yaml: &str,
+        seed: impl FnOnce(&BTreeMap<String, Arc<SandboxHost>>),
+    ) -> Rig {
+        let fleet = load(yaml);
+        let dir = tempfile::tempdir().unwrap();
+        let mut hosts = BTreeMap::new();
+        for h in &fleet.fleet.spec.hosts {
+            let host = SandboxHost::open(dir.path(), &h.name, &h.storage_pool)
+                .unwrap_or_else(|e| panic!("sandbox host {}: {e}", h.name));
+            hosts.insert(h.name.clone(), Arc::new(host));
+        }
+        seed(&hosts);
+        let sim = Arc::new(sim::start(SimConfig::new(TOKEN)).await.unwrap());
+        let registry = GithubRegistry::new(GithubConfig {
+            scope: Scope::Repository {
+                owner: OWNER.into(),
+                repo: REPO.into(),
+            },
+            api_url: sim.base_url.clone(),
+            auth: Auth::Token(Secret::new(TOKEN.to_string())),
+            // Under paused time an idle runtime jumps to the next timer,
+            // which would be a request timeout while the simulator answers.
+            timeout: None,
+        })
+        .unwrap();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let world_hosts: BTreeMap<String, Arc<dyn Hypervisor>> = hosts
+            .iter()
+            .map(|(name, h)| {
+                let rec: Arc<dyn Hypervisor> = Arc::new(Recorded {
+                    inner: h.clone(),
+                    log: log.clone(),
+                });
+                (name.clone(), rec)
+            })
+            .collect();
+        let guests: Arc<dyn GuestPlay> = Arc::new(SandboxGuests {
+            sim: sim.clone(),
+            scope: SCOPE.to_string(),
+            hosts: hosts.values().cloned().collect(),
+        });
+        let engine = Engine {
+            world: World {
+                fleet: fleet.name().to_string(),
+                hosts: world_hosts,
+                registry: Arc::new(Retrying::new(registry, RetryPolicy::default())),
+            },
+            provisioner: Arc::new(FleetProvisioner {
+                fleet: fleet.fleet.clone(),
+            }),
+            clock: Arc::new(TokioClock::starting_at(
+                Utc.with_ymd_and_hms(2030, 1, 1, 0, 0, 0).unwrap(),
+            )),
+            limits: Limits {
+                retry_base: Duration::from_millis(100),
+                ..Limits::default()
+            },
+            guests: Some(guests.clone()),
+        };
+        Rig {
+            dir,
+            sim,
+            hosts,
+            log,
+            engine,
+            fleet,
+            guests,
+            cancel: CancellationToken::new(),
+        }
+    }
+
+    /// Use another version of the fleet file from now on (as the daemon
+    /// does when the file changes).
+    pub fn set_fleet(&mut self, yaml: &str) {
+        self.fleet = load(yaml);
+        self.engine.provisioner = Arc::new(FleetProvisioner {
+            fleet: self.fleet.fleet.clone(),
+        });
+    }
+
+    /// Whether the stand-in guests act after each pass.
+    pub fn play_guests(&mut self, on: bool) {
+        self.engine.guests = on.then(|| self.guests.clone());
+    }
+
+    /// One full pass.
+    pub async fn pass(&self) -> PassResult {
+        self.engine
+            .pass(
+                &self.fleet,
+                false,
+                &self.cancel,
+                &|_| {},
+                Duration::from_secs(120),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("pass failed: {e}"))
+    }
+
+    /// A dry run: observe and plan only.
+    pub async fn diff(&self) -> PassResult {
+        self.engine
+            .pass(
+                &self.fleet,
+                true,
+                &self.cancel,
+                &|_| {},
+                Duration::from_secs(120),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("dry run failed: {e}"))
+    }
+
+    /// Passes (a second apart) until one is converged; panics after `max`.
+    pub async fn converge(&self, max: usize) -> Vec<PassResult> {
+        let mut passes = Vec::new();
+        for _ in 0..max {
+            let r = self.pass().await;
+            let done = r.converged();
+            passes.push(r);
+            if done {
+                return passes;
+            }
+            tokio::time::advance(Duration::from_secs(1)).await;
+        }
+        let last = passes.last().expect("max > 0");
+        panic!(
+            "not converged after {max} passes; last plan: {:#?}; report: {:#?}",
+            last.plan.actions, last.report
+        );
+    }
+
+    /// The mutating hypervisor calls since the last `take_calls`.
+    pub fn take_calls(&self) -> Vec<HvCall> {
+        std::mem::take(&mut *self.log.lock().unwrap())
+    }
+
+    pub fn host(&self, name: &str) -> &Arc<SandboxHost> {
+        self.hosts
+            .get(name)
+            .unwrap_or_else(|| panic!("no host {name}"))
+    }
+
+    /// libvirt calls made by every host so far.
+    pub fn libvirt_calls(&self) -> u64 {
+        self.hosts
+            .values()
+            .map(|h| h.libvirt().libvirt_calls())
+            .sum()
+    }
+
+    /// GitHub API requests that can change something (not GET).
+    pub fn github_writes(&self) -> u64 {
+        self.sim
+            .stats()
+            .by_route
+            .iter()
+            .filter(|(route, _)| !route.starts_with("GET "))
+            .map(|(_, n)| n)
+            .sum()
+    }
+
+    /// Every domain on `host`, by name.
+    pub fn domains(&self, host: &str) -> BTreeMap<String, Domain> {
+        let conn = self.host(host).libvirt().connection().unwrap();
+        conn.list_all_domains(0)
+            .unwrap()
+            .into_iter()
+            .map(|d| {
+                (
+                    d.name().unwrap(),
+                    Domain {
+                        active: d.is_active().unwrap(),
+                        xml: d
+                            .xml_desc(
+                                virt::sys::VIR_DOMAIN_XML_INACTIVE
+                                    | virt::sys::VIR_DOMAIN_XML_SECURE,
+                            )
+                            .unwrap(),
+                    },
+                )
+            })
+            .collect()
+    }
+
+    /// Every volume of `host`'s pool, name → XML.
+    pub fn volumes(&self, host: &str) -> BTreeMap<String, String> {
+        let conn = self.host(host).libvirt().connection().unwrap();
+        let h = self
+            .fleet
+            .host(host)
+            .unwrap_or_else(|| panic!("no host {host} in the file"));
+        let pool = conn.lookup_storage_pool_by_name(&h.storage_pool).unwrap();
+        pool.list_all_volumes(0)
+            .unwrap()
+            .into_iter()
+            .map(|v| (v.name().unwrap(), v.xml_desc(0).unwrap()))
+            .collect()
+    }
+
+    /// Our VMs on `host` as the provider sees them, by name.
+    pub async fn vms(&self, host: &str) -> BTreeMap<String, ObservedVm> {
+        self.host(host)
+            .observe(FLEET)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|vm| (vm.name.clone(), vm))
+            .collect()
+    }
+
+    /// Everything in libvirt (all hosts) and in the simulator's scope, for
+    /// "nothing changed" comparisons.
+    pub fn world(&self) -> String {
+        let mut out = String::new();
+        for host in self.hosts.keys() {
+            for (name, d) in self.domains(host) {
+                out.push_str(&format!(
+                    "{host} domain {name} active={}\n{}\n",
+                    d.active, d.xml
+                ));
+            }
+            for (name, xml) in self.volumes(host) {
+                out.push_str(&format!("{host} volume {name}\n{xml}\n"));
+            }
+        }
+        for r in self.runners() {
+            out.push_str(&format!("runner {}\n", serde_json::to_string(&r).unwrap()));
+        }
+        out
+    }
+
+    /// Every runner registered in the fleet's scope.
+    pub fn runners(&self) -> Vec<SimRunner> {
+        let world = self.sim.world();
+        let key = sim::scope_key(SCOPE).unwrap();
+        world
+            .scope(&key)
+            .map(|s| s.runners.values().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    pub fn runner(&self, name: &str) -> Option<SimRunner> {
+        self.sim.runner_by_name(SCOPE, name)
+    }
+
+    pub fn runner_id(&self, name: &str) -> u64 {
+        self.runner(name)
+            .unwrap_or_else(|| panic!("no runner {name}"))
+            .id
+    }
+}
+
+/// Slot name of `pool`'s `index` in fleet `t`.
+pub fn slot(pool: &str, index: u32) -> String {
+    format!("{FLEET}-{pool}-{index}")
+}
+
+/// The plan's actions about `subject`.
+pub fn actions_for<'a>(r: &'a PassResult, subject: &str) -> Vec<&'a Action> {
+    r.plan
+        .actions
+        .iter()
+        .filter(|a| a.subject() == subject)
+        .collect()
+}
