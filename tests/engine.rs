@@ -316,3 +316,403 @@ async fn concurrent_actions_on_one_sandbox_host_all_save_their_state() {
         .iter()
         .all(|vm| !vm.seed_attached && vm.state == VmState::Running));
 }
+
+#[tokio::test(start_paused = true)]
+async fn ephemeral_vm_is_replaced_after_its_job_and_keeps_its_cache() {
+    let rig = Rig::new(&fleet_yaml(&["h1"], &pool("pr", 1, true, 1, true))).await;
+    let passes = rig.converge(5).await;
+    let name = slot("pr", 0);
+    let first = rig.runner(&name).unwrap();
+    assert!(first.ephemeral && first.status == "online");
+    let cache = cache_volume_name(&name);
+    let cache_before = rig.volumes("h1")[&cache].clone();
+    let cache_key = {
+        let conn = rig.host("h1").libvirt().connection().unwrap();
+        let pool = conn.lookup_storage_pool_by_name("default").unwrap();
+        pool.lookup_storage_vol_by_name(&cache)
+            .unwrap()
+            .key()
+            .unwrap()
+    };
+
+    // GitHub hands the runner a job; when it ends GitHub drops the
+    // registration and the guest powers off.
+    rig.sim.start_job(first.id).unwrap();
+    let r = rig.pass().await;
+    assert!(r.plan.actions.is_empty(), "busy and up: {:#?}", r.plan);
+    rig.sim.finish_job(first.id).unwrap();
+    assert!(rig.runner(&name).is_none());
+    let desired = &passes.last().unwrap().desired;
+    let lines = rig
+        .guests
+        .play(&rig.engine.world, desired, rig.engine.clock.as_ref())
+        .await;
+    assert!(lines.iter().any(|l| l.contains("powered off")), "{lines:?}");
+    assert!(!rig.domains("h1")[&name].active);
+
+    rig.take_calls();
+    let r = rig.pass().await;
+    assert!(
+        matches!(
+            actions_for(&r, &name)[..],
+            [Action::Replace {
+                next_generation: 2,
+                boot_failures: 0,
+                reason: ReplaceReason::JobDone,
+                ..
+            }]
+        ),
+        "{:#?}",
+        r.plan
+    );
+    assert_eq!(
+        rig.take_calls(),
+        [
+            HvCall::Delete {
+                name: name.clone(),
+                generation: 1,
+                remove_cache: false
+            },
+            HvCall::Create {
+                name: name.clone(),
+                generation: 2
+            },
+        ]
+    );
+    let vm = &rig.vms("h1").await[&name];
+    assert_eq!(vm.owner.generation, 2);
+    assert_eq!(vm.state, VmState::Running);
+    let vols = rig.volumes("h1");
+    assert!(vols.contains_key(&root_volume_name(&name, 2)));
+    assert!(!vols.contains_key(&root_volume_name(&name, 1)));
+    assert_eq!(
+        vols[&cache], cache_before,
+        "the cache volume is kept as it was"
+    );
+    let conn = rig.host("h1").libvirt().connection().unwrap();
+    let pool = conn.lookup_storage_pool_by_name("default").unwrap();
+    assert_eq!(
+        pool.lookup_storage_vol_by_name(&cache)
+            .unwrap()
+            .key()
+            .unwrap(),
+        cache_key
+    );
+    assert!(rig.domains("h1")[&name].xml.contains(&cache));
+
+    // A fresh JIT registration, never the spent one.
+    let second = rig.runner(&name).unwrap();
+    assert_ne!(second.id, first.id);
+    assert_ne!(second.jit_config_sha256, first.jit_config_sha256);
+    rig.converge(5).await;
+    assert_eq!(rig.runner(&name).unwrap().status, "online");
+}
+
+#[tokio::test(start_paused = true)]
+async fn runner_that_never_registers_is_replaced_after_the_boot_timeout_with_backoff() {
+    let mut rig = Rig::new(&fleet_yaml(&["h1"], &pool("build", 1, false, 1, false))).await;
+    rig.play_guests(false);
+    let name = slot("build", 0);
+
+    let r = rig.pass().await;
+    assert_eq!(r.report.as_ref().unwrap().done(), 1);
+    let vm = rig.vms("h1").await[&name].clone();
+    assert!(vm.seed_attached && vm.owner.boot_failures == 0);
+    let five_min = chrono::Duration::minutes(5);
+
+    tokio::time::advance(Duration::from_secs(60)).await;
+    rig.take_calls();
+    let r = rig.pass().await;
+    match actions_for(&r, &name)[..] {
+        [Action::Wait {
+            reason: WaitReason::Booting { deadline },
+            ..
+        }] => assert_eq!(*deadline, vm.owner.created_at + five_min),
+        ref other => panic!("{other:#?}"),
+    }
+    assert!(r.requeue <= Duration::from_secs(15), "{:?}", r.requeue);
+    assert_eq!(rig.take_calls(), []);
+
+    // Past the boot timeout: replaced, the failure counted.
+    tokio::time::advance(Duration::from_secs(4 * 60 + 1)).await;
+    let r = rig.pass().await;
+    assert!(
+        matches!(
+            actions_for(&r, &name)[..],
+            [Action::Replace {
+                next_generation: 2,
+                boot_failures: 1,
+                reason: ReplaceReason::BootTimeout { .. },
+                ..
+            }]
+        ),
+        "{:#?}",
+        r.plan
+    );
+    let mut vm = rig.vms("h1").await[&name].clone();
+    assert_eq!((vm.owner.generation, vm.owner.boot_failures), (2, 1));
+
+    // Each further failure waits out the boot timeout plus a backoff that
+    // doubles: 1m after the first failure, 2m after the second.
+    for (failures, backoff_min) in [(1u32, 1i64), (2, 2)] {
+        tokio::time::advance(Duration::from_secs(5 * 60 + 1)).await;
+        rig.take_calls();
+        let r = rig.pass().await;
+        match actions_for(&r, &name)[..] {
+            [Action::Wait {
+                reason: WaitReason::Backoff { until, failures: f },
+                ..
+            }] => {
+                assert_eq!(*f, failures);
+                assert_eq!(
+                    *until,
+                    vm.owner.created_at + five_min + chrono::Duration::minutes(backoff_min)
+                );
+            }
+            ref other => panic!("failures {failures}: {other:#?}"),
+        }
+        assert_eq!(rig.take_calls(), [], "nothing happens during the backoff");
+        assert_eq!(
+            rig.vms("h1").await[&name].owner.generation,
+            vm.owner.generation
+        );
+
+        tokio::time::advance(Duration::from_secs(backoff_min as u64 * 60)).await;
+        let r = rig.pass().await;
+        assert!(
+            matches!(
+                actions_for(&r, &name)[..],
+                [Action::Replace { boot_failures, reason: ReplaceReason::BootTimeout { .. }, .. }]
+                    if *boot_failures == failures + 1
+            ),
+            "{:#?}",
+            r.plan
+        );
+        let next = rig.vms("h1").await[&name].clone();
+        assert_eq!(next.owner.generation, vm.owner.generation + 1);
+        assert_eq!(next.owner.boot_failures, failures + 1);
+        vm = next;
+    }
+    // Only the newest generation's disks are left.
+    let vols = rig.volumes("h1");
+    assert_eq!(
+        vols.keys().filter(|v| v.starts_with(&name)).count(),
+        2,
+        "root and seed of generation 4: {vols:?}"
+    );
+
+    // Once a guest does come up, the slot settles.
+    rig.play_guests(true);
+    rig.converge(5).await;
+    assert_eq!(rig.runner(&name).unwrap().status, "online");
+    assert_eq!(rig.vms("h1").await[&name].owner.generation, 4);
+}
+
+#[tokio::test(start_paused = true)]
+async fn registration_without_vm_is_removed_when_offline_and_idle_only() {
+    let rig = Rig::new(&fleet_yaml(&["h1"], &pool("build", 1, false, 1, false))).await;
+    rig.converge(5).await;
+    let register = |name: &str| rig.register(name, &["test", "hangar-t"]);
+    let offline = register("t-build-7");
+    let busy = register("t-old-0");
+    let online = register("t-old-1");
+    rig.sim.set_online(busy, true).unwrap();
+    rig.sim.start_job(busy).unwrap();
+    rig.sim.set_online(online, true).unwrap();
+
+    rig.take_calls();
+    let r = rig.pass().await;
+    assert!(matches!(
+        actions_for(&r, "t-build-7")[..],
+        [Action::RemoveRunner { runner, reason: RemoveRunnerReason::NoVm }] if runner.id == offline
+    ));
+    assert!(matches!(actions_for(&r, "t-old-0")[..], [a] if is_wait_busy(a)));
+    assert!(matches!(
+        actions_for(&r, "t-old-1")[..],
+        [Action::Wait {
+            reason: WaitReason::OrphanOnline { .. },
+            ..
+        }]
+    ));
+    assert_eq!(rig.take_calls(), [], "no VM is touched");
+    assert!(
+        rig.sim.runner(offline).is_none(),
+        "the offline orphan is removed"
+    );
+    assert!(rig.sim.runner(busy).unwrap().busy, "the busy one stays");
+    assert_eq!(rig.sim.runner(online).unwrap().status, "online");
+    assert_eq!(rig.runner("t-build-0").unwrap().status, "online");
+
+    // Its job done and the runner gone offline, the orphan goes too.
+    rig.sim.finish_job(busy).unwrap();
+    rig.sim.set_online(busy, false).unwrap();
+    let r = rig.pass().await;
+    assert!(matches!(
+        actions_for(&r, "t-old-0")[..],
+        [Action::RemoveRunner { .. }]
+    ));
+    assert!(rig.sim.runner(busy).is_none());
+    assert!(rig.sim.runner(online).is_some());
+}
+
+/// A domain without hangar's metadata, named like a slot, and another one
+/// running; a volume that is not ours.
+fn seed_foreign(
+    hosts: &std::collections::BTreeMap<String, std::sync::Arc<hangar::sandbox::host::SandboxHost>>,
+) {
+    let conn = hosts["h1"].libvirt().connection().unwrap();
+    for (name, start) in [("t-build-0", false), ("legacy-builder", true)] {
+        let xml = format!(
+            "<domain type='test'><name>{name}</name><memory>524288</memory>\
+             <metadata><x:note xmlns:x='urn:example:other-tool'>hands off</x:note></metadata>\
+             <os><type>hvm</type></os></domain>"
+        );
+        let dom = conn.define_domain_xml(&xml).unwrap();
+        if start {
+            dom.create().unwrap();
+        }
+    }
+    let pool = conn.lookup_storage_pool_by_name("default").unwrap();
+    virt::storage_vol::StorageVol::create_xml(
+        &pool,
+        "<volume><name>notes.raw</name><capacity unit='M'>16</capacity>\
+         <target><format type='raw'/></target></volume>",
+        0,
+    )
+    .unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn foreign_domains_volumes_and_runners_are_left_untouched() {
+    let rig = Rig::with_seed(
+        &fleet_yaml(&["h1"], &pool("build", 3, false, 1, true)),
+        seed_foreign,
+    )
+    .await;
+    // A runner named like slot 1 without the fleet's label, and one with the
+    // label whose name is not a slot name of this fleet.
+    let named_like_slot = rig.register("t-build-1", &["test"]);
+    rig.sim.set_online(named_like_slot, true).unwrap();
+    rig.register("other-fleet-0", &["hangar-t"]);
+    let foreign_runners = rig.runners();
+    let foreign_domains = rig.domains("h1");
+    let foreign_volumes = rig.volumes("h1");
+    assert_eq!(foreign_runners.len(), 2);
+
+    for _ in 0..3 {
+        let r = rig.pass().await;
+        assert!(
+            !r.plan
+                .actions
+                .iter()
+                .any(|a| a.is_destructive() && ["t-build-0", "t-build-1"].contains(&a.subject())),
+            "{:#?}",
+            r.plan
+        );
+        assert!(matches!(
+            actions_for(&r, "t-build-1")[..],
+            [Action::Wait {
+                reason: WaitReason::NameTaken { .. },
+                ..
+            }]
+        ));
+        // The provider refuses to create over the foreign domain.
+        let refused = r.report.as_ref().unwrap().failures().any(|f| {
+            f.action.subject() == "t-build-0"
+                && matches!(&f.outcome, Outcome::Failed { error, .. } if error.contains("not hangar's"))
+        });
+        assert!(refused, "{:#?}", r.report);
+        tokio::time::advance(Duration::from_secs(20)).await;
+    }
+
+    let domains = rig.domains("h1");
+    for (name, before) in &foreign_domains {
+        assert_eq!(&domains[name], before, "{name} changed");
+    }
+    let volumes = rig.volumes("h1");
+    assert_eq!(volumes["notes.raw"], foreign_volumes["notes.raw"]);
+    assert!(
+        !volumes
+            .keys()
+            .any(|v| v.starts_with("t-build-0") || v.starts_with("t-build-1")),
+        "a refused create leaves no volume behind: {volumes:?}"
+    );
+    for before in &foreign_runners {
+        assert_eq!(rig.sim.runner(before.id).as_ref(), Some(before));
+    }
+    // The free slot is served; the two taken names get no VM of ours.
+    let vms = rig.vms("h1").await;
+    assert_eq!(vms.keys().collect::<Vec<_>>(), ["t-build-2"]);
+    assert_eq!(rig.runner("t-build-2").unwrap().status, "online");
+    assert_eq!(rig.runners().len(), 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn github_down_plans_nothing_destructive_changes_nothing_then_converges() {
+    let mut rig = Rig::new(&fleet_yaml(
+        &["h1"],
+        &(pool("build", 2, false, 1, true) + &pool("pr", 1, true, 1, false)),
+    ))
+    .await;
+    rig.converge(5).await;
+
+    // A file that, with GitHub up, deletes build-1, replaces pr-0 and
+    // creates extra-0.
+    rig.set_fleet(&fleet_yaml(
+        &["h1"],
+        &(pool("build", 1, false, 1, true)
+            + &pool("pr", 1, true, 2, false)
+            + &pool("extra", 1, false, 1, false)),
+    ));
+    rig.sim.inject(hangar::sim::Fault::new(
+        hangar::sim::FaultKind::ServerError { status: 503 },
+        u32::MAX,
+    ));
+    let world = rig.world();
+    rig.take_calls();
+
+    let r = rig.pass().await;
+    assert!(
+        !r.plan.actions.iter().any(Action::is_destructive),
+        "{:#?}",
+        r.plan
+    );
+    assert!(r
+        .snapshot
+        .failures()
+        .iter()
+        .any(|f| f.starts_with("github")));
+    assert!(r.plan.actions.iter().any(|a| matches!(
+        a,
+        Action::Wait {
+            reason: WaitReason::ObservationFailed { .. },
+            ..
+        }
+    )));
+    assert!(!r.converged());
+    // The create needs a registration token, which GitHub cannot give.
+    if let Some(report) = &r.report {
+        assert_eq!(report.done(), 0, "{:#?}", report.outcomes);
+        assert!(report
+            .outcomes
+            .iter()
+            .all(|o| !matches!(o.outcome, Outcome::Done)));
+    }
+    assert_eq!(rig.take_calls(), [], "no hypervisor change");
+    assert_eq!(rig.world(), world, "nothing changed");
+    assert!(rig.sim.stats().count_status("", 503) > 0);
+
+    rig.sim.clear_faults();
+    rig.converge(6).await;
+    let vms = rig.vms("h1").await;
+    assert_eq!(
+        vms.keys().collect::<Vec<_>>(),
+        ["t-build-0", "t-extra-0", "t-pr-0"]
+    );
+    assert_eq!(vms["t-pr-0"].owner.generation, 2);
+    assert_eq!(vcpus(&rig.domains("h1")["t-pr-0"].xml), 2);
+    assert!(rig.runner("t-build-1").is_none());
+    for name in ["t-build-0", "t-extra-0", "t-pr-0"] {
+        assert_eq!(rig.runner(name).unwrap().status, "online", "{name}");
+    }
+}

@@ -448,3 +448,24 @@ pub fn actions_for<'a>(r: &'a PassResult, subject: &str) -> Vec<&'a Action> {
         .filter(|a| a.subject() == subject)
         .collect()
 }
+
+impl Rig {
+    /// Register a runner as a persistent `config.sh` would; it is offline
+    /// until set online.
+    pub fn register(&self, name: &str, labels: &[&str]) -> u64 {
+        let token = self.sim.registration_token(SCOPE).unwrap();
+        self.sim
+            .register_runner(&sim::RegisterRunner {
+                scope: SCOPE.into(),
+                name: name.into(),
+                labels: labels.iter().map(|l| l.to_string()).collect(),
+                token,
+                group: None,
+                replace: false,
+                ephemeral: false,
+                no_default_labels: false,
+            })
+            .unwrap()
+            .id
+    }
+}
