@@ -1,0 +1,440 @@
+//! The real binary on the embedded sandbox: the quickstart sequence, exit
+//! codes, the lock between runs, and the daemon's ways of stopping. Each test
+//! has its own `HANGAR_STATE_DIR`, so the sandbox's hosts and simulator are
+//! private to it.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use hangar::reconcile::lock::FleetLock;
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_hangar");
+
+fn quickstart() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/quickstart.yaml")
+}
+
+struct Sandbox {
+    state: tempfile::TempDir,
+}
+
+impl Sandbox {
+    fn new() -> Sandbox {
+        Sandbox {
+            state: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(BIN);
+        c.args(["--color", "never"])
+            .args(args)
+            .env("HANGAR_STATE_DIR", self.state.path())
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null());
+        c
+    }
+
+    fn run(&self, args: &[&str]) -> Run {
+        let out = self.command(args).output().unwrap();
+        Run::from(out, args)
+    }
+
+    /// `status -o json` of `file`.
+    fn status(&self, file: &Path) -> Value {
+        let r = self.run(&["status", "-f", file.to_str().unwrap(), "-o", "json"]);
+        assert_eq!(r.code, 0, "{r}");
+        serde_json::from_str(&r.stdout).unwrap_or_else(|e| panic!("{e}: {r}"))
+    }
+
+    /// A copy of the quickstart file under the state dir, edited by `edit`.
+    fn edited(&self, name: &str, edit: impl FnOnce(String) -> String) -> PathBuf {
+        let text = std::fs::read_to_string(quickstart()).unwrap();
+        let path = self.state.path().join(name);
+        std::fs::write(&path, edit(text)).unwrap();
+        path
+    }
+}
+
+struct Run {
+    args: String,
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+impl Run {
+    fn from(out: Output, args: &[&str]) -> Run {
+        Run {
+            args: args.join(" "),
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+}
+
+impl std::fmt::Display for Run {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "hangar {} exited {}\n--- stdout\n{}--- stderr\n{}",
+            self.args, self.code, self.stdout, self.stderr
+        )
+    }
+}
+
+/// Slots of a `status -o json` that have a VM or a runner.
+fn occupied(status: &Value) -> Vec<String> {
+    status["slots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| !s["vm"].is_null() || !s["runner"].is_null())
+        .map(|s| s["slot"].as_str().unwrap().to_string())
+        .collect()
+}
+
+const QUICKSTART_SLOTS: [&str; 4] = [
+    "quickstart-build-0",
+    "quickstart-build-1",
+    "quickstart-pr-0",
+    "quickstart-pr-1",
+];
+
+#[test]
+fn quickstart_sequence_through_the_binary() {
+    let sb = Sandbox::new();
+    let file = quickstart();
+    let f = file.to_str().unwrap();
+
+    let r = sb.run(&["apply", "-f", f]);
+    assert_eq!(r.code, 0, "{r}");
+    for slot in QUICKSTART_SLOTS {
+        assert!(
+            r.stdout
+                .lines()
+                .any(|l| l.starts_with("+ create") && l.contains(slot)),
+            "plan line for {slot}: {r}"
+        );
+        assert!(
+            r.stdout
+                .lines()
+                .any(|l| l.contains(slot) && l.contains("running") && l.contains("online")),
+            "status row for {slot}: {r}"
+        );
+    }
+    assert!(r.stdout.contains("Plan: 4 to create"), "{r}");
+    assert!(r.stderr.contains("converged"), "{r}");
+    assert!(!r.stderr.contains("failed"), "{r}");
+
+    let r = sb.run(&["diff", "-f", f]);
+    assert_eq!(r.code, 0, "{r}");
+    assert!(r.stdout.contains("No changes"), "{r}");
+
+    let status = sb.status(&file);
+    assert_eq!(occupied(&status), QUICKSTART_SLOTS);
+    for s in status["slots"].as_array().unwrap() {
+        assert_eq!(s["vm"], "running", "{s}");
+        assert_eq!(s["runner"], "online", "{s}");
+        assert_eq!(s["inSync"], true, "{s}");
+    }
+
+    // One more build runner, one less PR runner.
+    let changed = sb.edited("changed.yaml", |t| {
+        let t = t.replacen("count: 2", "count: 3", 1);
+        t.replacen("count: 2", "count: 1", 1)
+    });
+    let r = sb.run(&["diff", "-f", changed.to_str().unwrap()]);
+    assert_eq!(r.code, 1, "{r}");
+    let changes: Vec<&str> = r
+        .stdout
+        .lines()
+        .filter(|l| l.starts_with("+ ") || l.starts_with("- ") || l.starts_with("~ "))
+        .collect();
+    assert_eq!(changes.len(), 2, "{r}");
+    assert!(
+        changes[0].starts_with("+ create  quickstart-build-2 on sandbox-"),
+        "{r}"
+    );
+    assert!(
+        changes[1].starts_with("- delete  quickstart-pr-1 on sandbox-")
+            && changes[1].contains("scaled down"),
+        "{r}"
+    );
+    assert!(
+        r.stdout
+            .contains("Plan: 1 to create, 0 to replace, 1 to delete"),
+        "{r}"
+    );
+    // diff changed nothing.
+    assert_eq!(sb.run(&["diff", "-f", f]).code, 0);
+
+    let r = sb.run(&["destroy", "-f", f, "--yes"]);
+    assert_eq!(r.code, 0, "{r}");
+    assert!(r.stderr.contains("destroyed"), "{r}");
+    let status = sb.status(&file);
+    assert_eq!(occupied(&status), Vec::<String>::new(), "{status:#}");
+    // Nothing of the fleet is left in the sandbox's hosts either.
+    for host in ["sandbox-1", "sandbox-2"] {
+        let node =
+            std::fs::read_to_string(sb.state.path().join(format!("sandbox/{host}.xml"))).unwrap();
+        assert!(!node.contains("<domain"), "{host}: {node}");
+        assert!(!node.contains("quickstart-"), "{host}: {node}");
+    }
+    let r = sb.run(&["diff", "-f", f]);
+    assert_eq!(r.code, 1, "after destroy the fleet is missing again: {r}");
+}
+
+#[test]
+fn validate_of_a_malformed_file_exits_2_with_its_location() {
+    let sb = Sandbox::new();
+    let bad = sb.edited("bad.yaml", |t| t.replacen("count: 2", "count: many", 1));
+    let r = sb.run(&["validate", "-f", bad.to_str().unwrap()]);
+    assert_eq!(r.code, 2, "{r}");
+    let line = std::fs::read_to_string(&bad)
+        .unwrap()
+        .lines()
+        .position(|l| l.contains("count: many"))
+        .unwrap()
+        + 1;
+    let at = format!("{}:{line}:14", bad.display());
+    assert!(r.stderr.contains(&at), "expected {at}: {r}");
+    assert!(r.stderr.contains("spec.pools[0].count"), "{r}");
+
+    let good = sb.run(&["validate", "-f", quickstart().to_str().unwrap()]);
+    assert_eq!(good.code, 0, "{good}");
+    // Nothing was contacted or created.
+    assert!(!sb.state.path().join("sandbox").exists());
+}
+
+#[test]
+fn reconcile_once_converges_a_step_and_exits() {
+    let sb = Sandbox::new();
+    let file = quickstart();
+    let f = file.to_str().unwrap();
+    let r = sb.run(&["reconcile", "-f", f, "--once"]);
+    assert_eq!(r.code, 0, "{r}");
+    assert!(
+        r.stderr.contains("pass: 4 planned, 4 done, 0 failed"),
+        "{r}"
+    );
+    let status = sb.status(&file);
+    assert_eq!(occupied(&status), QUICKSTART_SLOTS);
+    // The next run finishes the job (the seeds come off).
+    let r = sb.run(&["reconcile", "-f", f, "--once"]);
+    assert_eq!(r.code, 0, "{r}");
+    assert!(r.stderr.contains("0 failed"), "{r}");
+}
+
+#[test]
+fn reconcile_every_with_max_passes_stops_by_itself() {
+    let sb = Sandbox::new();
+    let file = quickstart();
+    let started = Instant::now();
+    let r = sb.run(&[
+        "reconcile",
+        "-f",
+        file.to_str().unwrap(),
+        "--every",
+        "1s",
+        "--max-passes",
+        "2",
+    ]);
+    assert_eq!(r.code, 0, "{r}");
+    assert!(r.stderr.contains("stopped after 2 pass(es)"), "{r}");
+    assert_eq!(
+        r.stderr.lines().filter(|l| l.starts_with("pass: ")).count(),
+        2,
+        "{r}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(occupied(&sb.status(&file)), QUICKSTART_SLOTS);
+}
+
+/// Collects a child's stderr on a thread, line by line.
+fn stderr_lines(child: &mut Child) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    let err = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(err).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+fn wait_for_line(rx: &mpsc::Receiver<String>, seen: &mut Vec<String>, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) => {
+                let hit = line.contains(what);
+                seen.push(line);
+                if hit {
+                    return;
+                }
+            }
+            Err(_) => panic!("no line with {what:?}; stderr so far:\n{}", seen.join("\n")),
+        }
+    }
+}
+
+fn wait_exit(child: &mut Child, within: Duration) -> Option<i32> {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if let Some(status) = child.try_wait().unwrap() {
+            return Some(status.code().unwrap_or(-1));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    None
+}
+
+#[test]
+fn sigterm_stops_the_daemon_promptly_with_exit_0() {
+    let sb = Sandbox::new();
+    let file = quickstart();
+    let mut child = sb
+        .command(&["reconcile", "-f", file.to_str().unwrap(), "--every", "1m"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let rx = stderr_lines(&mut child);
+    let mut seen = Vec::new();
+    wait_for_line(&rx, &mut seen, "pass: ");
+    let sent = Instant::now();
+    // SAFETY: plain kill(2) on our own child's pid.
+    let rc = unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+    assert_eq!(rc, 0);
+    let code = wait_exit(&mut child, Duration::from_secs(10));
+    let took = sent.elapsed();
+    seen.extend(rx.try_iter());
+    assert_eq!(code, Some(0), "stderr:\n{}", seen.join("\n"));
+    assert!(took < Duration::from_secs(5), "took {took:?}");
+    assert!(
+        seen.iter().any(|l| l.contains("stopped after 1 pass(es)")),
+        "{}",
+        seen.join("\n")
+    );
+}
+
+#[test]
+fn apply_while_the_lock_is_held_exits_4_and_changes_nothing() {
+    let sb = Sandbox::new();
+    let file = quickstart();
+    let f = file.to_str().unwrap();
+    let lock = FleetLock::try_acquire(sb.state.path(), "quickstart").unwrap();
+
+    for args in [
+        &["apply", "-f", f, "--wait", "0s"][..],
+        &["reconcile", "-f", f, "--once"][..],
+        &["destroy", "-f", f, "--yes"][..],
+    ] {
+        let r = sb.run(args);
+        assert_eq!(r.code, 4, "{r}");
+        assert!(r.stderr.contains("locked by another hangar run"), "{r}");
+    }
+    // diff and status take no lock and see nothing made.
+    assert_eq!(occupied(&sb.status(&file)), Vec::<String>::new());
+    assert_eq!(sb.run(&["diff", "-f", f]).code, 1);
+
+    drop(lock);
+    let r = sb.run(&["apply", "-f", f, "--wait", "0s"]);
+    assert_ne!(r.code, 4, "{r}");
+    assert_eq!(occupied(&sb.status(&file)), QUICKSTART_SLOTS);
+}
+
+#[test]
+fn two_concurrent_applies_one_exits_4() {
+    let sb = Sandbox::new();
+    let file = quickstart();
+    let f = file.to_str().unwrap();
+    let spawn = || {
+        sb.command(&["apply", "-f", f])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (a, b) = (spawn(), spawn());
+    let runs = [a, b].map(|c| Run::from(c.wait_with_output().unwrap(), &["apply", "-f", f]));
+    let mut codes: Vec<i32> = runs.iter().map(|r| r.code).collect();
+    codes.sort();
+    assert_eq!(codes, [0, 4], "{}\n{}", runs[0], runs[1]);
+    let loser = runs.iter().find(|r| r.code == 4).unwrap();
+    assert!(
+        loser.stderr.contains("locked by another hangar run"),
+        "{loser}"
+    );
+    assert!(
+        !loser.stdout.contains("+ create"),
+        "the loser planned nothing: {loser}"
+    );
+
+    // One fleet, made once.
+    let status = sb.status(&file);
+    assert_eq!(occupied(&status), QUICKSTART_SLOTS);
+    for s in status["slots"].as_array().unwrap() {
+        assert_eq!(s["generation"], 1, "{s}");
+    }
+}
+
+#[test]
+fn the_daemon_waits_for_the_lock_instead_of_failing() {
+    let sb = Sandbox::new();
+    let file = quickstart();
+    let lock = FleetLock::try_acquire(sb.state.path(), "quickstart").unwrap();
+    let mut child = sb
+        .command(&[
+            "reconcile",
+            "-f",
+            file.to_str().unwrap(),
+            "--every",
+            "1s",
+            "--max-passes",
+            "1",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let rx = stderr_lines(&mut child);
+    let mut seen = Vec::new();
+    wait_for_line(&rx, &mut seen, "reconciling fleet quickstart");
+    // Held: no pass happens, the daemon keeps running.
+    std::thread::sleep(Duration::from_secs(3));
+    seen.extend(rx.try_iter());
+    assert!(child.try_wait().unwrap().is_none(), "{}", seen.join("\n"));
+    assert!(
+        !seen.iter().any(|l| l.starts_with("pass: ")),
+        "{}",
+        seen.join("\n")
+    );
+    assert_eq!(occupied(&sb.status(&file)), Vec::<String>::new());
+
+    drop(lock);
+    let code = wait_exit(&mut child, Duration::from_secs(30));
+    seen.extend(rx.try_iter());
+    assert_eq!(code, Some(0), "{}", seen.join("\n"));
+    assert!(
+        seen.iter()
+            .any(|l| l.starts_with("pass: 4 planned, 4 done")),
+        "{}",
+        seen.join("\n")
+    );
+}
