@@ -1,0 +1,361 @@
+//! `hangar apply` / `destroy` through the binary against a real libvirtd at
+//! `qemu:///system` (started by `.ci/start-libvirtd`): a 2-slot persistent
+//! pool in a temp dir storage pool, GitHub played by an in-process simulator
+//! the binary reaches over loopback. The guests do not boot (the base image
+//! is empty); the test brings their runners online through the simulator.
+//!
+//! Without a reachable daemon the test says why and skips, unless
+//! `HANGAR_REQUIRE_LIBVIRTD=1` (as in `.ci/run`), which makes that a failure.
+//! A drop guard removes the run's domains, volumes and pool even when an
+//! assertion fails.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use hangar::sim::{self, RegisterRunner, SimConfig, SimHandle};
+
+const URI: &str = "qemu:///system";
+const BIN: &str = env!("CARGO_BIN_EXE_hangar");
+const TOKEN: &str = "apply-system-token";
+const TOKEN_ENV: &str = "HANGAR_APPLY_SYSTEM_TOKEN";
+const SCOPE: &str = "repos/acme/widgets";
+const CONSOLE_DIR: &str = hangar::providers::libvirt::DEFAULT_CONSOLE_DIR;
+
+fn virsh(args: &[&str]) -> Result<String, String> {
+    let out = Command::new("virsh")
+        .arg("-c")
+        .arg(URI)
+        .args(args)
+        .output()
+        .map_err(|e| format!("virsh: {e}"))?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(format!(
+            "virsh {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+/// Removes whatever the run left, in the order libvirt needs.
+struct Cleanup {
+    prefix: String,
+    pool: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        if let Ok(names) = virsh(&["list", "--all", "--name"]) {
+            for name in names.lines().filter(|n| n.starts_with(&self.prefix)) {
+                let _ = virsh(&["destroy", name]);
+                let _ = virsh(&["undefine", name, "--nvram"]);
+                let _ = virsh(&["undefine", name]);
+            }
+        }
+        if let Ok(vols) = virsh(&["vol-list", &self.pool]) {
+            for line in vols.lines().skip(2) {
+                if let Some(vol) = line.split_whitespace().next() {
+                    let _ = virsh(&["vol-delete", vol, "--pool", &self.pool]);
+                }
+            }
+        }
+        let _ = virsh(&["pool-destroy", &self.pool]);
+        let _ = virsh(&["pool-undefine", &self.pool]);
+        for log in console_logs(&self.prefix) {
+            let _ = std::fs::remove_file(log);
+        }
+    }
+}
+
+/// Serial console logs of the run's VMs, where hangar writes them by default.
+fn console_logs(prefix: &str) -> Vec<PathBuf> {
+    let Ok(dir) = std::fs::read_dir(CONSOLE_DIR) else {
+        return Vec::new();
+    };
+    dir.filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().starts_with(prefix))
+        .map(|e| e.path())
+        .collect()
+}
+
+fn domains(prefix: &str) -> Vec<String> {
+    let mut v: Vec<String> = virsh(&["list", "--all", "--name"])
+        .unwrap()
+        .lines()
+        .filter(|n| n.starts_with(prefix))
+        .map(str::to_string)
+        .collect();
+    v.sort();
+    v
+}
+
+fn running(prefix: &str) -> Vec<String> {
+    let mut v: Vec<String> = virsh(&["list", "--state-running", "--name"])
+        .unwrap()
+        .lines()
+        .filter(|n| n.starts_with(prefix))
+        .map(str::to_string)
+        .collect();
+    v.sort();
+    v
+}
+
+fn volumes(pool: &str) -> Vec<String> {
+    virsh(&["pool-refresh", pool]).unwrap();
+    let mut v: Vec<String> = virsh(&["vol-list", pool])
+        .unwrap()
+        .lines()
+        .skip(2)
+        .filter_map(|l| l.split_whitespace().next().map(str::to_string))
+        .collect();
+    v.sort();
+    v
+}
+
+struct Run {
+    args: String,
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+impl std::fmt::Display for Run {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "hangar {} exited {}\n--- stdout\n{}--- stderr\n{}",
+            self.args, self.code, self.stdout, self.stderr
+        )
+    }
+}
+
+/// Run the binary off the runtime's threads (the simulator keeps serving).
+async fn hangar(state: &Path, args: &[&str]) -> Run {
+    let mut c = Command::new(BIN);
+    c.args(["--color", "never"])
+        .args(args)
+        .env("HANGAR_STATE_DIR", state)
+        .env(TOKEN_ENV, TOKEN)
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null());
+    let out: Output = tokio::task::spawn_blocking(move || c.output())
+        .await
+        .unwrap()
+        .unwrap();
+    Run {
+        args: args.join(" "),
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// What a booted guest's `config.sh` and runner service would do.
+fn runner_comes_up(sim: &SimHandle, name: &str, fleet: &str) {
+    let token = sim.registration_token(SCOPE).unwrap();
+    let r = sim
+        .register_runner(&RegisterRunner {
+            scope: SCOPE.into(),
+            name: name.into(),
+            labels: vec!["sys".into(), format!("hangar-{fleet}")],
+            token,
+            group: None,
+            replace: true,
+            ephemeral: false,
+            no_default_labels: false,
+        })
+        .unwrap();
+    sim.set_online(r.id, true).unwrap();
+}
+
+/// A 2-slot persistent fleet on a fresh dir pool of the real libvirtd, its
+/// GitHub an in-process simulator. `None`: skipped (no daemon).
+struct System {
+    sim: SimHandle,
+    state: PathBuf,
+    file: PathBuf,
+    fleet: String,
+    pool: String,
+    slots: [String; 2],
+    // Last: fields drop in order, so the cleanup runs after the rest.
+    _guard: Cleanup,
+}
+
+impl System {
+    async fn start() -> Option<System> {
+        if let Err(why) = virsh(&["version"]) {
+            if std::env::var("HANGAR_REQUIRE_LIBVIRTD").as_deref() == Ok("1") {
+                panic!("libvirtd is required (HANGAR_REQUIRE_LIBVIRTD=1) but unreachable: {why}");
+            }
+            eprintln!("SKIPPED: no libvirtd at {URI}: {why}");
+            return None;
+        }
+        let id = format!(
+            "{:x}{:x}",
+            std::process::id(),
+            chrono::Utc::now().timestamp_subsec_nanos()
+        );
+        let fleet = format!("sys{id}");
+        let pool = format!("hangar-sys-{id}");
+        let dir = tempfile::tempdir().unwrap();
+        let pool_dir = dir.path().join("pool");
+        let state = dir.path().join("state");
+        std::fs::create_dir_all(&pool_dir).unwrap();
+        let pool_path = pool_dir.display().to_string();
+        let guard = Cleanup {
+            prefix: format!("{fleet}-"),
+            pool: pool.clone(),
+            _dir: dir,
+        };
+        virsh(&["pool-define-as", &pool, "dir", "--target", &pool_path]).unwrap();
+        virsh(&["pool-start", &pool]).unwrap();
+        let made = Command::new("qemu-img")
+            .args(["create", "-q", "-f", "qcow2"])
+            .arg(pool_dir.join("base.qcow2"))
+            .arg("64M")
+            .status()
+            .expect("run qemu-img");
+        assert!(made.success());
+        virsh(&["pool-refresh", &pool]).unwrap();
+
+        let sim = sim::start(SimConfig::new(TOKEN)).await.unwrap();
+        let file: PathBuf = state.with_file_name("fleet.yaml");
+        std::fs::write(
+            &file,
+            format!(
+                "apiVersion: hangar/v1\nkind: Fleet\nmetadata:\n  name: {fleet}\nspec:\n  github:\n    \
+                 repository: acme/widgets\n    apiUrl: {api}\n    auth:\n      tokenEnv: {TOKEN_ENV}\n  \
+                 hosts:\n    - name: local\n      uri: {URI}\n      storagePool: {pool}\n      \
+                 domainType: qemu\n      network:\n        mode: none\n  pools:\n    - name: sys\n      \
+                 count: 2\n      labels: [sys]\n      vm:\n        cpus: 1\n        memory: 256MiB\n        \
+                 disk: 1GiB\n        image: base.qcow2\n      cache:\n        size: 1GiB\n",
+                api = sim.base_url
+            ),
+        )
+        .unwrap();
+        let slots = [format!("{fleet}-sys-0"), format!("{fleet}-sys-1")];
+
+        Some(System {
+            sim,
+            state,
+            file,
+            fleet,
+            pool,
+            slots,
+            _guard: guard,
+        })
+    }
+
+    async fn hangar(&self, args: &[&str]) -> Run {
+        let mut all = args.to_vec();
+        all.extend(["-f", self.file.to_str().unwrap()]);
+        hangar(&self.state, &all).await
+    }
+
+    /// Apply until the VMs run and, GitHub's part played, converged.
+    async fn converge(&self) {
+        // One pass: both VMs made and started; their runners cannot be up yet.
+        let r = self.hangar(&["apply", "--wait", "0s"]).await;
+        assert!(r.stdout.contains("Plan: 2 to create"), "{r}");
+        assert_eq!(r.code, 3, "not converged within 0s: {r}");
+        assert!(r.stderr.contains("not converged"), "{r}");
+        assert_eq!(domains(&self.fleet), self.slots);
+        assert_eq!(running(&self.fleet), self.slots);
+        let vols = volumes(&self.pool);
+        for s in &self.slots {
+            for v in [
+                format!("{s}-g1-root.qcow2"),
+                format!("{s}-g1-seed.iso"),
+                format!("{s}-cache.qcow2"),
+            ] {
+                assert!(vols.contains(&v), "{v} missing: {vols:?}");
+            }
+        }
+
+        // GitHub's part: both runners register and come online; the next
+        // apply removes the seeds and converges.
+        for s in &self.slots {
+            runner_comes_up(&self.sim, s, &self.fleet);
+        }
+        let r = self.hangar(&["apply", "--wait", "60s"]).await;
+        assert_eq!(r.code, 0, "{r}");
+        assert!(r.stderr.contains("converged"), "{r}");
+        let vols = volumes(&self.pool);
+        assert!(!vols.iter().any(|v| v.ends_with("-seed.iso")), "{vols:?}");
+        assert_eq!(running(&self.fleet), self.slots);
+    }
+
+    /// `destroy --yes`, then nothing of the fleet is left.
+    async fn destroy(&self) {
+        let r = self.hangar(&["destroy", "--yes"]).await;
+        assert_eq!(r.code, 0, "{r}");
+        assert_eq!(domains(&self.fleet), Vec::<String>::new());
+        assert_eq!(
+            volumes(&self.pool),
+            ["base.qcow2"],
+            "only the base image is left"
+        );
+        assert_eq!(
+            console_logs(&format!("{}-", self.fleet)),
+            Vec::<PathBuf>::new()
+        );
+        for s in &self.slots {
+            assert!(
+                self.sim.runner_by_name(SCOPE, s).is_none(),
+                "{s} still registered"
+            );
+        }
+    }
+}
+
+/// The seed lines of a domain's live and persistent definitions.
+fn seed_lines(name: &str) -> String {
+    let grep = |xml: String| {
+        xml.lines()
+            .filter(|l| l.contains("seed"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    format!(
+        "live: {}\ninactive: {}",
+        grep(virsh(&["dumpxml", name]).unwrap_or_default()),
+        grep(virsh(&["dumpxml", "--inactive", name]).unwrap_or_default())
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apply_creates_converges_and_destroy_leaves_nothing_on_real_libvirtd() {
+    let Some(sys) = System::start().await else {
+        return;
+    };
+    sys.converge().await;
+    let status = sys.hangar(&["status", "-o", "json"]).await;
+    assert_eq!(status.code, 0, "{status}");
+    let status: serde_json::Value = serde_json::from_str(&status.stdout).unwrap();
+    for slot in status["slots"].as_array().unwrap() {
+        assert_eq!(slot["vm"], "running", "{slot}");
+        assert_eq!(slot["runner"], "online", "{slot}");
+        assert_eq!(slot["simulated"], false, "{slot}");
+    }
+    sys.destroy().await;
+}
+
+/// A later process must see the seeds gone too: `diff` after a converged
+/// apply is empty.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "providers/libvirt bug: observe reads seed_attached from the live XML; \
+            the live detach of a guest that does not ack the unplug never completes, \
+            so every new process plans `unseed` again and diff never exits 0"]
+async fn diff_after_a_converged_apply_is_empty_on_real_libvirtd() {
+    let Some(sys) = System::start().await else {
+        return;
+    };
+    sys.converge().await;
+    let r = sys.hangar(&["diff"]).await;
+    let evidence = seed_lines(&sys.slots[0]);
+    sys.destroy().await;
+    assert_eq!(r.code, 0, "{r}\n{evidence}");
+}
