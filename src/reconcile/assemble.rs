@@ -16,6 +16,7 @@ use super::{ProvisionError, Provisioner, RunnerCredential, SystemClock, World};
 use crate::exit::ExitStatus;
 use crate::plan::model::{DesiredSlot, ObservedVm, Ownership, VmRef};
 use crate::providers::github::{self, GithubConfig, GithubRegistry, RetryPolicy, Retrying};
+use crate::providers::libvirt::network::IsolatedNetwork;
 use crate::providers::libvirt::{HostConfig, LibvirtHost};
 use crate::providers::{
     CacheUsage, DirectBoot, DomainType, ErrorKind, HostFacts, Hypervisor, ProviderError,
@@ -91,7 +92,10 @@ pub async fn assemble(fleet: &LoadedFleet, state_dir: &Path) -> Result<Assembled
         } else {
             hosts.insert(
                 host.name.clone(),
-                Arc::new(LazyHost::new(host_config(host))),
+                Arc::new(LazyHost::new(
+                    host_config(host, &f.metadata.name),
+                    host.isolated_network(&f.metadata.name),
+                )),
             );
         }
     }
@@ -213,12 +217,12 @@ fn read_secret_file(path: &str, field: &str) -> Result<String, AssembleError> {
         .map_err(|e| AssembleError::Credentials(format!("{field}: cannot read {path}: {e}")))
 }
 
-fn host_config(host: &Host) -> HostConfig {
+fn host_config(host: &Host, fleet: &str) -> HostConfig {
     HostConfig {
         name: host.name.clone(),
         uri: host.uri.clone(),
         storage_pool: host.storage_pool.clone(),
-        network: host.network_attachment(),
+        network: host.network_attachment_in(fleet),
         domain_type: match host.domain_type {
             DomainTypeSpec::Auto => None,
             DomainTypeSpec::Kvm => Some(DomainType::Kvm),
@@ -233,13 +237,15 @@ fn host_config(host: &Host) -> HostConfig {
 /// others, and the daemon picks the host up once it answers.
 pub struct LazyHost {
     config: HostConfig,
+    isolation: Option<IsolatedNetwork>,
     host: Mutex<Option<Arc<LibvirtHost>>>,
 }
 
 impl LazyHost {
-    pub fn new(config: HostConfig) -> Self {
+    pub fn new(config: HostConfig, isolation: Option<IsolatedNetwork>) -> Self {
         LazyHost {
             config,
+            isolation,
             host: Mutex::new(None),
         }
     }
@@ -250,10 +256,12 @@ impl LazyHost {
             return Ok(h.clone());
         }
         let config = self.config.clone();
+        let isolation = self.isolation.clone();
         let name = config.name.clone();
-        let h = tokio::task::spawn_blocking(move || LibvirtHost::connect(config))
-            .await
-            .map_err(|e| ProviderError::new(&name, ErrorKind::Transient, e.to_string()))??;
+        let h =
+            tokio::task::spawn_blocking(move || LibvirtHost::connect_isolated(config, isolation))
+                .await
+                .map_err(|e| ProviderError::new(&name, ErrorKind::Transient, e.to_string()))??;
         let h = Arc::new(h);
         *slot = Some(h.clone());
         Ok(h)
@@ -406,7 +414,7 @@ impl Provisioner for FleetProvisioner {
             },
             owner,
             boot: direct_boot(pool),
-            network: host.network_attachment(),
+            network: host.network_attachment_in(&self.fleet.metadata.name),
         })
     }
 }
@@ -450,7 +458,7 @@ pub fn render(fleet: &LoadedFleet, slot: &DesiredSlot, domain: bool) -> Result<S
         &host.storage_pool,
         &owner,
         direct_boot(pool).as_ref(),
-        &host.network_attachment(),
+        &host.network_attachment_in(&f.metadata.name),
         true,
         Some(console.display().to_string()),
     );

@@ -183,22 +183,28 @@ pub(crate) fn default_cpu_overcommit() -> f64 {
 pub struct Network {
     /// `none`: no interface (the sandbox; a runner without network cannot
     /// reach GitHub). `user`: qemu user-mode networking. `network`: the
-    /// libvirt network `name`. `isolated`: the libvirt network `name` with
-    /// the nwfilter `filter` on the interface, meant to keep pull-request
-    /// code away from the host and the local network.
+    /// libvirt network `name`. `isolated`: a NAT network hangar defines per
+    /// fleet, with an nwfilter on each interface that drops guest traffic
+    /// to private, link-local and the host's own addresses (DHCP and DNS on
+    /// the network's gateway excepted), so pull-request code reaches the
+    /// internet but not the host or the local network.
     #[serde(default)]
     pub mode: NetworkMode,
-    /// The libvirt network (modes `network` and `isolated`).
+    /// The libvirt network (mode `network`: default `default`; mode
+    /// `isolated`: default `hangar-<fleet>`, defined by hangar).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
-    /// The libvirt nwfilter on the interface (mode `isolated`; default
-    /// `hangar-isolated`; optional with `network`).
+    /// The libvirt nwfilter on the interface (mode `isolated`: default
+    /// `hangar-isolated-<fleet>`, defined by hangar; optional with
+    /// `network`, where it must exist).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub filter: Option<String>,
+    /// The isolated network's IPv4 subnet in CIDR form, private (RFC 1918),
+    /// /16 to /28 (mode `isolated` only). Default: `10.213.X.0/24`, X
+    /// derived from the fleet name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subnet: Option<String>,
 }
-
-/// Default nwfilter of the `isolated` network mode.
-pub const DEFAULT_ISOLATION_FILTER: &str = "hangar-isolated";
 
 /// How a VM's network interface is attached.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -633,8 +639,17 @@ impl RunnerSpec {
 }
 
 impl Host {
-    /// The interface the provider attaches, with defaults applied.
+    /// The interface as far as it does not depend on the fleet's name: the
+    /// spec hash's input (every slot of a fleet shares the name, so leaving
+    /// it out changes no comparison). What a VM gets is
+    /// [`Host::network_attachment_in`].
     pub fn network_attachment(&self) -> crate::providers::NetworkAttachment {
+        self.network_attachment_in("")
+    }
+
+    /// The interface the provider attaches for fleet `fleet`, with defaults
+    /// applied.
+    pub fn network_attachment_in(&self, fleet: &str) -> crate::providers::NetworkAttachment {
         use crate::providers::NetworkAttachment;
         let n = &self.network;
         match n.mode {
@@ -644,15 +659,38 @@ impl Host {
                 name: n.name.clone().unwrap_or_else(|| "default".to_string()),
                 filter: n.filter.clone(),
             },
-            NetworkMode::Isolated => NetworkAttachment::Network {
-                name: n.name.clone().unwrap_or_else(|| "default".to_string()),
-                filter: Some(
-                    n.filter
-                        .clone()
-                        .unwrap_or_else(|| DEFAULT_ISOLATION_FILTER.to_string()),
-                ),
-            },
+            NetworkMode::Isolated => {
+                let iso = self.isolated_network_unchecked(fleet);
+                NetworkAttachment::Network {
+                    name: iso.network,
+                    filter: Some(iso.filter),
+                }
+            }
         }
+    }
+
+    /// The network and filter hangar defines for mode `isolated` (`None` in
+    /// other modes). An invalid `subnet` falls back to the default: files
+    /// are validated before use.
+    pub fn isolated_network(
+        &self,
+        fleet: &str,
+    ) -> Option<crate::providers::libvirt::network::IsolatedNetwork> {
+        (self.network.mode == NetworkMode::Isolated).then(|| self.isolated_network_unchecked(fleet))
+    }
+
+    fn isolated_network_unchecked(
+        &self,
+        fleet: &str,
+    ) -> crate::providers::libvirt::network::IsolatedNetwork {
+        use crate::providers::libvirt::network::{IsolatedNetwork, Subnet};
+        let n = &self.network;
+        IsolatedNetwork::for_fleet(
+            fleet,
+            n.name.as_deref(),
+            n.filter.as_deref(),
+            n.subnet.as_deref().and_then(|s| Subnet::parse(s).ok()),
+        )
     }
 
     /// Whether this host is hangar's embedded sandbox.

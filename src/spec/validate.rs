@@ -319,6 +319,18 @@ impl Validator<'_, '_> {
                 }
             }
         }
+        match (&net.subnet, net.mode) {
+            (Some(_), NetworkMode::None | NetworkMode::User | NetworkMode::Network) => self.at_key(
+                &np.key("subnet"),
+                "`subnet` applies only to mode `isolated`",
+            ),
+            (Some(subnet), NetworkMode::Isolated) => {
+                if let Err(e) = crate::providers::libvirt::network::Subnet::parse(subnet) {
+                    self.at_path(&np.key("subnet"), e);
+                }
+            }
+            (None, _) => {}
+        }
         if let Some(max) = host.max_memory {
             self.memory(&p.key("maxMemory"), max, 1);
         }

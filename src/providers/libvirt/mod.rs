@@ -17,6 +17,7 @@
 
 pub mod console;
 pub mod image;
+pub mod network;
 pub mod seed;
 mod tree;
 pub mod xml;
@@ -102,6 +103,9 @@ struct Inner {
     /// By domain UUID.
     consoles: Mutex<HashMap<String, ConsoleCursor>>,
     calls: AtomicU64,
+    /// The fleet's isolated network here, made true before a VM that
+    /// attaches to it is defined.
+    isolation: Option<network::IsolatedNetwork>,
 }
 
 static QUIET_LIBVIRT: Once = Once::new();
@@ -234,6 +238,16 @@ impl LibvirtHost {
     /// asked, `qemu`: `/dev/kvm` may open and guests still hang right after
     /// the kernel starts on this project's machines, so kvm is never assumed.
     pub fn connect(config: HostConfig) -> Result<LibvirtHost, ProviderError> {
+        Self::connect_isolated(config, None)
+    }
+
+    /// [`LibvirtHost::connect`], and `create` ensures `isolation` (network
+    /// and nwfilter, see [`network::ensure`]) before it defines a VM
+    /// attached to that network with that filter.
+    pub fn connect_isolated(
+        config: HostConfig,
+        isolation: Option<network::IsolatedNetwork>,
+    ) -> Result<LibvirtHost, ProviderError> {
         QUIET_LIBVIRT.call_once(virt::error::clear_error_callback);
         let local = uri_is_local(&config.uri);
         let conn = Connect::open(Some(&config.uri))
@@ -302,6 +316,7 @@ impl LibvirtHost {
                 known: Mutex::new(HashMap::new()),
                 consoles: Mutex::new(HashMap::new()),
                 calls: AtomicU64::new(0),
+                isolation,
             }),
         })
     }
@@ -877,6 +892,7 @@ impl Inner {
                 None => {}
             }
         }
+        self.ensure_isolation(&conn, &vm.network)?;
         let base = self.base_image(&conn, &pool, &owner.shape.image)?;
         self.ensure_root(&pool, owner, &base)?;
         self.ensure_cache(&pool, owner)?;
