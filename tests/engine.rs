@@ -288,7 +288,8 @@ async fn spec_change_replaces_idle_vms_and_waits_for_the_busy_one() {
 
 /// Regression: concurrent actions on one sandbox host each save the node
 /// file; they raced on one temporary file ("saving sandbox: No such file or
-/// directory") and an older dump could overwrite a newer one.
+/// directory"), and a save failed on a volume another action had just
+/// deleted ("Storage volume not found").
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_actions_on_one_sandbox_host_all_save_their_state() {
     let mut rig = Rig::new(&fleet_yaml(&["h1"], &pool("build", 12, false, 1, true))).await;
@@ -715,4 +716,60 @@ async fn github_down_plans_nothing_destructive_changes_nothing_then_converges() 
     for name in ["t-build-0", "t-extra-0", "t-pr-0"] {
         assert_eq!(rig.runner(name).unwrap().status, "online", "{name}");
     }
+}
+
+#[tokio::test(start_paused = true)]
+async fn persistent_runner_offline_past_the_offline_timeout_is_replaced() {
+    let mut rig = Rig::new(&fleet_yaml(&["h1"], &pool("build", 1, false, 1, true))).await;
+    rig.converge(5).await;
+    let name = slot("build", 0);
+    let id = rig.runner_id(&name);
+    // The runner service dies for good (the stand-in guest would restart
+    // it); the VM keeps running.
+    rig.play_guests(false);
+    rig.sim.set_online(id, false).unwrap();
+    let seen_offline = rig.engine.clock.now();
+
+    rig.take_calls();
+    let r = rig.pass().await;
+    match actions_for(&r, &name)[..] {
+        [Action::Wait {
+            reason:
+                WaitReason::RunnerOffline {
+                    deadline: Some(deadline),
+                },
+            ..
+        }] => {
+            // Since the first pass that saw it offline (the provider's wall
+            // clock may be a little behind the paused engine clock).
+            let timeout = chrono::Duration::minutes(10);
+            assert!(
+                *deadline <= seen_offline + timeout,
+                "{deadline} vs {seen_offline}"
+            );
+            assert!(*deadline >= seen_offline + timeout - chrono::Duration::minutes(1));
+        }
+        ref other => panic!("{other:#?}"),
+    }
+    assert_eq!(rig.take_calls(), []);
+
+    tokio::time::advance(Duration::from_secs(10 * 60)).await;
+    let r = rig.pass().await;
+    assert!(
+        matches!(
+            actions_for(&r, &name)[..],
+            [Action::Replace {
+                next_generation: 2,
+                reason: ReplaceReason::RunnerOffline,
+                ..
+            }]
+        ),
+        "{:#?}",
+        r.plan
+    );
+    assert_eq!(rig.vms("h1").await[&name].owner.generation, 2);
+    assert!(
+        rig.sim.runner(id).is_none(),
+        "the dead registration is removed"
+    );
 }

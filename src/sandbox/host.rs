@@ -24,9 +24,10 @@ pub const SANDBOX_SHAPE: SandboxShape = SandboxShape {
 pub struct SandboxHost {
     inner: LibvirtHost,
     node_file: PathBuf,
-    /// Saves run one at a time: concurrent actions on one host would race
-    /// on the temporary file, and an older dump could land after a newer one.
-    save_lock: tokio::sync::Mutex<()>,
+    /// One change at a time, each followed by its save: a save reads every
+    /// domain and volume, and fails on one that a concurrent action removes
+    /// meanwhile; concurrent saves would also race on the temporary file.
+    changes: tokio::sync::Mutex<()>,
 }
 
 impl SandboxHost {
@@ -62,7 +63,7 @@ impl SandboxHost {
         Ok(SandboxHost {
             inner,
             node_file,
-            save_lock: tokio::sync::Mutex::new(()),
+            changes: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -73,6 +74,7 @@ impl SandboxHost {
     /// What a guest's own `poweroff` does to a domain with
     /// `on_poweroff=destroy`: it stops. For the stand-in guests only.
     pub async fn guest_power_off(&self, name: &str) -> Result<(), ProviderError> {
+        let _change = self.changes.lock().await;
         let conn = self.inner.connection()?;
         let host = self.inner.host().to_string();
         let name = name.to_string();
@@ -91,7 +93,6 @@ impl SandboxHost {
 
     /// Write the test driver's whole state back to the node file.
     async fn save(&self) -> Result<(), ProviderError> {
-        let _one_at_a_time = self.save_lock.lock().await;
         let conn = self.inner.connection()?;
         let path = self.node_file.clone();
         let host = self.inner.host().to_string();
@@ -172,6 +173,7 @@ impl Hypervisor for SandboxHost {
     }
 
     async fn create(&self, vm: &VmCreate) -> Result<(), ProviderError> {
+        let _change = self.changes.lock().await;
         self.ensure_base_image(&vm.owner.shape.image, vm.owner.shape.disk_bytes)
             .await?;
         let r = self.inner.create(vm).await;
@@ -179,16 +181,19 @@ impl Hypervisor for SandboxHost {
     }
 
     async fn start(&self, vm: &VmRef) -> Result<(), ProviderError> {
+        let _change = self.changes.lock().await;
         let r = self.inner.start(vm).await;
         self.saving(r).await
     }
 
     async fn delete(&self, vm: &VmRef, remove_cache: bool) -> Result<(), ProviderError> {
+        let _change = self.changes.lock().await;
         let r = self.inner.delete(vm, remove_cache).await;
         self.saving(r).await
     }
 
     async fn remove_seed(&self, vm: &VmRef) -> Result<(), ProviderError> {
+        let _change = self.changes.lock().await;
         let r = self.inner.remove_seed(vm).await;
         self.saving(r).await
     }

@@ -14,13 +14,14 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use chrono::{TimeZone, Utc};
+use chrono::Utc;
 use hangar::plan::model::{Action, ObservedVm, VmRef};
 use hangar::providers::github::{Auth, GithubConfig, GithubRegistry, RetryPolicy, Retrying, Scope};
 use hangar::providers::{CacheUsage, HostFacts, Hypervisor, ProviderError, VmCreate};
 use hangar::reconcile::assemble::FleetProvisioner;
 use hangar::reconcile::engine::{Engine, GuestPlay, PassResult};
-use hangar::reconcile::{Limits, TokioClock, World};
+use hangar::reconcile::memory::{OfflineMemory, Remembering};
+use hangar::reconcile::{Clock, Limits, TokioClock, World};
 use hangar::sandbox::guest::SandboxGuests;
 use hangar::sandbox::host::SandboxHost;
 use hangar::secret::Secret;
@@ -207,6 +208,16 @@ impl Rig {
             timeout: None,
         })
         .unwrap();
+        // Starts at the wall clock: the GitHub provider stamps `offline_since`
+        // with the wall clock, not the engine's, so an origin far from it
+        // would make a runner that just went offline look long gone.
+        let clock: Arc<dyn Clock> = Arc::new(TokioClock::starting_at(Utc::now()));
+        // As `assemble` does: offline times remembered in the state dir.
+        let registry = Remembering {
+            inner: Retrying::new(registry, RetryPolicy::default()),
+            memory: OfflineMemory::new(dir.path(), fleet.name()),
+            clock: clock.clone(),
+        };
         let log = Arc::new(Mutex::new(Vec::new()));
         let world_hosts: BTreeMap<String, Arc<dyn Hypervisor>> = hosts
             .iter()
@@ -227,14 +238,12 @@ impl Rig {
             world: World {
                 fleet: fleet.name().to_string(),
                 hosts: world_hosts,
-                registry: Arc::new(Retrying::new(registry, RetryPolicy::default())),
+                registry: Arc::new(registry),
             },
             provisioner: Arc::new(FleetProvisioner {
                 fleet: fleet.fleet.clone(),
             }),
-            clock: Arc::new(TokioClock::starting_at(
-                Utc.with_ymd_and_hms(2030, 1, 1, 0, 0, 0).unwrap(),
-            )),
+            clock,
             limits: Limits {
                 retry_base: Duration::from_millis(100),
                 ..Limits::default()
