@@ -438,3 +438,58 @@ fn the_daemon_waits_for_the_lock_instead_of_failing() {
         seen.join("\n")
     );
 }
+
+/// Replace `path`'s content at once, so the daemon never reads half a file.
+fn write_atomically(path: &Path, text: &str) {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+#[test]
+fn the_daemon_keeps_the_last_good_file_and_picks_up_a_good_edit() {
+    let sb = Sandbox::new();
+    let file = sb.edited("fleet.yaml", |t| t);
+    let original = std::fs::read_to_string(&file).unwrap();
+    let mut child = sb
+        .command(&[
+            "reconcile",
+            "-f",
+            file.to_str().unwrap(),
+            "--every",
+            "1s",
+            "--max-passes",
+            "4",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let rx = stderr_lines(&mut child);
+    let mut seen = Vec::new();
+    wait_for_line(&rx, &mut seen, "pass: ");
+
+    write_atomically(&file, &original.replacen("count: 2", "count: many", 1));
+    wait_for_line(
+        &rx,
+        &mut seen,
+        "the last good version of the file stays in use",
+    );
+    wait_for_line(&rx, &mut seen, "pass: ");
+    // One build runner fewer.
+    write_atomically(&file, &original.replacen("count: 2", "count: 1", 1));
+    wait_for_line(&rx, &mut seen, "changed; using the new file");
+    let code = wait_exit(&mut child, Duration::from_secs(60));
+    seen.extend(rx.try_iter());
+    let log = seen.join("\n");
+    assert_eq!(code, Some(0), "{log}");
+    assert!(log.contains("stopped after 4 pass(es)"), "{log}");
+    assert!(log.contains("count"), "the bad edit is reported: {log}");
+
+    let status = sb.status(&file);
+    assert_eq!(
+        occupied(&status),
+        ["quickstart-build-0", "quickstart-pr-0", "quickstart-pr-1"],
+        "{status:#}"
+    );
+}
