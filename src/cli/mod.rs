@@ -30,6 +30,9 @@ pub fn main() -> ExitStatus {
         }
     };
     init_logging(cli.global.verbose, cli.global.log_format);
+    // Test builds only: fault points configured by `FAILPOINTS=name=action`.
+    #[cfg(feature = "failpoints")]
+    let _failpoints = fail::FailScenario::setup();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -366,6 +366,7 @@ async fn unregister_then_delete(
             RemoveOutcome::Removed | RemoveOutcome::Gone => {}
         }
     }
+    fault_point_reached("delete-before-vm");
     fail::fail_point!("delete-before-vm", |_| Err(ExecError::from(
         "fail point delete-before-vm".to_string()
     )));
@@ -409,6 +410,7 @@ async fn create(
         let jit = registry
             .jit_config(&slot.name, &labels, &slot.runner_group)
             .await?;
+        fault_point_reached("after-jit-mint");
         fail::fail_point!("after-jit-mint", |_| Err(ExecError::from(
             "fail point after-jit-mint".to_string()
         )));
@@ -453,6 +455,17 @@ async fn create(
         return Err(e.into());
     }
     Ok(())
+}
+
+/// Says on stderr that a configured fault point is reached (feature
+/// `failpoints`; nothing without it), so that the reliability suite knows
+/// where a process it kills stood.
+fn fault_point_reached(name: &str) {
+    #[cfg(feature = "failpoints")]
+    if fail::list().iter().any(|(n, _)| n == name) {
+        tracing::warn!(fault_point = name, "fault point reached");
+    }
+    let _ = name;
 }
 
 /// Retry an idempotent provider call on transient errors, with backoff.

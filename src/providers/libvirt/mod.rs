@@ -422,6 +422,38 @@ impl Inner {
         Ok(c)
     }
 
+    /// A fault point of the reliability suite (feature `failpoints`; nothing
+    /// without it). When the point is configured, the test driver's state,
+    /// which lives in this process, is first written to its node file, so
+    /// that a kill here leaves on disk what a real libvirtd would hold; the
+    /// warning tells the suite where the process stands.
+    fn fault_point(&self, conn: &Connect, name: &str) {
+        #[cfg(feature = "failpoints")]
+        if fail::list().iter().any(|(n, _)| n == name) {
+            let node_file = self
+                .config
+                .uri
+                .strip_prefix("test://")
+                .filter(|p| p.ends_with(".xml") && std::path::Path::new(p).is_file());
+            if let (DomainType::Test, Some(path)) = (self.domain_type, node_file) {
+                let tmp = format!("{path}.fault");
+                let saved = crate::sandbox::node::dump(conn)
+                    .map_err(|e| e.to_string())
+                    .and_then(|xml| {
+                        std::fs::write(&tmp, xml)
+                            .and_then(|()| std::fs::rename(&tmp, path))
+                            .map_err(|e| e.to_string())
+                    });
+                if let Err(e) = saved {
+                    tracing::warn!(fault_point = name, error = %e, "sandbox state not saved");
+                }
+            }
+            tracing::warn!(fault_point = name, "fault point reached");
+            fail::fail_point!(name);
+        }
+        let _ = (conn, name);
+    }
+
     /// One counted libvirt call, its error mapped. A transient failure drops
     /// the connection so the next call reopens it.
     fn call<T>(
@@ -731,6 +763,71 @@ impl Inner {
         })
     }
 
+    /// Volumes of other generations of this slot that a create cut short
+    /// left behind: once no domain of the slot is left, the next create
+    /// starts again at generation 1, and nothing else would ever remove
+    /// them (a seed among them carries credentials). Removed only when they
+    /// look like ours, by the tests adoption uses (a qcow2 overlay of this
+    /// base; a raw seed), and no domain on the host uses them.
+    fn remove_stale_generations(
+        &self,
+        conn: &Connect,
+        pool: &StoragePool,
+        owner: &Ownership,
+        base: &Base,
+    ) -> Result<(), ProviderError> {
+        let prefix = format!("{}-g", owner.slot);
+        let names = self.call("list volumes", || pool.list_volumes())?;
+        let stale: Vec<String> = names
+            .into_iter()
+            .filter(|n| {
+                let Some(rest) = n.strip_prefix(&prefix) else {
+                    return false;
+                };
+                let Some((generation, kind)) = rest.split_once('-') else {
+                    return false;
+                };
+                matches!(kind, "root.qcow2" | "seed.iso")
+                    && generation.parse::<u64>().is_ok_and(|g| g != owner.generation)
+            })
+            .collect();
+        if stale.is_empty() {
+            return Ok(());
+        }
+        let mut used = Vec::new();
+        for dom in self.call("list domains", || conn.list_all_domains(0))? {
+            let Some(text) = optional(self.call("read domain", || {
+                dom.xml_desc(sys::VIR_DOMAIN_XML_INACTIVE)
+            }))?
+            else {
+                continue;
+            };
+            let facts = xml::parse_domain(&text)
+                .map_err(|e| self.err(ErrorKind::Refused, format!("domain: {e}")))?;
+            used.extend(facts.volumes.into_iter().map(|(_, v)| v));
+        }
+        for name in stale {
+            if used.contains(&name) {
+                continue;
+            }
+            let Some(vol) = self.lookup_volume(pool, &name)? else {
+                continue;
+            };
+            let facts = self.volume_facts(&vol, &name)?;
+            let ours = if name.ends_with("root.qcow2") {
+                facts.format.as_deref() == Some("qcow2")
+                    && facts.backing_path.as_deref() == Some(base.backing.path.as_str())
+            } else {
+                facts.format.as_deref() == Some("raw") && facts.backing_path.is_none()
+            };
+            if ours {
+                tracing::info!(host = %self.config.name, volume = %name, "removing a volume left by a create cut short");
+                optional(self.call(&format!("delete volume {name}"), || vol.delete(0)))?;
+            }
+        }
+        Ok(())
+    }
+
     /// The generation's root overlay, made or adopted.
     fn ensure_root(
         &self,
@@ -894,9 +991,11 @@ impl Inner {
         }
         self.ensure_isolation(&conn, &vm.network)?;
         let base = self.base_image(&conn, &pool, &owner.shape.image)?;
+        self.remove_stale_generations(&conn, &pool, owner, &base)?;
         self.ensure_root(&pool, owner, &base)?;
         self.ensure_cache(&pool, owner)?;
         self.write_seed(&conn, &pool, vm)?;
+        self.fault_point(&conn, "after-volume-create");
 
         let console = self.console_log_path(slot, owner.generation);
         if self.local && self.domain_type != DomainType::Test {
@@ -937,7 +1036,9 @@ impl Inner {
                 seed_attached: true,
             },
         );
+        self.fault_point(&conn, "after-define");
         self.call(&format!("start domain {slot}"), || dom.create())?;
+        self.fault_point(&conn, "after-start");
         Ok(())
     }
 
@@ -1002,6 +1103,7 @@ impl Inner {
                 }
             }
         }
+        self.fault_point(&conn, "mid-delete");
         // Last: until here the domain's ownership record lets the next pass
         // finish a delete cut short.
         optional(self.call(&format!("undefine domain {}", vm.name), || dom.undefine()))?;
