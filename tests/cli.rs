@@ -493,3 +493,84 @@ fn the_daemon_keeps_the_last_good_file_and_picks_up_a_good_edit() {
         "{status:#}"
     );
 }
+
+#[test]
+fn destroy_removes_the_fleet_and_nothing_else() {
+    let sb = Sandbox::new();
+    let file = quickstart();
+    let f = file.to_str().unwrap();
+    let r = sb.run(&["reconcile", "-f", f, "--once"]);
+    assert_eq!(r.code, 0, "{r}");
+
+    // Someone else's domains (one named like a slot of ours) and volume on
+    // sandbox-1, written into its node file between two commands.
+    let node = sb.state.path().join("sandbox/sandbox-1.xml");
+    let foreign_domains = "<domain type='test'><name>quickstart-build-7</name>\
+         <memory>524288</memory><os><type>hvm</type></os></domain>\
+         <domain type='test'><name>legacy-builder</name>\
+         <memory>524288</memory><os><type>hvm</type></os></domain>";
+    let text = std::fs::read_to_string(&node).unwrap();
+    let text = text.replacen("</memory>", &format!("</memory>{foreign_domains}"), 1);
+    let text = text.replacen(
+        "</pool>",
+        "<volume><name>notes.raw</name><capacity unit='M'>16</capacity>\
+         <target><format type='raw'/></target></volume></pool>",
+        1,
+    );
+    std::fs::write(&node, text).unwrap();
+    // And runners that are not ours: one named like a slot without the
+    // fleet's label, one with the label but no slot's name.
+    let sim_file = sb.state.path().join("github-sim.json");
+    let mut world: Value =
+        serde_json::from_str(&std::fs::read_to_string(&sim_file).unwrap()).unwrap();
+    let runners = world["scopes"]["repos/sandbox/quickstart"]["runners"]
+        .as_object_mut()
+        .unwrap();
+    let template = runners.values().next().unwrap().clone();
+    let mut foreign = Vec::new();
+    for (id, name, label) in [
+        (9001, "quickstart-build-7", "other"),
+        (9002, "legacy-runner", "hangar-quickstart"),
+    ] {
+        let mut r = template.clone();
+        r["id"] = id.into();
+        r["name"] = name.into();
+        r["ephemeral"] = false.into();
+        r["labels"] = serde_json::json!([{"id": 900, "name": label, "type": "custom"}]);
+        r.as_object_mut().unwrap().remove("jit_config_sha256");
+        runners.insert(id.to_string(), r.clone());
+        foreign.push(r);
+    }
+    std::fs::write(&sim_file, serde_json::to_string(&world).unwrap()).unwrap();
+
+    let r = sb.run(&["destroy", "-f", f, "--yes"]);
+    assert_eq!(r.code, 0, "{r}");
+    assert_eq!(r.stdout.matches("- delete").count(), 4, "{r}");
+
+    let node_text = std::fs::read_to_string(&node).unwrap();
+    for kept in [
+        "<name>quickstart-build-7</name>",
+        "<name>legacy-builder</name>",
+        "<name>notes.raw</name>",
+    ] {
+        assert!(node_text.contains(kept), "{kept} gone: {node_text}");
+    }
+    assert!(
+        !node_text.contains("hangar.dev/xmlns"),
+        "a domain of ours is left: {node_text}"
+    );
+    let world: Value = serde_json::from_str(&std::fs::read_to_string(&sim_file).unwrap()).unwrap();
+    let runners = world["scopes"]["repos/sandbox/quickstart"]["runners"]
+        .as_object()
+        .unwrap();
+    let left: Vec<&Value> = runners.values().collect();
+    assert_eq!(left.len(), 2, "{left:#?}");
+    for r in &foreign {
+        assert_eq!(
+            runners.get(&r["id"].to_string()),
+            Some(r),
+            "foreign runner changed"
+        );
+    }
+    assert_eq!(occupied(&sb.status(&file)), Vec::<String>::new());
+}
