@@ -346,9 +346,6 @@ async fn apply_creates_converges_and_destroy_leaves_nothing_on_real_libvirtd() {
 /// A later process must see the seeds gone too: `diff` after a converged
 /// apply is empty.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "providers/libvirt bug: observe reads seed_attached from the live XML; \
-            the live detach of a guest that does not ack the unplug never completes, \
-            so every new process plans `unseed` again and diff never exits 0"]
 async fn diff_after_a_converged_apply_is_empty_on_real_libvirtd() {
     let Some(sys) = System::start().await else {
         return;

@@ -510,7 +510,13 @@ impl Inner {
     /// Ownership and seed state of a domain, from its XML. `Ok(None)`: the
     /// domain vanished meanwhile.
     fn read_known(&self, dom: &Domain, name: &str) -> Result<Option<Known>, ProviderError> {
-        let Some(text) = optional(self.call(&format!("read domain {name}"), || dom.xml_desc(0)))?
+        // The persistent definition, not the live one: a seed's removal
+        // detaches it from the definition at once, while the live detach
+        // waits on a guest that may never acknowledge it (one that has not
+        // booted, or is powering off).
+        let Some(text) = optional(self.call(&format!("read domain {name}"), || {
+            dom.xml_desc(virt::sys::VIR_DOMAIN_XML_INACTIVE)
+        }))?
         else {
             return Ok(None);
         };
