@@ -309,7 +309,13 @@ async fn apply_passes(
             );
             return ExitStatus::ProviderError;
         }
-        let nap = r.requeue.min(Duration::from_secs(5)).min(deadline - now);
+        // Sandbox guests act at once; real ones take a minute to boot.
+        let poll = if a.simulated_hosts.len() == a.engine.world.hosts.len() {
+            Duration::from_millis(500)
+        } else {
+            Duration::from_secs(5)
+        };
+        let nap = r.requeue.min(poll).min(deadline - now);
         tokio::select! {
             _ = tokio::time::sleep(nap) => {}
             _ = cancel.cancelled() => {}
