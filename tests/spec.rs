@@ -188,7 +188,17 @@ fn miette_rendering_shows_a_snippet_at_the_problem() {
         .render_report(&mut rendered, &err)
         .unwrap();
     assert!(rendered.contains("disk: 64GB"), "{rendered}");
-    assert!(rendered.contains("f.yaml:26:15"), "{rendered}");
+    assert!(rendered.contains("f.yaml:28:15"), "{rendered}");
+}
+
+/// Field names are a contract: the file from the foundation issue, exactly as
+/// written there, stays valid whatever the examples grow.
+#[test]
+fn the_foundation_issue_file_validates_as_written() {
+    let f = spec::load(&repo_file("tests/fixtures/spec/issue-2-example.yaml"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(f.name(), "ldmx-umn");
+    assert_eq!(f.fleet.spec.pools[0].count, 4);
 }
 
 #[test]
