@@ -1,0 +1,463 @@
+//! An in-process engine on private sandbox hosts and the GitHub simulator,
+//! under paused tokio time, with hypervisors that fail on demand: before a
+//! call (nothing happened) or after it (the object exists but the caller
+//! hears a failure: the ambiguous case), queued or at random from a seed.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{TimeZone, Utc};
+use hangar::plan::model::{Action, ObservedVm, VmRef};
+use hangar::providers::github::{Auth, GithubConfig, GithubRegistry, RetryPolicy, Retrying, Scope};
+use hangar::providers::{CacheUsage, ErrorKind, HostFacts, Hypervisor, ProviderError, VmCreate};
+use hangar::reconcile::assemble::FleetProvisioner;
+use hangar::reconcile::engine::{Engine, GuestPlay, PassResult};
+use hangar::reconcile::{Limits, TokioClock, World};
+use hangar::sandbox::guest::SandboxGuests;
+use hangar::sandbox::host::SandboxHost;
+use hangar::secret::Secret;
+use hangar::sim::{self, SimConfig, SimHandle, SimRunner};
+use hangar::spec::{self, LoadedFleet};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use tokio_util::sync::CancellationToken;
+
+use super::inspect::{self, NodeView};
+
+pub const TOKEN: &str = "reliability-rig-token";
+pub const SCOPE: &str = "repos/acme/widgets";
+pub const FLEET: &str = "rel";
+
+/// A fleet file `rel` on sandbox hosts, registering in `acme/widgets`.
+pub fn fleet_yaml(hosts: &[&str], pools: &[String]) -> String {
+    let mut y = format!(
+        "apiVersion: hangar/v1\nkind: Fleet\nmetadata:\n  name: {FLEET}\nspec:\n  github:\n    \
+         repository: acme/widgets\n    simulator: true\n  policy:\n    bootTimeout: 5m\n    \
+         offlineTimeout: 10m\n    backoffBase: 1m\n    backoffMax: 10m\n  hosts:\n"
+    );
+    for h in hosts {
+        y.push_str(&format!("    - name: {h}\n      uri: sandbox\n"));
+    }
+    y.push_str("  pools:\n");
+    for p in pools {
+        y.push_str(p);
+    }
+    y
+}
+
+/// A `pools:` entry.
+pub fn pool(name: &str, count: u32, ephemeral: bool, cpus: u32) -> String {
+    format!(
+        "    - name: {name}\n      count: {count}\n      ephemeral: {ephemeral}\n      \
+         labels: [rel]\n      vm:\n        cpus: {cpus}\n        memory: 512MiB\n        \
+         disk: 4GiB\n        image: base.qcow2\n      cache:\n        size: 1GiB\n"
+    )
+}
+
+pub fn slot(pool: &str, i: u32) -> String {
+    format!("{FLEET}-{pool}-{i}")
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Op {
+    Observe,
+    Create,
+    Start,
+    Delete,
+    RemoveSeed,
+}
+
+/// When an injected failure strikes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Strike {
+    /// The call is refused before it reaches libvirt.
+    Before(ErrorKind),
+    /// The call is carried out, then reported failed (timed out).
+    After(ErrorKind),
+}
+
+#[derive(Default)]
+pub struct HostFaults {
+    queued: BTreeMap<Op, VecDeque<Strike>>,
+    /// Random strikes: (rng, probability per mutating call).
+    random: Option<(StdRng, f64)>,
+    pub struck: u64,
+}
+
+/// A mutating call the engine made, with its outcome as the engine heard it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Call {
+    pub op: Op,
+    pub name: String,
+    pub generation: u64,
+    pub ok: bool,
+}
+
+/// A sandbox host that records mutating calls and fails on demand.
+pub struct Faulty {
+    pub inner: Arc<SandboxHost>,
+    pub calls: Arc<Mutex<Vec<Call>>>,
+    pub faults: Arc<Mutex<HostFaults>>,
+}
+
+impl Faulty {
+    fn strike(&self, op: Op) -> Option<Strike> {
+        let mut f = self.faults.lock().unwrap();
+        let s = f
+            .queued
+            .get_mut(&op)
+            .and_then(VecDeque::pop_front)
+            .or_else(|| {
+                let (rng, p) = f.random.as_mut()?;
+                if op == Op::Observe {
+                    return rng
+                        .random_bool(*p / 2.0)
+                        .then_some(Strike::Before(ErrorKind::Transient));
+                }
+                if !rng.random_bool(*p) {
+                    return None;
+                }
+                let kind = if rng.random_bool(0.8) {
+                    ErrorKind::Transient
+                } else {
+                    ErrorKind::Refused
+                };
+                Some(if rng.random_bool(0.5) {
+                    Strike::Before(kind)
+                } else {
+                    Strike::After(kind)
+                })
+            });
+        if s.is_some() {
+            f.struck += 1;
+        }
+        s
+    }
+
+    async fn run<F>(
+        &self,
+        op: Op,
+        name: &str,
+        generation: u64,
+        call: F,
+    ) -> Result<(), ProviderError>
+    where
+        F: std::future::Future<Output = Result<(), ProviderError>>,
+    {
+        let strike = self.strike(op);
+        let err =
+            |kind| ProviderError::new(self.inner.host(), kind, format!("injected {op:?} failure"));
+        let result = match strike {
+            Some(Strike::Before(kind)) => Err(err(kind)),
+            Some(Strike::After(kind)) => {
+                let _ = call.await;
+                Err(err(kind))
+            }
+            None => call.await,
+        };
+        self.calls.lock().unwrap().push(Call {
+            op,
+            name: name.to_string(),
+            generation,
+            ok: result.is_ok(),
+        });
+        result
+    }
+}
+
+#[async_trait]
+impl Hypervisor for Faulty {
+    fn host(&self) -> &str {
+        self.inner.host()
+    }
+
+    async fn facts(&self) -> Result<HostFacts, ProviderError> {
+        self.inner.facts().await
+    }
+
+    async fn observe(&self, fleet: &str) -> Result<Vec<ObservedVm>, ProviderError> {
+        if let Some(Strike::Before(kind) | Strike::After(kind)) = self.strike(Op::Observe) {
+            return Err(ProviderError::new(
+                self.inner.host(),
+                kind,
+                "injected observe failure",
+            ));
+        }
+        self.inner.observe(fleet).await
+    }
+
+    async fn create(&self, vm: &VmCreate) -> Result<(), ProviderError> {
+        self.run(
+            Op::Create,
+            &vm.owner.slot,
+            vm.owner.generation,
+            self.inner.create(vm),
+        )
+        .await
+    }
+
+    async fn start(&self, vm: &VmRef) -> Result<(), ProviderError> {
+        self.run(Op::Start, &vm.name, vm.generation, self.inner.start(vm))
+            .await
+    }
+
+    async fn delete(&self, vm: &VmRef, remove_cache: bool) -> Result<(), ProviderError> {
+        self.run(
+            Op::Delete,
+            &vm.name,
+            vm.generation,
+            self.inner.delete(vm, remove_cache),
+        )
+        .await
+    }
+
+    async fn remove_seed(&self, vm: &VmRef) -> Result<(), ProviderError> {
+        self.run(
+            Op::RemoveSeed,
+            &vm.name,
+            vm.generation,
+            self.inner.remove_seed(vm),
+        )
+        .await
+    }
+
+    async fn cache_usage(&self, fleet: &str) -> Result<Vec<CacheUsage>, ProviderError> {
+        self.inner.cache_usage(fleet).await
+    }
+}
+
+/// The engine of fleet `rel` on private sandbox hosts and an in-process
+/// simulator. Make it inside a (paused) tokio runtime.
+pub struct Rig {
+    /// Holds the sandbox's node files for the rig's lifetime.
+    _dir: tempfile::TempDir,
+    pub sim: Arc<SimHandle>,
+    pub hosts: BTreeMap<String, Arc<SandboxHost>>,
+    pub faults: BTreeMap<String, Arc<Mutex<HostFaults>>>,
+    pub calls: Arc<Mutex<Vec<Call>>>,
+    pub engine: Engine,
+    pub fleet: LoadedFleet,
+    guests: Arc<dyn GuestPlay>,
+    pub cancel: CancellationToken,
+}
+
+impl Rig {
+    pub async fn new(yaml: &str) -> Rig {
+        Rig::with_seed(yaml, |_| {}).await
+    }
+
+    /// `seed` may define foreign domains and volumes before the engine looks.
+    pub async fn with_seed(
+        yaml: &str,
+        seed: impl FnOnce(&BTreeMap<String, Arc<SandboxHost>>),
+    ) -> Rig {
+        let fleet = spec::load_str("fleet.yaml", yaml).unwrap_or_else(|e| panic!("{e}"));
+        let dir = tempfile::tempdir().unwrap();
+        let mut hosts = BTreeMap::new();
+        for h in &fleet.fleet.spec.hosts {
+            let host = SandboxHost::open(dir.path(), &h.name, &h.storage_pool).unwrap();
+            hosts.insert(h.name.clone(), Arc::new(host));
+        }
+        seed(&hosts);
+        let sim = Arc::new(sim::start(SimConfig::new(TOKEN)).await.unwrap());
+        let registry = GithubRegistry::new(GithubConfig {
+            scope: Scope::Repository {
+                owner: "acme".into(),
+                repo: "widgets".into(),
+            },
+            api_url: sim.base_url.clone(),
+            auth: Auth::Token(Secret::new(TOKEN.to_string())),
+            // Paused time jumps to the next timer while the simulator answers.
+            timeout: None,
+        })
+        .unwrap();
+        let calls = Arc::new(Mutex::new(Vec::new()));
+        let mut faults = BTreeMap::new();
+        let mut world_hosts: BTreeMap<String, Arc<dyn Hypervisor>> = BTreeMap::new();
+        for (name, h) in &hosts {
+            let f = Arc::new(Mutex::new(HostFaults::default()));
+            faults.insert(name.clone(), f.clone());
+            world_hosts.insert(
+                name.clone(),
+                Arc::new(Faulty {
+                    inner: h.clone(),
+                    calls: calls.clone(),
+                    faults: f,
+                }),
+            );
+        }
+        let guests: Arc<dyn GuestPlay> = Arc::new(SandboxGuests {
+            sim: sim.clone(),
+            scope: SCOPE.to_string(),
+            hosts: hosts.values().cloned().collect(),
+        });
+        let engine = Engine {
+            world: World {
+                fleet: FLEET.to_string(),
+                hosts: world_hosts,
+                registry: Arc::new(Retrying::new(
+                    registry,
+                    RetryPolicy {
+                        max_attempts: 4,
+                        base_delay: Duration::from_secs(1),
+                        max_delay: Duration::from_secs(8),
+                        max_total_wait: Duration::from_secs(60),
+                    },
+                )),
+            },
+            provisioner: Arc::new(FleetProvisioner {
+                fleet: fleet.fleet.clone(),
+            }),
+            clock: Arc::new(TokioClock::starting_at(
+                Utc.with_ymd_and_hms(2030, 1, 1, 0, 0, 0).unwrap(),
+            )),
+            limits: Limits {
+                retry_base: Duration::from_millis(200),
+                ..Limits::default()
+            },
+            guests: Some(guests.clone()),
+        };
+        Rig {
+            _dir: dir,
+            sim,
+            hosts,
+            faults,
+            calls,
+            engine,
+            fleet,
+            guests,
+            cancel: CancellationToken::new(),
+        }
+    }
+
+    pub fn set_fleet(&mut self, yaml: &str) {
+        self.fleet = spec::load_str("fleet.yaml", yaml).unwrap_or_else(|e| panic!("{e}"));
+        self.engine.provisioner = Arc::new(FleetProvisioner {
+            fleet: self.fleet.fleet.clone(),
+        });
+    }
+
+    /// Whether the stand-in guests act after each pass.
+    pub fn play_guests(&mut self, on: bool) {
+        self.engine.guests = on.then(|| self.guests.clone());
+    }
+
+    pub fn queue(&self, host: &str, op: Op, strike: Strike) {
+        self.faults[host]
+            .lock()
+            .unwrap()
+            .queued
+            .entry(op)
+            .or_default()
+            .push_back(strike);
+    }
+
+    pub fn random_faults(&self, seed: u64, p: Option<f64>) {
+        for (i, f) in self.faults.values().enumerate() {
+            f.lock().unwrap().random =
+                p.map(|p| (StdRng::seed_from_u64(seed.wrapping_add(i as u64)), p));
+        }
+    }
+
+    pub fn struck(&self) -> u64 {
+        self.faults.values().map(|f| f.lock().unwrap().struck).sum()
+    }
+
+    pub async fn pass(&self) -> PassResult {
+        self.engine
+            .pass(
+                &self.fleet,
+                false,
+                &self.cancel,
+                &|_| {},
+                Duration::from_secs(120),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("pass failed: {e}"))
+    }
+
+    pub async fn diff(&self) -> PassResult {
+        self.engine
+            .pass(
+                &self.fleet,
+                true,
+                &self.cancel,
+                &|_| {},
+                Duration::from_secs(120),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("dry run failed: {e}"))
+    }
+
+    pub fn take_calls(&self) -> Vec<Call> {
+        std::mem::take(&mut *self.calls.lock().unwrap())
+    }
+
+    pub fn host(&self, name: &str) -> &Arc<SandboxHost> {
+        &self.hosts[name]
+    }
+
+    pub fn view(&self, host: &str) -> NodeView {
+        let conn = self.host(host).libvirt().connection().unwrap();
+        inspect::view(&conn, "default")
+    }
+
+    pub fn runners(&self) -> Vec<SimRunner> {
+        inspect::runners(&self.sim.world(), SCOPE)
+    }
+
+    pub fn runner(&self, name: &str) -> Option<SimRunner> {
+        self.sim.runner_by_name(SCOPE, name)
+    }
+
+    /// Slots of the current file.
+    pub fn slots(&self) -> BTreeSet<String> {
+        self.fleet
+            .fleet
+            .spec
+            .pools
+            .iter()
+            .flat_map(|p| (0..p.count).map(move |i| slot(&p.name, i)))
+            .collect()
+    }
+
+    /// The converged-world invariants over every host.
+    pub fn assert_converged(&self, what: &str) {
+        let views: Vec<NodeView> = self.hosts.keys().map(|h| self.view(h)).collect();
+        let refs: Vec<&NodeView> = views.iter().collect();
+        inspect::assert_converged(what, FLEET, &refs, &self.runners(), &self.slots());
+    }
+
+    /// Write a line to a VM generation's console log, as its guest would.
+    pub fn console(&self, host: &str, slot: &str, generation: u64, line: &str) {
+        use std::io::Write;
+        let path = self.host(host).libvirt().console_log_path(slot, generation);
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .unwrap();
+        writeln!(f, "{line}").unwrap();
+    }
+
+    /// Our VM of `slot` on `host`, as observed.
+    pub async fn vm(&self, host: &str, slot: &str) -> Option<ObservedVm> {
+        self.host(host)
+            .observe(FLEET)
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|v| v.name == slot)
+    }
+}
+
+/// Destructive actions of a plan.
+pub fn destructive(r: &PassResult) -> Vec<&Action> {
+    r.plan
+        .actions
+        .iter()
+        .filter(|a| a.is_destructive())
+        .collect()
+}
