@@ -11,3 +11,4 @@ cd "$(dirname "$0")/.."
 export HANGAR_REQUIRE_LIBVIRTD=1
 export PROPTEST_CASES="${PROPTEST_CASES:-256}"
 cargo test --all-targets -- --test-threads=4
+cargo test --features failpoints --test reliability -- --test-threads=2
