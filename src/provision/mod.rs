@@ -241,7 +241,12 @@ fn render(guest: &Guest, credential: &Credential<'_>) -> String {
                 label: CACHE_DISK_SERIAL.to_string(),
                 filesystem: "ext4".to_string(),
                 device: CACHE_DEVICE.to_string(),
-                partition: "none".to_string(),
+                // `auto`, not `none`: with `none` cloud-init formats the raw
+                // disk on every new instance whatever `overwrite` says
+                // (canonical/cloud-init#3902), so each VM generation wiped
+                // the cache. `auto` reuses an ext4 labelled hangar-cache and
+                // formats only a disk without a file system.
+                partition: "auto".to_string(),
                 overwrite: false,
             }],
             vec![[
