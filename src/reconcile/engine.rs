@@ -59,9 +59,20 @@ pub struct PassResult {
 }
 
 impl PassResult {
-    /// Converged: nothing to change and nothing still coming up.
+    /// Converged: nothing to change and nothing still coming up. A running
+    /// VM that still has its seed is coming up: the seed goes only once its
+    /// runner was seen online, and a guest that printed "runner started"
+    /// whose runner GitHub does not show online yet gets a non-blocking
+    /// `RunnerOffline` wait, not a `Booting` one.
     pub fn converged(&self) -> bool {
-        self.plan.is_converged()
+        let seeded = self.snapshot.observed.hosts.values().any(|obs| {
+            obs.seen()
+                .into_iter()
+                .flatten()
+                .any(|vm| vm.seed_attached && vm.state == crate::plan::model::VmState::Running)
+        });
+        !seeded
+            && self.plan.is_converged()
             && !self.plan.actions.iter().any(|a| {
                 matches!(
                     a,
