@@ -152,9 +152,13 @@ const FUZZ_NOTE: &str = "
 build). Its target `fleet` feeds arbitrary bytes to `hangar::spec::load_str`
 and checks that every error is located (a line and a column inside the
 input) and that nothing panics. With a nightly toolchain and
-`cargo install cargo-fuzz`:
+`cargo install cargo-fuzz` (0.13.2 installs from crates.io on this kind of
+machine), a bounded run is:
 
     cd fuzz && cargo +nightly fuzz run fleet -- -max_total_time=300
+
+The fuzz run is not part of this suite (its sanitizer build of every
+dependency takes longer than the whole suite on two cores).
 
 Its seed corpus is `fuzz/corpus/fleet/` (the example fleets and the
 malformed files of `tests/fixtures/spec/bad/`); crashes land in
