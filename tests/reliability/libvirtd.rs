@@ -516,7 +516,7 @@ fn s10_full_storage_pool_stops_with_a_clear_error() {
             }
         }
     }
-    let _unmount = Unmount(full.clone(), mounted);
+    let unmount = Unmount(full.clone(), mounted);
     if !mounted {
         // Without a mount, a pool directory nobody can write to refuses
         // every volume in the same place.
@@ -571,6 +571,8 @@ fn s10_full_storage_pool_stops_with_a_clear_error() {
         "a domain was defined"
     );
     drop(conn);
+    // Unmount first: the daemon's temp dir cannot be removed around a mount.
+    drop(unmount);
     drop(daemon);
     sc.pass(
         &format!(
