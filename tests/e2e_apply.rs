@@ -1,0 +1,975 @@
+//! The end-to-end proof, through the real `hangar` binary on a real libvirtd
+//! (`qemu:///system`, software emulation), with GitHub played by
+//! `hangar github-sim` in a child process on a loopback port.
+//!
+//! One fleet, one host, two pools: an ephemeral slot (JIT runner) and a
+//! persistent slot (`config.sh` runner), both booting the e2e base image
+//! (tests/e2e/build-image.sh) by direct kernel boot, with a cache disk.
+//!
+//! 1. `hangar apply --wait` creates both VMs (booting in parallel). The test
+//!    reads their serial logs and plays GitHub's part through the
+//!    simulator's control API, as the real runner would have told GitHub:
+//!    the persistent runner registers when `config.sh` runs (with the
+//!    registration token the guest was given) and comes online when `run.sh`
+//!    listens; the JIT runner comes online when `run.sh --jitconfig` starts.
+//!    apply removes the seeds and converges.
+//! 2. GitHub assigns the ephemeral runner a job (`/_sim/.../job/start`); the
+//!    guest has no network, so the job reaches the stand-in runner as a
+//!    hot-plugged disk (see tests/e2e/runner/run.sh). The job writes a file
+//!    on the cache disk; the runner exits; the guest powers off; the domain
+//!    is shut off.
+//! 3. `hangar reconcile --once` replaces the VM with generation 2, which
+//!    boots with the same cache disk and prints the file generation 1 wrote.
+//! 4. `hangar destroy --yes` leaves no domain, no volume, no console log and
+//!    no runner registration of the fleet.
+//!
+//! Runs when HANGAR_REQUIRE_LIBVIRTD=1 (`.ci/run`), is skipped with a
+//! message otherwise. Needs root (the image build and qemu:///system).
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+
+const URI: &str = "qemu:///system";
+const HANGAR: &str = env!("CARGO_BIN_EXE_hangar");
+/// Where hangar's libvirt provider writes serial console logs.
+const CONSOLE_DIR: &str = "/var/log/hangar";
+const REPOSITORY: &str = "e2e/hangar";
+const SCOPE: &str = "repos/e2e/hangar";
+const TOKEN_ENV: &str = "HANGAR_E2E_GITHUB_TOKEN";
+const LABEL: &str = "e2e";
+const CACHE_BYTES: u64 = 1 << 30;
+/// Makes the stand-in JIT runner wait for a job instead of running one at once.
+const JOBS_BY_HOTPLUG: &str = "hangar_e2e.jobs=hotplug";
+/// What the stand-in runner prints on the console.
+const RUNNER: &str = "hangar-e2e-runner: ";
+
+// Bounds per phase (software emulation; a boot to "runner started" takes
+// about 90 s with both guests booting at once).
+const APPLY_WAIT: &str = "10m";
+const APPLY_TIMEOUT: Duration = Duration::from_secs(660);
+const JOB_TIMEOUT: Duration = Duration::from_secs(180);
+const POWEROFF_TIMEOUT: Duration = Duration::from_secs(120);
+const REBOOT_TIMEOUT: Duration = Duration::from_secs(360);
+
+fn virsh(args: &[&str]) -> Result<String, String> {
+    let out = Command::new("virsh")
+        .arg("-c")
+        .arg(URI)
+        .args(args)
+        .output()
+        .map_err(|e| format!("virsh: {e}"))?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    } else {
+        Err(format!(
+            "virsh {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+fn must(args: &[&str]) -> String {
+    virsh(args).unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn domains_named(prefix: &str) -> Vec<String> {
+    must(&["list", "--all", "--name"])
+        .lines()
+        .map(str::trim)
+        .filter(|n| n.starts_with(prefix))
+        .map(str::to_string)
+        .collect()
+}
+
+fn volumes(pool: &str) -> Vec<String> {
+    let out = must(&["vol-list", pool]);
+    out.lines()
+        .skip_while(|l| !l.starts_with("---"))
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().next())
+        .map(str::to_string)
+        .collect()
+}
+
+fn sha256_hex(s: &str) -> String {
+    hex::encode(Sha256::digest(s.as_bytes()))
+}
+
+fn read_log(path: &Path) -> String {
+    std::fs::read(path)
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_default()
+}
+
+fn console_path(slot: &str, generation: u64) -> PathBuf {
+    Path::new(CONSOLE_DIR).join(format!("{slot}-g{generation}.console.log"))
+}
+
+/// The last `n` lines of `text`, for failure messages.
+fn tail(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// A log file a child process appends to (stdout and stderr share it).
+fn log_file(path: &Path) -> std::fs::File {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// The rest of the first line that carries `needle`, after it.
+fn line_after<'a>(log: &'a str, needle: &str) -> Option<&'a str> {
+    log.lines().find_map(|l| {
+        l.find(needle)
+            .map(|i| l[i + needle.len()..].trim_end_matches(['\r', ' ']))
+    })
+}
+
+/// Everything this test made, removed even when it panics: child processes
+/// first (so that no hangar run acts meanwhile), then the fleet's domains,
+/// the pool's volumes and the pool, and the fleet's console logs.
+struct Guard {
+    fleet: String,
+    pool: Option<String>,
+    children: Vec<(&'static str, Child)>,
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        for (what, child) in &mut self.children {
+            if let Ok(None) = child.try_wait() {
+                eprintln!("cleanup: stopping {what} (pid {})", child.id());
+                let _ = child.kill();
+            }
+            let _ = child.wait();
+        }
+        let prefix = format!("{}-", self.fleet);
+        if let Ok(list) = virsh(&["list", "--all", "--name"]) {
+            for dom in list
+                .lines()
+                .map(str::trim)
+                .filter(|n| n.starts_with(&prefix))
+            {
+                eprintln!("cleanup: removing domain {dom}");
+                let _ = virsh(&["destroy", dom]);
+                if let Err(e) = virsh(&["undefine", dom]) {
+                    eprintln!("cleanup: {e}");
+                }
+            }
+        }
+        if let Some(pool) = &self.pool {
+            if let Ok(out) = virsh(&["vol-list", pool]) {
+                for vol in out
+                    .lines()
+                    .skip_while(|l| !l.starts_with("---"))
+                    .skip(1)
+                    .filter_map(|l| l.split_whitespace().next())
+                {
+                    eprintln!("cleanup: removing volume {vol}");
+                    if let Err(e) = virsh(&["vol-delete", "--pool", pool, vol]) {
+                        eprintln!("cleanup: {e}");
+                    }
+                }
+            }
+            if let Err(e) = virsh(&["pool-destroy", pool]) {
+                eprintln!("cleanup: {e}");
+            }
+        }
+        if let Ok(dir) = std::fs::read_dir(CONSOLE_DIR) {
+            for entry in dir.flatten() {
+                if entry.file_name().to_string_lossy().starts_with(&prefix) {
+                    let _ = std::fs::remove_file(entry.path());
+                }
+            }
+        }
+    }
+}
+
+/// Elapsed time since the start, printed as things happen.
+struct Timeline {
+    start: Instant,
+    phases: Vec<(String, Duration)>,
+}
+
+impl Timeline {
+    fn at(&self, what: &str) {
+        eprintln!("[{:>6.1}s] {what}", self.start.elapsed().as_secs_f64());
+    }
+
+    fn phase(&mut self, what: &str, since: Instant) {
+        let d = since.elapsed();
+        self.at(&format!("{what} ({:.1}s)", d.as_secs_f64()));
+        self.phases.push((what.to_string(), d));
+    }
+}
+
+/// The simulator's control API over plain HTTP/1.1 on loopback.
+struct Sim {
+    port: u16,
+}
+
+impl Sim {
+    fn call(&self, method: &str, path: &str, body: Option<&Value>) -> Result<(u16, Value), String> {
+        let mut s = TcpStream::connect(("127.0.0.1", self.port)).map_err(|e| e.to_string())?;
+        s.set_read_timeout(Some(Duration::from_secs(30)))
+            .map_err(|e| e.to_string())?;
+        let body = body.map(Value::to_string).unwrap_or_default();
+        write!(
+            s,
+            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nConnection: close\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            self.port,
+            body.len()
+        )
+        .map_err(|e| e.to_string())?;
+        let mut raw = Vec::new();
+        s.read_to_end(&mut raw).map_err(|e| e.to_string())?;
+        let split = raw
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .ok_or_else(|| format!("{method} {path}: no HTTP header in the answer"))?;
+        let head = String::from_utf8_lossy(&raw[..split]).to_ascii_lowercase();
+        let status: u16 = head
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| format!("{method} {path}: bad status line"))?;
+        let mut payload = raw[split + 4..].to_vec();
+        if head.contains("transfer-encoding: chunked") {
+            payload = dechunk(&payload);
+        }
+        let value = if payload.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&payload)
+                .map_err(|e| format!("{method} {path}: answer is not JSON: {e}"))?
+        };
+        Ok((status, value))
+    }
+
+    fn ok(&self, method: &str, path: &str, body: Option<Value>) -> Value {
+        match self.call(method, path, body.as_ref()) {
+            Ok((status, v)) if (200..300).contains(&status) => v,
+            Ok((status, v)) => panic!("simulator {method} {path}: {status} {v}"),
+            Err(e) => panic!("simulator {method} {path}: {e}"),
+        }
+    }
+
+    fn state(&self) -> Value {
+        self.ok("GET", "/_sim/state", None)
+    }
+
+    fn runners(&self) -> Vec<Value> {
+        self.state()["scopes"][SCOPE]["runners"]
+            .as_object()
+            .map(|m| m.values().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    fn runner(&self, name: &str) -> Option<Value> {
+        self.runners().into_iter().find(|r| r["name"] == name)
+    }
+
+    fn registration_tokens(&self) -> Vec<String> {
+        self.state()["tokens"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|t| t["kind"] == "registration")
+            .filter_map(|t| t["token"].as_str().map(str::to_string))
+            .collect()
+    }
+}
+
+fn dechunk(mut body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Some(eol) = body.windows(2).position(|w| w == b"\r\n") {
+        let size = std::str::from_utf8(&body[..eol])
+            .ok()
+            .and_then(|s| usize::from_str_radix(s.split(';').next().unwrap_or("").trim(), 16).ok())
+            .unwrap_or(0);
+        if size == 0 || body.len() < eol + 2 + size {
+            break;
+        }
+        out.extend_from_slice(&body[eol + 2..eol + 2 + size]);
+        body = &body[(eol + 4 + size).min(body.len())..];
+    }
+    out
+}
+
+struct BaseImage {
+    image: String,
+    kernel: String,
+    initrd: String,
+    cmdline: String,
+    runner_dir: String,
+}
+
+fn build_image() -> BaseImage {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/e2e/build-image.sh");
+    let out = Command::new("bash")
+        .arg(&script)
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("tests/e2e/build-image.sh runs");
+    assert!(out.status.success(), "build-image.sh failed");
+    let vars: BTreeMap<String, String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let get = |k: &str| {
+        vars.get(k)
+            .unwrap_or_else(|| panic!("build-image.sh printed no {k}"))
+            .clone()
+    };
+    BaseImage {
+        image: get("IMAGE"),
+        kernel: get("KERNEL"),
+        initrd: get("INITRD"),
+        cmdline: get("CMDLINE"),
+        runner_dir: get("RUNNER_DIR"),
+    }
+}
+
+fn fleet_yaml(fleet: &str, port: u16, pool: &str, base: &BaseImage) -> String {
+    let pool_yaml = |name: &str, ephemeral: bool| {
+        format!(
+            "    - name: {name}
+      count: 1
+      ephemeral: {ephemeral}
+      labels: [{LABEL}]
+      vm:
+        cpus: 1
+        memory: 1536MiB
+        disk: 4GiB
+        image: {image}
+        boot:
+          kernel: {kernel}
+          initrd: {initrd}
+          cmdline: {cmdline}
+      docker:
+        source: preinstalled
+      runner:
+        preinstalled: {runner_dir}
+      cache:
+        size: 1GiB
+",
+            image = json!(base.image),
+            kernel = json!(base.kernel),
+            initrd = json!(base.initrd),
+            cmdline = json!(format!("{} {JOBS_BY_HOTPLUG}", base.cmdline)),
+            runner_dir = json!(base.runner_dir),
+        )
+    };
+    format!(
+        "apiVersion: hangar/v1
+kind: Fleet
+metadata:
+  name: {fleet}
+spec:
+  github:
+    repository: {REPOSITORY}
+    apiUrl: http://127.0.0.1:{port}
+    auth:
+      tokenEnv: {TOKEN_ENV}
+  hosts:
+    - name: local
+      uri: {URI}
+      storagePool: {pool}
+      domainType: qemu
+      network:
+        mode: none
+  pools:
+{eph}{per}  policy:
+    bootTimeout: 15m
+",
+        eph = pool_yaml("eph", true),
+        per = pool_yaml("per", false),
+    )
+}
+
+/// `hangar ARGS` to completion, with the test's state dir and token.
+fn hangar(env: &[(&str, &str)], args: &[&str]) -> (ExitStatus, String) {
+    let out = Command::new(HANGAR)
+        .args(args)
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .output()
+        .expect("the hangar binary runs");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status, text)
+}
+
+/// The arguments of the stand-in `config.sh` line: `--flag value` or `--flag`.
+fn parse_args(line: &str) -> BTreeMap<String, Option<String>> {
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let mut out = BTreeMap::new();
+    let mut i = 0;
+    while i < words.len() {
+        let w = words[i];
+        if let Some(flag) = w.strip_prefix("--") {
+            match words.get(i + 1) {
+                Some(v) if !v.starts_with("--") => {
+                    out.insert(flag.to_string(), Some(v.to_string()));
+                    i += 2;
+                    continue;
+                }
+                _ => {
+                    out.insert(flag.to_string(), None);
+                }
+            }
+        }
+        i += 1;
+    }
+    out
+}
+
+/// What every guest must have printed by the time its runner started.
+fn assert_provisioned(log: &str, slot: &str, labels: &str) {
+    let show = || format!("console of {slot}:\n{}", tail(log, 80));
+    assert!(
+        !log.contains("hangar: failed"),
+        "a stage failed; {}",
+        show()
+    );
+    for marker in [
+        "hangar: user ok".to_string(),
+        "hangar: docker ok".to_string(),
+        format!("hangar: cache mounted {CACHE_BYTES}"),
+        format!("hangar: runner started {slot} {labels}"),
+    ] {
+        assert!(log.contains(&marker), "no `{marker}`; {}", show());
+    }
+}
+
+/// The stand-in runner's account of its user: `github`, in group `docker`,
+/// and the Docker daemon answering that user.
+fn assert_user_and_docker(line: &str, slot: &str) {
+    assert!(
+        line.contains("as github in groups "),
+        "{slot}: the runner does not run as github: {line}"
+    );
+    let groups = line
+        .split("in groups ")
+        .nth(1)
+        .and_then(|s| s.split(';').next())
+        .unwrap_or("");
+    assert!(
+        groups.split(',').any(|g| g == "docker"),
+        "{slot}: github is not in group docker: {line}"
+    );
+    assert!(
+        line.contains("docker server ") && !line.contains("docker server unreachable"),
+        "{slot}: docker does not answer the runner's user: {line}"
+    );
+}
+
+#[test]
+fn apply_boots_ephemeral_and_persistent_runners_replaces_the_spent_one_and_destroys_all() {
+    if std::env::var("HANGAR_REQUIRE_LIBVIRTD").as_deref() != Ok("1") {
+        eprintln!(
+            "SKIPPED: the end-to-end proof needs a real libvirtd; run .ci/install-deps and \
+             .ci/start-libvirtd, then set HANGAR_REQUIRE_LIBVIRTD=1"
+        );
+        return;
+    }
+    virsh(&["version"]).expect("libvirtd answers at qemu:///system (.ci/start-libvirtd)");
+    let mut t = Timeline {
+        start: Instant::now(),
+        phases: Vec::new(),
+    };
+
+    let since = Instant::now();
+    let base = build_image();
+    t.phase("base image ready", since);
+
+    let pid = std::process::id();
+    let fleet = format!("e2e-apply-{pid}");
+    let eph = format!("{fleet}-eph-0");
+    let per = format!("{fleet}-per-0");
+    let labels = format!("{LABEL},hangar-{fleet}");
+    let dir = tempfile::Builder::new()
+        .prefix("hangar-e2e-apply-")
+        .tempdir_in("/var/tmp")
+        .unwrap();
+    let state_dir = dir.path().join("state");
+    let pool_dir = dir.path().join("pool");
+    std::fs::create_dir(&pool_dir).unwrap();
+    let keep = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+
+    let mut guard = Guard {
+        fleet: fleet.clone(),
+        pool: None,
+        children: Vec::new(),
+    };
+    let pool = fleet.clone();
+    must(&[
+        "pool-create-as",
+        &pool,
+        "dir",
+        "--target",
+        pool_dir.to_str().unwrap(),
+    ]);
+    guard.pool = Some(pool.clone());
+
+    // GitHub: the simulator as a child process on a free loopback port.
+    let port = {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let token = sha256_hex(&format!("{pid}-{:?}", Instant::now()))[..40].to_string();
+    let sim_log = dir.path().join("github-sim.log");
+    let sim_child = Command::new(HANGAR)
+        .args(["github-sim", "--listen", &format!("127.0.0.1:{port}")])
+        .arg("--state")
+        .arg(dir.path().join("github-sim.json"))
+        .env("HANGAR_SIM_TOKEN", &token)
+        .stdin(Stdio::null())
+        .stdout(log_file(&sim_log))
+        .stderr(log_file(&sim_log))
+        .spawn()
+        .expect("hangar github-sim starts");
+    guard.children.push(("github-sim", sim_child));
+    let sim = Sim { port };
+    let up = Instant::now();
+    while sim.call("GET", "/_sim/state", None).is_err() {
+        assert!(
+            up.elapsed() < Duration::from_secs(20),
+            "the simulator does not answer on port {port}: {}",
+            read_log(&sim_log)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    t.at(&format!("github-sim on http://127.0.0.1:{port}"));
+
+    let fleet_file = dir.path().join("fleet.yaml");
+    std::fs::write(&fleet_file, fleet_yaml(&fleet, port, &pool, &base)).unwrap();
+    let fleet_arg = fleet_file.to_str().unwrap().to_string();
+    let state_arg = state_dir.to_str().unwrap().to_string();
+    let env = [
+        ("HANGAR_STATE_DIR", state_arg.as_str()),
+        (TOKEN_ENV, token.as_str()),
+    ];
+    let (status, out) = hangar(&env, &["validate", "-f", &fleet_arg]);
+    assert!(status.success(), "the fleet file is refused:\n{out}");
+
+    // 1. apply, playing GitHub's part while it waits for the runners.
+    let apply_log = dir.path().join("apply.log");
+    let since = Instant::now();
+    let apply_child = Command::new(HANGAR)
+        .args(["-v", "apply", "-f", &fleet_arg, "--wait", APPLY_WAIT])
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .stdout(log_file(&apply_log))
+        .stderr(log_file(&apply_log))
+        .spawn()
+        .expect("hangar apply starts");
+    guard.children.push(("hangar apply", apply_child));
+    t.at("hangar apply started");
+
+    let eph_log = console_path(&eph, 1);
+    let per_log = console_path(&per, 1);
+    let watched = [
+        "hangar: user ok",
+        "hangar: cache mounted",
+        "hangar: docker ok",
+        "hangar-e2e-runner: config.sh",
+        "hangar: runner started",
+        "hangar-e2e-runner: run.sh",
+    ];
+    let mut seen: BTreeMap<(String, &str), Duration> = BTreeMap::new();
+    let mut per_registered: Option<u64> = None;
+    let mut per_online = false;
+    let mut eph_online: Option<u64> = None;
+    let apply_status = loop {
+        for (slot, path) in [(&eph, &eph_log), (&per, &per_log)] {
+            let log = read_log(path);
+            for m in watched {
+                if log.contains(m) && !seen.contains_key(&(slot.clone(), m)) {
+                    seen.insert((slot.clone(), m), since.elapsed());
+                    t.at(&format!("{slot}: {m}"));
+                }
+            }
+            assert!(
+                !log.contains("hangar: failed"),
+                "{slot}: a stage failed:\n{}",
+                tail(&log, 80)
+            );
+        }
+
+        // The persistent guest's config.sh would register at GitHub: do it
+        // with the token it was given (the simulator knows which one).
+        if per_registered.is_none() {
+            let log = read_log(&per_log);
+            if let Some(line) = line_after(&log, "hangar-e2e-runner: config.sh") {
+                let args = parse_args(line);
+                let hash = args
+                    .get("token")
+                    .cloned()
+                    .flatten()
+                    .and_then(|h| h.strip_prefix("sha256:").map(str::to_string))
+                    .unwrap_or_else(|| panic!("config.sh got no hashed --token: {line}"));
+                let token = sim
+                    .registration_tokens()
+                    .into_iter()
+                    .find(|t| sha256_hex(t) == hash)
+                    .unwrap_or_else(|| {
+                        panic!("config.sh's --token is no registration token the simulator issued: {line}")
+                    });
+                let arg = |k: &str| args.get(k).cloned().flatten().unwrap_or_default();
+                let r = sim.ok(
+                    "POST",
+                    "/_sim/runners",
+                    Some(json!({
+                        "scope": SCOPE,
+                        "name": arg("name"),
+                        "labels": arg("labels").split(',').collect::<Vec<_>>(),
+                        "token": token,
+                        "group": arg("runnergroup"),
+                        "replace": args.contains_key("replace"),
+                        "ephemeral": args.contains_key("ephemeral"),
+                    })),
+                );
+                let id = r["id"].as_u64().expect("the registration has an id");
+                assert_eq!(r["status"], "offline");
+                per_registered = Some(id);
+                t.at(&format!(
+                    "{per}: registered as config.sh would, runner {id}"
+                ));
+            }
+        }
+        // ... and goes online when run.sh starts listening.
+        if let (Some(id), false) = (per_registered, per_online) {
+            if read_log(&per_log).contains("hangar-e2e-runner: run.sh listening ") {
+                sim.ok("POST", &format!("/_sim/runners/{id}/online"), None);
+                per_online = true;
+                t.at(&format!("{per}: runner {id} online"));
+            }
+        }
+        // The JIT runner comes online when run.sh starts with its config.
+        if eph_online.is_none() {
+            let log = read_log(&eph_log);
+            if let Some(hash) = line_after(&log, "hangar-e2e-runner: run.sh --jitconfig sha256:") {
+                let r = sim
+                    .runner(&eph)
+                    .unwrap_or_else(|| panic!("no JIT registration named {eph} in the simulator"));
+                assert_eq!(
+                    r["jit_config_sha256"].as_str(),
+                    Some(hash),
+                    "{eph}: run.sh got a JIT config the simulator did not issue for it"
+                );
+                let id = r["id"].as_u64().unwrap();
+                sim.ok("POST", &format!("/_sim/runners/{id}/online"), None);
+                eph_online = Some(id);
+                t.at(&format!("{eph}: JIT runner {id} online"));
+            }
+        }
+
+        let child = &mut guard.children[1].1;
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            since.elapsed() < APPLY_TIMEOUT,
+            "hangar apply did not finish in {APPLY_TIMEOUT:?}:\n{}\n--- {eph}:\n{}\n--- {per}:\n{}",
+            tail(&read_log(&apply_log), 40),
+            tail(&read_log(&eph_log), 40),
+            tail(&read_log(&per_log), 40)
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    let apply_out = read_log(&apply_log);
+    assert!(
+        apply_status.success(),
+        "hangar apply failed ({apply_status}):\n{}\n--- {eph}:\n{}\n--- {per}:\n{}",
+        tail(&apply_out, 60),
+        tail(&read_log(&eph_log), 40),
+        tail(&read_log(&per_log), 40)
+    );
+    assert!(
+        apply_out.contains("converged after"),
+        "apply did not say it converged:\n{apply_out}"
+    );
+    t.phase("hangar apply converged (both first boots)", since);
+    let per_id = per_registered.expect("the persistent runner registered during apply");
+    assert!(
+        per_online,
+        "the persistent runner never listened during apply"
+    );
+    let eph_id = eph_online.expect("the JIT runner came online during apply");
+
+    // What the guests printed while apply waited.
+    let eph_console = read_log(&eph_log);
+    let per_console = read_log(&per_log);
+    let _ = std::fs::write(keep.join("e2e-apply-per-g1.console.log"), &per_console);
+    assert_provisioned(&eph_console, &eph, &labels);
+    assert_provisioned(&per_console, &per, &labels);
+
+    // The JIT config: the one the simulator minted for this runner, given
+    // to the guest (seen by provisioning) and to run.sh; and the labels.
+    let r = sim.runner(&eph).expect("the JIT runner is registered");
+    let jit_hash = r["jit_config_sha256"].as_str().unwrap().to_string();
+    assert!(
+        eph_console.contains(&format!("hangar: jitconfig sha256 {jit_hash}")),
+        "{eph}: the guest's JIT config is not the one the simulator issued:\n{}",
+        tail(&eph_console, 60)
+    );
+    assert!(eph_console.contains(&format!("{RUNNER}run.sh --jitconfig sha256:{jit_hash}")));
+    let custom = |r: &Value| -> Vec<String> {
+        r["labels"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|l| l["type"] == "custom")
+            .filter_map(|l| l["name"].as_str().map(str::to_string))
+            .collect()
+    };
+    assert_eq!(custom(&r), [LABEL.to_string(), format!("hangar-{fleet}")]);
+    assert_eq!(r["status"], "online");
+    assert!(
+        eph_console.contains(&format!(
+            "{RUNNER}instance {eph}-1 finds on the cache: nothing"
+        )),
+        "{eph}: a fresh cache disk is not empty:\n{}",
+        tail(&eph_console, 60)
+    );
+
+    // config.sh: URL (the simulator's web base and the repository), name,
+    // labels, group, work folder, flags; never the token itself.
+    let line = line_after(&per_console, "hangar-e2e-runner: config.sh").unwrap();
+    let args = parse_args(line);
+    let arg = |k: &str| args.get(k).cloned().flatten();
+    assert_eq!(
+        arg("url").as_deref(),
+        Some(format!("http://127.0.0.1:{port}/{REPOSITORY}").as_str()),
+        "config.sh --url: {line}"
+    );
+    assert_eq!(arg("name").as_deref(), Some(per.as_str()), "{line}");
+    assert_eq!(arg("labels").as_deref(), Some(labels.as_str()), "{line}");
+    assert_eq!(arg("runnergroup").as_deref(), Some("Default"), "{line}");
+    assert_eq!(arg("work").as_deref(), Some("_work"), "{line}");
+    for flag in ["unattended", "replace", "disableupdate"] {
+        assert!(
+            args.contains_key(flag),
+            "config.sh without --{flag}: {line}"
+        );
+    }
+    assert!(!args.contains_key("ephemeral"), "{line}");
+    let listening = line_after(&per_console, "hangar-e2e-runner: run.sh listening ")
+        .unwrap_or_else(|| panic!("{per}: run.sh did not start:\n{}", tail(&per_console, 60)));
+    assert_user_and_docker(listening, &per);
+    for issued in sim.registration_tokens() {
+        for (slot, log) in [(&eph, &eph_console), (&per, &per_console)] {
+            assert!(
+                !log.contains(&issued),
+                "{slot}: a registration token reached the console"
+            );
+        }
+    }
+    let r = sim
+        .runner(&per)
+        .expect("the persistent runner is registered");
+    assert_eq!(r["id"].as_u64(), Some(per_id));
+    assert_eq!(r["status"], "online");
+    assert_eq!(custom(&r), [LABEL.to_string(), format!("hangar-{fleet}")]);
+
+    // Secrets travel only in the seed, and the seeds go once runners are up.
+    let vols = volumes(&pool);
+    assert!(
+        !vols.iter().any(|v| v.ends_with("-seed.iso")),
+        "seed volumes left after the runners came up: {vols:?}"
+    );
+    for v in [
+        format!("{eph}-g1-root.qcow2"),
+        format!("{eph}-cache.qcow2"),
+        format!("{per}-g1-root.qcow2"),
+        format!("{per}-cache.qcow2"),
+    ] {
+        assert!(vols.contains(&v), "no volume {v}: {vols:?}");
+    }
+
+    // 2. GitHub assigns the ephemeral runner a job; the job reaches the
+    // guest as a hot-plugged disk; the runner exits; the guest powers off.
+    let since = Instant::now();
+    let r = sim.ok("POST", &format!("/_sim/runners/{eph_id}/job/start"), None);
+    assert_eq!(r["busy"], true);
+    let job = format!("e2e-job-{eph_id}");
+    let job_disk = dir.path().join("job.img");
+    std::fs::File::create(&job_disk)
+        .and_then(|f| f.set_len(1 << 20))
+        .unwrap();
+    must(&[
+        "attach-disk",
+        &eph,
+        job_disk.to_str().unwrap(),
+        "vdz",
+        "--targetbus",
+        "virtio",
+        "--driver",
+        "qemu",
+        "--subdriver",
+        "raw",
+        "--mode",
+        "readonly",
+        "--serial",
+        &job,
+        "--live",
+    ]);
+    t.at(&format!("{eph}: job {job} assigned (disk hot-plugged)"));
+    let finished = format!("{RUNNER}run.sh exits 0");
+    loop {
+        let log = read_log(&eph_log);
+        if log.contains("hangar: job finished") && log.contains(&finished) {
+            break;
+        }
+        assert!(
+            since.elapsed() < JOB_TIMEOUT,
+            "{eph}: the job did not finish in {JOB_TIMEOUT:?}:\n{}",
+            tail(&log, 60)
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    t.phase("ephemeral job ran", since);
+    let r = sim.ok("POST", &format!("/_sim/runners/{eph_id}/job/finish"), None);
+    assert_eq!(
+        r["removed"], true,
+        "GitHub keeps an ephemeral runner after its job"
+    );
+    let since = Instant::now();
+    loop {
+        let state = must(&["domstate", &eph]);
+        if state == "shut off" {
+            break;
+        }
+        assert!(
+            since.elapsed() < POWEROFF_TIMEOUT,
+            "{eph}: still {state} {POWEROFF_TIMEOUT:?} after its job:\n{}",
+            tail(&read_log(&eph_log), 40)
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    t.phase("ephemeral guest powered off, domain shut off", since);
+    // hangar deletes a generation's console log with the generation.
+    let eph_g1 = read_log(&eph_log);
+    let _ = std::fs::write(keep.join("e2e-apply-eph-g1.console.log"), &eph_g1);
+    let show = || format!("console of {eph} g1:\n{}", tail(&eph_g1, 80));
+    assert!(eph_g1.contains(&format!("{RUNNER}got {job}")), "{}", show());
+    assert!(eph_g1.contains("hangar: job started"), "{}", show());
+    let ran = line_after(&eph_g1, "hangar-e2e-runner: job ran ")
+        .unwrap_or_else(|| panic!("the job did not run; {}", show()));
+    assert_user_and_docker(ran, &eph);
+    let written = format!("{job} of instance {eph}-1");
+    assert!(
+        eph_g1.contains(&format!("{RUNNER}job wrote to the cache: {written}")),
+        "{}",
+        show()
+    );
+    assert!(!eph_g1.contains("hangar: failed"), "{}", show());
+
+    // 3. The next pass replaces the spent VM with generation 2, which finds
+    // on the same cache disk what generation 1 wrote.
+    let since = Instant::now();
+    let (status, out) = hangar(&env, &["reconcile", "-f", &fleet_arg, "--once"]);
+    assert!(status.success(), "hangar reconcile --once failed:\n{out}");
+    t.phase("hangar reconcile --once", since);
+    assert_eq!(must(&["domstate", &eph]), "running", "{out}");
+    assert_eq!(must(&["domstate", &per]), "running", "{out}");
+    let vols = volumes(&pool);
+    assert!(
+        vols.contains(&format!("{eph}-g2-root.qcow2")),
+        "{vols:?}\n{out}"
+    );
+    assert!(!vols.contains(&format!("{eph}-g1-root.qcow2")), "{vols:?}");
+    assert!(vols.contains(&format!("{eph}-cache.qcow2")), "{vols:?}");
+    assert!(vols.contains(&format!("{per}-g1-root.qcow2")), "{vols:?}");
+    assert!(
+        !eph_log.exists(),
+        "generation 1's console log outlived its VM"
+    );
+    let r2 = sim
+        .runner(&eph)
+        .expect("generation 2 has a fresh JIT registration");
+    assert_ne!(r2["id"].as_u64(), Some(eph_id));
+    let jit2 = r2["jit_config_sha256"].as_str().unwrap().to_string();
+    assert_ne!(jit2, jit_hash, "a JIT config was reused");
+
+    let eph_log2 = console_path(&eph, 2);
+    let found = format!("{RUNNER}instance {eph}-2 finds on the cache: {written}");
+    let since = Instant::now();
+    let eph_g2 = loop {
+        let log = read_log(&eph_log2);
+        if log.contains(&found) {
+            break log;
+        }
+        assert!(
+            !log.contains("hangar: failed") && since.elapsed() < REBOOT_TIMEOUT,
+            "{eph} g2 did not find generation 1's file:\n{}",
+            tail(&log, 60)
+        );
+        std::thread::sleep(Duration::from_secs(1));
+    };
+    t.phase("generation 2 booted and found generation 1's file", since);
+    let _ = std::fs::write(keep.join("e2e-apply-eph-g2.console.log"), &eph_g2);
+    assert_provisioned(&eph_g2, &eph, &labels);
+    assert!(
+        eph_g2.contains(&format!("{RUNNER}run.sh --jitconfig sha256:{jit2}")),
+        "generation 2 did not get its own JIT config:\n{}",
+        tail(&eph_g2, 40)
+    );
+
+    // 4. destroy leaves nothing of the fleet.
+    let since = Instant::now();
+    let (status, out) = hangar(&env, &["destroy", "-f", &fleet_arg, "--yes"]);
+    assert!(status.success(), "hangar destroy failed:\n{out}");
+    t.phase("hangar destroy", since);
+    let left = domains_named(&format!("{fleet}-"));
+    assert!(
+        left.is_empty(),
+        "domains left after destroy: {left:?}\n{out}"
+    );
+    let vols = volumes(&pool);
+    assert!(
+        vols.is_empty(),
+        "volumes left after destroy: {vols:?}\n{out}"
+    );
+    let logs: Vec<String> = std::fs::read_dir(CONSOLE_DIR)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(&format!("{fleet}-")))
+        .collect();
+    assert!(logs.is_empty(), "console logs left after destroy: {logs:?}");
+    let runners = sim.runners();
+    assert!(
+        runners.is_empty(),
+        "registrations left after destroy: {runners:?}"
+    );
+
+    drop(guard);
+    assert!(
+        virsh(&["pool-info", &pool]).is_err(),
+        "the test's storage pool is still there"
+    );
+    eprintln!("timings:");
+    for (what, d) in &t.phases {
+        eprintln!("  {:>6.1}s  {what}", d.as_secs_f64());
+    }
+    eprintln!("  {:>6.1}s  total", t.start.elapsed().as_secs_f64());
+}
