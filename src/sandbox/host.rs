@@ -2,6 +2,8 @@
 //! whose state is saved to a node file after every change.
 
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, RwLock};
+use std::time::SystemTime;
 
 use async_trait::async_trait;
 
@@ -22,8 +24,13 @@ pub const SANDBOX_SHAPE: SandboxShape = SandboxShape {
 
 /// The sandbox's stand-in for a libvirt host.
 pub struct SandboxHost {
-    inner: LibvirtHost,
+    /// Replaced when another process (an `apply` beside a daemon) changed
+    /// the node file since this one last read or wrote it.
+    inner: RwLock<LibvirtHost>,
+    config: HostConfig,
     node_file: PathBuf,
+    /// Modification time of the node file as this process last saw it.
+    seen: Mutex<Option<(u64, u64, SystemTime)>>,
     /// One change at a time, each followed by its save: a save reads every
     /// domain and volume, and fails on one that a concurrent action removes
     /// meanwhile; concurrent saves would also race on the temporary file.
@@ -52,31 +59,55 @@ impl SandboxHost {
             .map_err(|e| ProviderError::new(name, ErrorKind::Refused, e.to_string()))?;
             write_atomically(&node_file, &xml).map_err(err)?;
         }
-        let inner = LibvirtHost::connect(HostConfig {
+        let config = HostConfig {
             name: name.to_string(),
             uri: format!("test://{}", node_file.display()),
             storage_pool: storage_pool.to_string(),
             network: NetworkAttachment::None,
             domain_type: None,
             console_dir: Some(dir.join("console")),
-        })?;
+        };
+        let seen = modified(&node_file);
+        let inner = LibvirtHost::connect(config.clone())?;
         Ok(SandboxHost {
-            inner,
+            inner: RwLock::new(inner),
+            config,
             node_file,
+            seen: Mutex::new(seen),
             changes: tokio::sync::Mutex::new(()),
         })
     }
 
-    pub fn libvirt(&self) -> &LibvirtHost {
-        &self.inner
+    /// The libvirt provider on this sandbox host's test driver.
+    pub fn libvirt(&self) -> LibvirtHost {
+        self.inner.read().expect("sandbox host lock").clone()
+    }
+
+    /// Start of a pass: if another process saved this host since we last
+    /// looked, read the node file again (the test driver keeps its state in
+    /// this process's memory only).
+    async fn refresh(&self) -> Result<(), ProviderError> {
+        let _change = self.changes.lock().await;
+        let now = modified(&self.node_file);
+        if now == *self.seen.lock().expect("sandbox seen lock") {
+            return Ok(());
+        }
+        let config = self.config.clone();
+        let host = config.name.clone();
+        let fresh = tokio::task::spawn_blocking(move || LibvirtHost::connect(config))
+            .await
+            .map_err(|e| ProviderError::new(&host, ErrorKind::Transient, e.to_string()))??;
+        *self.inner.write().expect("sandbox host lock") = fresh;
+        *self.seen.lock().expect("sandbox seen lock") = now;
+        Ok(())
     }
 
     /// What a guest's own `poweroff` does to a domain with
     /// `on_poweroff=destroy`: it stops. For the stand-in guests only.
     pub async fn guest_power_off(&self, name: &str) -> Result<(), ProviderError> {
         let _change = self.changes.lock().await;
-        let conn = self.inner.connection()?;
-        let host = self.inner.host().to_string();
+        let conn = self.libvirt().connection()?;
+        let host = self.config.name.clone();
         let name = name.to_string();
         let r = tokio::task::spawn_blocking(move || {
             let dom = conn.lookup_domain_by_name(&name)?;
@@ -93,16 +124,20 @@ impl SandboxHost {
 
     /// Write the test driver's whole state back to the node file.
     async fn save(&self) -> Result<(), ProviderError> {
-        let conn = self.inner.connection()?;
+        let conn = self.libvirt().connection()?;
         let path = self.node_file.clone();
-        let host = self.inner.host().to_string();
+        let host = self.config.name.clone();
         tokio::task::spawn_blocking(move || {
             let xml = node::dump(&conn).map_err(|e| e.to_string())?;
             write_atomically(&path, &xml).map_err(|e| e.to_string())
         })
         .await
         .map_err(|e| ProviderError::new(&host, ErrorKind::Transient, e.to_string()))?
-        .map_err(|e| ProviderError::new(&host, ErrorKind::Refused, format!("saving sandbox: {e}")))
+        .map_err(|e| {
+            ProviderError::new(&host, ErrorKind::Refused, format!("saving sandbox: {e}"))
+        })?;
+        *self.seen.lock().expect("sandbox seen lock") = modified(&self.node_file);
+        Ok(())
     }
 
     async fn saving<T>(&self, result: Result<T, ProviderError>) -> Result<T, ProviderError> {
@@ -125,8 +160,8 @@ impl SandboxHost {
         else {
             return Ok(());
         };
-        let conn = self.inner.connection()?;
-        let pool = self.inner.config().storage_pool.clone();
+        let conn = self.libvirt().connection()?;
+        let pool = self.config.storage_pool.clone();
         let host = self.host().to_string();
         let made = tokio::task::spawn_blocking(move || {
             let pool = conn.lookup_storage_pool_by_name(&pool)?;
@@ -152,6 +187,15 @@ impl SandboxHost {
     }
 }
 
+/// What identifies one saved version of the node file: every save writes a
+/// new file and renames it into place, so the inode changes even within one
+/// tick of the file system's clock.
+fn modified(path: &Path) -> Option<(u64, u64, SystemTime)> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(path).ok()?;
+    Some((m.ino(), m.len(), m.modified().ok()?))
+}
+
 fn write_atomically(path: &Path, text: &str) -> std::io::Result<()> {
     let tmp = path.with_extension("xml.tmp");
     std::fs::write(&tmp, text)?;
@@ -161,44 +205,90 @@ fn write_atomically(path: &Path, text: &str) -> std::io::Result<()> {
 #[async_trait]
 impl Hypervisor for SandboxHost {
     fn host(&self) -> &str {
-        self.inner.host()
+        &self.config.name
     }
 
     async fn facts(&self) -> Result<HostFacts, ProviderError> {
-        self.inner.facts().await
+        self.refresh().await?;
+        self.libvirt().facts().await
     }
 
     async fn observe(&self, fleet: &str) -> Result<Vec<ObservedVm>, ProviderError> {
-        self.inner.observe(fleet).await
+        self.refresh().await?;
+        self.libvirt().observe(fleet).await
     }
 
     async fn create(&self, vm: &VmCreate) -> Result<(), ProviderError> {
         let _change = self.changes.lock().await;
         self.ensure_base_image(&vm.owner.shape.image, vm.owner.shape.disk_bytes)
             .await?;
-        let r = self.inner.create(vm).await;
+        let r = self.libvirt().create(vm).await;
         self.saving(r).await
     }
 
     async fn start(&self, vm: &VmRef) -> Result<(), ProviderError> {
         let _change = self.changes.lock().await;
-        let r = self.inner.start(vm).await;
+        let r = self.libvirt().start(vm).await;
         self.saving(r).await
     }
 
     async fn delete(&self, vm: &VmRef, remove_cache: bool) -> Result<(), ProviderError> {
         let _change = self.changes.lock().await;
-        let r = self.inner.delete(vm, remove_cache).await;
+        let r = self.libvirt().delete(vm, remove_cache).await;
         self.saving(r).await
     }
 
     async fn remove_seed(&self, vm: &VmRef) -> Result<(), ProviderError> {
         let _change = self.changes.lock().await;
-        let r = self.inner.remove_seed(vm).await;
+        let r = self.libvirt().remove_seed(vm).await;
         self.saving(r).await
     }
 
     async fn cache_usage(&self, fleet: &str) -> Result<Vec<CacheUsage>, ProviderError> {
-        self.inner.cache_usage(fleet).await
+        self.libvirt().cache_usage(fleet).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A daemon and an `apply` are two processes with two in-memory test
+    /// drivers: each must start its pass from what the other saved.
+    #[tokio::test]
+    async fn a_second_process_sees_what_the_first_saved() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = SandboxHost::open(dir.path(), "h", "default").unwrap();
+        let second = SandboxHost::open(dir.path(), "h", "default").unwrap();
+        first
+            .libvirt()
+            .connection()
+            .unwrap()
+            .define_domain_xml(
+                "<domain type='test'><name>made-by-first</name>\
+                 <memory>524288</memory><os><type>hvm</type></os></domain>",
+            )
+            .unwrap();
+        first.save().await.unwrap();
+
+        second.facts().await.unwrap();
+        let conn = second.libvirt().connection().unwrap();
+        assert!(conn.lookup_domain_by_name("made-by-first").is_ok());
+
+        // Its own save does not make it reload: a domain it holds in memory
+        // only (not saved) is still there after the next pass starts.
+        second.save().await.unwrap();
+        conn.define_domain_xml(
+            "<domain type='test'><name>unsaved</name>\
+             <memory>524288</memory><os><type>hvm</type></os></domain>",
+        )
+        .unwrap();
+        second.facts().await.unwrap();
+        assert!(second
+            .libvirt()
+            .connection()
+            .unwrap()
+            .lookup_domain_by_name("unsaved")
+            .is_ok());
     }
 }
