@@ -302,3 +302,14 @@ fn committed_schema_matches_the_types() {
         "https://json-schema.org/draft/2020-12/schema"
     );
 }
+
+#[test]
+fn a_file_that_is_not_utf8_is_located_at_its_first_bad_byte() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("fleet.yaml");
+    std::fs::write(&path, b"apiVersion: hangar/v1\nkind: Fl\xffeet\n").unwrap();
+    let err = spec::load(&path).unwrap_err();
+    let p = &err.problems()[0];
+    assert_eq!((p.line, p.column), (2, 9), "{err}");
+    assert!(err.to_string().contains(":2:9: "), "{err}");
+}

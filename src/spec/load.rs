@@ -73,15 +73,31 @@ pub fn load(path: &Path) -> Result<LoadedFleet, SpecError> {
     }
     let bytes = std::fs::read(path)
         .map_err(|e| SpecError::file(&file, format!("cannot read: {}", io_reason(&e))))?;
-    let text = String::from_utf8(bytes).map_err(|e| {
-        SpecError::file(
-            &file,
-            format!("not UTF-8 text (byte {})", e.utf8_error().valid_up_to()),
-        )
-    })?;
+    let text = String::from_utf8(bytes).map_err(|e| not_utf8(&file, e))?;
     let mut loaded = load_str(&file, &text)?;
     loaded.path = path.to_path_buf();
     Ok(loaded)
+}
+
+/// A file that is not UTF-8, located at its first bad byte: line and column
+/// count the valid text before it, the snippet shows that text.
+fn not_utf8(file: &str, e: std::string::FromUtf8Error) -> SpecError {
+    let at = e.utf8_error().valid_up_to();
+    let valid = String::from_utf8_lossy(&e.as_bytes()[..at]).into_owned();
+    let line = valid.matches('\n').count() as u32 + 1;
+    let line_start = valid.rfind('\n').map_or(0, |i| i + 1);
+    let column = valid[line_start..].chars().count() as u32 + 1;
+    SpecError::new(
+        vec![Problem {
+            file: file.to_string(),
+            line,
+            column,
+            path: FieldPath::root().to_string(),
+            message: format!("not UTF-8 text: invalid byte at offset {at}"),
+            span: Some((at, 0)),
+        }],
+        Some((file, valid)),
+    )
 }
 
 fn io_reason(e: &std::io::Error) -> String {

@@ -185,12 +185,8 @@ fn s14_malformed_files_exit_2_located_and_contact_nothing() {
         for args in COMMANDS {
             let (code, err, took, rss) = run(args, file, &state_dir);
             assert_eq!(code, Some(2), "{what} ({args:?}): exit {code:?}\n{err}");
-            // Invalid UTF-8 is located by byte offset only (spec::load,
-            // not this suite's to change): reported in docs/reliability.md.
-            let byte_located = what == "invalid utf-8"
-                && err.contains(&format!("{}: not UTF-8 text (byte ", file.display()));
             assert!(
-                located(&err, file) || byte_located,
+                located(&err, file),
                 "{what} ({args:?}): no file:line:col in\n{err}"
             );
             assert!(
@@ -220,7 +216,7 @@ fn s14_malformed_files_exit_2_located_and_contact_nothing() {
         ),
         runs,
         &format!(
-            "every run exits 2 with a file:line:col error (invalid UTF-8: file and byte offset only, no line:col); \
+            "every run exits 2 with a file:line:col error; \
              state dir never created; simulator saw 0 requests; \
              slowest {:.2}s, peak RSS {} MiB",
             slowest.as_secs_f64(),
