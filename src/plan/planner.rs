@@ -31,7 +31,7 @@
 //!   somewhere we cannot see). GitHub gives no timestamps, so there is no
 //!   time-based grace: offline is the deterministic signal.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
@@ -60,8 +60,11 @@ pub fn plan(desired: &Desired, observed: &Observed, now: DateTime<Utc>) -> Plan 
     for slot in &desired.slots {
         planner.slot(slot);
     }
+    // A set, not `desired.slot()` (a scan) per VM and runner: that made a
+    // pass quadratic in the fleet's size.
+    let wanted: HashSet<&str> = desired.slots.iter().map(|s| s.name.as_str()).collect();
     for (name, vms) in &world.vms {
-        if desired.slot(name).is_none() {
+        if !wanted.contains(name) {
             let pool = &vms[0].owner.pool;
             let reason = if desired.pools.iter().any(|p| p == pool) {
                 DeleteReason::ScaledDown
@@ -73,7 +76,7 @@ pub fn plan(desired: &Desired, observed: &Observed, now: DateTime<Utc>) -> Plan 
     }
     if let Some(runners) = &world.runners {
         for (name, runner) in &runners.owned {
-            if !world.vms.contains_key(name) && desired.slot(name).is_none() {
+            if !world.vms.contains_key(name) && !wanted.contains(name) {
                 planner.orphan(runner);
             }
         }
@@ -147,21 +150,24 @@ struct World<'a> {
     /// Hosts whose observation failed or is missing, with the error.
     failed_hosts: BTreeMap<&'a str, &'a str>,
     /// Our VMs on hosts that were seen, by name, oldest generation first.
-    vms: BTreeMap<&'a str, Vec<&'a ObservedVm>>,
+    /// Hashed: looked up once per slot, and `finish` orders the actions, so
+    /// iteration order never shows (a tree's pointer-chasing string
+    /// compares made planning grow faster than the fleet).
+    vms: HashMap<&'a str, Vec<&'a ObservedVm>>,
     /// `None` when GitHub's list failed.
     runners: Option<Runners<'a>>,
     runner_error: Option<&'a str>,
 }
 
 struct Runners<'a> {
-    owned: BTreeMap<&'a str, &'a ObservedRunner>,
-    foreign: BTreeMap<&'a str, &'a ObservedRunner>,
+    owned: HashMap<&'a str, &'a ObservedRunner>,
+    foreign: HashMap<&'a str, &'a ObservedRunner>,
 }
 
 impl<'a> World<'a> {
     fn new(fleet: &str, observed: &'a Observed, expected_hosts: &'a [String]) -> World<'a> {
         let mut failed_hosts = BTreeMap::new();
-        let mut vms: BTreeMap<&str, Vec<&ObservedVm>> = BTreeMap::new();
+        let mut vms: HashMap<&str, Vec<&ObservedVm>> = HashMap::new();
         for (host, observation) in &observed.hosts {
             match observation {
                 Observation::Failed { error } => {
@@ -193,8 +199,8 @@ impl<'a> World<'a> {
         let (runners, runner_error) = match &observed.runners {
             Observation::Failed { error } => (None, Some(error.as_str())),
             Observation::Seen { items } => {
-                let mut owned: BTreeMap<&str, &ObservedRunner> = BTreeMap::new();
-                let mut foreign: BTreeMap<&str, &ObservedRunner> = BTreeMap::new();
+                let mut owned: HashMap<&str, &ObservedRunner> = HashMap::new();
+                let mut foreign: HashMap<&str, &ObservedRunner> = HashMap::new();
                 for runner in items {
                     let map = if runner.is_owned_by(fleet) {
                         &mut owned
