@@ -22,13 +22,14 @@ pub mod seed;
 mod tree;
 pub mod xml;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::ffi::CStr;
 use std::io::Read;
 use std::os::raw::{c_char, c_int};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Once};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use virt::connect::Connect;
@@ -103,9 +104,28 @@ struct Inner {
     /// By domain UUID.
     consoles: Mutex<HashMap<String, ConsoleCursor>>,
     calls: AtomicU64,
+    /// See [`Inner::facts`].
+    facts: Mutex<Option<CachedFacts>>,
     /// The fleet's isolated network here, made true before a VM that
     /// attaches to it is defined.
     isolation: Option<network::IsolatedNetwork>,
+}
+
+/// How long the pool's free space may be reused when nothing of ours on the
+/// host changed it. The engine's pass only sizes slots by cpus and memory;
+/// free space is for `status` (a fresh process) and operators.
+const POOL_FREE_MAX_AGE: Duration = Duration::from_secs(10 * 60);
+
+/// Host facts kept between passes, so that steady-state observation is the
+/// one listing call.
+#[derive(Debug, Clone, Copy)]
+struct CachedFacts {
+    /// From `virNodeGetInfo`: fixed while the connection lives.
+    memory_bytes: u64,
+    cpus: u32,
+    /// From `virStoragePoolGetInfo`, with when it was read; `None` once a
+    /// create or delete of ours changed the pool.
+    pool_free: Option<(u64, Instant)>,
 }
 
 static QUIET_LIBVIRT: Once = Once::new();
@@ -316,6 +336,7 @@ impl LibvirtHost {
                 known: Mutex::new(HashMap::new()),
                 consoles: Mutex::new(HashMap::new()),
                 calls: AtomicU64::new(0),
+                facts: Mutex::new(None),
                 isolation,
             }),
         })
@@ -409,6 +430,8 @@ impl Inner {
             }
         }
         *guard = None;
+        // A new connection may be a new host (or one resized): read again.
+        *self.facts.lock().expect("facts lock") = None;
         self.calls.fetch_add(1, Ordering::Relaxed);
         let c = Connect::open(Some(&self.config.uri)).map_err(|e| {
             map_error(
@@ -536,11 +559,13 @@ impl Inner {
         let listed = self.call("list domains", || list_domains(&conn))?;
         {
             let mut known = self.known.lock().expect("ownership cache lock");
-            known.retain(|uuid, _| listed.iter().any(|d| &d.uuid == uuid));
+            // A set: a scan of the listing per cached UUID was quadratic.
+            let live: HashSet<&str> = listed.iter().map(|d| d.uuid.as_str()).collect();
+            known.retain(|uuid, _| live.contains(uuid.as_str()));
             self.consoles
                 .lock()
                 .expect("console lock")
-                .retain(|uuid, _| listed.iter().any(|d| &d.uuid == uuid));
+                .retain(|uuid, _| live.contains(uuid.as_str()));
         }
         let mut out = Vec::new();
         for d in listed {
@@ -613,18 +638,49 @@ impl Inner {
         }
     }
 
+    /// Cpus and memory are read once per connection; the pool's free space
+    /// again after a create or delete of ours, or when older than
+    /// [`POOL_FREE_MAX_AGE`]. In steady state this costs no round trip.
     fn facts(&self) -> Result<HostFacts, ProviderError> {
         let conn = self.conn()?;
-        let node = self.call("read node info", || conn.node_info())?;
-        let pool = self.pool(&conn)?;
-        let info = self.call("read storage pool info", || pool.info())?;
+        let cached = *self.facts.lock().expect("facts lock");
+        let (memory_bytes, cpus) = match cached {
+            Some(c) => (c.memory_bytes, c.cpus),
+            None => {
+                let node = self.call("read node info", || conn.node_info())?;
+                (node.memory * 1024, node.cpus)
+            }
+        };
+        let fresh = cached
+            .and_then(|c| c.pool_free)
+            .filter(|(_, at)| at.elapsed() < POOL_FREE_MAX_AGE);
+        let pool_free = match fresh {
+            Some(f) => f,
+            None => {
+                let pool = self.pool(&conn)?;
+                let info = self.call("read storage pool info", || pool.info())?;
+                (info.available, Instant::now())
+            }
+        };
+        *self.facts.lock().expect("facts lock") = Some(CachedFacts {
+            memory_bytes,
+            cpus,
+            pool_free: Some(pool_free),
+        });
         Ok(HostFacts {
-            memory_bytes: node.memory * 1024,
-            cpus: node.cpus,
-            pool_free_bytes: Some(info.available),
+            memory_bytes,
+            cpus,
+            pool_free_bytes: Some(pool_free.0),
             domain_type: self.domain_type,
             domain_type_reason: self.domain_type_reason.clone(),
         })
+    }
+
+    /// Our create or delete changed the pool: read its free space again.
+    fn pool_changed(&self) {
+        if let Some(c) = self.facts.lock().expect("facts lock").as_mut() {
+            c.pool_free = None;
+        }
     }
 
     /// Our domain for `vm`, checked against its ownership. `Ok(None)`: gone.
@@ -952,6 +1008,7 @@ impl Inner {
     }
 
     fn create(&self, vm: &VmCreate) -> Result<(), ProviderError> {
+        self.pool_changed();
         let conn = self.conn()?;
         let owner = &vm.owner;
         let slot = &owner.slot;
@@ -1060,6 +1117,7 @@ impl Inner {
     }
 
     fn delete(&self, vm: &VmRef, remove_cache: bool) -> Result<(), ProviderError> {
+        self.pool_changed();
         let conn = self.conn()?;
         let Some((dom, owner)) = self.our_domain(&conn, vm)? else {
             return Ok(());
@@ -1122,6 +1180,7 @@ impl Inner {
     }
 
     fn remove_seed(&self, vm: &VmRef) -> Result<(), ProviderError> {
+        self.pool_changed();
         let conn = self.conn()?;
         let Some((dom, owner)) = self.our_domain(&conn, vm)? else {
             return Ok(());
