@@ -8,7 +8,10 @@
 //! and status. The cases (P1–P4) are described in `docs/performance.md`;
 //! the table is printed and written to `target/bench/report.json`.
 //!
-//! `cargo bench --bench fleet` (add `-- --quick` for a smoke run).
+//! `cargo bench --bench fleet`. After `--`: `--quick` (a smoke run),
+//! `--cases=p2,p3` (a subset; P1 always runs, it builds the rig),
+//! `--plan-scan` (`plan()` alone from 1,000 to 100,000 slots),
+//! `--converge=N` (time a cold converge of N slots on 10 hosts).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -294,9 +297,12 @@ impl Rig {
             metered.push(m.clone());
             world_hosts.insert(name, m);
         }
-        let sim = sim::start(SimConfig::new(TOKEN))
-            .await
-            .expect("github simulator");
+        // JIT mints draw on GitHub's registration bucket (10,000/h), not the
+        // core 5,000/h the simulator models; building 5,000 slots would
+        // exhaust the latter. The budget *cost* is read from the counters.
+        let mut config = SimConfig::new(TOKEN);
+        config.rate_limit = 1_000_000;
+        let sim = sim::start(config).await.expect("github simulator");
         let registry = GithubRegistry::new(GithubConfig {
             scope: Scope::Repository {
                 owner: OWNER.into(),
@@ -375,17 +381,35 @@ impl Rig {
 
     /// Passes until converged, the guests coming up between passes.
     async fn converge(&self) -> usize {
+        let mut kinds = BTreeMap::new();
         for n in 1..=8 {
             let r = self.pass().await;
             if let Some(report) = &r.report {
-                assert_eq!(report.failed(), 0, "failed actions: {:?}", report.outcomes);
+                assert_eq!(
+                    report.failed(),
+                    0,
+                    "failed actions: {:?}",
+                    report.failures().next()
+                );
             }
             if r.converged() {
                 return n;
             }
+            kinds.clear();
+            for a in &r.plan.actions {
+                let json = serde_json::to_value(a).unwrap_or_default();
+                let kind = json["action"].as_str().unwrap_or_default().to_string();
+                *kinds.entry(kind).or_insert(0) += 1;
+            }
+            if let Some(a) = r.plan.actions.first() {
+                kinds.insert(format!("first: {a:?}"), 1);
+            }
             self.guests_come_up();
         }
-        panic!("{} runners did not converge in 8 passes", self.runners);
+        panic!(
+            "{} runners did not converge in 8 passes; last plan: {kinds:?}",
+            self.runners
+        );
     }
 
     fn tally(&self) -> Tally {
@@ -698,6 +722,54 @@ async fn steady_pass_time(rig: &Rig, count: usize) -> Duration {
     median(times)
 }
 
+/// Where a steady pass's time goes: observation (hosts and GitHub at
+/// once), resolution, planning.
+async fn pass_breakdown(rep: &mut Report, rig: &Rig) {
+    let (mut observe, mut resolve, mut plan) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut github, mut libvirt) = (Vec::new(), Vec::new());
+    let clock = SystemClock;
+    for _ in 0..10 {
+        let t = Instant::now();
+        rig.engine.world.registry.observe().await.expect("runners");
+        github.push(t.elapsed());
+        let t = Instant::now();
+        futures::future::join_all(rig.hosts.iter().map(|h| async move {
+            let _ = tokio::join!(h.facts(), h.observe(FLEET));
+        }))
+        .await;
+        libvirt.push(t.elapsed());
+        let t = Instant::now();
+        let snapshot = rig.engine.world.observe(&clock).await;
+        observe.push(t.elapsed());
+        let t = Instant::now();
+        let desired = rig
+            .fleet
+            .resolve(&snapshot.known_facts(), &snapshot.placement())
+            .unwrap_or_else(|e| panic!("resolve: {e}"));
+        resolve.push(t.elapsed());
+        let t = Instant::now();
+        let p = planner::plan(&desired, &snapshot.observed, snapshot.taken_at);
+        plan.push(t.elapsed());
+        assert!(p.actions.is_empty(), "not steady");
+    }
+    for (what, times) in [
+        ("observe (10 hosts + GitHub, concurrent)", observe),
+        ("GitHub list alone", github),
+        ("10 hosts' facts + listing alone", libvirt),
+        ("resolve", resolve),
+        ("plan", plan),
+    ] {
+        rep.row(
+            "P2",
+            format!("  of which {what} at {} (median)", rig.runners),
+            ms(median(times)),
+            "ms",
+            "",
+            None,
+        );
+    }
+}
+
 /// P2: pass time at three sizes (no injected latency), and `plan()` alone.
 async fn p2_pass_time(rep: &mut Report, opt: &Options, rig500: &Rig) {
     let sizes: Vec<usize> = if opt.quick {
@@ -716,6 +788,9 @@ async fn p2_pass_time(rep: &mut Report, opt: &Options, rig500: &Rig) {
             let setup = t.elapsed();
             rig.pass().await;
             let time = steady_pass_time(&rig, if n >= 5000 { 10 } else { 20 }).await;
+            if n == sizes[sizes.len() - 1] {
+                pass_breakdown(rep, &rig).await;
+            }
             rig.shutdown().await;
             (time, Some(setup))
         };
@@ -833,8 +908,8 @@ fn synthetic(n: usize, hosts: usize) -> (Desired, Observed) {
             (
                 host_name(i),
                 HostFacts {
-                    memory_bytes: 8 << 40,
-                    cpus: 4096,
+                    memory_bytes: 1 << 50,
+                    cpus: 1 << 20,
                     pool_free_bytes: None,
                     domain_type: DomainType::Test,
                     domain_type_reason: "synthetic".into(),
@@ -1050,12 +1125,12 @@ async fn p4_memory(rep: &mut Report, opt: &Options, rig: &Rig) {
     );
     let t = Instant::now();
     let mut done = warm;
-    let mut max_rss = rss_warm;
+    let mut series = vec![(done, rss_warm)];
     while done < wanted {
         rig.pass().await;
         done += 1;
-        if done % 500 == 0 {
-            max_rss = max_rss.max(rss_kib().0);
+        if done % 1000 == 0 {
+            series.push((done, rss_kib().0));
             if t.elapsed() > budget && done >= 2000 {
                 break;
             }
@@ -1101,7 +1176,14 @@ async fn p4_memory(rep: &mut Report, opt: &Options, rig: &Rig) {
         "",
         None,
     );
-    let _ = max_rss;
+    rep.notes.push(format!(
+        "P4 RSS series (pass: MiB): {}",
+        series
+            .iter()
+            .map(|(n, kib)| format!("{n}: {}", mib(*kib)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    ));
 }
 
 fn machine() -> String {
@@ -1147,12 +1229,53 @@ fn main() {
         ..Report::default()
     };
     eprintln!("hangar fleet bench ({})", rep.machine);
+    if args.iter().any(|a| a == "--plan-scan") {
+        for n in [1000usize, 3000, 10_000, 30_000, 100_000] {
+            let (desired, observed) = synthetic(n, 10);
+            let now = Utc::now();
+            let mut times = Vec::new();
+            for _ in 0..5 {
+                let t = Instant::now();
+                std::hint::black_box(planner::plan(&desired, &observed, now));
+                times.push(t.elapsed());
+            }
+            let t = median(times);
+            eprintln!(
+                "{n}: {:.2} ms, {:.3} µs/slot",
+                ms(t),
+                ms(t) * 1000.0 / n as f64
+            );
+        }
+        return;
+    }
+    if let Some(n) = args.iter().find_map(|a| a.strip_prefix("--converge=")) {
+        let n: usize = n.parse().expect("--converge=N");
+        rt.block_on(async {
+            let t = Instant::now();
+            let rig = Rig::new(n, 10, Some((64, 16))).await;
+            let passes = rig.converge().await;
+            eprintln!("{n} runners: {passes} passes, {:?}", t.elapsed());
+        });
+        return;
+    }
+    // `--cases=p2,p3` runs a subset (P1 always runs: it builds the rig).
+    let cases = args
+        .iter()
+        .find_map(|a| a.strip_prefix("--cases="))
+        .unwrap_or("p1,p2,p3,p4")
+        .to_lowercase();
     rt.block_on(async {
         let rig = p1_steady_state(&mut rep, &opt).await;
-        p4_memory(&mut rep, &opt, &rig).await;
-        p2_pass_time(&mut rep, &opt, &rig).await;
+        if cases.contains("p4") {
+            p4_memory(&mut rep, &opt, &rig).await;
+        }
+        if cases.contains("p2") {
+            p2_pass_time(&mut rep, &opt, &rig).await;
+        }
         rig.shutdown().await;
-        p3_cold_converge(&mut rep, &opt).await;
+        if cases.contains("p3") {
+            p3_cold_converge(&mut rep, &opt).await;
+        }
     });
     rep.seconds = started.elapsed().as_secs_f64();
 
