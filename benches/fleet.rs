@@ -1209,8 +1209,10 @@ fn report_path() -> PathBuf {
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
+    // `cargo bench` passes `--bench`; `cargo test --all-targets` runs this
+    // binary without it, as a smoke test: the quick sizes, in debug mode.
     let opt = Options {
-        quick: args.iter().any(|a| a == "--quick"),
+        quick: args.iter().any(|a| a == "--quick") || !args.iter().any(|a| a == "--bench"),
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -198,11 +198,13 @@ async fn one(
             ),
         }
     } else {
-        let _g = global.acquire().await.expect("semaphore never closed");
+        // The host's permit first: an action waiting for a busy host must
+        // not hold one of the fleet's permits that an idle host could use.
         let _h = match &host_sem {
             Some(s) => Some(s.acquire().await.expect("semaphore never closed")),
             None => None,
         };
+        let _g = global.acquire().await.expect("semaphore never closed");
         if ex.cancel.is_cancelled() {
             Outcome::Skipped {
                 why: "shutting down".into(),
