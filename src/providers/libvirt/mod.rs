@@ -850,7 +850,9 @@ impl Inner {
                     return false;
                 };
                 matches!(kind, "root.qcow2" | "seed.iso")
-                    && generation.parse::<u64>().is_ok_and(|g| g != owner.generation)
+                    && generation
+                        .parse::<u64>()
+                        .is_ok_and(|g| g != owner.generation)
             })
             .collect();
         if stale.is_empty() {
@@ -858,9 +860,8 @@ impl Inner {
         }
         let mut used = Vec::new();
         for dom in self.call("list domains", || conn.list_all_domains(0))? {
-            let Some(text) = optional(self.call("read domain", || {
-                dom.xml_desc(sys::VIR_DOMAIN_XML_INACTIVE)
-            }))?
+            let Some(text) =
+                optional(self.call("read domain", || dom.xml_desc(sys::VIR_DOMAIN_XML_INACTIVE)))?
             else {
                 continue;
             };
