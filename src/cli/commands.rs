@@ -18,6 +18,16 @@ use crate::reconcile::engine::{jittered, PassError, PassResult};
 use crate::reconcile::lock::{FleetLock, LockError};
 use crate::spec::{self, LoadedFleet};
 
+/// The value of a `Result<T, ExitStatus>`, or return the exit status.
+macro_rules! or_exit {
+    ($e:expr) => {
+        match $e {
+            Ok(v) => v,
+            Err(code) => return code,
+        }
+    };
+}
+
 /// Settings shared by every command.
 pub struct Ctx {
     pub state_dir: PathBuf,
@@ -85,10 +95,7 @@ fn print_plan(plan: &Plan, output: Output, color: bool) {
 }
 
 pub fn validate(ctx: &Ctx, file: &Path, out: Output) -> ExitStatus {
-    let fleet = match load(ctx, file) {
-        Ok(f) => f,
-        Err(code) => return code,
-    };
+    let fleet = or_exit!(load(ctx, file));
     let f = &fleet.fleet;
     let slots: u32 = f.spec.pools.iter().map(|p| p.count).sum();
     match out {
@@ -116,14 +123,8 @@ pub fn validate(ctx: &Ctx, file: &Path, out: Output) -> ExitStatus {
 }
 
 pub async fn diff(ctx: &Ctx, file: &Path, out: Output) -> ExitStatus {
-    let fleet = match load(ctx, file) {
-        Ok(f) => f,
-        Err(code) => return code,
-    };
-    let a = match assemble(ctx, &fleet).await {
-        Ok(a) => a,
-        Err(code) => return code,
-    };
+    let fleet = or_exit!(load(ctx, file));
+    let a = or_exit!(assemble(ctx, &fleet).await);
     let cancel = CancellationToken::new();
     let result = a
         .engine
@@ -186,22 +187,10 @@ pub async fn apply(ctx: &Ctx, file: &Path, args: ApplyArgs) -> ExitStatus {
     if args.dry_run {
         return diff(ctx, file, args.output).await;
     }
-    let wait = match parse_duration("wait", &args.wait) {
-        Ok(w) => w,
-        Err(code) => return code,
-    };
-    let fleet = match load(ctx, file) {
-        Ok(f) => f,
-        Err(code) => return code,
-    };
-    let _lock = match lock(ctx, &fleet) {
-        Ok(l) => l,
-        Err(code) => return code,
-    };
-    let a = match assemble(ctx, &fleet).await {
-        Ok(a) => a,
-        Err(code) => return code,
-    };
+    let wait = or_exit!(parse_duration("wait", &args.wait));
+    let fleet = or_exit!(load(ctx, file));
+    let _lock = or_exit!(lock(ctx, &fleet));
+    let a = or_exit!(assemble(ctx, &fleet).await);
     let code = apply_passes(ctx, &fleet, &a, &args, wait).await;
     if code != ExitStatus::InvalidInput {
         status::print(ctx, &fleet, &a, args.output).await;
@@ -360,18 +349,9 @@ pub async fn reconcile(ctx: &Ctx, file: &Path, args: ReconcileArgs) -> ExitStatu
             eprintln!("error: give --every DURATION (daemon) or --once (cron)");
             return ExitStatus::InvalidInput;
         }
-        let fleet = match load(ctx, file) {
-            Ok(f) => f,
-            Err(code) => return code,
-        };
-        let _lock = match lock(ctx, &fleet) {
-            Ok(l) => l,
-            Err(code) => return code,
-        };
-        let a = match assemble(ctx, &fleet).await {
-            Ok(a) => a,
-            Err(code) => return code,
-        };
+        let fleet = or_exit!(load(ctx, file));
+        let _lock = or_exit!(lock(ctx, &fleet));
+        let a = or_exit!(assemble(ctx, &fleet).await);
         let cancel = shutdown_signal();
         let r = a
             .engine
@@ -443,14 +423,8 @@ fn log_pass(r: &PassResult) {
 /// edit is bad), wait for the lock, pass, sleep a jittered interval (sooner
 /// while something is in progress), until SIGTERM.
 async fn daemon(ctx: &Ctx, file: &Path, every: Duration, max_passes: Option<u64>) -> ExitStatus {
-    let mut last_good = match load(ctx, file) {
-        Ok(f) => f,
-        Err(code) => return code,
-    };
-    let mut assembled = match assemble(ctx, &last_good).await {
-        Ok(a) => a,
-        Err(code) => return code,
-    };
+    let mut last_good = or_exit!(load(ctx, file));
+    let mut assembled = or_exit!(assemble(ctx, &last_good).await);
     let cancel = shutdown_signal();
     let mut passes = 0u64;
     eprintln!(
@@ -521,14 +495,8 @@ async fn daemon(ctx: &Ctx, file: &Path, every: Duration, max_passes: Option<u64>
 }
 
 pub async fn status_cmd(ctx: &Ctx, file: &Path, out: Output) -> ExitStatus {
-    let fleet = match load(ctx, file) {
-        Ok(f) => f,
-        Err(code) => return code,
-    };
-    let a = match assemble(ctx, &fleet).await {
-        Ok(a) => a,
-        Err(code) => return code,
-    };
+    let fleet = or_exit!(load(ctx, file));
+    let a = or_exit!(assemble(ctx, &fleet).await);
     let code = status::print(ctx, &fleet, &a, out).await;
     a.shutdown().await;
     code
@@ -541,14 +509,8 @@ pub struct DestroyArgs {
 }
 
 pub async fn destroy(ctx: &Ctx, file: &Path, args: DestroyArgs) -> ExitStatus {
-    let wait = match parse_duration("wait", &args.wait) {
-        Ok(w) => w,
-        Err(code) => return code,
-    };
-    let fleet = match load(ctx, file) {
-        Ok(f) => f,
-        Err(code) => return code,
-    };
+    let wait = or_exit!(parse_duration("wait", &args.wait));
+    let fleet = or_exit!(load(ctx, file));
     let name = fleet.fleet.metadata.name.clone();
     if !args.yes
         && !confirm(&format!(
@@ -558,14 +520,8 @@ pub async fn destroy(ctx: &Ctx, file: &Path, args: DestroyArgs) -> ExitStatus {
         eprintln!("error: destroy needs confirmation; run again with --yes");
         return ExitStatus::InvalidInput;
     }
-    let _lock = match lock(ctx, &fleet) {
-        Ok(l) => l,
-        Err(code) => return code,
-    };
-    let a = match assemble(ctx, &fleet).await {
-        Ok(a) => a,
-        Err(code) => return code,
-    };
+    let _lock = or_exit!(lock(ctx, &fleet));
+    let a = or_exit!(assemble(ctx, &fleet).await);
     let cancel = shutdown_signal();
     let deadline = tokio::time::Instant::now() + wait;
     let code = loop {
@@ -621,14 +577,8 @@ pub async fn destroy(ctx: &Ctx, file: &Path, args: DestroyArgs) -> ExitStatus {
 }
 
 pub async fn render_cmd(ctx: &Ctx, what: RenderWhat, file: &Path, slot: &str) -> ExitStatus {
-    let fleet = match load(ctx, file) {
-        Ok(f) => f,
-        Err(code) => return code,
-    };
-    let a = match assemble(ctx, &fleet).await {
-        Ok(a) => a,
-        Err(code) => return code,
-    };
+    let fleet = or_exit!(load(ctx, file));
+    let a = or_exit!(assemble(ctx, &fleet).await);
     let snap = a.engine.world.observe(a.engine.clock.as_ref()).await;
     a.shutdown().await;
     let desired = match fleet.resolve(&snap.known_facts(), &snap.placement()) {
