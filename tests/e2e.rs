@@ -355,8 +355,9 @@ fn ephemeral_guest_provisions_runs_one_job_and_powers_off() {
             }
         }
         let state = must(&["domstate", &name]);
-        if state != "running" || started.elapsed() > BOOT_TIMEOUT || log.contains("hangar: failed")
-        {
+        // "in shutdown" is the guest powering off: not an end state yet.
+        let settled = state != "running" && state != "in shutdown";
+        if settled || started.elapsed() > BOOT_TIMEOUT || log.contains("hangar: failed") {
             break state;
         }
         std::thread::sleep(Duration::from_secs(2));
