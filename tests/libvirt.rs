@@ -6,6 +6,8 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use chrono::{TimeZone, Utc};
 use hangar::plan::model::{GuestStage, Ownership, SpecHash, VmRef, VmShape, VmState};
@@ -441,21 +443,89 @@ async fn cache_usage_reports_our_cache_volumes() {
     assert_eq!(usage[0].capacity_bytes, 3 << 30);
 }
 
+/// A loopback HTTP server that serves `body` at `/jammy.qcow2` and counts
+/// requests: the only kind of server a test may download from.
+async fn image_server(body: Vec<u8>) -> (String, Arc<AtomicUsize>) {
+    let hits = Arc::new(AtomicUsize::new(0));
+    let counter = hits.clone();
+    let app = axum::Router::new().route(
+        "/jammy.qcow2",
+        axum::routing::get(move || {
+            let body = body.clone();
+            counter.fetch_add(1, Ordering::SeqCst);
+            async move { body }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (format!("http://{addr}/jammy.qcow2"), hits)
+}
+
+fn qcow2_image() -> Vec<u8> {
+    let mut b = b"QFI\xfb\0\0\0\x03".to_vec();
+    b.resize(24, 0);
+    b.extend_from_slice(&(2u64 << 30).to_be_bytes());
+    b.resize(4096, 7);
+    b
+}
+
+fn sha256_hex(b: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(b))
+}
+
 #[tokio::test]
-async fn url_images_without_a_pool_copy_are_refused_clearly() {
+async fn a_url_image_is_downloaded_once_verified_and_kept_in_the_pool() {
     let n = Node::new();
+    let body = qcow2_image();
+    let sha = sha256_hex(&body);
+    let (url, hits) = image_server(body).await;
+    let image = format!("{url}#sha256={sha}");
+    for index in [0, 1] {
+        let mut o = owner(index, 1, None);
+        o.shape.image = image.clone();
+        n.host.create(&vm(o)).await.unwrap();
+    }
+    assert_eq!(hits.load(Ordering::SeqCst), 1, "downloaded once");
+    let vols = n.volumes();
+    let name = format!("hangar-image-{}.qcow2", &sha[..16]);
+    assert!(vols.contains(&name), "{vols:?}");
+    assert!(!vols.iter().any(|v| v.ends_with(".partial")), "{vols:?}");
+    let root = n
+        .pool()
+        .lookup_storage_vol_by_name("ci-linux-0-g1-root.qcow2")
+        .unwrap()
+        .xml_desc(0)
+        .unwrap();
+    assert!(
+        root.contains(&name),
+        "the overlay is backed by the downloaded image: {root}"
+    );
+}
+
+#[tokio::test]
+async fn a_url_image_with_the_wrong_checksum_never_reaches_the_pool() {
+    let n = Node::new();
+    let (url, hits) = image_server(qcow2_image()).await;
     let mut o = owner(0, 1, None);
-    o.shape.image = format!("https://example.com/jammy.qcow2#sha256={}", "ab".repeat(32));
+    o.shape.image = format!("{url}#sha256={}", "ab".repeat(32));
     let err = n.host.create(&vm(o.clone())).await.unwrap_err();
     assert_eq!(err.kind, ErrorKind::Refused);
-    assert!(
-        err.message.contains("hangar-image-abababababababab.qcow2"),
-        "{err}"
-    );
-    o.shape.image = "https://example.com/jammy.qcow2".into();
-    let err = n.host.create(&vm(o)).await.unwrap_err();
-    assert!(err.message.contains("sha256"), "{err}");
+    assert!(err.message.contains("sha256 is"), "{err}");
+    assert_eq!(hits.load(Ordering::SeqCst), 1);
+    assert!(!n.volumes().iter().any(|v| v.starts_with("hangar-image-")));
     assert!(n.domains().keys().all(|d| d != "ci-linux-0"));
+
+    // No checksum, or plain http to anything but loopback: refused before
+    // any request is made.
+    o.shape.image = url.clone();
+    let err = n.host.create(&vm(o.clone())).await.unwrap_err();
+    assert!(err.message.contains("sha256"), "{err}");
+    o.shape.image = format!("http://192.0.2.1/jammy.qcow2#sha256={}", "ab".repeat(32));
+    let err = n.host.create(&vm(o)).await.unwrap_err();
+    assert!(err.message.contains("https"), "{err}");
+    assert_eq!(hits.load(Ordering::SeqCst), 1);
 }
 
 // ---- every generated XML passes libvirt's own schemas ----

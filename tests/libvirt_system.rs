@@ -123,14 +123,24 @@ fn vol_field(pool: &str, vol: &str, field: &str) -> String {
         .unwrap_or_else(|| panic!("{field} missing in {info}"))
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_vms_created_observed_replaced_and_deleted_on_real_libvirtd() {
+/// A private pool on the real daemon (with an empty qcow2 `base.qcow2`) and
+/// a provider connected to it; `None` (after saying why) when there is no
+/// daemon and none is required.
+struct Rig {
+    guard: Cleanup,
+    host: LibvirtHost,
+    fleet: String,
+    pool: String,
+    pool_dir: std::path::PathBuf,
+}
+
+async fn rig() -> Option<Rig> {
     if let Some(why) = unavailable() {
         if std::env::var("HANGAR_REQUIRE_LIBVIRTD").as_deref() == Ok("1") {
             panic!("libvirtd is required (HANGAR_REQUIRE_LIBVIRTD=1) but unreachable: {why}");
         }
         eprintln!("SKIPPED: no libvirtd at {URI}: {why}");
-        return;
+        return None;
     }
     let id = format!(
         "{:x}{:x}",
@@ -176,6 +186,27 @@ async fn two_vms_created_observed_replaced_and_deleted_on_real_libvirtd() {
     .await
     .unwrap()
     .unwrap();
+    Some(Rig {
+        guard,
+        host,
+        fleet,
+        pool,
+        pool_dir,
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_vms_created_observed_replaced_and_deleted_on_real_libvirtd() {
+    let Some(Rig {
+        guard,
+        host,
+        fleet,
+        pool,
+        pool_dir,
+    }) = rig().await
+    else {
+        return;
+    };
     let facts = host.facts().await.unwrap();
     assert_eq!(
         facts.domain_type,
@@ -283,4 +314,86 @@ async fn two_vms_created_observed_replaced_and_deleted_on_real_libvirtd() {
         virsh(&["pool-info", &pool]).is_err(),
         "pool {pool} left behind"
     );
+}
+
+/// A URL base image reaches the real pool through a libvirt upload stream,
+/// byte for byte, and the VM's overlay is backed by it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_url_image_is_uploaded_verified_into_the_real_pool() {
+    let Some(Rig {
+        guard: _guard,
+        host,
+        fleet,
+        pool,
+        pool_dir,
+    }) = rig().await
+    else {
+        return;
+    };
+    // A real qcow2 image, served over loopback only.
+    let src = pool_dir.with_file_name("served.qcow2");
+    let made = Command::new("qemu-img")
+        .args(["create", "-q", "-f", "qcow2"])
+        .arg(&src)
+        .arg("96M")
+        .status()
+        .expect("run qemu-img");
+    assert!(made.success());
+    let body = std::fs::read(&src).unwrap();
+    let sha = {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(&body))
+    };
+    let app = axum::Router::new().route(
+        "/img.qcow2",
+        axum::routing::get(move || {
+            let body = body.clone();
+            async move { body }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let mut o = owner(&fleet, 0, 1, 64 * MIB);
+    o.shape.image = format!("http://{addr}/img.qcow2#sha256={sha}");
+    host.create(&vm(o.clone())).await.unwrap();
+
+    let name = format!("hangar-image-{}.qcow2", &sha[..16]);
+    let vols = vol_names(&pool);
+    assert!(vols.contains(&name), "{vols:?}");
+    assert!(!vols.iter().any(|v| v.ends_with(".partial")), "{vols:?}");
+    let copy = pool_dir.with_file_name("downloaded.qcow2");
+    virsh(&[
+        "vol-download",
+        &name,
+        copy.to_str().unwrap(),
+        "--pool",
+        &pool,
+    ])
+    .unwrap();
+    let got = {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(std::fs::read(&copy).unwrap()))
+    };
+    assert_eq!(got, sha, "the pool holds exactly the verified image");
+    let root = virsh(&[
+        "vol-dumpxml",
+        &xml::root_volume_name(&o.slot, 1),
+        "--pool",
+        &pool,
+    ])
+    .unwrap();
+    assert!(root.contains(&name), "overlay backing: {root}");
+    let image_xml = virsh(&["vol-dumpxml", &name, "--pool", &pool]).unwrap();
+    assert!(image_xml.contains("<format type='qcow2'/>"), "{image_xml}");
+    assert_eq!(
+        vol_field(&pool, &name, "Capacity:"),
+        format!("{} bytes", 96 * MIB),
+        "the volume has the image's virtual size"
+    );
+
+    let seen = host.observe(&fleet).await.unwrap();
+    host.delete(&seen[0].vm_ref(), true).await.unwrap();
+    assert_eq!(vol_names(&pool), vec!["base.qcow2".to_string(), name]);
 }

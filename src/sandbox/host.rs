@@ -9,7 +9,7 @@ use async_trait::async_trait;
 
 use super::node::{self, SandboxShape};
 use crate::plan::model::{ObservedVm, VmRef};
-use crate::providers::libvirt::image::ImageSource;
+use crate::providers::libvirt::image::{url_volume_name, ImageSource};
 use crate::providers::libvirt::xml::{volume_xml, VolumeFormat, VolumeSpec};
 use crate::providers::libvirt::{HostConfig, LibvirtHost};
 use crate::providers::{
@@ -152,13 +152,18 @@ impl SandboxHost {
 
 impl SandboxHost {
     /// The sandbox has no real images: a base image named as a pool volume
-    /// is made as an empty qcow2 of the disk's size the first time a VM
-    /// needs it, so that the provider's overlay logic runs as on a real host.
+    /// (or a URL's volume) is made as an empty qcow2 of the disk's size the
+    /// first time a VM needs it, so that the provider's overlay logic runs as
+    /// on a real host.
     async fn ensure_base_image(&self, image: &str, size: u64) -> Result<(), ProviderError> {
-        let ImageSource::PoolVolume(name) = ImageSource::parse(image)
+        // A URL image is stood in for by its pool volume, so that the
+        // sandbox never downloads what it would never boot.
+        let name = match ImageSource::parse(image)
             .map_err(|e| ProviderError::new(self.host(), ErrorKind::Refused, e.to_string()))?
-        else {
-            return Ok(());
+        {
+            ImageSource::PoolVolume(name) => name,
+            ImageSource::Url { sha256, .. } => url_volume_name(&sha256),
+            ImageSource::HostPath(_) => return Ok(()),
         };
         let conn = self.libvirt().connection()?;
         let pool = self.config.storage_pool.clone();

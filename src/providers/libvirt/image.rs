@@ -32,7 +32,7 @@ pub enum ImageSource {
 pub enum ImageError {
     #[error("image url {0} has no sha256: write it as <url>#sha256=<64 hex digits>")]
     UrlWithoutSha256(String),
-    #[error("image url {0} must use https")]
+    #[error("image url {0} must use https (plain http only on loopback)")]
     NotHttps(String),
     #[error("image sha256 {0:?} is not 64 hex digits")]
     BadSha256(String),
@@ -54,7 +54,12 @@ impl ImageSource {
             return Ok(ImageSource::HostPath(image.to_string()));
         }
         if image.contains("://") {
-            if !image.starts_with("https://") {
+            let loopback_http = image
+                .strip_prefix("http://")
+                .and_then(|rest| url::Url::parse(&format!("http://{rest}")).ok())
+                .and_then(|u| u.host_str().map(super::download::is_loopback))
+                .unwrap_or(false);
+            if !image.starts_with("https://") && !loopback_http {
                 return Err(ImageError::NotHttps(image.to_string()));
             }
             let Some((url, fragment)) = image.split_once('#') else {

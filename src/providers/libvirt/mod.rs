@@ -16,6 +16,7 @@
 //!   create cut short is adopted by the next one, never duplicated.
 
 pub mod console;
+pub mod download;
 pub mod image;
 pub mod network;
 pub mod seed;
@@ -109,6 +110,9 @@ struct Inner {
     /// The fleet's isolated network here, made true before a VM that
     /// attaches to it is defined.
     isolation: Option<network::IsolatedNetwork>,
+    /// One URL image download at a time per host: concurrent creates of a
+    /// new fleet all need the same base image.
+    fetching: tokio::sync::Mutex<()>,
 }
 
 /// How long the pool's free space may be reused when nothing of ours on the
@@ -338,6 +342,7 @@ impl LibvirtHost {
                 calls: AtomicU64::new(0),
                 facts: Mutex::new(None),
                 isolation,
+                fetching: tokio::sync::Mutex::new(()),
             }),
         })
     }
@@ -387,6 +392,37 @@ impl LibvirtHost {
                     .to_string(),
             ),
         ))
+    }
+
+    /// A URL base image in the pool as `hangar-image-<sha16>.qcow2`:
+    /// downloaded here once, verified, uploaded under a `.partial` name and
+    /// copied to its final name only when complete, so that an interrupted
+    /// upload is never taken for the image.
+    async fn ensure_url_image(&self, url: &str, sha256: &str) -> Result<(), ProviderError> {
+        let _one = self.inner.fetching.lock().await;
+        let name = image::url_volume_name(sha256);
+        let partial = format!("{name}.partial");
+        let (n, p) = (name.clone(), partial.clone());
+        if self.blocking(move |i| i.url_image_present(&n, &p)).await? {
+            return Ok(());
+        }
+        let dir = std::env::temp_dir().join("hangar-images");
+        tracing::info!(host = %self.inner.config.name, %url, "downloading base image");
+        let got = download::fetch_verified(url, sha256, &dir)
+            .await
+            .map_err(|e| {
+                let kind = match e {
+                    download::DownloadError::Transient { .. } => ErrorKind::Transient,
+                    download::DownloadError::Refused { .. } => ErrorKind::Refused,
+                };
+                ProviderError::new(&self.inner.config.name, kind, e.to_string())
+            })?;
+        let path = got.path.clone();
+        let uploaded = self
+            .blocking(move |i| i.upload_image(&name, &partial, &got))
+            .await;
+        let _ = std::fs::remove_file(&path);
+        uploaded
     }
 
     async fn blocking<T, F>(&self, f: F) -> Result<T, ProviderError>
@@ -758,8 +794,8 @@ impl Inner {
                         return Err(self.err(
                             ErrorKind::Refused,
                             format!(
-                                "image {url} is not in pool {} yet and hangar does not download \
-                                 images: fetch it, check its sha256, and upload it as volume {name}",
+                                "image {url} is not in pool {} (volume {name}): its download \
+                                 did not complete",
                                 self.config.storage_pool
                             ),
                         ))
@@ -811,6 +847,93 @@ impl Inner {
                 format,
             },
             capacity_bytes: None,
+        })
+    }
+
+    /// Whether the URL image `name` is in the pool; a `.partial` left by an
+    /// interrupted upload is removed.
+    fn url_image_present(&self, name: &str, partial: &str) -> Result<bool, ProviderError> {
+        let conn = self.conn()?;
+        let pool = self.pool(&conn)?;
+        if let Some(old) = self.lookup_volume(&pool, partial)? {
+            self.call(&format!("delete {partial}"), || old.delete(0))?;
+        }
+        Ok(self.lookup_volume(&pool, name)?.is_some())
+    }
+
+    fn upload_image(
+        &self,
+        name: &str,
+        partial: &str,
+        got: &download::Downloaded,
+    ) -> Result<(), ProviderError> {
+        let conn = self.conn()?;
+        let pool = self.pool(&conn)?;
+        self.pool_changed();
+        let (format, capacity) = match got.format {
+            download::ImageFormat::Qcow2 { virtual_size } => (VolumeFormat::Qcow2, virtual_size),
+            download::ImageFormat::Raw => (VolumeFormat::Raw, got.bytes),
+        };
+        let spec = |name: &str| VolumeSpec {
+            name: name.to_string(),
+            capacity_bytes: capacity.max(got.bytes),
+            format,
+            backing: None,
+        };
+        let part = self.create_volume(&pool, &spec(partial))?;
+        let sent = if self.domain_type == DomainType::Test {
+            // The test driver has no upload; its volumes hold no data.
+            Ok(())
+        } else {
+            self.send_file(&conn, &part, partial, &got.path, got.bytes)
+        };
+        let done = sent.and_then(|()| {
+            self.call(&format!("copy {partial} to {name}"), || {
+                StorageVol::create_xml_from(&pool, &volume_xml(&spec(name)), &part, 0)
+            })
+        });
+        let removed = self.call(&format!("delete {partial}"), || part.delete(0));
+        done?;
+        removed?;
+        Ok(())
+    }
+
+    /// Stream a local file into a volume over the libvirt connection (the
+    /// host may be remote).
+    fn send_file(
+        &self,
+        conn: &Connect,
+        vol: &StorageVol,
+        name: &str,
+        path: &std::path::Path,
+        len: u64,
+    ) -> Result<(), ProviderError> {
+        let mut file = std::fs::File::open(path)
+            .map_err(|e| self.err(ErrorKind::Refused, format!("{}: {e}", path.display())))?;
+        self.call(&format!("upload {name}"), || {
+            let stream = Stream::new(conn, 0)?;
+            vol.upload(&stream, 0, len, 0)?;
+            let mut buf = vec![0u8; 1 << 20];
+            loop {
+                let n = match file.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => n,
+                    Err(_) => {
+                        stream.abort()?;
+                        return Err(virt::error::Error::last_error());
+                    }
+                };
+                let mut sent = 0usize;
+                while sent < n {
+                    let k = stream.send(&buf[sent..n])?;
+                    if k <= 0 {
+                        stream.abort()?;
+                        return Err(virt::error::Error::last_error());
+                    }
+                    sent += k as usize;
+                }
+            }
+            stream.finish()
         })
     }
 
@@ -1281,6 +1404,9 @@ impl Hypervisor for LibvirtHost {
     }
 
     async fn create(&self, vm: &VmCreate) -> Result<(), ProviderError> {
+        if let Ok(ImageSource::Url { url, sha256 }) = ImageSource::parse(&vm.owner.shape.image) {
+            self.ensure_url_image(&url, &sha256).await?;
+        }
         let vm = vm.clone();
         self.blocking(move |i| i.create(&vm)).await
     }
