@@ -859,6 +859,7 @@ async fn p2_pass_time(rep: &mut Report, opt: &Options, rig500: &Rig) {
                 .map(|h| (h.clone(), Observation::Seen { items: Vec::new() }))
                 .collect(),
             runners: Observation::Seen { items: Vec::new() },
+            foreign_names: Default::default(),
         };
         let t = Instant::now();
         let p = planner::plan(&desired, &empty, now);
@@ -965,6 +966,7 @@ fn synthetic(n: usize, hosts: usize) -> (Desired, Observed) {
             })
             .collect(),
         runners: Observation::Seen { items: runners },
+        foreign_names: Default::default(),
     };
     (desired, observed)
 }

@@ -2,7 +2,7 @@
 //! holds ([`Observed`]), and the one enum through which anything in the world
 //! changes ([`Action`]). Pure data: no I/O, no async, no provider types.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::time::Duration;
 
@@ -281,6 +281,11 @@ pub struct Observed {
     pub hosts: BTreeMap<String, Observation<Vec<ObservedVm>>>,
     /// Every runner in the GitHub scope; the planner decides which are ours.
     pub runners: Observation<Vec<ObservedRunner>>,
+    /// Per host, the names of domains that are not this fleet's (another
+    /// tool's, another fleet's). A slot whose name is taken there cannot get
+    /// its VM; the planner says so instead of trying every pass.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub foreign_names: BTreeMap<String, BTreeSet<String>>,
 }
 
 /// A VM an action refers to.
@@ -376,6 +381,8 @@ pub enum WaitReason {
     Grace { until: DateTime<Utc> },
     /// A runner not owned by this fleet holds the slot's name.
     NameTaken { runner_id: u64 },
+    /// A domain not owned by this fleet holds the slot's name on its host.
+    DomainNameTaken { host: String },
     /// A runner that was up is offline while its VM runs; replaced at `deadline`,
     /// or never while the observer cannot say since when (`None`).
     RunnerOffline { deadline: Option<DateTime<Utc>> },

@@ -157,6 +157,8 @@ struct World<'a> {
     /// `None` when GitHub's list failed.
     runners: Option<Runners<'a>>,
     runner_error: Option<&'a str>,
+    /// Per host, names held by domains that are not ours.
+    foreign_names: &'a BTreeMap<String, std::collections::BTreeSet<String>>,
 }
 
 struct Runners<'a> {
@@ -223,6 +225,7 @@ impl<'a> World<'a> {
             vms,
             runners,
             runner_error,
+            foreign_names: &observed.foreign_names,
         }
     }
 
@@ -282,6 +285,19 @@ impl Planner<'_, '_> {
             return;
         }
 
+        if world
+            .foreign_names
+            .get(&slot.host)
+            .is_some_and(|names| names.contains(&slot.name))
+        {
+            self.actions.push(Action::Wait {
+                subject: slot.name.clone(),
+                reason: WaitReason::DomainNameTaken {
+                    host: slot.host.clone(),
+                },
+            });
+            return;
+        }
         let create = Action::Create {
             slot: slot.name.clone(),
             host: slot.host.clone(),

@@ -234,7 +234,14 @@ fn build(
     } else {
         Observation::Seen { items }
     };
-    (desired, Observed { hosts, runners })
+    (
+        desired,
+        Observed {
+            hosts,
+            runners,
+            foreign_names: Default::default(),
+        },
+    )
 }
 
 /// The world after the engine ran `plan`'s mutating actions successfully,

@@ -129,6 +129,9 @@ fn wait_reason(reason: &WaitReason) -> String {
         }
         WaitReason::ObservationFailed { what, error } => format!("{what} not observed: {error}"),
         WaitReason::Grace { until } => format!("grace period until {}", time(until)),
+        WaitReason::DomainNameTaken { host } => {
+            format!("a domain on {host} not owned by this fleet has this name")
+        }
         WaitReason::NameTaken { runner_id } => {
             format!("name taken by runner #{runner_id}, not owned by this fleet")
         }

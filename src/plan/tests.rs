@@ -122,6 +122,7 @@ fn observed(vms: Vec<ObservedVm>, runners: Vec<ObservedRunner>) -> Observed {
             .map(|(h, items)| (h, Observation::Seen { items }))
             .collect(),
         runners: Observation::Seen { items: runners },
+        foreign_names: BTreeMap::new(),
     }
 }
 
@@ -307,6 +308,26 @@ fn host_missing_from_the_observation_counts_as_failed() {
         },
     );
     assert_eq!(actions(&desired(vec![s]), &o), vec![expected]);
+}
+
+#[test]
+fn a_slot_whose_name_a_foreign_domain_holds_waits_instead_of_creating() {
+    let s = slot("umn", 0, "h1");
+    let mut o = observed(vec![], vec![]);
+    o.foreign_names
+        .insert("h1".into(), [s.name.clone()].into_iter().collect());
+    assert_eq!(
+        actions(&desired(vec![s.clone()]), &o),
+        vec![wait(
+            &s.name,
+            WaitReason::DomainNameTaken { host: "h1".into() }
+        )]
+    );
+    // The same name on another host is no obstacle.
+    let mut o = observed(vec![], vec![]);
+    o.foreign_names
+        .insert("h2".into(), [s.name.clone()].into_iter().collect());
+    assert_eq!(actions(&desired(vec![s.clone()]), &o), vec![create(&s, 1)]);
 }
 
 #[test]

@@ -134,6 +134,12 @@ pub trait Hypervisor: Send + Sync {
     /// state); foreign domains are not returned.
     async fn observe(&self, fleet: &str) -> Result<Vec<ObservedVm>, ProviderError>;
 
+    /// Names of the domains the last `observe` saw that are not `fleet`'s:
+    /// a slot cannot take such a name. No round trip.
+    fn foreign_names(&self) -> Vec<String> {
+        Vec::new()
+    }
+
     /// Make the VM: root overlay, cache volume (adopted if present), seed,
     /// domain; define, then start.
     async fn create(&self, vm: &VmCreate) -> Result<(), ProviderError>;

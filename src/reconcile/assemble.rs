@@ -282,6 +282,13 @@ impl Hypervisor for LazyHost {
         self.get().await?.observe(fleet).await
     }
 
+    fn foreign_names(&self) -> Vec<String> {
+        match self.host.try_lock() {
+            Ok(h) => h.as_ref().map(|h| h.foreign_names()).unwrap_or_default(),
+            Err(_) => Vec::new(),
+        }
+    }
+
     async fn create(&self, vm: &VmCreate) -> Result<(), ProviderError> {
         self.get().await?.create(vm).await
     }

@@ -173,13 +173,21 @@ impl World {
         let fleet = self.fleet.as_str();
         let hosts = join_all(self.hosts.iter().map(|(name, hv)| async move {
             let (facts, vms) = tokio::join!(hv.facts(), hv.observe(fleet));
-            (name.clone(), facts, vms)
+            let foreign: std::collections::BTreeSet<String> = match &vms {
+                Ok(_) => hv.foreign_names().into_iter().collect(),
+                Err(_) => Default::default(),
+            };
+            (name.clone(), facts, vms, foreign)
         }));
         let (hosts, runners) = tokio::join!(hosts, self.registry.observe());
 
         let mut observed_hosts = BTreeMap::new();
         let mut facts = BTreeMap::new();
-        for (name, f, vms) in hosts {
+        let mut foreign_names = BTreeMap::new();
+        for (name, f, vms, foreign) in hosts {
+            if !foreign.is_empty() {
+                foreign_names.insert(name.clone(), foreign);
+            }
             // Without facts the slots cannot be sized: treat the host as
             // unseen, so that nothing on it is judged against a wrong size.
             let vms = match (&f, vms) {
@@ -197,6 +205,7 @@ impl World {
             observed: Observed {
                 hosts: observed_hosts,
                 runners: observation(runners),
+                foreign_names,
             },
             facts,
             taken_at: clock.now(),

@@ -223,6 +223,10 @@ impl Hypervisor for SandboxHost {
         self.libvirt().observe(fleet).await
     }
 
+    fn foreign_names(&self) -> Vec<String> {
+        self.libvirt().foreign_names()
+    }
+
     async fn create(&self, vm: &VmCreate) -> Result<(), ProviderError> {
         let _change = self.changes.lock().await;
         self.ensure_base_image(&vm.owner.shape.image, vm.owner.shape.disk_bytes)

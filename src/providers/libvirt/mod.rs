@@ -113,6 +113,9 @@ struct Inner {
     /// One URL image download at a time per host: concurrent creates of a
     /// new fleet all need the same base image.
     fetching: tokio::sync::Mutex<()>,
+    /// Names of the domains the last observation found not to be the
+    /// fleet's.
+    foreign: Mutex<Vec<String>>,
 }
 
 /// How long the pool's free space may be reused when nothing of ours on the
@@ -343,6 +346,7 @@ impl LibvirtHost {
                 facts: Mutex::new(None),
                 isolation,
                 fetching: tokio::sync::Mutex::new(()),
+                foreign: Mutex::new(Vec::new()),
             }),
         })
     }
@@ -604,6 +608,7 @@ impl Inner {
                 .retain(|uuid, _| live.contains(uuid.as_str()));
         }
         let mut out = Vec::new();
+        let mut foreign = Vec::new();
         for d in listed {
             let cached = self
                 .known
@@ -627,6 +632,7 @@ impl Inner {
                     // next pass. `create` refuses its name.
                     Err(e) if e.kind == ErrorKind::Refused => {
                         tracing::warn!(host = %self.config.name, error = %e, "skipping domain");
+                        foreign.push(d.name);
                         continue;
                     }
                     Err(e) => return Err(e),
@@ -637,9 +643,11 @@ impl Inner {
                 seed_attached,
             } = known
             else {
+                foreign.push(d.name);
                 continue;
             };
             if owner.fleet != fleet {
+                foreign.push(d.name);
                 continue;
             }
             let guest = self.guest_stage(&d.uuid, &owner);
@@ -654,6 +662,8 @@ impl Inner {
             });
         }
         out.sort_by(|a, b| a.name.cmp(&b.name));
+        foreign.sort();
+        *self.foreign.lock().expect("foreign names lock") = foreign;
         Ok(out)
     }
 
@@ -1401,6 +1411,14 @@ impl Hypervisor for LibvirtHost {
     async fn observe(&self, fleet: &str) -> Result<Vec<ObservedVm>, ProviderError> {
         let fleet = fleet.to_string();
         self.blocking(move |i| i.observe(&fleet)).await
+    }
+
+    fn foreign_names(&self) -> Vec<String> {
+        self.inner
+            .foreign
+            .lock()
+            .expect("foreign names lock")
+            .clone()
     }
 
     async fn create(&self, vm: &VmCreate) -> Result<(), ProviderError> {
