@@ -2,6 +2,7 @@
 //! terminal only; no decision is made here.
 
 use std::io::IsTerminal;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use indicatif::{ProgressBar, ProgressStyle};
@@ -65,12 +66,15 @@ pub fn diagnostic(d: &dyn miette::Diagnostic, color: bool) -> String {
 /// action otherwise (cron and systemd logs).
 pub struct ProgressView {
     bar: Option<ProgressBar>,
+    started: AtomicU64,
     lines: Mutex<Vec<String>>,
 }
 
 impl ProgressView {
+    /// `total` actions expected; 0 when not known yet (the bar grows as
+    /// actions start).
     pub fn new(total: usize) -> Self {
-        let bar = if std::io::stderr().is_terminal() && total > 0 {
+        let bar = if std::io::stderr().is_terminal() {
             let b = ProgressBar::new(total as u64);
             b.set_style(
                 ProgressStyle::with_template("{spinner} [{bar:30}] {pos}/{len} {wide_msg}")
@@ -83,6 +87,7 @@ impl ProgressView {
         };
         ProgressView {
             bar,
+            started: AtomicU64::new(0),
             lines: Mutex::new(Vec::new()),
         }
     }
@@ -91,6 +96,10 @@ impl ProgressView {
         match p {
             Progress::Started(a) => {
                 if let Some(b) = &self.bar {
+                    let started = self.started.fetch_add(1, Ordering::Relaxed) + 1;
+                    if started > b.length().unwrap_or(0) {
+                        b.set_length(started);
+                    }
                     b.set_message(format!("{} {}", verb(a), a.subject()));
                 }
             }
