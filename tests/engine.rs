@@ -522,6 +522,17 @@ async fn registration_without_vm_is_removed_when_offline_and_idle_only() {
     rig.sim.set_online(online, true).unwrap();
 
     rig.take_calls();
+    // First seen offline now: it gets the orphan grace period first.
+    let r = rig.pass().await;
+    assert!(matches!(
+        actions_for(&r, "t-build-7")[..],
+        [Action::Wait {
+            reason: WaitReason::Grace { .. },
+            ..
+        }]
+    ));
+    assert!(rig.sim.runner(offline).is_some());
+    tokio::time::advance(Duration::from_secs(5 * 60 + 1)).await;
     let r = rig.pass().await;
     assert!(matches!(
         actions_for(&r, "t-build-7")[..],
@@ -547,6 +558,15 @@ async fn registration_without_vm_is_removed_when_offline_and_idle_only() {
     // Its job done and the runner gone offline, the orphan goes too.
     rig.sim.finish_job(busy).unwrap();
     rig.sim.set_online(busy, false).unwrap();
+    let r = rig.pass().await;
+    assert!(matches!(
+        actions_for(&r, "t-old-0")[..],
+        [Action::Wait {
+            reason: WaitReason::Grace { .. },
+            ..
+        }]
+    ));
+    tokio::time::advance(Duration::from_secs(5 * 60 + 1)).await;
     let r = rig.pass().await;
     assert!(matches!(
         actions_for(&r, "t-old-0")[..],

@@ -77,7 +77,7 @@ pub fn plan(desired: &Desired, observed: &Observed, now: DateTime<Utc>) -> Plan 
     if let Some(runners) = &world.runners {
         for (name, runner) in &runners.owned {
             if !world.vms.contains_key(name) && !wanted.contains(name) {
-                planner.orphan(runner);
+                planner.orphan(runner, true);
             }
         }
     }
@@ -325,7 +325,7 @@ impl Planner<'_, '_> {
                 // The registration may belong to a VM on a host we cannot see.
                 if let Some((host, error)) = world.failed_hosts.iter().next() {
                     self.actions.push(host_wait(&slot.name, host, error));
-                } else if self.orphan(runner) {
+                } else if self.orphan(runner, false) {
                     self.actions.push(create);
                 }
             }
@@ -524,7 +524,17 @@ impl Planner<'_, '_> {
     }
 
     /// A registration of ours without any VM. Returns whether it is removed.
-    fn orphan(&mut self, runner: &ObservedRunner) -> bool {
+    /// A registration of ours with no VM anywhere. With `grace` (its slot is
+    /// not wanted), it is removed only once it has been offline for
+    /// `orphanGrace`, counted from when hangar first saw it offline; a
+    /// wanted slot's stale registration goes at once, so that its VM can be
+    /// made again under that name.
+    fn orphan(&mut self, runner: &ObservedRunner, grace: bool) -> bool {
+        let grace_until = runner
+            .offline_since
+            .filter(|_| grace)
+            .map(|since| after(since, self.policy.orphan_grace))
+            .filter(|until| *until > self.now);
         let action = if let Some((host, error)) = self.world.failed_hosts.iter().next() {
             host_wait(&runner.name, host, error)
         } else if runner.busy {
@@ -535,6 +545,11 @@ impl Planner<'_, '_> {
                 reason: WaitReason::OrphanOnline {
                     runner_id: runner.id,
                 },
+            }
+        } else if let Some(until) = grace_until {
+            Action::Wait {
+                subject: runner.name.clone(),
+                reason: WaitReason::Grace { until },
             }
         } else {
             Action::RemoveRunner {

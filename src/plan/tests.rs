@@ -749,6 +749,48 @@ fn offline_orphan_registration_is_removed_busy_or_online_ones_wait() {
 }
 
 #[test]
+fn an_orphan_registration_is_removed_only_after_its_grace_period() {
+    let grace = Policy::default().orphan_grace;
+    let mut recent = offline(runner(&slot_name(FLEET, "umn", 5), 5));
+    recent.offline_since = Some(ago(1));
+    let mut old = offline(runner(&slot_name(FLEET, "umn", 6), 6));
+    old.offline_since =
+        Some(now() - chrono::TimeDelta::from_std(grace).unwrap() - chrono::TimeDelta::seconds(1));
+    let o = observed(vec![], vec![recent.clone(), old.clone()]);
+    assert_eq!(
+        actions(&desired(vec![]), &o),
+        vec![
+            wait(
+                &recent.name,
+                WaitReason::Grace {
+                    until: ago(1) + chrono::TimeDelta::from_std(grace).unwrap()
+                }
+            ),
+            Action::RemoveRunner {
+                runner: old.runner_ref(),
+                reason: RemoveRunnerReason::NoVm,
+            },
+        ]
+    );
+    // A wanted slot's stale registration is not kept waiting: its VM needs
+    // the name now.
+    let s = slot("umn", 5, "h1");
+    assert_eq!(
+        actions(
+            &desired(vec![s.clone()]),
+            &observed(vec![], vec![recent.clone()])
+        ),
+        vec![
+            Action::RemoveRunner {
+                runner: recent.runner_ref(),
+                reason: RemoveRunnerReason::NoVm,
+            },
+            create(&s, 1),
+        ]
+    );
+}
+
+#[test]
 fn stale_registration_of_a_missing_slot_goes_before_its_create() {
     let s = slot("umn", 0, "h1");
     let r = offline(runner(&s.name, 3));

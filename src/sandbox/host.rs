@@ -201,8 +201,12 @@ fn modified(path: &Path) -> Option<(u64, u64, SystemTime)> {
     Some((m.ino(), m.len(), m.modified().ok()?))
 }
 
+/// Write a file whole or not at all. The temporary name is this process's
+/// own: two processes opening a new sandbox at once (a daemon starting
+/// beside an `apply`) both write the same initial file, and neither may
+/// rename the other's temporary file away.
 fn write_atomically(path: &Path, text: &str) -> std::io::Result<()> {
-    let tmp = path.with_extension("xml.tmp");
+    let tmp = path.with_extension(format!("xml.{}.tmp", std::process::id()));
     std::fs::write(&tmp, text)?;
     std::fs::rename(&tmp, path)
 }

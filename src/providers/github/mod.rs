@@ -22,7 +22,6 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
 use http::header::{HeaderName, HeaderValue, IF_NONE_MATCH};
 use http::{Method, StatusCode};
 use serde::Deserialize;
@@ -146,9 +145,6 @@ pub struct GithubRegistry {
     pages: Mutex<HashMap<String, CachedPage>>,
     /// Lowercased runner group name → id (organizations only).
     groups: tokio::sync::Mutex<Option<HashMap<String, u64>>>,
-    /// When each runner was first observed offline, for `offline_since`
-    /// (GitHub does not say); remembered as long as this value lives.
-    offline_since: Mutex<HashMap<u64, DateTime<Utc>>>,
 }
 
 impl std::fmt::Debug for GithubRegistry {
@@ -254,7 +250,6 @@ impl GithubRegistry {
             credentials,
             pages: Mutex::new(HashMap::new()),
             groups: tokio::sync::Mutex::new(None),
-            offline_since: Mutex::new(HashMap::new()),
         })
     }
 
@@ -285,21 +280,6 @@ impl GithubRegistry {
             }
             return Ok(answer);
         }
-    }
-
-    /// Fill `offline_since` from what earlier observations saw; forget
-    /// runners that are online again or gone.
-    fn stamp_offline_since(&self, runners: &mut [ObservedRunner], now: DateTime<Utc>) {
-        let mut known = self.offline_since.lock().unwrap_or_else(|e| e.into_inner());
-        let mut still = HashMap::new();
-        for r in runners.iter_mut() {
-            if r.status == RunnerStatus::Offline {
-                let since = known.get(&r.id).copied().unwrap_or(now);
-                still.insert(r.id, since);
-                r.offline_since = Some(since);
-            }
-        }
-        *known = still;
     }
 
     fn scope_error(&self, what: &str, answer: &Answer) -> ProviderError {
@@ -436,7 +416,6 @@ impl RunnerRegistry for GithubRegistry {
             runners.extend(page.into_iter().filter(|r| seen.insert(r.id)));
             path = next;
         }
-        self.stamp_offline_since(&mut runners, Utc::now());
         tracing::debug!(target: "hangar::github", scope = %self.scope.path(), runners = runners.len(), pages, "observed");
         Ok(runners)
     }
