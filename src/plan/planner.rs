@@ -413,6 +413,11 @@ impl Planner<'_, '_> {
                     let action = match runner {
                         // GitHub drops an ephemeral registration after its job.
                         None if vm.owner.ephemeral => replace(ReplaceReason::JobDone, 0),
+                        // The guest says its runner started, but hangar never
+                        // saw it up (the seed is still there): its
+                        // registration may not be listed yet. That is still
+                        // booting, bounded by the boot timeout.
+                        None if vm.seed_attached => self.booting(vm, failures, &replace),
                         None => replace(ReplaceReason::RunnerOffline, 0),
                         Some(r) => match r.offline_since {
                             Some(since) => {

@@ -539,6 +539,36 @@ fn booting_vm_inside_its_timeout_is_not_reaped() {
     );
 }
 
+/// The guest prints "runner started" right after `config.sh` registered it;
+/// GitHub's list may not show the registration yet. Not a reason to rebuild
+/// the VM while it is inside its boot timeout.
+#[test]
+fn runner_started_but_not_yet_listed_is_still_booting() {
+    let s = slot("umn", 0, "h1");
+    let mut vm = booting_vm(&s, 2, 0);
+    vm.guest = Some(GuestStage::RunnerStarted);
+    let o = observed(vec![vm.clone()], vec![]);
+    assert_eq!(
+        actions(&desired(vec![s.clone()]), &o),
+        vec![wait(&s.name, WaitReason::Booting { deadline: ago(-13) })]
+    );
+    // Past the boot timeout it is a failed boot like any other.
+    let mut late = booting_vm(&s, 16, 0);
+    late.guest = Some(GuestStage::RunnerStarted);
+    let got = actions(&desired(vec![s.clone()]), &observed(vec![late], vec![]));
+    assert!(
+        matches!(
+            got[..],
+            [Action::Replace {
+                reason: ReplaceReason::BootTimeout { .. },
+                boot_failures: 1,
+                ..
+            }]
+        ),
+        "{got:#?}"
+    );
+}
+
 #[test]
 fn runner_that_never_came_up_is_replaced_after_the_boot_timeout() {
     let s = slot("umn", 0, "h1");
