@@ -26,13 +26,13 @@ use std::io;
 use std::net::{IpAddr, Ipv4Addr, ToSocketAddrs};
 use std::str::FromStr;
 
-use quick_xml::events::BytesText;
 use quick_xml::Writer;
 use sha2::{Digest, Sha256};
 use virt::connect::Connect;
 use virt::error::ErrorNumber;
 
 use super::tree;
+use super::xml::{finish, text, Xw};
 
 /// The `/16` the default subnets are taken from: clear of libvirt's
 /// `192.168.122.0/24`, Docker's `172.17.0.0/16`+ and `192.168.0.0/16`
@@ -213,18 +213,6 @@ fn derived_uuid(key: &str) -> String {
         .into_uuid()
         .hyphenated()
         .to_string()
-}
-
-type Xw = Writer<Vec<u8>>;
-
-fn finish(w: Xw) -> String {
-    String::from_utf8(w.into_inner()).expect("quick-xml writes utf-8")
-}
-
-fn text(w: &mut Xw, name: &str, value: &str) -> io::Result<()> {
-    w.create_element(name)
-        .write_text_content(BytesText::new(value))?;
-    Ok(())
 }
 
 /// The NAT network: IPv4 only (no `<ip family='ipv6'>`, so the guest gets
@@ -711,16 +699,12 @@ pub fn ensure_filter(
         Err(e) => return Err(lv(format!("look up nwfilter {}", net.filter))(e)),
         Ok(existing) => {
             *calls += 2;
-            let uuid = existing
-                .uuid_string()
-                .map_err(lv(format!("read uuid of nwfilter {}", net.filter)))?;
-            if uuid != net.filter_uuid() {
-                return Err(NetworkError::Foreign {
-                    kind: "nwfilter",
-                    name: net.filter.clone(),
-                    uuid,
-                });
-            }
+            ours(
+                "nwfilter",
+                &net.filter,
+                existing.uuid_string(),
+                &net.filter_uuid(),
+            )?;
             let actual = existing
                 .xml_desc(0)
                 .map_err(lv(format!("read nwfilter {}", net.filter)))?;
@@ -734,6 +718,26 @@ pub fn ensure_filter(
     conn.define_nwfilter_xml(&wanted)
         .map_err(lv(format!("define nwfilter {}", net.filter)))?;
     Ok(change)
+}
+
+/// An existing object of ours carries the UUID hangar derives from its
+/// name; any other same-named object is someone else's and is left alone.
+fn ours(
+    kind: &'static str,
+    name: &str,
+    uuid: Result<String, virt::error::Error>,
+    expected: &str,
+) -> Result<(), NetworkError> {
+    let uuid = uuid.map_err(lv(format!("read uuid of {kind} {name}")))?;
+    if uuid == expected {
+        Ok(())
+    } else {
+        Err(NetworkError::Foreign {
+            kind,
+            name: name.to_string(),
+            uuid,
+        })
+    }
 }
 
 /// The network alone (see [`ensure`]); also says whether it was started.
@@ -755,16 +759,12 @@ pub fn ensure_network(
         Err(e) => return Err(lv(format!("look up network {}", net.network))(e)),
         Ok(existing) => {
             *calls += 2;
-            let uuid = existing
-                .uuid_string()
-                .map_err(lv(format!("read uuid of network {}", net.network)))?;
-            if uuid != net.network_uuid() {
-                return Err(NetworkError::Foreign {
-                    kind: "network",
-                    name: net.network.clone(),
-                    uuid,
-                });
-            }
+            ours(
+                "network",
+                &net.network,
+                existing.uuid_string(),
+                &net.network_uuid(),
+            )?;
             let xml = existing
                 .xml_desc(0)
                 .map_err(lv(format!("read network {}", net.network)))?;

@@ -174,13 +174,16 @@ pub struct Backing {
     pub format: VolumeFormat,
 }
 
-type Xw = Writer<Vec<u8>>;
+/// The XML writer every libvirt document of hangar is written with.
+pub(crate) type Xw = Writer<Vec<u8>>;
 
-fn finish(w: Xw) -> String {
+/// The document a writer holds. quick-xml only writes the UTF-8 it is given.
+pub(crate) fn finish(w: Xw) -> String {
     String::from_utf8(w.into_inner()).expect("quick-xml writes utf-8")
 }
 
-fn text(w: &mut Xw, name: &str, value: &str) -> io::Result<()> {
+/// `<name>value</name>`, the value escaped.
+pub(crate) fn text(w: &mut Xw, name: &str, value: &str) -> io::Result<()> {
     w.create_element(name)
         .write_text_content(BytesText::new(value))?;
     Ok(())
