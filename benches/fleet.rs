@@ -21,24 +21,24 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use chrono::Utc;
+use hangar::fleet::{load_str, LoadedFleet};
+use hangar::model::host::{DomainType, HostFacts, NetworkAttachment};
+use hangar::model::names::ownership_label;
+use hangar::model::ownership::Ownership;
 use hangar::plan::model::{
-    ownership_label, Action, Desired, Observation, Observed, ObservedRunner, ObservedVm, Ownership,
-    RunnerStatus, VmRef, VmState,
+    Action, Desired, Observation, Observed, ObservedRunner, ObservedVm, RunnerStatus, VmRef,
+    VmState,
 };
 use hangar::plan::planner;
 use hangar::providers::github::{Auth, GithubConfig, GithubRegistry, RetryPolicy, Retrying, Scope};
 use hangar::providers::libvirt::{HostConfig, LibvirtHost};
-use hangar::providers::{
-    CacheUsage, DomainType, HostFacts, Hypervisor, NetworkAttachment, ProviderError,
-    RunnerRegistry, VmCreate,
-};
+use hangar::providers::{CacheUsage, Hypervisor, ProviderError, RunnerRegistry, VmCreate};
 use hangar::reconcile::assemble::FleetProvisioner;
 use hangar::reconcile::engine::{Engine, PassResult};
 use hangar::reconcile::execute::Progress;
 use hangar::reconcile::{Limits, SystemClock, World};
 use hangar::secret::Secret;
 use hangar::sim::{self, Latency, SimConfig, SimHandle};
-use hangar::spec::{load_str, LoadedFleet};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 

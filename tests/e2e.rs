@@ -14,11 +14,11 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use hangar::model::credential::RunnerCredential;
 use hangar::provision::{
     meta_data, user_data, DockerSource, Guest, GuestCache, GuestUser, RunnerInstall,
     CACHE_DISK_SERIAL,
 };
-use hangar::reconcile::RunnerCredential;
 use hangar::secret::Secret;
 use sha2::{Digest, Sha256};
 

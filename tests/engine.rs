@@ -7,10 +7,10 @@ mod support;
 
 use std::time::Duration;
 
+use hangar::model::names::{cache_volume_name, root_volume_name};
 use hangar::plan::model::{
     Action, CreateReason, DeleteReason, RemoveRunnerReason, ReplaceReason, VmState, WaitReason,
 };
-use hangar::providers::libvirt::xml::{cache_volume_name, root_volume_name};
 use hangar::providers::Hypervisor;
 use hangar::reconcile::Outcome;
 use support::{actions_for, fleet_yaml, pool, slot, HvCall, Rig};

@@ -10,13 +10,14 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use chrono::{TimeZone, Utc};
-use hangar::plan::model::{GuestStage, Ownership, SpecHash, VmRef, VmShape, VmState};
-use hangar::providers::libvirt::console::{MARKER_DOCKER_OK, MARKER_USER_OK};
+use hangar::model::guest::GuestStage;
+use hangar::model::guest::{MARKER_DOCKER_OK, MARKER_USER_OK};
+use hangar::model::host::{DirectBoot, DomainType, NetworkAttachment};
+use hangar::model::ownership::{Ownership, SpecHash, VmShape};
+use hangar::plan::model::{VmRef, VmState};
 use hangar::providers::libvirt::xml::{self, DomainSpec, VolumeFormat, VolumeSpec};
 use hangar::providers::libvirt::{HostConfig, LibvirtHost};
-use hangar::providers::{
-    DirectBoot, DomainType, ErrorKind, Hypervisor, NetworkAttachment, Seed, VmCreate,
-};
+use hangar::providers::{ErrorKind, Hypervisor, Seed, VmCreate};
 use hangar::secret::Secret;
 use virt::connect::Connect;
 use virt::storage_pool::StoragePool;
@@ -96,7 +97,7 @@ impl Node {
         let doms = self
             .domains()
             .into_iter()
-            .filter(|(_, (_, x))| !x.contains(xml::OWNERSHIP_NS))
+            .filter(|(_, (_, x))| !x.contains(hangar::model::ownership::OWNERSHIP_NS))
             .collect();
         let vols = self
             .volumes()
@@ -270,7 +271,7 @@ async fn a_half_created_vm_with_volumes_but_no_domain_is_adopted() {
     let base = pool.lookup_storage_vol_by_name("base.qcow2").unwrap();
     for spec in [
         VolumeSpec {
-            name: xml::root_volume_name(&o.slot, 4),
+            name: hangar::model::names::root_volume_name(&o.slot, 4),
             capacity_bytes: 4 << 30,
             format: VolumeFormat::Qcow2,
             backing: Some(xml::Backing {
@@ -279,7 +280,7 @@ async fn a_half_created_vm_with_volumes_but_no_domain_is_adopted() {
             }),
         },
         VolumeSpec {
-            name: xml::cache_volume_name(&o.slot),
+            name: hangar::model::names::cache_volume_name(&o.slot),
             capacity_bytes: 1 << 30,
             format: VolumeFormat::Qcow2,
             backing: None,
@@ -294,7 +295,7 @@ async fn a_half_created_vm_with_volumes_but_no_domain_is_adopted() {
     assert_eq!(seen[0].owner, o);
     assert_eq!(seen[0].state, VmState::Running);
     let mut expected = vols_before;
-    expected.push(xml::seed_volume_name(&o.slot, 4));
+    expected.push(hangar::model::names::seed_volume_name(&o.slot, 4));
     expected.sort();
     assert_eq!(n.volumes(), expected);
 }
@@ -532,7 +533,7 @@ async fn a_url_image_with_the_wrong_checksum_never_reaches_the_pool() {
 
 fn validate(dir: &Path, name: &str, text: &str) {
     let path: PathBuf = dir.join(name);
-    std::fs::write(&path, xml::with_declaration(text)).unwrap();
+    std::fs::write(&path, hangar::model::xml::with_declaration(text)).unwrap();
     let out = Command::new("virt-xml-validate")
         .arg(&path)
         .output()

@@ -12,10 +12,11 @@ use std::os::unix::fs::MetadataExt;
 use std::process::Command;
 
 use chrono::Utc;
-use hangar::plan::model::{Ownership, SpecHash, VmShape, VmState};
-use hangar::providers::libvirt::xml;
+use hangar::model::host::{DomainType, NetworkAttachment};
+use hangar::model::ownership::{Ownership, SpecHash, VmShape};
+use hangar::plan::model::VmState;
 use hangar::providers::libvirt::{HostConfig, LibvirtHost};
-use hangar::providers::{DomainType, Hypervisor, NetworkAttachment, Seed, VmCreate};
+use hangar::providers::{Hypervisor, Seed, VmCreate};
 use hangar::secret::Secret;
 
 const URI: &str = "qemu:///system";
@@ -241,7 +242,7 @@ async fn two_vms_created_observed_replaced_and_deleted_on_real_libvirtd() {
     );
 
     // The seed went up as a CIDATA ISO; the domain holds no secret.
-    let seed_path = pool_dir.join(xml::seed_volume_name(&a1.slot, 1));
+    let seed_path = pool_dir.join(hangar::model::names::seed_volume_name(&a1.slot, 1));
     let label = Command::new("blkid")
         .args(["-o", "value", "-s", "LABEL"])
         .arg(&seed_path)
@@ -250,11 +251,11 @@ async fn two_vms_created_observed_replaced_and_deleted_on_real_libvirtd() {
     assert_eq!(String::from_utf8_lossy(&label.stdout).trim(), "CIDATA");
     let dumped = virsh(&["dumpxml", &a1.slot]).unwrap();
     assert!(!dumped.contains("ghs_canary_secret"));
-    assert!(dumped.contains(xml::OWNERSHIP_NS));
+    assert!(dumped.contains(hangar::model::ownership::OWNERSHIP_NS));
 
     // Replace b on a spec change (bigger cache): cache survives and grows,
     // the root overlay is new.
-    let cache_name = xml::cache_volume_name(&b1.slot);
+    let cache_name = hangar::model::names::cache_volume_name(&b1.slot);
     let inode = |name: &str| std::fs::metadata(pool_dir.join(name)).unwrap().ino();
     let cache_inode = inode(&cache_name);
     let b_old = seen[1].vm_ref();
@@ -263,15 +264,15 @@ async fn two_vms_created_observed_replaced_and_deleted_on_real_libvirtd() {
     host.create(&vm(b2.clone())).await.unwrap();
     let vols = vol_names(&pool);
     assert!(
-        vols.contains(&xml::root_volume_name(&b2.slot, 2)),
+        vols.contains(&hangar::model::names::root_volume_name(&b2.slot, 2)),
         "{vols:?}"
     );
     assert!(
-        !vols.contains(&xml::root_volume_name(&b1.slot, 1)),
+        !vols.contains(&hangar::model::names::root_volume_name(&b1.slot, 1)),
         "{vols:?}"
     );
     assert!(
-        !vols.contains(&xml::seed_volume_name(&b1.slot, 1)),
+        !vols.contains(&hangar::model::names::seed_volume_name(&b1.slot, 1)),
         "{vols:?}"
     );
     assert!(vols.contains(&cache_name), "{vols:?}");
@@ -292,8 +293,11 @@ async fn two_vms_created_observed_replaced_and_deleted_on_real_libvirtd() {
     // The seed of a running VM is detached and deleted.
     host.remove_seed(&seen[0].vm_ref()).await.unwrap();
     let inactive = virsh(&["dumpxml", "--inactive", &a1.slot]).unwrap();
-    assert!(!inactive.contains(xml::SEED_DISK_SERIAL), "{inactive}");
-    assert!(!vol_names(&pool).contains(&xml::seed_volume_name(&a1.slot, 1)));
+    assert!(
+        !inactive.contains(hangar::model::names::SEED_DISK_SERIAL),
+        "{inactive}"
+    );
+    assert!(!vol_names(&pool).contains(&hangar::model::names::seed_volume_name(&a1.slot, 1)));
     assert!(!host.observe(&fleet).await.unwrap()[0].seed_attached);
 
     // Delete both: nothing of ours is left.
@@ -379,7 +383,7 @@ async fn a_url_image_is_uploaded_verified_into_the_real_pool() {
     assert_eq!(got, sha, "the pool holds exactly the verified image");
     let root = virsh(&[
         "vol-dumpxml",
-        &xml::root_volume_name(&o.slot, 1),
+        &hangar::model::names::root_volume_name(&o.slot, 1),
         "--pool",
         &pool,
     ])

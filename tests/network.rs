@@ -10,10 +10,12 @@ use std::net::Ipv4Addr;
 use std::process::Command;
 
 use hangar::providers::libvirt::network::{
-    self, default_subnet, ensure_network, filter_xml, network_xml, rules, Change, Direction,
-    IsolatedNetwork, Match, NetworkError, Subnet, Verdict,
+    self, ensure_network, filter_xml, network_xml, rules, Change, Direction, Match, NetworkError,
+    Verdict,
 };
-use hangar::providers::NetworkAttachment;
+
+use hangar::model::host::NetworkAttachment;
+use hangar::model::network::{default_subnet, IsolatedNetwork, Subnet};
 use virt::connect::Connect;
 
 fn required() -> bool {
@@ -330,8 +332,8 @@ spec:
         image: base.img
 ";
 
-fn load(network: &str) -> Result<hangar::spec::LoadedFleet, hangar::spec::SpecError> {
-    hangar::spec::load_str("fleet.yaml", &FLEET_FILE.replace("NETWORK", network))
+fn load(network: &str) -> Result<hangar::fleet::LoadedFleet, hangar::fleet::FleetError> {
+    hangar::fleet::load_str("fleet.yaml", &FLEET_FILE.replace("NETWORK", network))
 }
 
 #[test]

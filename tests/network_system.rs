@@ -11,9 +11,9 @@
 
 use std::net::Ipv4Addr;
 
-use hangar::providers::libvirt::network::{
-    self, ensure, ensure_filter, Change, IsolatedNetwork, NetworkError, Subnet,
-};
+use hangar::providers::libvirt::network::{self, ensure, ensure_filter, Change, NetworkError};
+
+use hangar::model::network::{IsolatedNetwork, Subnet};
 use virt::connect::Connect;
 
 const URI: &str = "qemu:///system";

@@ -5,11 +5,11 @@
 use std::path::Path;
 use std::process::Command;
 
+use hangar::model::credential::RunnerCredential;
 use hangar::provision::{
     meta_data, user_data, user_data_redacted, DockerSource, Guest, GuestCache, GuestUser,
     RunnerInstall,
 };
-use hangar::reconcile::RunnerCredential;
 use hangar::secret::Secret;
 
 const JIT_CANARY: &str = "eyJjYW5hcnkiOiJqaXQtY2FuYXJ5LTQxMSJ9";

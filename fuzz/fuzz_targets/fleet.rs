@@ -1,4 +1,4 @@
-//! Arbitrary bytes as a fleet file: `spec::load_str` never panics, and every
+//! Arbitrary bytes as a fleet file: `fleet::load_str` never panics, and every
 //! error it returns is located inside the input (a line and a column).
 
 #![no_main]
@@ -9,7 +9,7 @@ fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
-    if let Err(e) = hangar::spec::load_str("fuzz.yaml", text) {
+    if let Err(e) = hangar::fleet::load_str("fuzz.yaml", text) {
         let shown = e.to_string();
         let lines = text.lines().count().max(1) + 1;
         let located = shown

@@ -11,12 +11,12 @@ use super::args::{Output, RenderWhat};
 use super::output::{self, ProgressView};
 use super::status;
 use crate::exit::ExitStatus;
+use crate::fleet::{self, LoadedFleet};
 use crate::plan::model::{Action, DeleteReason, Plan};
 use crate::plan::{self, render};
 use crate::reconcile::assemble::{self, Assembled};
 use crate::reconcile::engine::{jittered, PassError, PassResult};
 use crate::reconcile::lock::{FleetLock, LockError};
-use crate::spec::{self, LoadedFleet};
 
 /// The value of a `Result<T, ExitStatus>`, or return the exit status.
 macro_rules! or_exit {
@@ -35,7 +35,7 @@ pub struct Ctx {
 }
 
 fn load(ctx: &Ctx, path: &Path) -> Result<LoadedFleet, ExitStatus> {
-    spec::load(path).map_err(|e| {
+    crate::files::fleet::load(path).map_err(|e| {
         eprint!("{}", output::diagnostic(&e, ctx.color));
         ExitStatus::InvalidInput
     })
@@ -43,7 +43,7 @@ fn load(ctx: &Ctx, path: &Path) -> Result<LoadedFleet, ExitStatus> {
 
 fn parse_duration(flag: &str, value: &str) -> Result<Duration, ExitStatus> {
     value
-        .parse::<spec::units::Duration>()
+        .parse::<fleet::units::Duration>()
         .map(|d| d.std())
         .map_err(|e| {
             eprintln!("error: --{flag} {value:?}: {e}");
@@ -433,7 +433,7 @@ async fn daemon(ctx: &Ctx, file: &Path, every: Duration, max_passes: Option<u64>
         humantime(every)
     );
     loop {
-        match spec::load(file) {
+        match crate::files::fleet::load(file) {
             Ok(f) => {
                 if f.fleet != last_good.fleet {
                     eprintln!("{}: changed; using the new file", file.display());

@@ -91,7 +91,7 @@ pub async fn run(cli: Cli) -> ExitStatus {
     match cli.command {
         Command::Validate { fleet, output } => commands::validate(&ctx, &fleet.file, output),
         Command::Schema => {
-            crate::out!("{}", crate::spec::schema_json());
+            crate::out!("{}", crate::fleet::schema_json());
             ExitStatus::Ok
         }
         Command::Diff { fleet, output } => commands::diff(&ctx, &fleet.file, output).await,

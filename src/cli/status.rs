@@ -9,11 +9,13 @@ use super::args::Output;
 use super::commands::Ctx;
 use super::output;
 use crate::exit::ExitStatus;
-use crate::plan::model::{GuestStage, ObservedRunner, ObservedVm, RunnerStatus, VmState};
-use crate::providers::{CacheUsage, HostFacts, RateBudget};
+use crate::fleet::units::human_bytes;
+use crate::fleet::LoadedFleet;
+use crate::model::guest::GuestStage;
+use crate::model::host::HostFacts;
+use crate::plan::model::{ObservedRunner, ObservedVm, RunnerStatus, VmState};
+use crate::providers::{CacheUsage, RateBudget};
 use crate::reconcile::assemble::Assembled;
-use crate::spec::units::human_bytes;
-use crate::spec::LoadedFleet;
 
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]

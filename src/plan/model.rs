@@ -3,64 +3,11 @@
 //! changes ([`Action`]). Pure data: no I/O, no async, no provider types.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fmt;
 use std::time::Duration;
 
+use crate::model::{ownership_label, parse_slot_name, GuestStage, Ownership, SpecHash, VmShape};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-
-/// Hash of everything in a slot's spec that needs a new VM when it changes.
-/// Hex, 16 characters; stored in each VM's ownership metadata.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct SpecHash(pub String);
-
-impl fmt::Display for SpecHash {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-/// The label every runner of a fleet carries besides the pool's labels. A
-/// runner is ours only if its name is one of our slot names *and* it carries
-/// this label, so a foreign runner that happens to share a name is left alone.
-pub fn ownership_label(fleet: &str) -> String {
-    format!("hangar-{fleet}")
-}
-
-/// The runner and VM name of a slot: `<fleet>-<pool>-<index>`.
-pub fn slot_name(fleet: &str, pool: &str, index: u32) -> String {
-    format!("{fleet}-{pool}-{index}")
-}
-
-/// The pool and index of a slot name of `fleet`, if `name` has the shape
-/// `<fleet>-<pool>-<index>` that [`slot_name`] produces (canonical index, no
-/// leading zeros), so that `slot_name(fleet, pool, index) == name`.
-pub fn parse_slot_name<'a>(fleet: &str, name: &'a str) -> Option<(&'a str, u32)> {
-    let rest = name.strip_prefix(fleet)?.strip_prefix('-')?;
-    let (pool, index) = rest.rsplit_once('-')?;
-    if pool.is_empty() || index.is_empty() || !index.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    if index.len() > 1 && index.starts_with('0') {
-        return None;
-    }
-    Some((pool, index.parse().ok()?))
-}
-
-/// The VM a slot asks for, in absolute units. Recorded in ownership metadata
-/// so that `diff` can say what changed (`cpus 2 → 4`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct VmShape {
-    pub cpus: u32,
-    pub memory_bytes: u64,
-    pub disk_bytes: u64,
-    /// Base image: a path on the host or a volume name in the host's pool.
-    pub image: String,
-    /// Size of the slot's private cache volume, if the pool has one.
-    pub cache_bytes: Option<u64>,
-}
 
 /// Timeouts that decide when the planner gives up on a VM.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -136,28 +83,6 @@ pub struct DesiredSlot {
     pub spec_hash: SpecHash,
 }
 
-/// What hangar writes into every domain it defines, in its own XML namespace.
-/// A domain without it is not ours and is invisible to the planner. It never
-/// changes under one domain UUID: a new generation is a new domain.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Ownership {
-    pub fleet: String,
-    pub pool: String,
-    /// Slot name (= VM name = runner name).
-    pub slot: String,
-    pub index: u32,
-    /// 1 for a slot's first VM, +1 for each replacement.
-    pub generation: u64,
-    pub spec_hash: SpecHash,
-    pub created_at: DateTime<Utc>,
-    pub ephemeral: bool,
-    /// How many VMs of this slot in a row failed to bring their runner up
-    /// before this one was created; drives the crash-loop backoff.
-    pub boot_failures: u32,
-    pub shape: VmShape,
-}
-
 /// Lifecycle state of a domain, as libvirt reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -168,24 +93,6 @@ pub enum VmState {
     Crashed,
     /// Blocked, shutting down, suspended, or a state libvirt added later.
     Other,
-}
-
-/// What the guest said on its serial console, newest stage reached.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum GuestStage {
-    /// Nothing printed by our provisioning yet.
-    Booting,
-    UserReady,
-    DockerReady,
-    CacheMounted,
-    RunnerStarted,
-    /// The runner started a job (job-started hook): busy, whatever GitHub says.
-    JobStarted,
-    /// The runner's job finished (ephemeral: the guest is powering off).
-    JobFinished,
-    /// Provisioning reported an error.
-    Failed,
 }
 
 /// A hangar-owned VM as seen on its host.

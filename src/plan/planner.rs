@@ -37,10 +37,14 @@ use std::time::Duration;
 use chrono::{DateTime, TimeDelta, Utc};
 
 use super::model::{
-    Action, CreateReason, DeleteReason, Desired, DesiredSlot, FieldChange, GuestStage, Observation,
-    Observed, ObservedRunner, ObservedVm, Plan, Policy, RemoveRunnerReason, ReplaceReason,
-    RunnerStatus, VmShape, VmState, WaitReason,
+    Action, CreateReason, DeleteReason, Desired, DesiredSlot, FieldChange, Observation, Observed,
+    ObservedRunner, ObservedVm, Plan, Policy, RemoveRunnerReason, ReplaceReason, RunnerStatus,
+    VmState, WaitReason,
 };
+
+use crate::model::guest::GuestStage;
+
+use crate::model::ownership::VmShape;
 
 /// Subject of the wait emitted when GitHub's runner list failed.
 pub const GITHUB_SUBJECT: &str = "github";

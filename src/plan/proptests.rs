@@ -18,6 +18,7 @@ use super::model::*;
 use super::planner::is_busy;
 use super::tests::{now, shape, slot, FLEET, MIN};
 use super::{destroy, plan};
+use crate::model::*;
 
 const HOSTS: [&str; 3] = ["h1", "h2", "h3"];
 const POOLS: [&str; 3] = ["umn", "gpu", "old"];

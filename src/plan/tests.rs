@@ -9,6 +9,7 @@ use chrono::{DateTime, TimeZone, Utc};
 
 use super::model::*;
 use super::{destroy, plan, render};
+use crate::model::*;
 
 pub(super) const FLEET: &str = "ldmx-umn";
 pub(super) const MIN: i64 = 60;

@@ -9,7 +9,10 @@ pub mod libvirt;
 use async_trait::async_trait;
 use serde::Serialize;
 
-use crate::plan::model::{ObservedRunner, ObservedVm, Ownership, VmRef};
+use crate::plan::model::{ObservedRunner, ObservedVm, VmRef};
+
+use crate::model::ownership::Ownership;
+use crate::model::{DirectBoot, HostFacts, NetworkAttachment};
 use crate::secret::Secret;
 
 /// What went wrong talking to a provider, and whether trying again may help.
@@ -52,52 +55,6 @@ impl ProviderError {
             ErrorKind::Transient | ErrorKind::RateLimited { .. }
         )
     }
-}
-
-/// Which libvirt domain type a host runs its VMs with.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum DomainType {
-    Kvm,
-    Qemu,
-    /// libvirt's test driver (the sandbox and fast tests).
-    Test,
-}
-
-/// A host's capacity, read once per pass.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct HostFacts {
-    pub memory_bytes: u64,
-    pub cpus: u32,
-    /// Free bytes in the host's storage pool, where libvirt knows.
-    pub pool_free_bytes: Option<u64>,
-    pub domain_type: DomainType,
-    /// Why that domain type was chosen, for `status` and logs.
-    pub domain_type_reason: String,
-}
-
-/// Kernel, initrd and command line for a direct kernel boot.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct DirectBoot {
-    pub kernel: String,
-    pub initrd: Option<String>,
-    pub cmdline: Option<String>,
-}
-
-/// How a VM's network interface is attached.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case", tag = "kind")]
-pub enum NetworkAttachment {
-    /// No interface at all.
-    None,
-    /// qemu user-mode networking (tests; no host network reachable by name).
-    User,
-    /// A named libvirt network, optionally with an nwfilter on the interface.
-    Network {
-        name: String,
-        filter: Option<String>,
-    },
 }
 
 /// The NoCloud seed: what cloud-init reads on first boot.

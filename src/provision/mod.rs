@@ -13,7 +13,7 @@ mod cloud_config;
 use cloud_config::{CloudConfig, FsSetup, User, WriteFile};
 use serde::Serialize;
 
-use crate::reconcile::RunnerCredential;
+use crate::model::credential::RunnerCredential;
 use crate::secret::Secret;
 
 /// The serial of the cache disk in the domain XML (`<serial>`).

@@ -12,22 +12,24 @@ use tokio::sync::Mutex;
 use super::engine::{Engine, GuestPlay};
 use super::execute::Limits;
 use super::memory::{OfflineMemory, Remembering};
-use super::{ProvisionError, Provisioner, RunnerCredential, SystemClock, World};
+use super::{ProvisionError, Provisioner, SystemClock, World};
 use crate::exit::ExitStatus;
-use crate::plan::model::{DesiredSlot, ObservedVm, Ownership, VmRef};
+use crate::fleet::{AuthRef, DomainTypeSpec, Fleet, Host, LoadedFleet, Pool, Scope};
+use crate::model::credential::RunnerCredential;
+use crate::model::host::{DirectBoot, DomainType, HostFacts};
+use crate::model::network::IsolatedNetwork;
+use crate::model::ownership::Ownership;
+use crate::plan::model::{DesiredSlot, ObservedVm, VmRef};
 use crate::providers::github::{self, GithubConfig, GithubRegistry, RetryPolicy, Retrying};
-use crate::providers::libvirt::network::IsolatedNetwork;
 use crate::providers::libvirt::{HostConfig, LibvirtHost};
 use crate::providers::{
-    CacheUsage, DirectBoot, DomainType, ErrorKind, HostFacts, Hypervisor, ProviderError,
-    RunnerRegistry, Seed, VmCreate,
+    CacheUsage, ErrorKind, Hypervisor, ProviderError, RunnerRegistry, Seed, VmCreate,
 };
 use crate::provision;
 use crate::sandbox::guest::SandboxGuests;
 use crate::sandbox::host::SandboxHost;
 use crate::secret::Secret;
 use crate::sim::{self, SimConfig, SimHandle};
-use crate::spec::{AuthRef, DomainTypeSpec, Fleet, Host, LoadedFleet, Pool, Scope};
 
 /// The `uri` that selects the embedded sandbox.
 pub const SANDBOX_URI: &str = "sandbox";
@@ -342,10 +344,10 @@ impl FleetProvisioner {
 /// The guest a slot's VM gets.
 pub fn guest(fleet: &Fleet, pool: &Pool, slot: &DesiredSlot) -> Result<provision::Guest, String> {
     let runner = match pool.runner.install() {
-        Some(crate::spec::RunnerInstall::Download { version, sha256 }) => {
+        Some(crate::fleet::RunnerInstall::Download { version, sha256 }) => {
             provision::RunnerInstall::Download { version, sha256 }
         }
-        Some(crate::spec::RunnerInstall::Preinstalled { path }) => {
+        Some(crate::fleet::RunnerInstall::Preinstalled { path }) => {
             provision::RunnerInstall::Preinstalled { path }
         }
         None => {
@@ -356,7 +358,7 @@ pub fn guest(fleet: &Fleet, pool: &Pool, slot: &DesiredSlot) -> Result<provision
         }
     };
     let mut labels = slot.labels.clone();
-    labels.push(crate::plan::model::ownership_label(&fleet.metadata.name));
+    labels.push(crate::model::names::ownership_label(&fleet.metadata.name));
     Ok(provision::Guest {
         hostname: slot.name.clone(),
         user: provision::GuestUser {
@@ -364,9 +366,9 @@ pub fn guest(fleet: &Fleet, pool: &Pool, slot: &DesiredSlot) -> Result<provision
             sudo: pool.user.sudo,
         },
         docker: match pool.docker.source {
-            crate::spec::DockerSource::Ubuntu => provision::DockerSource::Distro,
-            crate::spec::DockerSource::DockerCe => provision::DockerSource::DockerCe,
-            crate::spec::DockerSource::Preinstalled => provision::DockerSource::Preinstalled,
+            crate::fleet::DockerSource::Ubuntu => provision::DockerSource::Distro,
+            crate::fleet::DockerSource::DockerCe => provision::DockerSource::DockerCe,
+            crate::fleet::DockerSource::Preinstalled => provision::DockerSource::Preinstalled,
         },
         runner,
         work_folder: pool.runner.work_folder.clone(),
@@ -457,9 +459,8 @@ pub fn render(fleet: &LoadedFleet, slot: &DesiredSlot, domain: bool) -> Result<S
         _ if host.uri == SANDBOX_URI => DomainType::Test,
         _ => DomainType::Qemu,
     };
-    let console: PathBuf = PathBuf::from("/var/log/hangar").join(
-        crate::providers::libvirt::xml::console_log_name(&slot.name, 1),
-    );
+    let console: PathBuf =
+        PathBuf::from("/var/log/hangar").join(crate::model::names::console_log_name(&slot.name, 1));
     let spec = crate::providers::libvirt::xml::DomainSpec::for_vm(
         domain_type,
         &host.storage_pool,
@@ -469,7 +470,7 @@ pub fn render(fleet: &LoadedFleet, slot: &DesiredSlot, domain: bool) -> Result<S
         true,
         Some(console.display().to_string()),
     );
-    Ok(crate::providers::libvirt::xml::with_declaration(
+    Ok(crate::model::xml::with_declaration(
         &crate::providers::libvirt::xml::domain_xml(&spec),
     ))
 }

@@ -11,9 +11,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::execute::{execute, Execution, Limits, Progress, Report};
 use super::{Clock, Provisioner, Snapshot, World};
+use crate::fleet::{FleetError, LoadedFleet};
 use crate::plan::model::{Action, Desired, Plan, WaitReason};
 use crate::plan::{self};
-use crate::spec::{LoadedFleet, SpecError};
 
 /// Something outside the VMs that plays the guest's part: the sandbox, whose
 /// guests never boot, registers their runners through the simulator after
@@ -39,7 +39,7 @@ pub struct Engine {
 pub enum PassError {
     /// The file cannot be resolved against the hosts (e.g. overcommit).
     #[error(transparent)]
-    Spec(#[from] SpecError),
+    Spec(#[from] FleetError),
 }
 
 /// What one pass saw, decided and did.

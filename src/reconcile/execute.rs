@@ -12,10 +12,12 @@ use serde::Serialize;
 use tokio::sync::{OnceCell, Semaphore};
 use tokio_util::sync::CancellationToken;
 
-use super::{Clock, Provisioner, RunnerCredential, World};
-use crate::plan::model::{
-    ownership_label, Action, Desired, Observed, Ownership, Plan, RunnerRef, VmRef,
-};
+use super::{Clock, Provisioner, World};
+
+use crate::model::credential::RunnerCredential;
+use crate::model::names::ownership_label;
+use crate::model::ownership::Ownership;
+use crate::plan::model::{Action, Desired, Observed, Plan, RunnerRef, VmRef};
 use crate::providers::{ProviderError, RemoveOutcome};
 use crate::secret::Secret;
 

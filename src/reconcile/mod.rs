@@ -16,9 +16,12 @@ use chrono::{DateTime, Utc};
 use futures::future::join_all;
 use serde::Serialize;
 
-use crate::plan::model::{DesiredSlot, Observation, Observed, Ownership};
-use crate::providers::{HostFacts, Hypervisor, ProviderError, RunnerRegistry, VmCreate};
-use crate::secret::Secret;
+use crate::plan::model::{DesiredSlot, Observation, Observed};
+
+use crate::model::host::HostFacts;
+use crate::model::ownership::Ownership;
+pub use crate::model::RunnerCredential;
+use crate::providers::{Hypervisor, ProviderError, RunnerRegistry, VmCreate};
 
 pub use execute::{execute, ActionOutcome, Limits, Outcome, Report};
 
@@ -60,19 +63,6 @@ impl Clock for TokioClock {
         let elapsed = tokio::time::Instant::now() - self.start;
         self.origin + chrono::Duration::from_std(elapsed).unwrap_or(chrono::TimeDelta::MAX)
     }
-}
-
-/// What the guest needs to register its runner; minted just before the VM
-/// that uses it is created and never reused for another boot.
-#[derive(Debug, Clone)]
-pub enum RunnerCredential {
-    /// Ephemeral slot: `run.sh --jitconfig`.
-    Jit {
-        runner_id: u64,
-        config: Secret<String>,
-    },
-    /// Persistent slot: `config.sh --url URL --token TOKEN`.
-    Registration { url: String, token: Secret<String> },
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -10,10 +10,11 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use super::host::SandboxHost;
-use crate::plan::model::{ownership_label, Desired, ObservedVm, VmState};
-use crate::providers::libvirt::console::{
+use crate::model::guest::{
     MARKER_CACHE_MOUNTED, MARKER_DOCKER_OK, MARKER_RUNNER_STARTED, MARKER_USER_OK,
 };
+use crate::model::names::ownership_label;
+use crate::plan::model::{Desired, ObservedVm, VmState};
 use crate::providers::Hypervisor;
 use crate::reconcile::engine::GuestPlay;
 use crate::reconcile::{Clock, World};

@@ -7,14 +7,13 @@ use std::time::SystemTime;
 
 use async_trait::async_trait;
 
-use super::node::{self, SandboxShape};
+use crate::model::host::{HostFacts, NetworkAttachment};
 use crate::plan::model::{ObservedVm, VmRef};
 use crate::providers::libvirt::image::{url_volume_name, ImageSource};
+use crate::providers::libvirt::test_node::{self as node, SandboxShape};
 use crate::providers::libvirt::xml::{volume_xml, VolumeFormat, VolumeSpec};
 use crate::providers::libvirt::{HostConfig, LibvirtHost};
-use crate::providers::{
-    CacheUsage, ErrorKind, HostFacts, Hypervisor, NetworkAttachment, ProviderError, VmCreate,
-};
+use crate::providers::{CacheUsage, ErrorKind, Hypervisor, ProviderError, VmCreate};
 
 /// What a sandbox host pretends to have: 16 cpus and 64 GiB.
 pub const SANDBOX_SHAPE: SandboxShape = SandboxShape {

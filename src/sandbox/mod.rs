@@ -3,4 +3,3 @@
 
 pub mod guest;
 pub mod host;
-pub mod node;

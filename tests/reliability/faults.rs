@@ -5,8 +5,8 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use hangar::model::guest::MARKER_JOB_STARTED;
 use hangar::plan::model::{Action, DeleteReason, ReplaceReason, VmState, WaitReason};
-use hangar::providers::libvirt::console::MARKER_JOB_STARTED;
 use hangar::providers::{ErrorKind, Hypervisor};
 use hangar::reconcile::execute::{execute, Execution, Outcome};
 use hangar::sim::{Fault, FaultKind, Latency, RegisterRunner};
@@ -367,11 +367,11 @@ async fn s06_foreign_objects_are_never_touched() {
     owner.fleet = "oth".into();
     owner.slot = "oth-p-0".into();
     let spec = hangar::providers::libvirt::xml::DomainSpec::for_vm(
-        hangar::providers::DomainType::Test,
+        hangar::model::host::DomainType::Test,
         "default",
         &owner,
         None,
-        &hangar::providers::NetworkAttachment::None,
+        &hangar::model::host::NetworkAttachment::None,
         false,
         None,
     );

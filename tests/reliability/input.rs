@@ -155,7 +155,7 @@ fn s14_malformed_files_exit_2_located_and_contact_nothing() {
     let sc = Scenario::begin(14);
     let dir = tempfile::tempdir().unwrap();
     let sim = SimProcess::start(dir.path(), "never-sent");
-    let fixtures = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/spec/bad");
+    let fixtures = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/fleet/bad");
     let mut files: Vec<(String, PathBuf)> = std::fs::read_dir(&fixtures)
         .unwrap()
         .flatten()
@@ -207,7 +207,7 @@ fn s14_malformed_files_exit_2_located_and_contact_nothing() {
     let _ = text(b"");
     sc.pass(
         &format!(
-            "{} malformed files ({} from tests/fixtures/spec/bad, {} more: wrong types, truncation, tabs, deep nesting, \
+            "{} malformed files ({} from tests/fixtures/fleet/bad, {} more: wrong types, truncation, tabs, deep nesting, \
              a 10^10 alias bomb, a merge-key bomb, invalid UTF-8, NUL, a 600 kB scalar) through validate, diff, apply, \
              reconcile --once, status, destroy; files point at a live `hangar github-sim`",
             files.len(),

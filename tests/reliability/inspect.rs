@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
-use hangar::plan::model::Ownership;
+use hangar::model::ownership::Ownership;
 use hangar::providers::libvirt::xml::parse_domain;
 use hangar::sim::{SimRunner, SimWorld};
 use virt::connect::Connect;

@@ -17,12 +17,12 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use chrono::Utc;
-use hangar::plan::model::{ownership_label, ObservedVm, VmRef};
+use hangar::model::host::{DomainType, HostFacts, NetworkAttachment};
+use hangar::model::names::ownership_label;
+use hangar::plan::model::{ObservedVm, VmRef};
 use hangar::providers::github::{Auth, GithubConfig, GithubRegistry, RetryPolicy, Retrying, Scope};
 use hangar::providers::libvirt::{HostConfig, LibvirtHost};
-use hangar::providers::{
-    CacheUsage, DomainType, HostFacts, Hypervisor, NetworkAttachment, ProviderError, VmCreate,
-};
+use hangar::providers::{CacheUsage, Hypervisor, ProviderError, VmCreate};
 use hangar::reconcile::assemble::FleetProvisioner;
 use hangar::reconcile::engine::Engine;
 use hangar::reconcile::{Limits, SystemClock, World};
@@ -354,7 +354,7 @@ async fn s09_libvirtd_restarted_mid_pass() {
         daemon: daemon.clone(),
         restart_before: Mutex::new(None),
     });
-    let mut fleet = hangar::spec::load_str("fleet.yaml", &real_yaml(1)).unwrap();
+    let mut fleet = hangar::fleet::load_str("fleet.yaml", &real_yaml(1)).unwrap();
     let mut engine = Engine {
         world: World {
             fleet: "rel".into(),
@@ -376,7 +376,7 @@ async fn s09_libvirtd_restarted_mid_pass() {
     };
     let cancel = CancellationToken::new();
     // The guests' part: a running VM's runner registers and comes online.
-    let play = |engine: &Engine, fleet: &hangar::spec::LoadedFleet| {
+    let play = |engine: &Engine, fleet: &hangar::fleet::LoadedFleet| {
         let sim = sim.clone();
         let desired_labels = vec!["rel".to_string(), ownership_label("rel")];
         let names: Vec<String> = (0..fleet.fleet.spec.pools[0].count)
@@ -403,9 +403,9 @@ async fn s09_libvirtd_restarted_mid_pass() {
     };
     async fn converge(
         engine: &Engine,
-        fleet: &hangar::spec::LoadedFleet,
+        fleet: &hangar::fleet::LoadedFleet,
         cancel: &CancellationToken,
-        play: &dyn Fn(&Engine, &hangar::spec::LoadedFleet),
+        play: &dyn Fn(&Engine, &hangar::fleet::LoadedFleet),
     ) -> (usize, usize) {
         let mut failed = 0;
         for n in 1..=8 {
@@ -438,7 +438,7 @@ async fn s09_libvirtd_restarted_mid_pass() {
         ("delete", 1),
         ("remove_seed", 2),
     ] {
-        fleet = hangar::spec::load_str("fleet.yaml", &real_yaml(count)).unwrap();
+        fleet = hangar::fleet::load_str("fleet.yaml", &real_yaml(count)).unwrap();
         engine.provisioner = Arc::new(FleetProvisioner {
             fleet: fleet.fleet.clone(),
         });

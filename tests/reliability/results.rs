@@ -149,7 +149,7 @@ const FUZZ_NOTE: &str = "
 ## Fuzzing the fleet parser
 
 `fuzz/` is a `cargo fuzz` crate of its own (not part of the workspace
-build). Its target `fleet` feeds arbitrary bytes to `hangar::spec::load_str`
+build). Its target `fleet` feeds arbitrary bytes to `hangar::fleet::load_str`
 and checks that every error is located (a line and a column inside the
 input) and that nothing panics. With a nightly toolchain and
 `cargo install cargo-fuzz` (0.13.2 installs from crates.io on this kind of
@@ -161,6 +161,6 @@ The fuzz run is not part of this suite (its sanitizer build of every
 dependency takes longer than the whole suite on two cores).
 
 Its seed corpus is `fuzz/corpus/fleet/` (the example fleets and the
-malformed files of `tests/fixtures/spec/bad/`); crashes land in
+malformed files of `tests/fixtures/fleet/bad/`); crashes land in
 `fuzz/artifacts/fleet/`.
 ";

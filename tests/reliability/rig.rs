@@ -9,9 +9,11 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{TimeZone, Utc};
+use hangar::fleet::{self, LoadedFleet};
+use hangar::model::host::HostFacts;
 use hangar::plan::model::{Action, ObservedVm, VmRef};
 use hangar::providers::github::{Auth, GithubConfig, GithubRegistry, RetryPolicy, Retrying, Scope};
-use hangar::providers::{CacheUsage, ErrorKind, HostFacts, Hypervisor, ProviderError, VmCreate};
+use hangar::providers::{CacheUsage, ErrorKind, Hypervisor, ProviderError, VmCreate};
 use hangar::reconcile::assemble::FleetProvisioner;
 use hangar::reconcile::engine::{Engine, GuestPlay, PassResult};
 use hangar::reconcile::{Limits, TokioClock, World};
@@ -19,7 +21,6 @@ use hangar::sandbox::guest::SandboxGuests;
 use hangar::sandbox::host::SandboxHost;
 use hangar::secret::Secret;
 use hangar::sim::{self, SimConfig, SimHandle, SimRunner};
-use hangar::spec::{self, LoadedFleet};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tokio_util::sync::CancellationToken;
@@ -253,7 +254,7 @@ impl Rig {
         yaml: &str,
         seed: impl FnOnce(&BTreeMap<String, Arc<SandboxHost>>),
     ) -> Rig {
-        let fleet = spec::load_str("fleet.yaml", yaml).unwrap_or_else(|e| panic!("{e}"));
+        let fleet = fleet::load_str("fleet.yaml", yaml).unwrap_or_else(|e| panic!("{e}"));
         let dir = tempfile::tempdir().unwrap();
         let mut hosts = BTreeMap::new();
         for h in &fleet.fleet.spec.hosts {
@@ -333,7 +334,7 @@ impl Rig {
     }
 
     pub fn set_fleet(&mut self, yaml: &str) {
-        self.fleet = spec::load_str("fleet.yaml", yaml).unwrap_or_else(|e| panic!("{e}"));
+        self.fleet = fleet::load_str("fleet.yaml", yaml).unwrap_or_else(|e| panic!("{e}"));
         self.engine.provisioner = Arc::new(FleetProvisioner {
             fleet: self.fleet.fleet.clone(),
         });

@@ -15,9 +15,11 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::Utc;
+use hangar::fleet::{self, LoadedFleet};
+use hangar::model::host::HostFacts;
 use hangar::plan::model::{Action, ObservedVm, VmRef};
 use hangar::providers::github::{Auth, GithubConfig, GithubRegistry, RetryPolicy, Retrying, Scope};
-use hangar::providers::{CacheUsage, HostFacts, Hypervisor, ProviderError, VmCreate};
+use hangar::providers::{CacheUsage, Hypervisor, ProviderError, VmCreate};
 use hangar::reconcile::assemble::FleetProvisioner;
 use hangar::reconcile::engine::{Engine, GuestPlay, PassResult};
 use hangar::reconcile::memory::{OfflineMemory, Remembering};
@@ -26,7 +28,6 @@ use hangar::sandbox::guest::SandboxGuests;
 use hangar::sandbox::host::SandboxHost;
 use hangar::secret::Secret;
 use hangar::sim::{self, SimConfig, SimHandle, SimRunner};
-use hangar::spec::{self, LoadedFleet};
 use tokio_util::sync::CancellationToken;
 
 pub const TOKEN: &str = "engine-test-token";
@@ -66,7 +67,7 @@ pub fn pool(name: &str, count: u32, ephemeral: bool, cpus: u32, cache: bool) -> 
 }
 
 pub fn load(yaml: &str) -> LoadedFleet {
-    spec::load_str("fleet.yaml", yaml).unwrap_or_else(|e| panic!("fleet does not load: {e}"))
+    fleet::load_str("fleet.yaml", yaml).unwrap_or_else(|e| panic!("fleet does not load: {e}"))
 }
 
 /// A mutating hypervisor call, as the engine made it.

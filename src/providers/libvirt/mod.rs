@@ -4,7 +4,7 @@
 //! - One long-lived connection per host, reopened when it dropped; every
 //!   libvirt call runs on `spawn_blocking`.
 //! - A domain is hangar's only if its XML carries hangar's ownership element
-//!   ([`xml::OWNERSHIP_NS`]); anything else is never returned and never
+//!   ([`crate::model::ownership::OWNERSHIP_NS`]); anything else is never returned and never
 //!   touched. Ownership never changes under a domain UUID (a new generation is
 //!   a new domain), so it is read once per UUID and cached.
 //! - Observation costs one libvirt round trip per host in steady state:
@@ -12,7 +12,7 @@
 //!   name, UUID and state in one RPC. Only UUIDs not seen before cost one more
 //!   call each (`virDomainGetXMLDesc`, which also says whether the seed is
 //!   attached). [`LibvirtHost::libvirt_calls`] counts the calls.
-//! - Names are deterministic ([`xml::root_volume_name`] and friends) so a
+//! - Names are deterministic ([`crate::model::names::root_volume_name`] and friends) so a
 //!   create cut short is adopted by the next one, never duplicated.
 
 pub mod console;
@@ -20,7 +20,7 @@ pub mod download;
 pub mod image;
 pub mod network;
 pub mod seed;
-mod tree;
+pub mod test_node;
 pub mod xml;
 
 use std::collections::{HashMap, HashSet};
@@ -44,11 +44,11 @@ use virt::sys;
 use self::console::ConsoleCursor;
 use self::image::ImageSource;
 use self::xml::{Backing, DomainSpec, VolumeFormat, VolumeSpec};
-use super::{
-    CacheUsage, DirectBoot, DomainType, ErrorKind, HostFacts, Hypervisor, NetworkAttachment,
-    ProviderError, VmCreate,
-};
-use crate::plan::model::{GuestStage, ObservedVm, Ownership, VmRef, VmState};
+use super::{CacheUsage, ErrorKind, Hypervisor, ProviderError, VmCreate};
+use crate::model::guest::GuestStage;
+use crate::model::host::{DirectBoot, DomainType, HostFacts, NetworkAttachment};
+use crate::model::ownership::Ownership;
+use crate::plan::model::{ObservedVm, VmRef, VmState};
 
 pub use self::xml::{domain_xml, volume_xml};
 
@@ -109,7 +109,7 @@ struct Inner {
     facts: Mutex<Option<CachedFacts>>,
     /// The fleet's isolated network here, made true before a VM that
     /// attaches to it is defined.
-    isolation: Option<network::IsolatedNetwork>,
+    isolation: Option<crate::model::IsolatedNetwork>,
     /// One URL image download at a time per host: concurrent creates of a
     /// new fleet all need the same base image.
     fetching: tokio::sync::Mutex<()>,
@@ -273,7 +273,7 @@ impl LibvirtHost {
     /// attached to that network with that filter.
     pub fn connect_isolated(
         config: HostConfig,
-        isolation: Option<network::IsolatedNetwork>,
+        isolation: Option<crate::model::IsolatedNetwork>,
     ) -> Result<LibvirtHost, ProviderError> {
         QUIET_LIBVIRT.call_once(virt::error::clear_error_callback);
         let local = uri_is_local(&config.uri);
@@ -457,7 +457,7 @@ impl Inner {
             .console_dir
             .clone()
             .unwrap_or_else(|| PathBuf::from(DEFAULT_CONSOLE_DIR))
-            .join(xml::console_log_name(slot, generation))
+            .join(crate::model::names::console_log_name(slot, generation))
     }
 
     /// The connection, reopened if it dropped.
@@ -500,7 +500,7 @@ impl Inner {
                 .filter(|p| p.ends_with(".xml") && std::path::Path::new(p).is_file());
             if let (DomainType::Test, Some(path)) = (self.domain_type, node_file) {
                 let tmp = format!("{path}.fault");
-                let saved = crate::sandbox::node::dump(conn)
+                let saved = test_node::dump(conn)
                     .map_err(|e| e.to_string())
                     .and_then(|xml| {
                         std::fs::write(&tmp, xml)
@@ -1031,7 +1031,7 @@ impl Inner {
         owner: &Ownership,
         base: &Base,
     ) -> Result<(), ProviderError> {
-        let name = xml::root_volume_name(&owner.slot, owner.generation);
+        let name = crate::model::names::root_volume_name(&owner.slot, owner.generation);
         if let Some(vol) = self.lookup_volume(pool, &name)? {
             let facts = self.volume_facts(&vol, &name)?;
             if facts.format.as_deref() == Some("qcow2")
@@ -1065,7 +1065,7 @@ impl Inner {
         let Some(want) = owner.shape.cache_bytes else {
             return Ok(());
         };
-        let name = xml::cache_volume_name(&owner.slot);
+        let name = crate::model::names::cache_volume_name(&owner.slot);
         match self.lookup_volume(pool, &name)? {
             Some(vol) => {
                 let facts = self.volume_facts(&vol, &name)?;
@@ -1104,7 +1104,7 @@ impl Inner {
         vm: &VmCreate,
     ) -> Result<(), ProviderError> {
         let owner = &vm.owner;
-        let name = xml::seed_volume_name(&owner.slot, owner.generation);
+        let name = crate::model::names::seed_volume_name(&owner.slot, owner.generation);
         let iso = seed::seed_iso(&vm.seed).map_err(|e| self.err(ErrorKind::Refused, e))?;
         if let Some(old) = self.lookup_volume(pool, &name)? {
             self.call(&format!("delete old seed {name}"), || old.delete(0))?;
@@ -1272,9 +1272,9 @@ impl Inner {
                 .iter()
                 .any(|(p, v)| p == pool_name && v == name)
         };
-        let root = xml::root_volume_name(&owner.slot, owner.generation);
-        let seed = xml::seed_volume_name(&owner.slot, owner.generation);
-        let cache = xml::cache_volume_name(&owner.slot);
+        let root = crate::model::names::root_volume_name(&owner.slot, owner.generation);
+        let seed = crate::model::names::seed_volume_name(&owner.slot, owner.generation);
+        let cache = crate::model::names::cache_volume_name(&owner.slot);
         let mut doomed = Vec::new();
         if referenced(&root) {
             doomed.push(root);
@@ -1384,7 +1384,7 @@ impl Inner {
             if vm.owner.shape.cache_bytes.is_none() {
                 continue;
             }
-            let name = xml::cache_volume_name(&vm.owner.slot);
+            let name = crate::model::names::cache_volume_name(&vm.owner.slot);
             if let Some(vol) = self.lookup_volume(&pool, &name)? {
                 let info = self.call(&format!("read volume {name}"), || vol.info())?;
                 out.push(CacheUsage {

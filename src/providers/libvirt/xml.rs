@@ -7,46 +7,19 @@
 
 use std::io;
 
-use chrono::{DateTime, Utc};
-use quick_xml::events::{BytesDecl, BytesText, Event};
+use quick_xml::events::BytesText;
 use quick_xml::Writer;
 
-use super::tree::{self, Element};
-use crate::plan::model::{Ownership, SpecHash, VmShape};
-use crate::providers::{DirectBoot, DomainType, NetworkAttachment};
-
-/// Namespace of hangar's ownership element inside a domain's `<metadata>`.
-pub const OWNERSHIP_NS: &str = "https://hangar.dev/xmlns/vm/1";
-/// Prefix written for [`OWNERSHIP_NS`] (any prefix is accepted on read).
-pub const OWNERSHIP_PREFIX: &str = "hangar";
-/// Local name of the ownership element.
-pub const OWNERSHIP_ELEMENT: &str = "vm";
-
-/// Serial of the cache disk: the guest finds it at
-/// `/dev/disk/by-id/virtio-hangar-cache`.
-pub const CACHE_DISK_SERIAL: &str = "hangar-cache";
-/// Serial of the NoCloud seed disk.
-pub const SEED_DISK_SERIAL: &str = "hangar-seed";
-
-/// Root overlay of one VM generation.
-pub fn root_volume_name(slot: &str, generation: u64) -> String {
-    format!("{slot}-g{generation}-root.qcow2")
-}
-
-/// The slot's cache volume, kept across generations.
-pub fn cache_volume_name(slot: &str) -> String {
-    format!("{slot}-cache.qcow2")
-}
-
-/// The NoCloud seed of one VM generation (carries secrets until removed).
-pub fn seed_volume_name(slot: &str, generation: u64) -> String {
-    format!("{slot}-g{generation}-seed.iso")
-}
-
-/// File name of a generation's serial console log inside the console dir.
-pub fn console_log_name(slot: &str, generation: u64) -> String {
-    format!("{slot}-g{generation}.console.log")
-}
+use crate::model::host::{DirectBoot, DomainType, NetworkAttachment};
+use crate::model::names::{
+    cache_volume_name, root_volume_name, seed_volume_name, CACHE_DISK_SERIAL, SEED_DISK_SERIAL,
+};
+use crate::model::ownership::Ownership;
+use crate::model::ownership::{
+    parse_ownership_element, write_ownership, OwnershipError, OWNERSHIP_ELEMENT, OWNERSHIP_NS,
+};
+use crate::model::tree::{self, Element};
+use crate::model::xml::{finish, text, Xw};
 
 /// A disk of a domain: a volume in a pool, on the virtio bus.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -172,21 +145,6 @@ pub struct VolumeSpec {
 pub struct Backing {
     pub path: String,
     pub format: VolumeFormat,
-}
-
-/// The XML writer every libvirt document of hangar is written with.
-pub(crate) type Xw = Writer<Vec<u8>>;
-
-/// The document a writer holds. quick-xml only writes the UTF-8 it is given.
-pub(crate) fn finish(w: Xw) -> String {
-    String::from_utf8(w.into_inner()).expect("quick-xml writes utf-8")
-}
-
-/// `<name>value</name>`, the value escaped.
-pub(crate) fn text(w: &mut Xw, name: &str, value: &str) -> io::Result<()> {
-    w.create_element(name)
-        .write_text_content(BytesText::new(value))?;
-    Ok(())
 }
 
 /// Libvirt domain XML for `spec`.
@@ -395,113 +353,6 @@ fn write_volume(w: &mut Xw, spec: &VolumeSpec) -> io::Result<()> {
     Ok(())
 }
 
-fn write_ownership(w: &mut Xw, o: &Ownership) -> io::Result<()> {
-    let p = |local: &str| format!("{OWNERSHIP_PREFIX}:{local}");
-    let xmlns = format!("xmlns:{OWNERSHIP_PREFIX}");
-    w.create_element(p(OWNERSHIP_ELEMENT))
-        .with_attribute((xmlns.as_str(), OWNERSHIP_NS))
-        .write_inner_content(|w| {
-            text(w, &p("fleet"), &o.fleet)?;
-            text(w, &p("pool"), &o.pool)?;
-            text(w, &p("slot"), &o.slot)?;
-            text(w, &p("index"), &o.index.to_string())?;
-            text(w, &p("generation"), &o.generation.to_string())?;
-            text(w, &p("specHash"), &o.spec_hash.0)?;
-            text(w, &p("createdAt"), &o.created_at.to_rfc3339())?;
-            text(
-                w,
-                &p("ephemeral"),
-                if o.ephemeral { "true" } else { "false" },
-            )?;
-            text(w, &p("bootFailures"), &o.boot_failures.to_string())?;
-            w.create_element(p("shape")).write_inner_content(|w| {
-                text(w, &p("cpus"), &o.shape.cpus.to_string())?;
-                text(w, &p("memoryBytes"), &o.shape.memory_bytes.to_string())?;
-                text(w, &p("diskBytes"), &o.shape.disk_bytes.to_string())?;
-                text(w, &p("image"), &o.shape.image)?;
-                if let Some(cache) = o.shape.cache_bytes {
-                    text(w, &p("cacheBytes"), &cache.to_string())?;
-                }
-                Ok(())
-            })?;
-            Ok(())
-        })?;
-    Ok(())
-}
-
-/// The ownership element alone (what `virsh metadata` shows).
-pub fn ownership_xml(o: &Ownership) -> String {
-    let mut w = Writer::new(Vec::new());
-    write_ownership(&mut w, o).expect("writing XML into a Vec cannot fail");
-    finish(w)
-}
-
-/// A standalone document, for `virt-xml-validate` and `hangar render`.
-pub fn with_declaration(xml: &str) -> String {
-    let mut w = Writer::new(Vec::new());
-    w.write_event(Event::Decl(BytesDecl::new("1.0", Some("UTF-8"), None)))
-        .expect("writing XML into a Vec cannot fail");
-    let mut s = finish(w);
-    s.push('\n');
-    s.push_str(xml);
-    s
-}
-
-/// Why an ownership element could not be read.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("ownership metadata: {0}")]
-pub struct OwnershipError(pub String);
-
-fn field<'a>(el: &'a Element, name: &str) -> Result<&'a str, OwnershipError> {
-    el.child_text(name)
-        .ok_or_else(|| OwnershipError(format!("missing {name}")))
-}
-
-fn number<T: std::str::FromStr>(el: &Element, name: &str) -> Result<T, OwnershipError> {
-    field(el, name)?
-        .parse()
-        .map_err(|_| OwnershipError(format!("{name} is not a number")))
-}
-
-fn parse_ownership_element(el: &Element) -> Result<Ownership, OwnershipError> {
-    let created_at = DateTime::parse_from_rfc3339(field(el, "createdAt")?)
-        .map_err(|_| OwnershipError("createdAt is not rfc3339".into()))?
-        .with_timezone(&Utc);
-    let ephemeral = match field(el, "ephemeral")? {
-        "true" => true,
-        "false" => false,
-        _ => return Err(OwnershipError("ephemeral is not a boolean".into())),
-    };
-    let shape_el = el
-        .child("shape")
-        .ok_or_else(|| OwnershipError("missing shape".into()))?;
-    let cache_bytes = match shape_el.child_text("cacheBytes") {
-        Some(v) => Some(
-            v.parse()
-                .map_err(|_| OwnershipError("cacheBytes is not a number".into()))?,
-        ),
-        None => None,
-    };
-    Ok(Ownership {
-        fleet: field(el, "fleet")?.to_string(),
-        pool: field(el, "pool")?.to_string(),
-        slot: field(el, "slot")?.to_string(),
-        index: number(el, "index")?,
-        generation: number(el, "generation")?,
-        spec_hash: SpecHash(field(el, "specHash")?.to_string()),
-        created_at,
-        ephemeral,
-        boot_failures: number(el, "bootFailures")?,
-        shape: VmShape {
-            cpus: number(shape_el, "cpus")?,
-            memory_bytes: number(shape_el, "memoryBytes")?,
-            disk_bytes: number(shape_el, "diskBytes")?,
-            image: field(shape_el, "image")?.to_string(),
-            cache_bytes,
-        },
-    })
-}
-
 /// What hangar reads from a domain's XML.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DomainFacts {
@@ -657,6 +508,8 @@ pub fn pool_target_path(pool_xml: &str) -> Result<Option<String>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::{SpecHash, VmShape};
+    use chrono::{DateTime, Utc};
 
     fn owner() -> Ownership {
         Ownership {

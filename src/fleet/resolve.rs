@@ -8,13 +8,15 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use super::error::{Locator, Problem, SpecError};
+use super::error::{FleetError, Locator, Problem};
 use super::load::LoadedFleet;
 use super::node::FieldPath;
 use super::types::{Arch, DockerSource, DomainTypeSpec, Host, Pool, RunnerInstall};
 use super::units::{human_bytes, MemorySpec};
-use crate::plan::model::{slot_name, Desired, DesiredSlot, SpecHash, VmShape};
-use crate::providers::{HostFacts, NetworkAttachment};
+use crate::model::host::{HostFacts, NetworkAttachment};
+use crate::model::names::slot_name;
+use crate::model::ownership::{SpecHash, VmShape};
+use crate::plan::model::{Desired, DesiredSlot};
 
 /// What a host offers the fleet: memory budget and vCPU budget in
 /// thousandths, so that fractional overcommit compares exactly.
@@ -63,7 +65,7 @@ impl LoadedFleet {
         &self,
         facts: &BTreeMap<String, HostFacts>,
         placement: &BTreeMap<String, String>,
-    ) -> Result<Desired, SpecError> {
+    ) -> Result<Desired, FleetError> {
         let (file, text, index) = self.locator();
         let loc = Locator {
             file: &file,
@@ -370,8 +372,8 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
-    use crate::providers::DomainType;
-    use crate::spec::load_str;
+    use crate::fleet::load_str;
+    use crate::model::host::DomainType;
 
     const GIB: u64 = 1 << 30;
 
@@ -410,7 +412,7 @@ mod tests {
         yaml: &str,
         f: &BTreeMap<String, HostFacts>,
         placement: &BTreeMap<String, String>,
-    ) -> Result<Desired, SpecError> {
+    ) -> Result<Desired, FleetError> {
         load_str("f.yaml", yaml)
             .unwrap_or_else(|e| panic!("{e}"))
             .resolve(f, placement)

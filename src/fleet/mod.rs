@@ -1,9 +1,9 @@
 //! The fleet file: types, loading with located errors, validation, resolution.
 //!
-//! `load` reads a file into a [`LoadedFleet`] (parse, then `validate`, which
-//! reports every problem at once); [`LoadedFleet::resolve`] turns it and the
-//! hosts' facts into the planner's `Desired`. Nothing here does I/O beyond
-//! reading the file.
+//! `load_bytes` turns a file's bytes into a [`LoadedFleet`] (parse, then
+//! `validate`, which reports every problem at once); [`LoadedFleet::resolve`]
+//! turns it and the hosts' facts into the planner's `Desired`. Nothing here
+//! does I/O: `crate::files::fleet` reads the file.
 
 mod de;
 pub mod error;
@@ -14,8 +14,8 @@ pub mod types;
 pub mod units;
 pub mod validate;
 
-pub use error::{Problem, SpecError};
-pub use load::{load, load_str, LoadedFleet, MAX_FILE_BYTES};
+pub use error::{FleetError, Problem};
+pub use load::{load_bytes, load_str, too_large, LoadedFleet, MAX_FILE_BYTES};
 pub use resolve::spec_hash;
 pub use types::*;
 pub use units::{ByteSize, Duration, MemorySpec, Percent};

@@ -1,4 +1,5 @@
-//! The sandbox's world on disk: a libvirt test-driver node file.
+//! A libvirt test-driver node file: the sandbox's world on disk, and what a
+//! fault point saves of a test-driver host.
 //!
 //! libvirt's test driver keeps its state in memory, private to the connection
 //! that opened `test:///PATH/node.xml`. The sandbox persists itself by writing

@@ -43,15 +43,15 @@ impl fmt::Display for Problem {
 /// `Diagnostic` it also carries the source (secrets masked) and a label per
 /// problem for a snippet.
 #[derive(Debug)]
-pub struct SpecError {
+pub struct FleetError {
     problems: Vec<Problem>,
     source_code: Option<NamedSource<String>>,
 }
 
-impl SpecError {
+impl FleetError {
     pub(crate) fn new(problems: Vec<Problem>, source: Option<(&str, String)>) -> Self {
         debug_assert!(!problems.is_empty());
-        SpecError {
+        FleetError {
             problems,
             source_code: source.map(|(name, text)| NamedSource::new(name, text)),
         }
@@ -59,7 +59,7 @@ impl SpecError {
 
     /// A problem with the file itself (missing, unreadable, too large).
     pub(crate) fn file(file: &str, message: impl Into<String>) -> Self {
-        SpecError::new(
+        FleetError::new(
             vec![Problem {
                 file: file.to_string(),
                 line: 0,
@@ -77,7 +77,7 @@ impl SpecError {
     }
 }
 
-impl fmt::Display for SpecError {
+impl fmt::Display for FleetError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for (i, p) in self.problems.iter().enumerate() {
             if i > 0 {
@@ -89,9 +89,9 @@ impl fmt::Display for SpecError {
     }
 }
 
-impl std::error::Error for SpecError {}
+impl std::error::Error for FleetError {}
 
-impl Diagnostic for SpecError {
+impl Diagnostic for FleetError {
     fn code<'a>(&'a self) -> Option<Box<dyn fmt::Display + 'a>> {
         Some(Box::new("hangar::fleet_file"))
     }
@@ -191,7 +191,7 @@ mod tests {
             message: message.into(),
             span: None,
         };
-        let e = SpecError::new(
+        let e = FleetError::new(
             vec![
                 mk(2, "spec.hosts[0].name", "bad name"),
                 mk(7, "spec.pools[1].count", "too many"),
@@ -203,7 +203,7 @@ mod tests {
             "f.yaml:2:3: spec.hosts[0].name: bad name\nf.yaml:7:3: spec.pools[1].count: too many"
         );
         assert_eq!(
-            SpecError::file("f.yaml", "cannot read: gone").to_string(),
+            FleetError::file("f.yaml", "cannot read: gone").to_string(),
             "f.yaml: cannot read: gone"
         );
     }

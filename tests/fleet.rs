@@ -1,5 +1,5 @@
 //! The fleet file from the outside: the examples load, the committed schema
-//! is current, and every malformed file in `tests/fixtures/spec/bad` fails
+//! is current, and every malformed file in `tests/fixtures/fleet/bad` fails
 //! with the file, line, column and field path its header promises, without
 //! a panic.
 //!
@@ -10,11 +10,11 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use hangar::providers::{DomainType, HostFacts};
-use hangar::spec::{self, SpecError};
+use hangar::fleet::{self, FleetError};
+use hangar::model::host::{DomainType, HostFacts};
 
 fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/spec")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/fleet")
 }
 
 fn repo_file(rel: &str) -> PathBuf {
@@ -45,9 +45,9 @@ fn parse_expect(file: &Path, text: &str) -> Expect {
     }
 }
 
-fn load_err(path: &Path) -> SpecError {
+fn load_err(path: &Path) -> FleetError {
     let p = path.to_path_buf();
-    let result = std::panic::catch_unwind(move || spec::load(&p));
+    let result = std::panic::catch_unwind(move || hangar::files::fleet::load(&p));
     match result {
         Ok(Ok(_)) => panic!("{} loaded but must fail", path.display()),
         Ok(Err(e)) => e,
@@ -102,7 +102,11 @@ fn alias_bomb_fails_fast_instead_of_expanding() {
     let (tx, rx) = std::sync::mpsc::channel();
     let start = Instant::now();
     std::thread::spawn(move || {
-        let _ = tx.send(spec::load(&file).map(|_| ()).map_err(|e| e.to_string()));
+        let _ = tx.send(
+            hangar::files::fleet::load(&file)
+                .map(|_| ())
+                .map_err(|e| e.to_string()),
+        );
     });
     let result = rx
         .recv_timeout(Duration::from_secs(10))
@@ -115,7 +119,7 @@ fn alias_bomb_fails_fast_instead_of_expanding() {
 #[test]
 fn an_empty_string_and_a_comment_only_file_are_errors_at_the_start() {
     for text in ["", "\n\n", "# nothing here\n"] {
-        let err = spec::load_str("e.yaml", text).unwrap_err();
+        let err = fleet::load_str("e.yaml", text).unwrap_err();
         let p = &err.problems()[0];
         assert_eq!(
             (p.line, p.column, p.path.as_str()),
@@ -128,7 +132,7 @@ fn an_empty_string_and_a_comment_only_file_are_errors_at_the_start() {
 
 #[test]
 fn a_missing_file_is_an_error_naming_the_file() {
-    let err = spec::load(Path::new("/nonexistent/fleet.yaml")).unwrap_err();
+    let err = hangar::files::fleet::load(Path::new("/nonexistent/fleet.yaml")).unwrap_err();
     assert_eq!(
         err.to_string(),
         "/nonexistent/fleet.yaml: cannot read: no such file"
@@ -143,7 +147,7 @@ fn validation_reports_every_problem_not_just_the_first() {
         .replace("labels: [UMN]", "labels: [UMN, linux]")
         .replace("cpus: 2", "cpus: 0")
         .replace("pruneAbove: 80%", "pruneAbove: 0%");
-    let err = spec::load_str("f.yaml", &text).unwrap_err();
+    let err = fleet::load_str("f.yaml", &text).unwrap_err();
     let paths: Vec<&str> = err.problems().iter().map(|p| p.path.as_str()).collect();
     assert_eq!(
         paths,
@@ -164,7 +168,7 @@ fn a_literal_token_never_reaches_the_error_or_its_snippet() {
     let text = std::fs::read_to_string(repo_file("examples/ldmx-umn.yaml"))
         .unwrap()
         .replace("tokenEnv: GITHUB_TOKEN", &format!("tokenFile: {CANARY}"));
-    let err = spec::load_str("f.yaml", &text).unwrap_err();
+    let err = fleet::load_str("f.yaml", &text).unwrap_err();
     assert_eq!(err.problems()[0].path, "spec.github.auth.tokenFile");
     assert!(err.problems()[0].message.contains("tokenEnv"));
     let mut rendered = String::new();
@@ -182,7 +186,7 @@ fn miette_rendering_shows_a_snippet_at_the_problem() {
     let text = std::fs::read_to_string(repo_file("examples/ldmx-umn.yaml"))
         .unwrap()
         .replace("disk: 64GiB", "disk: 64GB");
-    let err = spec::load_str("f.yaml", &text).unwrap_err();
+    let err = fleet::load_str("f.yaml", &text).unwrap_err();
     let mut rendered = String::new();
     miette::GraphicalReportHandler::new_themed(miette::GraphicalTheme::unicode_nocolor())
         .render_report(&mut rendered, &err)
@@ -195,7 +199,7 @@ fn miette_rendering_shows_a_snippet_at_the_problem() {
 /// written there, stays valid whatever the examples grow.
 #[test]
 fn the_foundation_issue_file_validates_as_written() {
-    let f = spec::load(&repo_file("tests/fixtures/spec/issue-2-example.yaml"))
+    let f = hangar::files::fleet::load(&repo_file("tests/fixtures/fleet/issue-2-example.yaml"))
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(f.name(), "ldmx-umn");
     assert_eq!(f.fleet.spec.pools[0].count, 4);
@@ -203,13 +207,14 @@ fn the_foundation_issue_file_validates_as_written() {
 
 #[test]
 fn the_issue_example_and_the_quickstart_load() {
-    let ldmx = spec::load(&repo_file("examples/ldmx-umn.yaml")).unwrap_or_else(|e| panic!("{e}"));
+    let ldmx = hangar::files::fleet::load(&repo_file("examples/ldmx-umn.yaml"))
+        .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(ldmx.name(), "ldmx-umn");
     assert!(ldmx
         .source()
         .starts_with("# yaml-language-server: $schema=../schemas/fleet.schema.json\n"));
-    let quick =
-        spec::load(&repo_file("examples/quickstart.yaml")).unwrap_or_else(|e| panic!("{e}"));
+    let quick = hangar::files::fleet::load(&repo_file("examples/quickstart.yaml"))
+        .unwrap_or_else(|e| panic!("{e}"));
     assert!(quick.fleet.spec.github.simulator);
     assert!(quick.fleet.spec.hosts.iter().all(|h| h.is_sandbox()));
     assert_eq!(
@@ -246,7 +251,7 @@ fn sandbox_facts(names: &[&str]) -> BTreeMap<String, HostFacts> {
 
 #[test]
 fn quickstart_resolves_to_four_slots_spread_over_both_sandbox_hosts() {
-    let quick = spec::load(&repo_file("examples/quickstart.yaml")).unwrap();
+    let quick = hangar::files::fleet::load(&repo_file("examples/quickstart.yaml")).unwrap();
     let desired = quick
         .resolve(
             &sandbox_facts(&["sandbox-1", "sandbox-2"]),
@@ -271,7 +276,7 @@ fn quickstart_resolves_to_four_slots_spread_over_both_sandbox_hosts() {
 
 #[test]
 fn ldmx_example_resolves_percent_memory_against_the_host() {
-    let ldmx = spec::load(&repo_file("examples/ldmx-umn.yaml")).unwrap();
+    let ldmx = hangar::files::fleet::load(&repo_file("examples/ldmx-umn.yaml")).unwrap();
     let mut facts = sandbox_facts(&["umn-node"]);
     facts.get_mut("umn-node").unwrap().memory_bytes = 100 << 30;
     facts.get_mut("umn-node").unwrap().cpus = 16;
@@ -286,7 +291,7 @@ fn ldmx_example_resolves_percent_memory_against_the_host() {
 #[test]
 fn committed_schema_matches_the_types() {
     let path = repo_file("schemas/fleet.schema.json");
-    let generated = spec::schema_json();
+    let generated = fleet::schema_json();
     if std::env::var_os("UPDATE_SCHEMA").is_some() {
         std::fs::write(&path, &generated).unwrap();
     }
@@ -308,7 +313,7 @@ fn a_file_that_is_not_utf8_is_located_at_its_first_bad_byte() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("fleet.yaml");
     std::fs::write(&path, b"apiVersion: hangar/v1\nkind: Fl\xffeet\n").unwrap();
-    let err = spec::load(&path).unwrap_err();
+    let err = hangar::files::fleet::load(&path).unwrap_err();
     let p = &err.problems()[0];
     assert_eq!((p.line, p.column), (2, 9), "{err}");
     assert!(err.to_string().contains(":2:9: "), "{err}");

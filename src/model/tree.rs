@@ -9,7 +9,7 @@ use quick_xml::events::{BytesStart, BytesText, Event};
 use quick_xml::{Reader, Writer};
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub(crate) struct Element {
+pub struct Element {
     /// Qualified name as written (`hangar:vm`).
     pub name: String,
     pub attrs: Vec<(String, String)>,
@@ -98,7 +98,7 @@ fn start(e: &BytesStart<'_>) -> Result<Element, String> {
 }
 
 /// Parse a document into its root element.
-pub(crate) fn parse(xml: &str) -> Result<Element, String> {
+pub fn parse(xml: &str) -> Result<Element, String> {
     let mut reader = Reader::from_str(xml);
     let mut stack: Vec<Element> = Vec::new();
     let mut root: Option<Element> = None;

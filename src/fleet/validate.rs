@@ -7,7 +7,7 @@ use super::error::{Locator, Problem};
 use super::node::{FieldPath, Node, Value};
 use super::types::{Fleet, GitHub, Host, NetworkMode, Pool, DEFAULT_RUNNER_VERSION, SANDBOX_URI};
 use super::units::{ByteSize, MemorySpec};
-use crate::plan::model::{ownership_label, slot_name};
+use crate::model::names::{ownership_label, slot_name};
 
 /// GitHub refuses runner names longer than this; ours are also VM names and
 /// guest host names, which DNS limits to 63.
@@ -325,7 +325,7 @@ impl Validator<'_, '_> {
                 "`subnet` applies only to mode `isolated`",
             ),
             (Some(subnet), NetworkMode::Isolated) => {
-                if let Err(e) = crate::providers::libvirt::network::Subnet::parse(subnet) {
+                if let Err(e) = crate::model::network::Subnet::parse(subnet) {
                     self.at_path(&np.key("subnet"), e);
                 }
             }

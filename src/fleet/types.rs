@@ -643,14 +643,14 @@ impl Host {
     /// spec hash's input (every slot of a fleet shares the name, so leaving
     /// it out changes no comparison). What a VM gets is
     /// [`Host::network_attachment_in`].
-    pub fn network_attachment(&self) -> crate::providers::NetworkAttachment {
+    pub fn network_attachment(&self) -> crate::model::host::NetworkAttachment {
         self.network_attachment_in("")
     }
 
     /// The interface the provider attaches for fleet `fleet`, with defaults
     /// applied.
-    pub fn network_attachment_in(&self, fleet: &str) -> crate::providers::NetworkAttachment {
-        use crate::providers::NetworkAttachment;
+    pub fn network_attachment_in(&self, fleet: &str) -> crate::model::host::NetworkAttachment {
+        use crate::model::host::NetworkAttachment;
         let n = &self.network;
         match n.mode {
             NetworkMode::None => NetworkAttachment::None,
@@ -672,18 +672,12 @@ impl Host {
     /// The network and filter hangar defines for mode `isolated` (`None` in
     /// other modes). An invalid `subnet` falls back to the default: files
     /// are validated before use.
-    pub fn isolated_network(
-        &self,
-        fleet: &str,
-    ) -> Option<crate::providers::libvirt::network::IsolatedNetwork> {
+    pub fn isolated_network(&self, fleet: &str) -> Option<crate::model::network::IsolatedNetwork> {
         (self.network.mode == NetworkMode::Isolated).then(|| self.isolated_network_unchecked(fleet))
     }
 
-    fn isolated_network_unchecked(
-        &self,
-        fleet: &str,
-    ) -> crate::providers::libvirt::network::IsolatedNetwork {
-        use crate::providers::libvirt::network::{IsolatedNetwork, Subnet};
+    fn isolated_network_unchecked(&self, fleet: &str) -> crate::model::network::IsolatedNetwork {
+        use crate::model::network::{IsolatedNetwork, Subnet};
         let n = &self.network;
         IsolatedNetwork::for_fleet(
             fleet,
@@ -700,8 +694,8 @@ impl Host {
 }
 
 impl BootSpec {
-    pub fn direct_boot(&self) -> crate::providers::DirectBoot {
-        crate::providers::DirectBoot {
+    pub fn direct_boot(&self) -> crate::model::host::DirectBoot {
+        crate::model::host::DirectBoot {
             kernel: self.kernel.clone(),
             initrd: self.initrd.clone(),
             cmdline: self.cmdline.clone(),

@@ -1,11 +1,11 @@
 //! Reading a fleet file: bytes → located tree → secret scan → typed `Fleet`
-//! → validation. Every failure is a located `SpecError`.
+//! → validation. Every failure is a located `FleetError`.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::de;
-use super::error::{byte_offset, Locator, Problem, SpecError};
+use super::error::{byte_offset, FleetError, Locator, Problem};
 use super::node::{self, FieldPath, Pos, SourceIndex, Value};
 use super::types::{Fleet, Host, Pool};
 use super::validate;
@@ -51,43 +51,43 @@ impl LoadedFleet {
         (self.path.display().to_string(), &self.source, &self.index)
     }
 
-    pub(crate) fn error(&self, problems: Vec<Problem>) -> SpecError {
+    pub(crate) fn error(&self, problems: Vec<Problem>) -> FleetError {
         let file = self.path.display().to_string();
-        SpecError::new(problems, Some((&file, self.source.to_string())))
+        FleetError::new(problems, Some((&file, self.source.to_string())))
     }
 }
 
-/// Read, parse and validate the fleet file at `path`.
-pub fn load(path: &Path) -> Result<LoadedFleet, SpecError> {
-    let file = path.display().to_string();
-    let meta = std::fs::metadata(path)
-        .map_err(|e| SpecError::file(&file, format!("cannot read: {}", io_reason(&e))))?;
-    if meta.len() > MAX_FILE_BYTES {
-        return Err(SpecError::file(
-            &file,
-            format!(
-                "file is {} bytes, over the limit of {MAX_FILE_BYTES} for a fleet file",
-                meta.len()
-            ),
-        ));
+/// Parse and validate the bytes of a fleet file; `file_name` is used in
+/// messages and kept as the fleet's path. Bytes that are not UTF-8 are
+/// located at the first bad one.
+pub fn load_bytes(file_name: &Path, bytes: Vec<u8>) -> Result<LoadedFleet, FleetError> {
+    let file = file_name.display().to_string();
+    if bytes.len() as u64 > MAX_FILE_BYTES {
+        return Err(too_large(&file));
     }
-    let bytes = std::fs::read(path)
-        .map_err(|e| SpecError::file(&file, format!("cannot read: {}", io_reason(&e))))?;
     let text = String::from_utf8(bytes).map_err(|e| not_utf8(&file, e))?;
     let mut loaded = load_str(&file, &text)?;
-    loaded.path = path.to_path_buf();
+    loaded.path = file_name.to_path_buf();
     Ok(loaded)
+}
+
+/// The error for a file over [`MAX_FILE_BYTES`].
+pub fn too_large(file: &str) -> FleetError {
+    FleetError::file(
+        file,
+        format!("over the limit of {MAX_FILE_BYTES} bytes for a fleet file"),
+    )
 }
 
 /// A file that is not UTF-8, located at its first bad byte: line and column
 /// count the valid text before it, the snippet shows that text.
-fn not_utf8(file: &str, e: std::string::FromUtf8Error) -> SpecError {
+fn not_utf8(file: &str, e: std::string::FromUtf8Error) -> FleetError {
     let at = e.utf8_error().valid_up_to();
     let valid = String::from_utf8_lossy(&e.as_bytes()[..at]).into_owned();
     let line = valid.matches('\n').count() as u32 + 1;
     let line_start = valid.rfind('\n').map_or(0, |i| i + 1);
     let column = valid[line_start..].chars().count() as u32 + 1;
-    SpecError::new(
+    FleetError::new(
         vec![Problem {
             file: file.to_string(),
             line,
@@ -100,22 +100,11 @@ fn not_utf8(file: &str, e: std::string::FromUtf8Error) -> SpecError {
     )
 }
 
-fn io_reason(e: &std::io::Error) -> String {
-    match e.kind() {
-        std::io::ErrorKind::NotFound => "no such file".to_string(),
-        std::io::ErrorKind::PermissionDenied => "permission denied".to_string(),
-        _ => e.to_string().to_lowercase(),
-    }
-}
-
 /// Parse and validate fleet file text; `file_name` is used in messages.
-pub fn load_str(file_name: &str, text: &str) -> Result<LoadedFleet, SpecError> {
+pub fn load_str(file_name: &str, text: &str) -> Result<LoadedFleet, FleetError> {
     let source_of = |t: &str| Some((file_name, t.to_string()));
     if text.len() as u64 > MAX_FILE_BYTES {
-        return Err(SpecError::file(
-            file_name,
-            format!("over the limit of {MAX_FILE_BYTES} bytes for a fleet file"),
-        ));
+        return Err(too_large(file_name));
     }
     let empty_index = SourceIndex::default();
     let loc = Locator {
@@ -127,7 +116,7 @@ pub fn load_str(file_name: &str, text: &str) -> Result<LoadedFleet, SpecError> {
         Ok(root) => root,
         Err(f) => {
             let problem = loc.at(f.pos, 1, &f.path, f.message);
-            return Err(SpecError::new(vec![problem], source_of(text)));
+            return Err(FleetError::new(vec![problem], source_of(text)));
         }
     };
     let index = SourceIndex::build(&root);
@@ -143,24 +132,24 @@ pub fn load_str(file_name: &str, text: &str) -> Result<LoadedFleet, SpecError> {
             &FieldPath::root(),
             "the file is empty: expected a fleet (apiVersion: hangar/v1, kind: Fleet, metadata, spec)",
         );
-        return Err(SpecError::new(vec![problem], source_of(text)));
+        return Err(FleetError::new(vec![problem], source_of(text)));
     }
     let secrets = validate::find_secrets(&root, &loc);
     if !secrets.is_empty() {
         let masked = mask(text, &secrets);
-        return Err(SpecError::new(secrets, Some((file_name, masked))));
+        return Err(FleetError::new(secrets, Some((file_name, masked))));
     }
     let fleet: Fleet = match de::from_node(&root) {
         Ok(fleet) => fleet,
         Err(e) => {
             let (pos, len, path) = e.at.unwrap_or((Pos::START, 0, FieldPath::root()));
             let problem = loc.at(pos, len, &path, e.message);
-            return Err(SpecError::new(vec![problem], source_of(text)));
+            return Err(FleetError::new(vec![problem], source_of(text)));
         }
     };
     let problems = validate::validate(&fleet, &loc);
     if !problems.is_empty() {
-        return Err(SpecError::new(problems, source_of(text)));
+        return Err(FleetError::new(problems, source_of(text)));
     }
     Ok(LoadedFleet {
         fleet,
