@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use chrono::Utc;
+use hangar::assemble::FleetProvisioner;
 use hangar::fleet::{load_str, LoadedFleet};
 use hangar::model::host::{DomainType, HostFacts, NetworkAttachment};
 use hangar::model::names::ownership_label;
@@ -33,7 +34,6 @@ use hangar::plan::planner;
 use hangar::providers::github::{Auth, GithubConfig, GithubRegistry, RetryPolicy, Retrying, Scope};
 use hangar::providers::libvirt::{HostConfig, LibvirtHost};
 use hangar::providers::{CacheUsage, Hypervisor, ProviderError, RunnerRegistry, VmCreate};
-use hangar::reconcile::assemble::FleetProvisioner;
 use hangar::reconcile::engine::{Engine, PassResult};
 use hangar::reconcile::execute::Progress;
 use hangar::reconcile::{Limits, SystemClock, World};

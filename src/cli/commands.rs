@@ -10,11 +10,11 @@ use tokio_util::sync::CancellationToken;
 use super::args::{Output, RenderWhat};
 use super::output::{self, ProgressView};
 use super::status;
+use crate::assemble::{self, Assembled};
 use crate::exit::ExitStatus;
 use crate::fleet::{self, LoadedFleet};
 use crate::plan::model::{Action, DeleteReason, Plan};
 use crate::plan::{self, render};
-use crate::reconcile::assemble::{self, Assembled};
 use crate::reconcile::engine::{jittered, PassError, PassResult};
 use crate::reconcile::lock::{FleetLock, LockError};
 

@@ -8,6 +8,7 @@ use serde::Serialize;
 use super::args::Output;
 use super::commands::Ctx;
 use super::output;
+use crate::assemble::Assembled;
 use crate::exit::ExitStatus;
 use crate::fleet::units::human_bytes;
 use crate::fleet::LoadedFleet;
@@ -15,7 +16,6 @@ use crate::model::guest::GuestStage;
 use crate::model::host::HostFacts;
 use crate::plan::model::{ObservedRunner, ObservedVm, RunnerStatus, VmState};
 use crate::providers::{CacheUsage, RateBudget};
-use crate::reconcile::assemble::Assembled;
 
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]

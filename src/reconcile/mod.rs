@@ -3,7 +3,6 @@
 //! report. It owns ordering, timeouts, retries, locking and the loop; what to
 //! do is decided by the pure planner alone.
 
-pub mod assemble;
 pub mod engine;
 pub mod execute;
 pub mod lock;

@@ -17,13 +17,13 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use chrono::Utc;
+use hangar::assemble::FleetProvisioner;
 use hangar::model::host::{DomainType, HostFacts, NetworkAttachment};
 use hangar::model::names::ownership_label;
 use hangar::plan::model::{ObservedVm, VmRef};
 use hangar::providers::github::{Auth, GithubConfig, GithubRegistry, RetryPolicy, Retrying, Scope};
 use hangar::providers::libvirt::{HostConfig, LibvirtHost};
 use hangar::providers::{CacheUsage, Hypervisor, ProviderError, VmCreate};
-use hangar::reconcile::assemble::FleetProvisioner;
 use hangar::reconcile::engine::Engine;
 use hangar::reconcile::{Limits, SystemClock, World};
 use hangar::secret::Secret;

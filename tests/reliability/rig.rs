@@ -9,12 +9,12 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{TimeZone, Utc};
+use hangar::assemble::FleetProvisioner;
 use hangar::fleet::{self, LoadedFleet};
 use hangar::model::host::HostFacts;
 use hangar::plan::model::{Action, ObservedVm, VmRef};
 use hangar::providers::github::{Auth, GithubConfig, GithubRegistry, RetryPolicy, Retrying, Scope};
 use hangar::providers::{CacheUsage, ErrorKind, Hypervisor, ProviderError, VmCreate};
-use hangar::reconcile::assemble::FleetProvisioner;
 use hangar::reconcile::engine::{Engine, GuestPlay, PassResult};
 use hangar::reconcile::{Limits, TokioClock, World};
 use hangar::sandbox::guest::SandboxGuests;

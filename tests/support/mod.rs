@@ -15,12 +15,12 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::Utc;
+use hangar::assemble::FleetProvisioner;
 use hangar::fleet::{self, LoadedFleet};
 use hangar::model::host::HostFacts;
 use hangar::plan::model::{Action, ObservedVm, VmRef};
 use hangar::providers::github::{Auth, GithubConfig, GithubRegistry, RetryPolicy, Retrying, Scope};
 use hangar::providers::{CacheUsage, Hypervisor, ProviderError, VmCreate};
-use hangar::reconcile::assemble::FleetProvisioner;
 use hangar::reconcile::engine::{Engine, GuestPlay, PassResult};
 use hangar::reconcile::memory::{OfflineMemory, Remembering};
 use hangar::reconcile::{Clock, Limits, TokioClock, World};

@@ -9,10 +9,6 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use tokio::sync::Mutex;
 
-use super::engine::{Engine, GuestPlay};
-use super::execute::Limits;
-use super::memory::{OfflineMemory, Remembering};
-use super::{ProvisionError, Provisioner, SystemClock, World};
 use crate::exit::ExitStatus;
 use crate::fleet::{AuthRef, DomainTypeSpec, Fleet, Host, LoadedFleet, Pool, Scope};
 use crate::model::credential::RunnerCredential;
@@ -26,6 +22,10 @@ use crate::providers::{
     CacheUsage, ErrorKind, Hypervisor, ProviderError, RunnerRegistry, Seed, VmCreate,
 };
 use crate::provision;
+use crate::reconcile::engine::{Engine, GuestPlay};
+use crate::reconcile::execute::Limits;
+use crate::reconcile::memory::{OfflineMemory, Remembering};
+use crate::reconcile::{Clock, ProvisionError, Provisioner, SystemClock, World};
 use crate::sandbox::guest::SandboxGuests;
 use crate::sandbox::host::SandboxHost;
 use crate::secret::Secret;
@@ -142,7 +142,7 @@ pub async fn assemble(fleet: &LoadedFleet, state_dir: &Path) -> Result<Assembled
         timeout: Some(std::time::Duration::from_secs(30)),
     })
     .map_err(|e| AssembleError::Provider(e.to_string()))?;
-    let clock: Arc<dyn super::Clock> = Arc::new(SystemClock);
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let registry: Arc<dyn RunnerRegistry> = Arc::new(Remembering {
         inner: Retrying::new(registry, RetryPolicy::default()),
         memory: OfflineMemory::new(state_dir, &f.metadata.name),
