@@ -31,11 +31,13 @@ use hangar::plan::model::{
     VmState,
 };
 use hangar::plan::planner;
-use hangar::providers::github::{Auth, GithubConfig, GithubRegistry, RetryPolicy, Retrying, Scope};
+use hangar::providers::github::{Auth, GithubConfig, GithubRegistry, Scope};
 use hangar::providers::libvirt::{HostConfig, LibvirtHost};
-use hangar::providers::{CacheUsage, Hypervisor, ProviderError, RunnerRegistry, VmCreate};
+use hangar::providers::{
+    CacheUsage, Hypervisor, ProviderError, RetryPolicy, Retrying, RunnerRegistry, VmCreate,
+};
 use hangar::reconcile::engine::{Engine, PassResult};
-use hangar::reconcile::execute::Progress;
+use hangar::reconcile::event::Ignore;
 use hangar::reconcile::{Limits, SystemClock, World};
 use hangar::secret::Secret;
 use hangar::sim::{self, Latency, SimConfig, SimHandle};
@@ -295,7 +297,11 @@ impl Rig {
             assert_eq!(lv.domain_type(), DomainType::Test);
             let m = Arc::new(Metered::new(lv));
             metered.push(m.clone());
-            world_hosts.insert(name, m);
+            let retrying: Arc<dyn Hypervisor> = Arc::new(Retrying::<dyn Hypervisor>::new(
+                m.clone() as Arc<dyn Hypervisor>,
+                RetryPolicy::LIBVIRT,
+            ));
+            world_hosts.insert(name, retrying);
         }
         // JIT mints draw on GitHub's registration bucket (10,000/h), not the
         // core 5,000/h the simulator models; building 5,000 slots would
@@ -314,7 +320,7 @@ impl Rig {
         })
         .expect("github registry");
         let registry: Arc<dyn RunnerRegistry> =
-            Arc::new(Retrying::new(registry, RetryPolicy::default()));
+            Arc::new(Retrying::new(registry, RetryPolicy::GITHUB));
         let c = fleet.concurrency();
         let engine = Engine {
             world: World {
@@ -329,9 +335,10 @@ impl Rig {
             limits: Limits {
                 global: c.global as usize,
                 per_host: c.per_host as usize,
-                ..Limits::default()
             },
             guests: None,
+            poll: Duration::from_secs(1),
+            services: Vec::new(),
         };
         Rig {
             _dir: dir,
@@ -345,13 +352,12 @@ impl Rig {
 
     async fn pass(&self) -> PassResult {
         let cancel = CancellationToken::new();
-        let progress = |_: Progress<'_>| {};
         self.engine
             .pass(
                 &self.fleet,
                 false,
                 &cancel,
-                &progress,
+                &Ignore,
                 Duration::from_secs(60),
             )
             .await

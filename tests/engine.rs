@@ -45,7 +45,7 @@ async fn apply_then_diff_is_empty_and_a_second_pass_makes_no_mutating_call() {
                 generation: 1,
                 reason: CreateReason::Missing,
                 ..
-            } => Some(slot.as_str()),
+            } => Some(slot.name.as_str()),
             _ => None,
         })
         .collect();
@@ -431,7 +431,11 @@ async fn runner_that_never_registers_is_replaced_after_the_boot_timeout_with_bac
         }] => assert_eq!(*deadline, vm.owner.created_at + five_min),
         ref other => panic!("{other:#?}"),
     }
-    assert!(r.requeue <= Duration::from_secs(15), "{:?}", r.requeue);
+    assert!(
+        r.requeue.after <= Duration::from_secs(15),
+        "{:?}",
+        r.requeue
+    );
     assert_eq!(rig.take_calls(), []);
 
     // Past the boot timeout: replaced, the failure counted.
@@ -640,7 +644,7 @@ async fn foreign_domains_volumes_and_runners_are_left_untouched() {
         // The provider refuses to create over the foreign domain.
         let refused = r.report.as_ref().unwrap().failures().any(|f| {
             f.action.subject() == "t-build-0"
-                && matches!(&f.outcome, Outcome::Failed { error, .. } if error.contains("not hangar's"))
+                && matches!(&f.outcome, Outcome::Failed { error, .. } if error.message.contains("not hangar's"))
         });
         assert!(refused, "{:#?}", r.report);
         tokio::time::advance(Duration::from_secs(20)).await;
@@ -702,7 +706,7 @@ async fn github_down_plans_nothing_destructive_changes_nothing_then_converges() 
         .snapshot
         .failures()
         .iter()
-        .any(|f| f.starts_with("github")));
+        .any(|f| f.0.starts_with("GitHub")));
     assert!(r.plan.actions.iter().any(|a| matches!(
         a,
         Action::Wait {

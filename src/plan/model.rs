@@ -161,13 +161,58 @@ impl ObservedRunner {
     }
 }
 
+/// What kind of failure a provider reported. It decides whether a call is
+/// tried again, and when the next pass comes (see the engine's error policy).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    /// Worth retrying after a backoff: connection dropped, 5xx, timeouts.
+    Transient,
+    /// Rate limited; retry no sooner than `retry_after_secs`.
+    RateLimited { retry_after_secs: u64 },
+    /// The object is gone (already deleted).
+    NotFound,
+    /// Refused for a reason that retrying will not fix (auth, bad request,
+    /// pool full, name taken by something that is not ours).
+    Refused,
+}
+
+impl ErrorKind {
+    pub fn is_retryable(self) -> bool {
+        matches!(self, ErrorKind::Transient | ErrorKind::RateLimited { .. })
+    }
+}
+
+/// A failure as the engine keeps it: its kind and a short message that
+/// names what failed (a host, the GitHub scope) and carries no secret.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[serde(rename_all = "camelCase")]
+#[error("{message}")]
+pub struct Failure {
+    pub kind: ErrorKind,
+    pub message: String,
+}
+
+impl Failure {
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        Failure {
+            kind,
+            message: message.into(),
+        }
+    }
+
+    pub fn is_retryable(&self) -> bool {
+        self.kind.is_retryable()
+    }
+}
+
 /// An observation that may have failed. A failed list is not an empty list:
 /// the planner makes no destructive change where the observation failed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", tag = "outcome")]
 pub enum Observation<T> {
     Seen { items: T },
-    Failed { error: String },
+    Failed { error: Failure },
 }
 
 impl<T> Observation<T> {
@@ -283,7 +328,7 @@ pub enum WaitReason {
     /// Crash-loop backoff after repeated failed boots.
     Backoff { until: DateTime<Utc>, failures: u32 },
     /// The host's or GitHub's observation failed this pass.
-    ObservationFailed { what: String, error: String },
+    ObservationFailed { what: String, error: Failure },
     /// An orphan inside its grace period.
     Grace { until: DateTime<Utc> },
     /// A runner not owned by this fleet holds the slot's name.
@@ -307,8 +352,8 @@ pub enum Action {
     /// Define and start a slot's VM (mint its JIT config or registration
     /// token just before). Only on a host whose observation succeeded.
     Create {
-        slot: String,
-        host: String,
+        /// Everything the VM is made from; its host is `slot.host`.
+        slot: DesiredSlot,
         generation: u64,
         boot_failures: u32,
         reason: CreateReason,
@@ -321,6 +366,8 @@ pub enum Action {
     Replace {
         vm: VmRef,
         runner: Option<RunnerRef>,
+        /// What the next generation is made from.
+        slot: DesiredSlot,
         next_generation: u64,
         boot_failures: u32,
         reason: ReplaceReason,
@@ -361,7 +408,7 @@ impl Action {
     /// The host the action touches, if any.
     pub fn host(&self) -> Option<&str> {
         match self {
-            Action::Create { host, .. } => Some(host),
+            Action::Create { slot, .. } => Some(&slot.host),
             Action::Start { vm }
             | Action::RemoveSeed { vm }
             | Action::Replace { vm, .. }
@@ -373,7 +420,7 @@ impl Action {
     /// The slot (= VM = runner name) the action is about.
     pub fn subject(&self) -> &str {
         match self {
-            Action::Create { slot, .. } => slot,
+            Action::Create { slot, .. } => &slot.name,
             Action::Start { vm }
             | Action::RemoveSeed { vm }
             | Action::Replace { vm, .. }
@@ -393,9 +440,24 @@ pub struct Plan {
 }
 
 impl Plan {
-    /// No action would change the world (waits may remain).
-    pub fn is_converged(&self) -> bool {
-        !self.actions.iter().any(Action::is_mutating)
+    /// The world equals the file: nothing to change and nothing waited for.
+    /// A plan of waits alone (busy, booting, a name taken, a host not
+    /// observed) is not in sync.
+    pub fn in_sync(&self) -> bool {
+        self.actions.is_empty()
+    }
+
+    /// Some action would change the world.
+    pub fn has_changes(&self) -> bool {
+        self.actions.iter().any(Action::is_mutating)
+    }
+
+    /// The waits, as (subject, reason).
+    pub fn waits(&self) -> impl Iterator<Item = (&str, &WaitReason)> {
+        self.actions.iter().filter_map(|a| match a {
+            Action::Wait { subject, reason } => Some((subject.as_str(), reason)),
+            _ => None,
+        })
     }
 
     pub fn mutating(&self) -> impl Iterator<Item = &Action> {

@@ -37,11 +37,12 @@ use std::time::Duration;
 use chrono::{DateTime, TimeDelta, Utc};
 
 use super::model::{
-    Action, CreateReason, DeleteReason, Desired, DesiredSlot, FieldChange, Observation, Observed,
-    ObservedRunner, ObservedVm, Plan, Policy, RemoveRunnerReason, ReplaceReason, RunnerStatus,
-    VmState, WaitReason,
+    Action, CreateReason, DeleteReason, Desired, DesiredSlot, ErrorKind, Failure, FieldChange,
+    Observation, Observed, ObservedRunner, ObservedVm, Plan, Policy, RemoveRunnerReason,
+    ReplaceReason, RunnerStatus, VmState, WaitReason,
 };
 
+use super::render::bytes;
 use crate::model::guest::GuestStage;
 
 use crate::model::ownership::VmShape;
@@ -53,7 +54,7 @@ const WHAT_GITHUB: &str = "GitHub runners";
 
 /// Plan the actions that make `observed` equal to `desired` at `now`.
 pub fn plan(desired: &Desired, observed: &Observed, now: DateTime<Utc>) -> Plan {
-    let world = World::new(&desired.fleet, observed, &desired.hosts);
+    let world = Ours::new(&desired.fleet, observed, &desired.hosts);
     let mut planner = Planner {
         world: &world,
         policy: &desired.policy,
@@ -93,7 +94,7 @@ pub fn plan(desired: &Desired, observed: &Observed, now: DateTime<Utc>) -> Plan 
 /// and registration) and every registration. Busy runners are waited for
 /// unless `force`; where an observation failed nothing is removed at all.
 pub fn destroy(fleet: &str, observed: &Observed, force: bool) -> Plan {
-    let world = World::new(fleet, observed, &[]);
+    let world = Ours::new(fleet, observed, &[]);
     let mut actions = Vec::new();
     let known = world.runners.is_some();
     for (name, vms) in &world.vms {
@@ -137,12 +138,12 @@ pub fn destroy(fleet: &str, observed: &Observed, force: bool) -> Plan {
     for (host, error) in &world.failed_hosts {
         actions.push(host_wait(host, host, error));
     }
-    if let Some(error) = &world.runner_error {
+    if let Some(error) = world.runner_error {
         actions.push(Action::Wait {
             subject: GITHUB_SUBJECT.to_string(),
             reason: WaitReason::ObservationFailed {
                 what: WHAT_GITHUB.to_string(),
-                error: error.to_string(),
+                error: (*error).clone(),
             },
         });
     }
@@ -150,9 +151,9 @@ pub fn destroy(fleet: &str, observed: &Observed, force: bool) -> Plan {
 }
 
 /// The observation, reduced to what this fleet owns.
-struct World<'a> {
+struct Ours<'a> {
     /// Hosts whose observation failed or is missing, with the error.
-    failed_hosts: BTreeMap<&'a str, &'a str>,
+    failed_hosts: BTreeMap<&'a str, Failure>,
     /// Our VMs on hosts that were seen, by name, oldest generation first.
     /// Hashed: looked up once per slot, and `finish` orders the actions, so
     /// iteration order never shows (a tree's pointer-chasing string
@@ -160,7 +161,7 @@ struct World<'a> {
     vms: HashMap<&'a str, Vec<&'a ObservedVm>>,
     /// `None` when GitHub's list failed.
     runners: Option<Runners<'a>>,
-    runner_error: Option<&'a str>,
+    runner_error: Option<&'a Failure>,
     /// Per host, names held by domains that are not ours.
     foreign_names: &'a BTreeMap<String, std::collections::BTreeSet<String>>,
 }
@@ -170,14 +171,14 @@ struct Runners<'a> {
     foreign: HashMap<&'a str, &'a ObservedRunner>,
 }
 
-impl<'a> World<'a> {
-    fn new(fleet: &str, observed: &'a Observed, expected_hosts: &'a [String]) -> World<'a> {
+impl<'a> Ours<'a> {
+    fn new(fleet: &str, observed: &'a Observed, expected_hosts: &'a [String]) -> Ours<'a> {
         let mut failed_hosts = BTreeMap::new();
         let mut vms: HashMap<&str, Vec<&ObservedVm>> = HashMap::new();
         for (host, observation) in &observed.hosts {
             match observation {
                 Observation::Failed { error } => {
-                    failed_hosts.insert(host.as_str(), error.as_str());
+                    failed_hosts.insert(host.as_str(), error.clone());
                 }
                 Observation::Seen { items } => {
                     // A VM listed under another host than it claims would let
@@ -193,7 +194,10 @@ impl<'a> World<'a> {
         }
         for host in expected_hosts {
             if !observed.hosts.contains_key(host) {
-                failed_hosts.insert(host.as_str(), "not observed");
+                failed_hosts.insert(
+                    host.as_str(),
+                    Failure::new(ErrorKind::Transient, "missing from the observation"),
+                );
             }
         }
         for list in vms.values_mut() {
@@ -203,7 +207,7 @@ impl<'a> World<'a> {
         }
 
         let (runners, runner_error) = match &observed.runners {
-            Observation::Failed { error } => (None, Some(error.as_str())),
+            Observation::Failed { error } => (None, Some(error)),
             Observation::Seen { items } => {
                 let mut owned: HashMap<&str, &ObservedRunner> = HashMap::new();
                 let mut foreign: HashMap<&str, &ObservedRunner> = HashMap::new();
@@ -224,7 +228,7 @@ impl<'a> World<'a> {
                 (Some(Runners { owned, foreign }), None)
             }
         };
-        World {
+        Ours {
             failed_hosts,
             vms,
             runners,
@@ -247,7 +251,7 @@ fn runner_rank(r: &ObservedRunner) -> (bool, bool, std::cmp::Reverse<u64>) {
 }
 
 struct Planner<'w, 'a> {
-    world: &'w World<'a>,
+    world: &'w Ours<'a>,
     policy: &'w Policy,
     now: DateTime<Utc>,
     actions: Vec<Action>,
@@ -303,8 +307,7 @@ impl Planner<'_, '_> {
             return;
         }
         let create = Action::Create {
-            slot: slot.name.clone(),
-            host: slot.host.clone(),
+            slot: slot.clone(),
             generation: next_generation,
             boot_failures: 0,
             reason: CreateReason::Missing,
@@ -349,6 +352,7 @@ impl Planner<'_, '_> {
         let replace = |reason: ReplaceReason, boot_failures: u32| Action::Replace {
             vm: vm.vm_ref(),
             runner: runner.map(ObservedRunner::runner_ref),
+            slot: slot.clone(),
             next_generation,
             boot_failures,
             reason,
@@ -583,7 +587,7 @@ impl Planner<'_, '_> {
                 subject: GITHUB_SUBJECT.to_string(),
                 reason: WaitReason::ObservationFailed {
                     what: WHAT_GITHUB.to_string(),
-                    error: error.to_string(),
+                    error: error.clone(),
                 },
             });
         }
@@ -625,22 +629,25 @@ fn busy_wait(subject: &str, then: &str) -> Action {
     }
 }
 
-fn host_wait(subject: &str, host: &str, error: &str) -> Action {
+fn host_wait(subject: &str, host: &str, error: &Failure) -> Action {
     Action::Wait {
         subject: subject.to_string(),
         reason: WaitReason::ObservationFailed {
             what: format!("host {host}"),
-            error: error.to_string(),
+            error: error.clone(),
         },
     }
 }
 
-fn github_wait(subject: &str, world: &World<'_>) -> Action {
+fn github_wait(subject: &str, world: &Ours<'_>) -> Action {
     Action::Wait {
         subject: subject.to_string(),
         reason: WaitReason::ObservationFailed {
             what: WHAT_GITHUB.to_string(),
-            error: world.runner_error.unwrap_or_default().to_string(),
+            error: world
+                .runner_error
+                .cloned()
+                .unwrap_or_else(|| Failure::new(ErrorKind::Transient, "not observed")),
         },
     }
 }
@@ -665,23 +672,6 @@ pub fn shape_changes(from: &VmShape, to: &VmShape) -> Vec<FieldChange> {
     let cache = |c: Option<u64>| c.map_or_else(|| "none".to_string(), bytes);
     field("cache", cache(from.cache_bytes), cache(to.cache_bytes));
     changes
-}
-
-/// `6.0 GiB`, `512.0 MiB`, `100 B`: one decimal in the largest binary unit
-/// that keeps the number at least 1.
-pub fn bytes(n: u64) -> String {
-    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
-    let mut unit = 0;
-    let mut value = n as f64;
-    while value >= 1024.0 && unit + 1 < UNITS.len() {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{n} B")
-    } else {
-        format!("{value:.1} {}", UNITS[unit])
-    }
 }
 
 /// Within one subject the order is the order of execution: registrations

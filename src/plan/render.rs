@@ -16,19 +16,31 @@ const RESET: &str = "\x1b[0m";
 pub fn human(plan: &Plan, color: bool) -> String {
     let mut out = String::new();
     for action in &plan.actions {
-        let (symbol, verb, colour) = marker(action);
-        if color && !colour.is_empty() {
-            let _ = write!(out, "{colour}{symbol} {verb}{RESET}");
-        } else {
-            let _ = write!(out, "{symbol} {verb}");
-        }
-        let pad = 8usize.saturating_sub(verb.len());
-        let _ = write!(out, "{:pad$}{}", "", describe(action));
+        out.push_str(&line(action, color));
         out.push('\n');
     }
     out.push_str(&summary(plan));
     out.push('\n');
     out
+}
+
+/// One action as the plan shows it: `+ create  t-build-0 on h1`.
+pub fn line(action: &Action, color: bool) -> String {
+    let (symbol, verb, colour) = marker(action);
+    let mut out = String::new();
+    if color && !colour.is_empty() {
+        let _ = write!(out, "{colour}{symbol} {verb}{RESET}");
+    } else {
+        let _ = write!(out, "{symbol} {verb}");
+    }
+    let pad = 8usize.saturating_sub(verb.len());
+    let _ = write!(out, "{:pad$}{}", "", describe(action));
+    out
+}
+
+/// The verb of an action, as the plan and the progress lines name it.
+pub fn verb(action: &Action) -> &'static str {
+    marker(action).1
 }
 
 /// The plan as pretty JSON; field order follows the model, so it is stable.
@@ -51,15 +63,12 @@ fn marker(action: &Action) -> (char, &'static str, &'static str) {
 fn describe(action: &Action) -> String {
     match action {
         Action::Create {
-            slot,
-            host,
-            generation,
-            ..
+            slot, generation, ..
         } => {
             if *generation > 1 {
-                format!("{slot} on {host} (generation {generation})")
+                format!("{} on {} (generation {generation})", slot.name, slot.host)
             } else {
-                format!("{slot} on {host}")
+                format!("{} on {}", slot.name, slot.host)
             }
         }
         Action::Delete { vm, reason, .. } => {
@@ -151,6 +160,12 @@ fn summary(plan: &Plan) -> String {
     if plan.actions.is_empty() {
         return "No changes. The fleet matches the file.".to_string();
     }
+    if !plan.has_changes() {
+        let n = plan.actions.len();
+        return format!(
+            "Nothing to change now, but the fleet does not match the file yet: {n} waiting."
+        );
+    }
     let count = |f: fn(&Action) -> bool| plan.actions.iter().filter(|a| f(a)).count();
     let mut parts = vec![
         format!(
@@ -199,19 +214,66 @@ fn time(t: &DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Secs, true)
 }
 
-/// `15m`, `1h 30m`, `45s`.
-fn duration(d: std::time::Duration) -> String {
+/// `45s`, `15m`, `1h30m`, `2d3h`: at most two units, the larger ones. The
+/// one duration format of hangar's output.
+pub fn duration(d: std::time::Duration) -> String {
     let s = d.as_secs();
-    let (h, m, s) = (s / 3600, s / 60 % 60, s % 60);
-    let mut parts = Vec::new();
-    if h > 0 {
-        parts.push(format!("{h}h"));
+    let (big, small, units) = match s {
+        0..60 => return format!("{s}s"),
+        60..3600 => (s / 60, s % 60, ("m", "s")),
+        3600..86400 => (s / 3600, s / 60 % 60, ("h", "m")),
+        _ => (s / 86400, s / 3600 % 24, ("d", "h")),
+    };
+    if small == 0 {
+        format!("{big}{}", units.0)
+    } else {
+        format!("{big}{}{small}{}", units.0, units.1)
     }
-    if m > 0 {
-        parts.push(format!("{m}m"));
+}
+
+/// `512MiB`, `6GiB`, `17.9GiB`, `100B`: a size as the fleet file writes it
+/// when it is a whole number of the largest unit that fits, else with one
+/// decimal. The one byte format of hangar's output.
+pub fn bytes(n: u64) -> String {
+    const UNITS: [(&str, u64); 4] = [
+        ("TiB", 1 << 40),
+        ("GiB", 1 << 30),
+        ("MiB", 1 << 20),
+        ("KiB", 1 << 10),
+    ];
+    for (name, size) in UNITS {
+        if n >= size {
+            if n.is_multiple_of(size) {
+                return format!("{}{name}", n / size);
+            }
+            return format!("{:.1}{name}", n as f64 / size as f64);
+        }
     }
-    if s > 0 || parts.is_empty() {
-        parts.push(format!("{s}s"));
+    format!("{n}B")
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::{bytes, duration};
+
+    #[test]
+    fn sizes_read_as_the_file_writes_them() {
+        assert_eq!(bytes(100), "100B");
+        assert_eq!(bytes(512 << 20), "512MiB");
+        assert_eq!(bytes(6 << 30), "6GiB");
+        assert_eq!(bytes((17 << 30) + (900 << 20)), "17.9GiB");
     }
-    parts.join(" ")
+
+    #[test]
+    fn durations_are_compact() {
+        let d = |s| duration(Duration::from_secs(s));
+        assert_eq!(d(0), "0s");
+        assert_eq!(d(45), "45s");
+        assert_eq!(d(900), "15m");
+        assert_eq!(d(125), "2m5s");
+        assert_eq!(d(3 * 3600 + 65), "3h1m");
+        assert_eq!(d(2 * 86400 + 7200), "2d2h");
+    }
 }

@@ -131,7 +131,7 @@ fn fail_host(mut o: Observed, host: &str) -> Observed {
     o.hosts.insert(
         host.into(),
         Observation::Failed {
-            error: "connection refused".into(),
+            error: Failure::new(ErrorKind::Transient, "connection refused"),
         },
     );
     o
@@ -139,7 +139,7 @@ fn fail_host(mut o: Observed, host: &str) -> Observed {
 
 fn fail_github(mut o: Observed) -> Observed {
     o.runners = Observation::Failed {
-        error: "502 bad gateway".into(),
+        error: Failure::new(ErrorKind::Transient, "502 bad gateway"),
     };
     o
 }
@@ -164,7 +164,7 @@ fn github_failed(subject: &str) -> Action {
         subject,
         WaitReason::ObservationFailed {
             what: "GitHub runners".into(),
-            error: "502 bad gateway".into(),
+            error: Failure::new(ErrorKind::Transient, "502 bad gateway"),
         },
     )
 }
@@ -174,15 +174,14 @@ fn host_failed(subject: &str, host: &str) -> Action {
         subject,
         WaitReason::ObservationFailed {
             what: format!("host {host}"),
-            error: "connection refused".into(),
+            error: Failure::new(ErrorKind::Transient, "connection refused"),
         },
     )
 }
 
 fn create(slot: &DesiredSlot, generation: u64) -> Action {
     Action::Create {
-        slot: slot.name.clone(),
-        host: slot.host.clone(),
+        slot: slot.clone(),
         generation,
         boot_failures: 0,
         reason: CreateReason::Missing,
@@ -190,6 +189,7 @@ fn create(slot: &DesiredSlot, generation: u64) -> Action {
 }
 
 fn replace(
+    slot: &DesiredSlot,
     vm: &ObservedVm,
     runner: Option<&ObservedRunner>,
     failures: u32,
@@ -198,6 +198,7 @@ fn replace(
     Action::Replace {
         vm: vm.vm_ref(),
         runner: runner.map(ObservedRunner::runner_ref),
+        slot: slot.clone(),
         next_generation: vm.owner.generation + 1,
         boot_failures: failures,
         reason,
@@ -305,7 +306,7 @@ fn host_missing_from_the_observation_counts_as_failed() {
         &s.name,
         WaitReason::ObservationFailed {
             what: "host h2".into(),
-            error: "not observed".into(),
+            error: Failure::new(ErrorKind::Transient, "missing from the observation"),
         },
     );
     assert_eq!(actions(&desired(vec![s]), &o), vec![expected]);
@@ -392,6 +393,7 @@ fn spec_change_replaces_an_idle_vm_with_the_changes_spelled_out() {
     s.vm.cpus = 4;
     s.vm.memory_bytes = 8 << 30;
     let expected = replace(
+        &s,
         &vm,
         Some(&r),
         0,
@@ -404,8 +406,8 @@ fn spec_change_replaces_an_idle_vm_with_the_changes_spelled_out() {
                 },
                 FieldChange {
                     field: "memory".into(),
-                    from: "6.0 GiB".into(),
-                    to: "8.0 GiB".into(),
+                    from: "6GiB".into(),
+                    to: "8GiB".into(),
                 },
             ],
         },
@@ -454,10 +456,10 @@ fn ephemeral_vm_that_powered_off_is_replaced_with_failures_reset() {
     let r = offline(runner(&s.name, 1));
     assert_eq!(
         actions(
-            &desired(vec![s]),
+            &desired(vec![s.clone()]),
             &observed(vec![vm.clone()], vec![r.clone()])
         ),
-        vec![replace(&vm, Some(&r), 0, ReplaceReason::JobDone)]
+        vec![replace(&s, &vm, Some(&r), 0, ReplaceReason::JobDone)]
     );
 }
 
@@ -468,8 +470,11 @@ fn ephemeral_vm_whose_registration_went_after_its_job_is_replaced() {
     let mut vm = vm_of(&s);
     vm.guest = Some(GuestStage::JobFinished);
     assert_eq!(
-        actions(&desired(vec![s]), &observed(vec![vm.clone()], vec![])),
-        vec![replace(&vm, None, 0, ReplaceReason::JobDone)]
+        actions(
+            &desired(vec![s.clone()]),
+            &observed(vec![vm.clone()], vec![])
+        ),
+        vec![replace(&s, &vm, None, 0, ReplaceReason::JobDone)]
     );
 }
 
@@ -491,8 +496,11 @@ fn persistent_vm_shut_off_without_its_registration_is_rebuilt_not_started() {
     let mut vm = vm_of(&s);
     vm.state = VmState::ShutOff;
     assert_eq!(
-        actions(&desired(vec![s]), &observed(vec![vm.clone()], vec![])),
-        vec![replace(&vm, None, 0, ReplaceReason::RunnerOffline)]
+        actions(
+            &desired(vec![s.clone()]),
+            &observed(vec![vm.clone()], vec![])
+        ),
+        vec![replace(&s, &vm, None, 0, ReplaceReason::RunnerOffline)]
     );
 }
 
@@ -504,10 +512,10 @@ fn crashed_vm_is_replaced_and_counts_a_boot_failure() {
     let r = offline(runner(&s.name, 1));
     assert_eq!(
         actions(
-            &desired(vec![s]),
+            &desired(vec![s.clone()]),
             &observed(vec![vm.clone()], vec![r.clone()])
         ),
-        vec![replace(&vm, Some(&r), 1, ReplaceReason::Broken)]
+        vec![replace(&s, &vm, Some(&r), 1, ReplaceReason::Broken)]
     );
 }
 
@@ -576,6 +584,7 @@ fn runner_that_never_came_up_is_replaced_after_the_boot_timeout() {
     let vm = booting_vm(&s, 16, 0);
     let r = offline(runner(&s.name, 1));
     let expected = replace(
+        &s,
         &vm,
         Some(&r),
         1,
@@ -607,6 +616,7 @@ fn crash_loop_backoff_delays_the_replacement_and_is_capped() {
     );
     let vm = booting_vm(&s, 19, 3);
     let expected = replace(
+        &s,
         &vm,
         None,
         4,
@@ -662,7 +672,7 @@ fn runner_offline_past_the_timeout_is_replaced_and_not_before() {
     r.offline_since = Some(ago(10));
     assert_eq!(
         actions(&d, &observed(vec![vm.clone()], vec![r.clone()])),
-        vec![replace(&vm, Some(&r), 0, ReplaceReason::RunnerOffline)]
+        vec![replace(&s, &vm, Some(&r), 0, ReplaceReason::RunnerOffline)]
     );
 }
 
@@ -892,7 +902,7 @@ fn destroy_with_failed_observations_removes_nothing() {
     let a = slot("umn", 0, "h1");
     let o = fail_github(fail_host(observed(vec![vm_of(&a)], vec![]), "h2"));
     let plan = destroy(FLEET, &o, true);
-    assert!(plan.is_converged(), "{plan:#?}");
+    assert!(!plan.has_changes(), "{plan:#?}");
     assert_eq!(
         plan.actions,
         vec![

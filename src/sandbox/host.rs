@@ -216,6 +216,10 @@ impl Hypervisor for SandboxHost {
         &self.config.name
     }
 
+    fn simulated(&self) -> bool {
+        true
+    }
+
     async fn facts(&self) -> Result<HostFacts, ProviderError> {
         self.refresh().await?;
         self.libvirt().facts().await

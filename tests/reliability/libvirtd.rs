@@ -21,9 +21,10 @@ use hangar::assemble::FleetProvisioner;
 use hangar::model::host::{DomainType, HostFacts, NetworkAttachment};
 use hangar::model::names::ownership_label;
 use hangar::plan::model::{ObservedVm, VmRef};
-use hangar::providers::github::{Auth, GithubConfig, GithubRegistry, RetryPolicy, Retrying, Scope};
+use hangar::providers::github::{Auth, GithubConfig, GithubRegistry, Scope};
 use hangar::providers::libvirt::{HostConfig, LibvirtHost};
 use hangar::providers::{CacheUsage, Hypervisor, ProviderError, VmCreate};
+use hangar::providers::{RetryPolicy, Retrying};
 use hangar::reconcile::engine::Engine;
 use hangar::reconcile::{Limits, SystemClock, World};
 use hangar::secret::Secret;
@@ -360,19 +361,26 @@ async fn s09_libvirtd_restarted_mid_pass() {
             fleet: "rel".into(),
             hosts: BTreeMap::from([(
                 "real".to_string(),
-                restarting.clone() as Arc<dyn Hypervisor>,
+                Arc::new(Retrying::<dyn Hypervisor>::new(
+                    restarting.clone() as Arc<dyn Hypervisor>,
+                    RetryPolicy {
+                        max_attempts: 3,
+                        base_delay: Duration::from_millis(300),
+                        max_delay: Duration::from_secs(2),
+                        max_total_wait: Duration::from_secs(10),
+                    },
+                )) as Arc<dyn Hypervisor>,
             )]),
-            registry: Arc::new(Retrying::new(registry, RetryPolicy::default())),
+            registry: Arc::new(Retrying::new(registry, RetryPolicy::GITHUB)),
         },
         provisioner: Arc::new(FleetProvisioner {
             fleet: fleet.fleet.clone(),
         }),
         clock: Arc::new(SystemClock),
-        limits: Limits {
-            retry_base: Duration::from_millis(300),
-            ..Limits::default()
-        },
+        limits: Limits::default(),
         guests: None,
+        poll: Duration::from_secs(1),
+        services: Vec::new(),
     };
     let cancel = CancellationToken::new();
     // The guests' part: a running VM's runner registers and comes online.
