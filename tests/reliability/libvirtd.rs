@@ -564,7 +564,7 @@ fn s10_full_storage_pool_stops_with_a_clear_error() {
     for _ in 0..2 {
         let o = state.run(&["reconcile", "--once"]);
         assert_eq!(o.status.code(), Some(3), "{}", text(&o.stderr));
-        let fails = text(&o.stderr).matches("failed create").count();
+        let fails = text(&o.stderr).matches("failed   create").count();
         assert_eq!(
             fails,
             2,
