@@ -172,6 +172,24 @@ impl Hypervisor for Metered {
         self.enter(Call::CacheUsage).await;
         self.inner.cache_usage(fleet).await
     }
+    fn host_state(&self) -> hangar::plan::model::ObservedHost {
+        self.inner.host_state()
+    }
+
+    async fn ensure_network(&self, network: &str, filter: &str) -> Result<(), ProviderError> {
+        self.inner.ensure_network(network, filter).await
+    }
+
+    async fn remove_network(&self, network: &str, filter: &str) -> Result<(), ProviderError> {
+        self.inner.remove_network(network, filter).await
+    }
+
+    async fn remove_leftover(
+        &self,
+        leftover: &hangar::plan::model::Leftover,
+    ) -> Result<(), ProviderError> {
+        self.inner.remove_leftover(leftover).await
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -866,6 +884,7 @@ async fn p2_pass_time(rep: &mut Report, opt: &Options, rig500: &Rig) {
                 .collect(),
             runners: Observation::Seen { items: Vec::new() },
             foreign_names: Default::default(),
+            host_state: Default::default(),
         };
         let t = Instant::now();
         let p = planner::plan(&desired, &empty, now);
@@ -973,6 +992,7 @@ fn synthetic(n: usize, hosts: usize) -> (Desired, Observed) {
             .collect(),
         runners: Observation::Seen { items: runners },
         foreign_names: Default::default(),
+        host_state: Default::default(),
     };
     (desired, observed)
 }

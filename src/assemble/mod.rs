@@ -18,7 +18,7 @@ use crate::model::credential::RunnerCredential;
 use crate::model::host::{DirectBoot, DomainType, HostFacts};
 use crate::model::network::IsolatedNetwork;
 use crate::model::ownership::Ownership;
-use crate::plan::model::{DesiredSlot, ObservedVm, VmRef};
+use crate::plan::model::{DesiredSlot, Leftover, ObservedHost, ObservedVm, VmRef};
 use crate::providers::github::{self, GithubConfig, GithubRegistry};
 use crate::providers::libvirt::{HostConfig, LibvirtHost};
 use crate::providers::{
@@ -354,6 +354,25 @@ impl Hypervisor for LazyHost {
 
     async fn cache_usage(&self, fleet: &str) -> Result<Vec<CacheUsage>, ProviderError> {
         self.get().await?.cache_usage(fleet).await
+    }
+
+    fn host_state(&self) -> ObservedHost {
+        match self.host.try_lock() {
+            Ok(h) => h.as_ref().map(|h| h.host_state()).unwrap_or_default(),
+            Err(_) => ObservedHost::default(),
+        }
+    }
+
+    async fn ensure_network(&self, network: &str, filter: &str) -> Result<(), ProviderError> {
+        self.get().await?.ensure_network(network, filter).await
+    }
+
+    async fn remove_network(&self, network: &str, filter: &str) -> Result<(), ProviderError> {
+        self.get().await?.remove_network(network, filter).await
+    }
+
+    async fn remove_leftover(&self, leftover: &Leftover) -> Result<(), ProviderError> {
+        self.get().await?.remove_leftover(leftover).await
     }
 }
 

@@ -346,6 +346,13 @@ pub async fn destroy(ctx: &Ctx, file: &Path, args: DestroyArgs) -> Result<ExitSt
         force: args.force,
         wait,
         poll: Duration::from_secs(2),
+        pools: fleet
+            .fleet
+            .spec
+            .pools
+            .iter()
+            .map(|p| p.name.clone())
+            .collect(),
     };
     let result = destroy::destroy(&engine, settings, &stop, &view).await;
     view.finish();

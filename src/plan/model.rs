@@ -224,6 +224,60 @@ impl<T> Observation<T> {
     }
 }
 
+/// The fleet's isolated network on a host that is to have one, as seen.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NetworkSeen {
+    pub network: String,
+    pub filter: String,
+    /// Both are defined (and hangar's).
+    pub present: bool,
+}
+
+/// Something of the fleet's on a host that no VM uses any more: what a
+/// create cut short, or a deleted VM, left behind.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum Leftover {
+    /// A generation's root overlay or seed volume no domain refers to (a
+    /// seed carries credentials).
+    Volume {
+        name: String,
+        slot: String,
+        generation: u64,
+    },
+    /// A generation's serial console log whose domain is gone.
+    ConsoleLog {
+        name: String,
+        slot: String,
+        generation: u64,
+    },
+}
+
+impl Leftover {
+    pub fn slot(&self) -> &str {
+        match self {
+            Leftover::Volume { slot, .. } | Leftover::ConsoleLog { slot, .. } => slot,
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        match self {
+            Leftover::Volume { name, .. } | Leftover::ConsoleLog { name, .. } => name,
+        }
+    }
+}
+
+/// What observing a host found besides the fleet's VMs.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ObservedHost {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<NetworkSeen>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub leftovers: Vec<Leftover>,
+}
+
 /// The world as observed at the start of a pass.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -238,6 +292,9 @@ pub struct Observed {
     /// its VM; the planner says so instead of trying every pass.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub foreign_names: BTreeMap<String, BTreeSet<String>>,
+    /// Per host whose observation succeeded: its network and leftovers.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub host_state: BTreeMap<String, ObservedHost>,
 }
 
 /// A VM an action refers to.
@@ -387,6 +444,22 @@ pub enum Action {
         runner: RunnerRef,
         reason: RemoveRunnerReason,
     },
+    /// Define (or bring up to date) and start the fleet's isolated network
+    /// and its nwfilter on a host, before any VM there attaches to them.
+    EnsureNetwork {
+        host: String,
+        network: String,
+        filter: String,
+    },
+    /// Remove the fleet's isolated network and filter from a host once no
+    /// VM of the fleet is left there (`hangar destroy`).
+    RemoveNetwork {
+        host: String,
+        network: String,
+        filter: String,
+    },
+    /// Remove a volume or console log of the fleet that nothing uses.
+    RemoveLeftover { host: String, leftover: Leftover },
     /// Nothing is done this pass.
     Wait { subject: String, reason: WaitReason },
 }
@@ -401,7 +474,10 @@ impl Action {
     pub fn is_destructive(&self) -> bool {
         matches!(
             self,
-            Action::Replace { .. } | Action::Delete { .. } | Action::RemoveRunner { .. }
+            Action::Replace { .. }
+                | Action::Delete { .. }
+                | Action::RemoveRunner { .. }
+                | Action::RemoveNetwork { .. }
         )
     }
 
@@ -413,6 +489,9 @@ impl Action {
             | Action::RemoveSeed { vm }
             | Action::Replace { vm, .. }
             | Action::Delete { vm, .. } => Some(&vm.host),
+            Action::EnsureNetwork { host, .. }
+            | Action::RemoveNetwork { host, .. }
+            | Action::RemoveLeftover { host, .. } => Some(host),
             Action::RemoveRunner { .. } | Action::Wait { .. } => None,
         }
     }
@@ -426,6 +505,20 @@ impl Action {
             | Action::Replace { vm, .. }
             | Action::Delete { vm, .. } => &vm.name,
             Action::RemoveRunner { runner, .. } => &runner.name,
+            Action::EnsureNetwork { network, .. } | Action::RemoveNetwork { network, .. } => {
+                network
+            }
+            // A log goes before the create that would write it again; a
+            // volume of another generation is its own subject, so that one
+            // refused removal holds up nothing else.
+            Action::RemoveLeftover {
+                leftover: Leftover::ConsoleLog { slot, .. },
+                ..
+            } => slot,
+            Action::RemoveLeftover {
+                leftover: Leftover::Volume { name, .. },
+                ..
+            } => name,
             Action::Wait { subject, .. } => subject,
         }
     }

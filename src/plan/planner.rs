@@ -38,12 +38,13 @@ use chrono::{DateTime, TimeDelta, Utc};
 
 use super::model::{
     Action, CreateReason, DeleteReason, Desired, DesiredSlot, ErrorKind, Failure, FieldChange,
-    Observation, Observed, ObservedRunner, ObservedVm, Plan, Policy, RemoveRunnerReason,
+    Leftover, Observation, Observed, ObservedRunner, ObservedVm, Plan, Policy, RemoveRunnerReason,
     ReplaceReason, RunnerStatus, VmState, WaitReason,
 };
 
 use super::render::bytes;
 use crate::model::guest::GuestStage;
+use crate::model::names::parse_slot_name;
 
 use crate::model::ownership::VmShape;
 
@@ -87,13 +88,93 @@ pub fn plan(desired: &Desired, observed: &Observed, now: DateTime<Utc>) -> Plan 
         }
     }
     planner.scope_waits(|host| desired.slots.iter().any(|s| s.host == host));
-    finish(&desired.fleet, planner.actions)
+    let mut actions = planner.actions;
+    let ours = |slot: &str| is_our_slot(&world, &desired.fleet, &desired.pools, slot);
+    host_actions(
+        observed,
+        &mut actions,
+        |host| desired.slots.iter().any(|s| s.host == host),
+        ours,
+    );
+    finish(&desired.fleet, actions)
+}
+
+/// Whether a leftover named for `slot` is this fleet's: its pool is one of
+/// the file's, or a VM or registration of ours has its name. A name alone
+/// could be another fleet's whose name starts like ours (`t` and `t-x`).
+fn is_our_slot(world: &Ours<'_>, fleet: &str, pools: &[String], slot: &str) -> bool {
+    parse_slot_name(fleet, slot).is_some_and(|(pool, _)| pools.iter().any(|p| p == pool))
+        || world.vms.contains_key(slot)
+        || world.owned_runner(slot).is_some()
+}
+
+/// Per observed host: the fleet's network ensured where a slot needs it and
+/// it is missing, or where a VM is about to be made (ensuring is cheap and
+/// catches a network changed by hand); leftovers removed, except a volume
+/// of the very generation a create of this plan adopts.
+fn host_actions(
+    observed: &Observed,
+    actions: &mut Vec<Action>,
+    has_slots: impl Fn(&str) -> bool,
+    ours: impl Fn(&str) -> bool,
+) {
+    let mut creates: HashSet<(&str, &str, u64)> = HashSet::new();
+    for a in actions.iter() {
+        match a {
+            Action::Create {
+                slot, generation, ..
+            } => {
+                creates.insert((slot.host.as_str(), slot.name.as_str(), *generation));
+            }
+            Action::Replace {
+                slot,
+                next_generation,
+                ..
+            } => {
+                creates.insert((slot.host.as_str(), slot.name.as_str(), *next_generation));
+            }
+            _ => {}
+        }
+    }
+    let mut extra = Vec::new();
+    for (host, state) in &observed.host_state {
+        if !matches!(observed.hosts.get(host), Some(Observation::Seen { .. })) {
+            continue;
+        }
+        if let Some(net) = &state.network {
+            let creating = creates.iter().any(|(h, _, _)| h == host);
+            if (!net.present && has_slots(host)) || creating {
+                extra.push(Action::EnsureNetwork {
+                    host: host.clone(),
+                    network: net.network.clone(),
+                    filter: net.filter.clone(),
+                });
+            }
+        }
+        for l in state.leftovers.iter().filter(|l| ours(l.slot())) {
+            if let Leftover::Volume {
+                slot, generation, ..
+            } = l
+            {
+                if creates.contains(&(host.as_str(), slot.as_str(), *generation)) {
+                    continue;
+                }
+            }
+            extra.push(Action::RemoveLeftover {
+                host: host.clone(),
+                leftover: l.clone(),
+            });
+        }
+    }
+    actions.extend(extra);
 }
 
 /// Plan the removal of everything `fleet` owns: every VM (with its volumes
-/// and registration) and every registration. Busy runners are waited for
-/// unless `force`; where an observation failed nothing is removed at all.
-pub fn destroy(fleet: &str, observed: &Observed, force: bool) -> Plan {
+/// and registration), every registration, leftovers of the file's `pools`
+/// (and of slots seen), and, once no VM is left on a host, the fleet's
+/// network there. Busy runners are waited for unless `force`; where an
+/// observation failed nothing is removed at all.
+pub fn destroy(fleet: &str, pools: &[String], observed: &Observed, force: bool) -> Plan {
     let world = Ours::new(fleet, observed, &[]);
     let mut actions = Vec::new();
     let known = world.runners.is_some();
@@ -137,6 +218,40 @@ pub fn destroy(fleet: &str, observed: &Observed, force: bool) -> Plan {
     }
     for (host, error) in &world.failed_hosts {
         actions.push(host_wait(host, host, error));
+    }
+    // The network goes last, once no VM of the fleet is left on its host
+    // (the executor runs it after the deletes, and only if they all went).
+    for (host, state) in &observed.host_state {
+        if world.failed_hosts.contains_key(host.as_str()) {
+            continue;
+        }
+        for l in state
+            .leftovers
+            .iter()
+            .filter(|l| is_our_slot(&world, fleet, pools, l.slot()))
+        {
+            actions.push(Action::RemoveLeftover {
+                host: host.clone(),
+                leftover: l.clone(),
+            });
+        }
+        let Some(net) = state.network.as_ref().filter(|n| n.present) else {
+            continue;
+        };
+        let held = actions.iter().any(|a| match a {
+            Action::Wait { subject, .. } => world
+                .vms
+                .get(subject.as_str())
+                .is_some_and(|vms| vms.iter().any(|vm| vm.host == *host)),
+            _ => false,
+        });
+        if !held {
+            actions.push(Action::RemoveNetwork {
+                host: host.clone(),
+                network: net.network.clone(),
+                filter: net.filter.clone(),
+            });
+        }
     }
     if let Some(error) = world.runner_error {
         actions.push(Action::Wait {
@@ -678,13 +793,16 @@ pub fn shape_changes(from: &VmShape, to: &VmShape) -> Vec<FieldChange> {
 /// and old VMs go before the VM that reuses their name.
 fn kind_rank(action: &Action) -> u8 {
     match action {
-        Action::RemoveRunner { .. } => 0,
-        Action::Delete { .. } => 1,
-        Action::Replace { .. } => 2,
-        Action::Start { .. } => 3,
-        Action::RemoveSeed { .. } => 4,
-        Action::Create { .. } => 5,
-        Action::Wait { .. } => 6,
+        Action::EnsureNetwork { .. } => 0,
+        Action::RemoveRunner { .. } => 1,
+        Action::Delete { .. } => 2,
+        Action::RemoveLeftover { .. } => 3,
+        Action::Replace { .. } => 4,
+        Action::Start { .. } => 5,
+        Action::RemoveSeed { .. } => 6,
+        Action::Create { .. } => 7,
+        Action::RemoveNetwork { .. } => 8,
+        Action::Wait { .. } => 9,
     }
 }
 

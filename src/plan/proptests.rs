@@ -241,6 +241,7 @@ fn build(
             hosts,
             runners,
             foreign_names: Default::default(),
+            host_state: Default::default(),
         },
     )
 }
@@ -324,6 +325,21 @@ fn apply(desired: &Desired, observed: &Observed, plan: &Plan) -> Observed {
                 remove_runner(&mut world, runner);
             }
             Action::RemoveRunner { runner, .. } => remove_runner(&mut world, &Some(runner.clone())),
+            Action::EnsureNetwork { host, .. } | Action::RemoveNetwork { host, .. } => {
+                let present = matches!(action, Action::EnsureNetwork { .. });
+                if let Some(n) = world
+                    .host_state
+                    .get_mut(host)
+                    .and_then(|s| s.network.as_mut())
+                {
+                    n.present = present;
+                }
+            }
+            Action::RemoveLeftover { host, leftover } => {
+                if let Some(s) = world.host_state.get_mut(host) {
+                    s.leftovers.retain(|l| l != leftover);
+                }
+            }
             Action::Start { vm } => {
                 let started = vms_on(&mut world, &vm.host)
                     .iter_mut()
@@ -407,8 +423,8 @@ fn no_plan_harms_a_busy_runner_or_anything_not_ours_or_unobserved() {
     runner_for(2)
         .run(&world(), |(desired, observed)| {
             check_safety(&observed, &plan(&desired, &observed, now()), false)?;
-            check_safety(&observed, &destroy(FLEET, &observed, false), false)?;
-            check_safety(&observed, &destroy(FLEET, &observed, true), true)
+            check_safety(&observed, &destroy(FLEET, &[], &observed, false), false)?;
+            check_safety(&observed, &destroy(FLEET, &[], &observed, true), true)
         })
         .unwrap();
 }
@@ -462,7 +478,11 @@ fn check_safety(observed: &Observed, plan: &Plan, forced: bool) -> Result<(), Te
                 let r = owned_runner(&runner.name).filter(|x| x.id == runner.id);
                 prop_assert!(r.is_some_and(|r| forced || !r.busy), "{:?}", action);
             }
-            Action::Create { .. } | Action::Wait { .. } => {}
+            Action::Create { .. }
+            | Action::Wait { .. }
+            | Action::EnsureNetwork { .. }
+            | Action::RemoveNetwork { .. }
+            | Action::RemoveLeftover { .. } => {}
         }
     }
     Ok(())
@@ -489,8 +509,8 @@ fn the_same_world_in_any_order_gives_the_same_plan() {
                 plan(&shuffled_desired, &shuffled, now())
             );
             prop_assert_eq!(
-                destroy(FLEET, &observed, false),
-                destroy(FLEET, &shuffled, false)
+                destroy(FLEET, &[], &observed, false),
+                destroy(FLEET, &[], &shuffled, false)
             );
             Ok(())
         })

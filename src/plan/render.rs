@@ -4,7 +4,9 @@ use std::fmt::Write as _;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 
-use super::model::{Action, DeleteReason, Plan, RemoveRunnerReason, ReplaceReason, WaitReason};
+use super::model::{
+    Action, DeleteReason, Leftover, Plan, RemoveRunnerReason, ReplaceReason, WaitReason,
+};
 
 const GREEN: &str = "\x1b[32m";
 const RED: &str = "\x1b[31m";
@@ -56,6 +58,9 @@ fn marker(action: &Action) -> (char, &'static str, &'static str) {
         Action::Start { .. } => ('>', "start", CYAN),
         Action::RemoveSeed { .. } => ('-', "unseed", RED),
         Action::RemoveRunner { .. } => ('-', "remove", RED),
+        Action::EnsureNetwork { .. } => ('+', "network", GREEN),
+        Action::RemoveNetwork { .. } => ('-', "network", RED),
+        Action::RemoveLeftover { .. } => ('-', "remove", RED),
         Action::Wait { .. } => ('=', "wait", ""),
     }
 }
@@ -120,6 +125,22 @@ fn describe(action: &Action) -> String {
             };
             format!("{} runner #{} ({why})", runner.name, runner.id)
         }
+        Action::EnsureNetwork {
+            host,
+            network,
+            filter,
+        } => format!("{network} on {host} (isolated network and filter {filter})"),
+        Action::RemoveNetwork {
+            host,
+            network,
+            filter,
+        } => format!("{network} on {host} (and filter {filter}: no VM of the fleet left)"),
+        Action::RemoveLeftover { host, leftover } => match leftover {
+            Leftover::Volume { name, .. } => format!("volume {name} on {host} (no domain uses it)"),
+            Leftover::ConsoleLog { name, .. } => {
+                format!("console log {name} on {host} (its VM is gone)")
+            }
+        },
         Action::Wait { subject, reason } => format!("{subject} ({})", wait_reason(reason)),
     }
 }
@@ -196,6 +217,21 @@ fn summary(plan: &Plan) -> String {
             count(|a| matches!(a, Action::RemoveRunner { .. })),
             "registration to remove",
             "registrations to remove",
+        ),
+        (
+            count(|a| matches!(a, Action::EnsureNetwork { .. })),
+            "network to ensure",
+            "networks to ensure",
+        ),
+        (
+            count(|a| matches!(a, Action::RemoveNetwork { .. })),
+            "network to remove",
+            "networks to remove",
+        ),
+        (
+            count(|a| matches!(a, Action::RemoveLeftover { .. })),
+            "leftover to remove",
+            "leftovers to remove",
         ),
     ];
     for (n, one, many) in extras {

@@ -124,6 +124,7 @@ fn observed(vms: Vec<ObservedVm>, runners: Vec<ObservedRunner>) -> Observed {
             .collect(),
         runners: Observation::Seen { items: runners },
         foreign_names: BTreeMap::new(),
+        host_state: Default::default(),
     }
 }
 
@@ -885,14 +886,14 @@ fn destroy_removes_everything_owned_and_waits_for_busy_runners() {
         reason: RemoveRunnerReason::Destroy,
     };
     assert_eq!(
-        destroy(FLEET, &o, false).actions,
+        destroy(FLEET, &[], &o, false).actions,
         vec![
             removed.clone(),
             delete(&vm_of(&a), Some(&ra), DeleteReason::Destroy),
             busy_wait(&b.name, "delete"),
         ]
     );
-    let forced = destroy(FLEET, &o, true).actions;
+    let forced = destroy(FLEET, &[], &o, true).actions;
     assert_eq!(forced.len(), 3);
     assert!(forced.iter().all(Action::is_destructive));
 }
@@ -901,7 +902,7 @@ fn destroy_removes_everything_owned_and_waits_for_busy_runners() {
 fn destroy_with_failed_observations_removes_nothing() {
     let a = slot("umn", 0, "h1");
     let o = fail_github(fail_host(observed(vec![vm_of(&a)], vec![]), "h2"));
-    let plan = destroy(FLEET, &o, true);
+    let plan = destroy(FLEET, &[], &o, true);
     assert!(!plan.has_changes(), "{plan:#?}");
     assert_eq!(
         plan.actions,

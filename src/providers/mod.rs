@@ -13,7 +13,7 @@ use async_trait::async_trait;
 use serde::Serialize;
 
 pub use crate::plan::model::ErrorKind;
-use crate::plan::model::{Failure, ObservedRunner, ObservedVm, VmRef};
+use crate::plan::model::{Failure, Leftover, ObservedHost, ObservedRunner, ObservedVm, VmRef};
 
 use crate::model::ownership::Ownership;
 use crate::model::{DirectBoot, HostFacts, NetworkAttachment};
@@ -119,6 +119,44 @@ pub trait Hypervisor: Send + Sync {
     /// Bytes used and total of each slot's cache volume on this host, by slot
     /// name (allocation as the host sees it).
     async fn cache_usage(&self, fleet: &str) -> Result<Vec<CacheUsage>, ProviderError>;
+
+    /// What the last `observe` found besides VMs: the fleet's isolated
+    /// network (on a host that is to have one) and leftovers. No round trip.
+    fn host_state(&self) -> ObservedHost {
+        ObservedHost::default()
+    }
+
+    /// Define or update, and start, the fleet's isolated network `network`
+    /// with its filter `filter`. Idempotent.
+    async fn ensure_network(&self, network: &str, filter: &str) -> Result<(), ProviderError> {
+        let _ = filter;
+        Err(ProviderError::new(
+            self.host(),
+            ErrorKind::Refused,
+            format!("network {network}: this host has no isolated network to ensure"),
+        ))
+    }
+
+    /// Stop and remove the fleet's isolated network and filter (only
+    /// hangar's; a filter a VM still uses is refused by libvirt).
+    async fn remove_network(&self, network: &str, filter: &str) -> Result<(), ProviderError> {
+        let _ = filter;
+        Err(ProviderError::new(
+            self.host(),
+            ErrorKind::Refused,
+            format!("network {network}: this host has no isolated network to remove"),
+        ))
+    }
+
+    /// Remove a leftover `host_state` reported (checked again first: only
+    /// what still looks like the fleet's and is used by nothing).
+    async fn remove_leftover(&self, leftover: &Leftover) -> Result<(), ProviderError> {
+        Err(ProviderError::new(
+            self.host(),
+            ErrorKind::Refused,
+            format!("{}: this host reports no leftovers", leftover.name()),
+        ))
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

@@ -35,7 +35,7 @@ use super::{
     RunnerRegistry, VmCreate,
 };
 use crate::model::HostFacts;
-use crate::plan::model::{ObservedRunner, ObservedVm, VmRef};
+use crate::plan::model::{Leftover, ObservedHost, ObservedRunner, ObservedVm, VmRef};
 use crate::secret::Secret;
 
 /// Bounds of the backoff.
@@ -255,6 +255,31 @@ impl<H: Hypervisor + ?Sized> Hypervisor for Retrying<H> {
     async fn cache_usage(&self, fleet: &str) -> Result<Vec<CacheUsage>, ProviderError> {
         self.retry(self.host(), "cache usage", Call::Read, any, || {
             self.inner.cache_usage(fleet)
+        })
+        .await
+    }
+
+    fn host_state(&self) -> ObservedHost {
+        self.inner.host_state()
+    }
+
+    async fn ensure_network(&self, network: &str, filter: &str) -> Result<(), ProviderError> {
+        self.retry(self.host(), "ensure network", Call::Change, any, || {
+            self.inner.ensure_network(network, filter)
+        })
+        .await
+    }
+
+    async fn remove_network(&self, network: &str, filter: &str) -> Result<(), ProviderError> {
+        self.retry(self.host(), "remove network", Call::Change, any, || {
+            self.inner.remove_network(network, filter)
+        })
+        .await
+    }
+
+    async fn remove_leftover(&self, leftover: &Leftover) -> Result<(), ProviderError> {
+        self.retry(self.host(), "remove leftover", Call::Change, any, || {
+            self.inner.remove_leftover(leftover)
         })
         .await
     }

@@ -15,7 +15,7 @@ use super::lock::DaemonRecord;
 use super::Error;
 use crate::plan;
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct DestroySettings {
     /// Also delete VMs whose runner is running a job, and go ahead while a
     /// daemon runs the fleet.
@@ -24,6 +24,8 @@ pub struct DestroySettings {
     pub wait: Duration,
     /// How often to look again while waiting.
     pub poll: Duration,
+    /// The file's pool names.
+    pub pools: Vec<String>,
 }
 
 /// A destroyed fleet.
@@ -57,7 +59,7 @@ pub async fn destroy(
         passes += 1;
         events.emit(Event::PassStarted { pass: passes });
         let snap = engine.world.observe(engine.clock.as_ref()).await;
-        let plan = plan::destroy(fleet, &snap.observed, settings.force);
+        let plan = plan::destroy(fleet, &settings.pools, &snap.observed, settings.force);
         for (what, error) in snap.failures() {
             events.emit(Event::ObservationFailed {
                 what,

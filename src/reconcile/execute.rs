@@ -133,21 +133,53 @@ pub async fn execute(ex: &Execution<'_>, plan: &Plan) -> Report {
     // valid for an hour); it is minted only if a pass creates such a VM.
     let token: OnceCell<Secret<String>> = OnceCell::new();
 
-    // Actions on one subject run in plan order (the planner puts a moved
-    // slot's delete before its create, a stale registration's removal before
-    // the VM that reuses the name); different subjects run concurrently.
+    let global = &global;
+    let per_host = &per_host;
+    let token = &token;
+    let host_sem = |action: &Action| action.host().and_then(|h| per_host.get(h).cloned());
+    let skipped = |action: &Action, why: &str| ActionOutcome {
+        action: action.clone(),
+        outcome: Outcome::Skipped { why: why.into() },
+        millis: 0,
+    };
+
+    // First the hosts' networks, which the VMs made next attach to.
+    let ensures: Vec<&Action> = plan
+        .actions
+        .iter()
+        .filter(|a| matches!(a, Action::EnsureNetwork { .. }))
+        .collect();
+    let mut outcomes: Vec<ActionOutcome> = join_all(
+        ensures
+            .into_iter()
+            .map(|a| one(ex, a, global, host_sem(a), token)),
+    )
+    .await;
+    let not_ready: Vec<String> = outcomes
+        .iter()
+        .filter(|o| o.outcome != Outcome::Done)
+        .filter_map(|o| o.action.host().map(str::to_string))
+        .collect();
+
+    // Then everything else. Actions on one subject run in plan order (the
+    // planner puts a moved slot's delete before its create, a stale
+    // registration's removal before the VM that reuses the name); different
+    // subjects run concurrently.
     let mut groups: Vec<Vec<&Action>> = Vec::new();
     let mut index: BTreeMap<&str, usize> = BTreeMap::new();
-    for action in &plan.actions {
+    for action in plan.actions.iter().filter(|a| {
+        !matches!(
+            a,
+            Action::EnsureNetwork { .. } | Action::RemoveNetwork { .. }
+        )
+    }) {
         let i = *index.entry(action.subject()).or_insert_with(|| {
             groups.push(Vec::new());
             groups.len() - 1
         });
         groups[i].push(action);
     }
-    let global = &global;
-    let per_host = &per_host;
-    let token = &token;
+    let not_ready = &not_ready;
     let runs = groups.into_iter().map(|group| async move {
         let mut outcomes: Vec<ActionOutcome> = Vec::with_capacity(group.len());
         for action in group {
@@ -157,21 +189,44 @@ pub async fn execute(ex: &Execution<'_>, plan: &Plan) -> Report {
                     .iter()
                     .any(|o| o.action.is_mutating() && o.outcome != Outcome::Done)
             {
-                outcomes.push(ActionOutcome {
-                    action: action.clone(),
-                    outcome: Outcome::Skipped {
-                        why: "an earlier action on this slot did not complete".into(),
-                    },
-                    millis: 0,
-                });
+                outcomes.push(skipped(
+                    action,
+                    "an earlier action on this slot did not complete",
+                ));
                 continue;
             }
-            let host_sem = action.host().and_then(|h| per_host.get(h).cloned());
-            outcomes.push(one(ex, action, global, host_sem, token).await);
+            if matches!(action, Action::Create { .. } | Action::Replace { .. })
+                && action
+                    .host()
+                    .is_some_and(|h| not_ready.iter().any(|n| n == h))
+            {
+                outcomes.push(skipped(action, "the host's isolated network is not ready"));
+                continue;
+            }
+            outcomes.push(one(ex, action, global, host_sem(action), token).await);
         }
         outcomes
     });
-    let outcomes = join_all(runs).await.into_iter().flatten().collect();
+    let middle: Vec<ActionOutcome> = join_all(runs).await.into_iter().flatten().collect();
+
+    // Last the networks of hosts whose VMs are all gone.
+    let mut last = Vec::new();
+    for action in plan
+        .actions
+        .iter()
+        .filter(|a| matches!(a, Action::RemoveNetwork { .. }))
+    {
+        let held = middle.iter().any(|o| {
+            o.action.host() == action.host() && o.action.is_mutating() && o.outcome != Outcome::Done
+        });
+        last.push(if held {
+            skipped(action, "VMs of the fleet on this host were not all removed")
+        } else {
+            one(ex, action, global, host_sem(action), token).await
+        });
+    }
+    outcomes.extend(middle);
+    outcomes.extend(last);
     Report { outcomes }
 }
 
@@ -281,6 +336,32 @@ async fn run(ex: &Execution<'_>, action: &Action, token: &OnceCell<Secret<String
             Ok(RemoveOutcome::Removed | RemoveOutcome::Gone) => Ok(()),
             Ok(RemoveOutcome::Busy) => return busy(),
             Err(e) => Err(e.into()),
+        },
+        Action::EnsureNetwork {
+            host,
+            network,
+            filter,
+        } => match hypervisor(ex, host) {
+            Ok(hv) => hv
+                .ensure_network(network, filter)
+                .await
+                .map_err(Failure::from),
+            Err(e) => Err(e),
+        },
+        Action::RemoveNetwork {
+            host,
+            network,
+            filter,
+        } => match hypervisor(ex, host) {
+            Ok(hv) => hv
+                .remove_network(network, filter)
+                .await
+                .map_err(Failure::from),
+            Err(e) => Err(e),
+        },
+        Action::RemoveLeftover { host, leftover } => match hypervisor(ex, host) {
+            Ok(hv) => hv.remove_leftover(leftover).await.map_err(Failure::from),
+            Err(e) => Err(e),
         },
         Action::Wait { .. } => unreachable!("waits are not executed"),
     };

@@ -26,7 +26,7 @@ use chrono::{DateTime, Utc};
 use futures::future::join_all;
 use serde::Serialize;
 
-use crate::plan::model::{DesiredSlot, Failure, Observation, Observed};
+use crate::plan::model::{DesiredSlot, Failure, Observation, Observed, ObservedHost};
 
 use crate::model::host::HostFacts;
 use crate::model::ownership::Ownership;
@@ -178,20 +178,27 @@ impl World {
         let fleet = self.fleet.as_str();
         let hosts = join_all(self.hosts.iter().map(|(name, hv)| async move {
             let (facts, vms) = tokio::join!(hv.facts(), hv.observe(fleet));
-            let foreign: std::collections::BTreeSet<String> = match &vms {
-                Ok(_) => hv.foreign_names().into_iter().collect(),
+            let (foreign, state): (std::collections::BTreeSet<String>, _) = match &vms {
+                Ok(_) => (
+                    hv.foreign_names().into_iter().collect(),
+                    Some(hv.host_state()),
+                ),
                 Err(_) => Default::default(),
             };
-            (name.clone(), facts, vms, foreign)
+            (name.clone(), facts, vms, foreign, state)
         }));
         let (hosts, runners) = tokio::join!(hosts, self.registry.observe());
 
         let mut observed_hosts = BTreeMap::new();
         let mut facts = BTreeMap::new();
         let mut foreign_names = BTreeMap::new();
-        for (name, f, vms, foreign) in hosts {
+        let mut host_state = BTreeMap::new();
+        for (name, f, vms, foreign, state) in hosts {
             if !foreign.is_empty() {
                 foreign_names.insert(name.clone(), foreign);
+            }
+            if let Some(state) = state.filter(|s| *s != ObservedHost::default()) {
+                host_state.insert(name.clone(), state);
             }
             // Without facts the slots cannot be sized: treat the host as
             // unseen, so that nothing on it is judged against a wrong size.
@@ -211,6 +218,7 @@ impl World {
                 hosts: observed_hosts,
                 runners: observation(runners),
                 foreign_names,
+                host_state,
             },
             facts,
             taken_at: clock.now(),

@@ -199,6 +199,7 @@ mod tests {
                 hosts: Default::default(),
                 runners,
                 foreign_names: Default::default(),
+                host_state: Default::default(),
             },
             facts: Default::default(),
             taken_at: Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap(),

@@ -186,7 +186,7 @@ async fn s04_busy_runners_are_never_killed() {
 
     // (d) destroy waits for every busy runner, removes the rest.
     let snap = rig.engine.world.observe(rig.engine.clock.as_ref()).await;
-    let dplan = hangar::plan::destroy(FLEET, &snap.observed, false);
+    let dplan = hangar::plan::destroy(FLEET, &[], &snap.observed, false);
     for busy in [slot("p", 1), slot("e", 0), slot("e", 1)] {
         assert!(
             !dplan
@@ -445,7 +445,7 @@ async fn s06_foreign_objects_are_never_touched() {
         trials += 1;
     }
     let snap = rig.engine.world.observe(rig.engine.clock.as_ref()).await;
-    let plan = hangar::plan::destroy(FLEET, &snap.observed, true);
+    let plan = hangar::plan::destroy(FLEET, &[], &snap.observed, true);
     rig.engine.execute(&plan, &rig.cancel, &Ignore).await;
     trials += 1;
     assert_eq!(

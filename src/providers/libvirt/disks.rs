@@ -1,88 +1,19 @@
 //! A VM's own volumes: the generation's root overlay on the base image,
 //! the slot's cache volume (kept across generations, grown, never shrunk),
-//! the generation's NoCloud seed, and what a create cut short left of other
-//! generations. Names come from [`crate::model::names`], so a create cut
+//! the generation's NoCloud seed. Names come from [`crate::model::names`], so a create cut
 //! short is adopted by the next one, never duplicated.
 
 use virt::connect::Connect;
 use virt::storage_pool::StoragePool;
 
-use super::errors::optional;
 use super::image::Base;
-use super::xml::{self, VolumeFormat, VolumeSpec};
+use super::xml::{VolumeFormat, VolumeSpec};
 use super::{seed, Inner};
 use crate::model::names::{cache_volume_name, root_volume_name, seed_volume_name};
 use crate::model::ownership::Ownership;
 use crate::providers::{CacheUsage, ErrorKind, ProviderError, VmCreate};
-use virt::sys;
 
 impl Inner {
-    /// Volumes of other generations of this slot that a create cut short
-    /// left behind: once no domain of the slot is left, the next create
-    /// starts again at generation 1, and nothing else would ever remove
-    /// them (a seed among them carries credentials). Removed only when they
-    /// look like ours, by the tests adoption uses (a qcow2 overlay of this
-    /// base; a raw seed), and no domain on the host uses them.
-    pub(super) fn remove_stale_generations(
-        &self,
-        conn: &Connect,
-        pool: &StoragePool,
-        owner: &Ownership,
-        base: &Base,
-    ) -> Result<(), ProviderError> {
-        let prefix = format!("{}-g", owner.slot);
-        let names = self.call("list volumes", || pool.list_volumes())?;
-        let stale: Vec<String> = names
-            .into_iter()
-            .filter(|n| {
-                let Some(rest) = n.strip_prefix(&prefix) else {
-                    return false;
-                };
-                let Some((generation, kind)) = rest.split_once('-') else {
-                    return false;
-                };
-                matches!(kind, "root.qcow2" | "seed.iso")
-                    && generation
-                        .parse::<u64>()
-                        .is_ok_and(|g| g != owner.generation)
-            })
-            .collect();
-        if stale.is_empty() {
-            return Ok(());
-        }
-        let mut used = Vec::new();
-        for dom in self.call("list domains", || conn.list_all_domains(0))? {
-            let Some(text) =
-                optional(self.call("read domain", || dom.xml_desc(sys::VIR_DOMAIN_XML_INACTIVE)))?
-            else {
-                continue;
-            };
-            let facts = xml::parse_domain(&text)
-                .map_err(|e| self.err(ErrorKind::Refused, format!("domain: {e}")))?;
-            used.extend(facts.volumes.into_iter().map(|(_, v)| v));
-        }
-        for name in stale {
-            if used.contains(&name) {
-                continue;
-            }
-            let Some(vol) = self.lookup_volume(pool, &name)? else {
-                continue;
-            };
-            let facts = self.volume_facts(&vol, &name)?;
-            let ours = if name.ends_with("root.qcow2") {
-                facts.format.as_deref() == Some("qcow2")
-                    && facts.backing_path.as_deref() == Some(base.backing.path.as_str())
-            } else {
-                facts.format.as_deref() == Some("raw") && facts.backing_path.is_none()
-            };
-            if ours {
-                tracing::info!(host = %self.config.name, volume = %name, "removing a volume left by a create cut short");
-                optional(self.call(&format!("delete volume {name}"), || vol.delete(0)))?;
-            }
-        }
-        Ok(())
-    }
-
     /// The generation's root overlay, made or adopted.
     pub(super) fn ensure_root(
         &self,

@@ -71,7 +71,7 @@ impl Inner {
                         format!("name {slot} is taken by fleet {}'s domain", theirs.fleet),
                     ))
                 }
-                Some(Known::Foreign) => {
+                Some(Known::Foreign { .. }) => {
                     return Err(self.err(
                         ErrorKind::Refused,
                         format!("name {slot} is taken by a domain that is not hangar's"),
@@ -80,9 +80,10 @@ impl Inner {
                 None => {}
             }
         }
-        self.ensure_isolation(&conn, &vm.network)?;
+        // The network, and what earlier generations left, are the
+        // planner's: `EnsureNetwork` runs before this, `RemoveLeftover`
+        // removes the rest.
         let base = self.base_image(&conn, &pool, &owner.shape.image)?;
-        self.remove_stale_generations(&conn, &pool, owner, &base)?;
         self.ensure_root(&pool, owner, &base)?;
         self.ensure_cache(&pool, owner)?;
         self.write_seed(&conn, &pool, vm)?;
@@ -123,6 +124,11 @@ impl Inner {
         self.known.lock().expect("ownership cache lock").insert(
             uuid,
             Known::Ours {
+                volumes: vec![
+                    root_volume_name(slot, kept_owner.generation),
+                    cache_volume_name(slot),
+                    seed_volume_name(slot, kept_owner.generation),
+                ],
                 owner: Box::new(kept_owner),
                 seed_attached: true,
             },
@@ -182,17 +188,8 @@ impl Inner {
         for name in doomed {
             self.delete_volume(&pool, &name)?;
         }
-        if self.local {
-            let log = self.console_log_path(&owner.slot, owner.generation);
-            match std::fs::remove_file(&log) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => {
-                    tracing::warn!(host = %self.config.name, path = %log.display(), error = %e,
-                    "cannot remove console log")
-                }
-            }
-        }
+        // The console log is left: once the domain is gone it is a
+        // leftover the next plan removes.
         self.fault_point(&conn, "mid-delete");
         // Last: until here the domain's ownership record lets the next pass
         // finish a delete cut short.

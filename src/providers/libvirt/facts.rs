@@ -164,6 +164,7 @@ impl Inner {
         if let Some(c) = self.facts.lock().expect("facts lock").as_mut() {
             c.pool_free = None;
         }
+        self.forget_volumes();
     }
 
     /// A new connection may be a new host (or one resized): read all again.

@@ -33,6 +33,7 @@ mod errors;
 mod facts;
 pub mod image;
 pub mod isolation;
+mod leftovers;
 mod listing;
 mod observe;
 mod seed;
@@ -54,7 +55,7 @@ use self::image::ImageSource;
 use self::observe::Known;
 use super::{CacheUsage, Hypervisor, ProviderError, VmCreate};
 use crate::model::host::{DomainType, HostFacts, NetworkAttachment};
-use crate::plan::model::{ObservedVm, VmRef};
+use crate::plan::model::{Leftover, ObservedHost, ObservedVm, VmRef};
 
 use self::connection::uri_is_local;
 pub use self::xml::{domain_xml, volume_xml};
@@ -114,6 +115,12 @@ struct Inner {
     /// Names of the domains the last observation found not to be the
     /// fleet's.
     foreign: Mutex<Vec<String>>,
+    /// Whether the fleet's isolated network is here (`None`: look).
+    network_present: Mutex<Option<bool>>,
+    /// See `leftovers`.
+    volumes: Mutex<Option<leftovers::ListedVolumes>>,
+    /// What the last observation found besides VMs.
+    host_state: Mutex<crate::plan::model::ObservedHost>,
 }
 
 impl LibvirtHost {
@@ -148,6 +155,9 @@ impl LibvirtHost {
                 isolation,
                 fetching: tokio::sync::Mutex::new(()),
                 foreign: Mutex::new(Vec::new()),
+                network_present: Mutex::new(None),
+                volumes: Mutex::new(None),
+                host_state: Mutex::new(Default::default()),
             }),
         })
     }
@@ -219,7 +229,11 @@ impl Hypervisor for LibvirtHost {
             self.ensure_url_image(&url, &sha256).await?;
         }
         let vm = vm.clone();
-        self.blocking(move |i| i.create(&vm)).await
+        let r = self.blocking(move |i| i.create(&vm)).await;
+        if r.is_err() {
+            self.inner.forget_network();
+        }
+        r
     }
 
     async fn start(&self, vm: &VmRef) -> Result<(), ProviderError> {
@@ -240,5 +254,26 @@ impl Hypervisor for LibvirtHost {
     async fn cache_usage(&self, fleet: &str) -> Result<Vec<CacheUsage>, ProviderError> {
         let fleet = fleet.to_string();
         self.blocking(move |i| i.cache_usage(&fleet)).await
+    }
+
+    fn host_state(&self) -> ObservedHost {
+        self.last_host_state()
+    }
+
+    async fn ensure_network(&self, network: &str, filter: &str) -> Result<(), ProviderError> {
+        let (network, filter) = (network.to_string(), filter.to_string());
+        self.blocking(move |i| i.ensure_network(&network, &filter))
+            .await
+    }
+
+    async fn remove_network(&self, network: &str, filter: &str) -> Result<(), ProviderError> {
+        let (network, filter) = (network.to_string(), filter.to_string());
+        self.blocking(move |i| i.remove_network(&network, &filter))
+            .await
+    }
+
+    async fn remove_leftover(&self, leftover: &Leftover) -> Result<(), ProviderError> {
+        let leftover = leftover.clone();
+        self.blocking(move |i| i.remove_leftover(&leftover)).await
     }
 }

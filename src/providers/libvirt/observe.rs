@@ -18,11 +18,23 @@ use crate::providers::{ErrorKind, ProviderError};
 /// What the ownership cache knows of a domain UUID.
 #[derive(Debug, Clone)]
 pub(super) enum Known {
-    Foreign,
+    Foreign {
+        /// Pool volumes its disks use (none of them is a leftover).
+        volumes: Vec<String>,
+    },
     Ours {
         owner: Box<Ownership>,
         seed_attached: bool,
+        volumes: Vec<String>,
     },
+}
+
+impl Known {
+    pub(super) fn volumes(&self) -> &[String] {
+        match self {
+            Known::Foreign { volumes } | Known::Ours { volumes, .. } => volumes,
+        }
+    }
 }
 
 impl Inner {
@@ -53,12 +65,14 @@ impl Inner {
         };
         let facts = xml::parse_domain(&text)
             .map_err(|e| self.err(ErrorKind::Refused, format!("domain {name}: {e}")))?;
+        let volumes = facts.volumes.into_iter().map(|(_, v)| v).collect();
         Ok(Some(match facts.owner {
             Some(owner) => Known::Ours {
                 owner: Box::new(owner),
                 seed_attached: facts.seed_attached,
+                volumes,
             },
-            None => Known::Foreign,
+            None => Known::Foreign { volumes },
         }))
     }
 
@@ -77,6 +91,10 @@ impl Inner {
         }
         let mut out = Vec::new();
         let mut foreign = Vec::new();
+        // Volumes some domain uses, and whether every domain's are known:
+        // only then can a volume be called a leftover.
+        let mut used: HashSet<String> = HashSet::new();
+        let mut all_known = true;
         for d in listed {
             let known = match self.cached_known(&d.uuid) {
                 Some(k) => k,
@@ -95,14 +113,17 @@ impl Inner {
                     Err(e) if e.kind == ErrorKind::Refused => {
                         tracing::warn!(host = %self.config.name, error = %e, "skipping domain");
                         foreign.push(d.name);
+                        all_known = false;
                         continue;
                     }
                     Err(e) => return Err(e),
                 },
             };
+            used.extend(known.volumes().iter().cloned());
             let Known::Ours {
                 owner,
                 seed_attached,
+                ..
             } = known
             else {
                 foreign.push(d.name);
@@ -126,6 +147,8 @@ impl Inner {
         out.sort_by(|a, b| a.name.cmp(&b.name));
         foreign.sort();
         *self.foreign.lock().expect("foreign names lock") = foreign;
+        let state = self.observe_host(&conn, fleet, &out, all_known.then_some(&used))?;
+        *self.host_state.lock().expect("host state lock") = state;
         Ok(out)
     }
 

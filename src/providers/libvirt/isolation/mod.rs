@@ -30,14 +30,12 @@ use std::net::Ipv4Addr;
 use virt::connect::Connect;
 use virt::error::ErrorNumber;
 
-use self::addresses::host_addresses;
 use self::filter::filter_xml;
 use self::network::{ipv4_subnets, network_xml};
 use super::errors::{classify, kind_of};
-use crate::model::host::NetworkAttachment;
 use crate::model::tree;
 use crate::model::{IsolatedNetwork, Subnet};
-use crate::providers::{ErrorKind, ProviderError};
+use crate::providers::ErrorKind;
 
 /// Why [`ensure`] (or [`remove`]) stopped.
 #[derive(Debug, thiserror::Error)]
@@ -368,43 +366,6 @@ impl NetworkError {
             NetworkError::Libvirt { code: Some(c), .. } => classify(*c),
             _ => ErrorKind::Refused,
         }
-    }
-}
-
-impl super::Inner {
-    /// Ensure the host's isolated network when `attachment` is exactly it
-    /// (its network with its filter). Any other attachment, a filter the
-    /// user manages included, is left to the user.
-    pub(super) fn ensure_isolation(
-        &self,
-        conn: &Connect,
-        attachment: &NetworkAttachment,
-    ) -> Result<(), ProviderError> {
-        let Some(net) = &self.isolation else {
-            return Ok(());
-        };
-        let NetworkAttachment::Network {
-            name,
-            filter: Some(filter),
-        } = attachment
-        else {
-            return Ok(());
-        };
-        if *name != net.network || *filter != net.filter {
-            return Ok(());
-        }
-        let addresses = host_addresses(&self.config.uri);
-        let mut calls = 0;
-        let result = ensure_filter(conn, net, &addresses, &mut calls)
-            .and_then(|_| ensure_network(conn, net, &mut calls));
-        self.count_calls(calls);
-        result.map(|_| ()).map_err(|e| {
-            let kind = e.kind();
-            if kind == ErrorKind::Transient {
-                self.drop_connection();
-            }
-            self.err(kind, e.to_string())
-        })
     }
 }
 
