@@ -969,6 +969,7 @@ fn synthetic(n: usize, hosts: usize) -> (Desired, Observed) {
                 shape: slot.vm.clone(),
             },
             guest: None,
+            guest_since: None,
             seed_attached: false,
         });
         let mut labels = slot.labels.clone();

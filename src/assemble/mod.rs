@@ -29,7 +29,7 @@ use crate::provision;
 use crate::reconcile::daemon::Assembler;
 use crate::reconcile::engine::{Engine, GuestPlay, Service};
 use crate::reconcile::execute::Limits;
-use crate::reconcile::memory::{OfflineMemory, Remembering};
+use crate::reconcile::memory::{OfflineMemory, Remembering, RememberingStages, StageMemory};
 use crate::reconcile::{Clock, ProvisionError, Provisioner, SystemClock, World};
 use crate::sandbox::guest::SandboxGuests;
 use crate::sandbox::host::SandboxHost;
@@ -124,8 +124,17 @@ pub async fn assemble(
     stop: &CancellationToken,
 ) -> Result<Engine, AssembleError> {
     let f = &fleet.fleet;
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let retrying = |hv: Arc<dyn Hypervisor>| -> Arc<dyn Hypervisor> {
-        Arc::new(Retrying::<dyn Hypervisor>::new(hv, RetryPolicy::LIBVIRT).stopped_by(stop.clone()))
+        let name = hv.host().to_string();
+        let retrying: Arc<dyn Hypervisor> = Arc::new(
+            Retrying::<dyn Hypervisor>::new(hv, RetryPolicy::LIBVIRT).stopped_by(stop.clone()),
+        );
+        Arc::new(RememberingStages {
+            inner: retrying,
+            memory: StageMemory::new(state_dir, &f.metadata.name, &name),
+            clock: clock.clone(),
+        })
     };
     let mut hosts: BTreeMap<String, Arc<dyn Hypervisor>> = BTreeMap::new();
     let mut sandboxes = Vec::new();
@@ -182,7 +191,6 @@ pub async fn assemble(
         auth,
         timeout: Some(Duration::from_secs(30)),
     })?;
-    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let registry: Arc<dyn RunnerRegistry> = Arc::new(Remembering {
         inner: Retrying::new(registry, RetryPolicy::GITHUB).stopped_by(stop.clone()),
         memory: OfflineMemory::new(state_dir, &f.metadata.name),

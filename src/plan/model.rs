@@ -9,12 +9,19 @@ use crate::model::{ownership_label, parse_slot_name, GuestStage, Ownership, Spec
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+/// The hard cap of a boot, in boot timeouts after creation: a guest that
+/// keeps reaching new stages (a slow first boot with package installs) is
+/// waited for, but not for ever.
+pub const BOOT_CAP_FACTOR: u32 = 4;
+
 /// Timeouts that decide when the planner gives up on a VM.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Policy {
-    /// A VM whose runner is not online (persistent) or registered
-    /// (ephemeral) this long after creation is replaced.
+    /// A VM whose runner is not up this long after the last stage its
+    /// guest reported (after creation, before any) is replaced; never later
+    /// than [`BOOT_CAP_FACTOR`] times this after creation, however the
+    /// guest progresses.
     #[serde(with = "duration_secs")]
     pub boot_timeout: Duration,
     /// A persistent runner offline this long while its VM runs is replaced.
@@ -106,6 +113,11 @@ pub struct ObservedVm {
     pub owner: Ownership,
     /// Progress read from the console log, where the host lets us read it.
     pub guest: Option<GuestStage>,
+    /// When `guest` was first seen at its present stage (remembered across
+    /// passes and processes by the engine); the boot timeout counts from
+    /// here. `None`: not known, or nothing printed yet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guest_since: Option<DateTime<Utc>>,
     /// The NoCloud seed volume (it carries secrets) is still attached.
     pub seed_attached: bool,
 }

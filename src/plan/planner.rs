@@ -42,6 +42,7 @@ use super::model::{
     ReplaceReason, RunnerStatus, VmState, WaitReason,
 };
 
+use super::model::BOOT_CAP_FACTOR;
 use super::render::bytes;
 use crate::model::guest::GuestStage;
 use crate::model::names::parse_slot_name;
@@ -579,7 +580,7 @@ impl Planner<'_, '_> {
         replace: &dyn Fn(ReplaceReason, u32) -> Action,
     ) -> Action {
         let created = vm.owner.created_at;
-        let deadline = after(created, self.policy.boot_timeout);
+        let deadline = boot_deadline(vm, self.policy);
         if self.now <= deadline {
             return Action::Wait {
                 subject: vm.name.clone(),
@@ -726,6 +727,19 @@ fn came_up(vm: &ObservedVm) -> bool {
             vm.guest,
             Some(GuestStage::RunnerStarted | GuestStage::JobStarted | GuestStage::JobFinished)
         )
+}
+
+/// The boot timeout counts from the last stage the guest reached (from
+/// creation before any), capped at [`BOOT_CAP_FACTOR`] timeouts after
+/// creation.
+fn boot_deadline(vm: &ObservedVm, policy: &Policy) -> DateTime<Utc> {
+    let created = vm.owner.created_at;
+    let progressed = vm
+        .guest_since
+        .filter(|_| vm.guest.is_some_and(|g| g != GuestStage::Booting))
+        .map_or(created, |since| since.max(created));
+    let cap = after(created, policy.boot_timeout.saturating_mul(BOOT_CAP_FACTOR));
+    after(progressed, policy.boot_timeout).min(cap)
 }
 
 fn after(t: DateTime<Utc>, d: Duration) -> DateTime<Utc> {

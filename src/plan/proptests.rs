@@ -181,6 +181,7 @@ fn build(
                 shape: vm_shape,
             },
             guest: raw.guest,
+            guest_since: None,
             seed_attached: raw.seed_attached,
         };
         hosts.get_mut(HOSTS[raw.host]).unwrap().push(vm);
@@ -288,6 +289,7 @@ fn apply(desired: &Desired, observed: &Observed, plan: &Plan) -> Observed {
             shape: slot.vm.clone(),
         },
         guest: Some(GuestStage::RunnerStarted),
+        guest_since: None,
         seed_attached: true,
     };
     for (n, action) in plan.actions.iter().enumerate() {

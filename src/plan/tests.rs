@@ -76,6 +76,7 @@ pub(super) fn vm_of(slot: &DesiredSlot) -> ObservedVm {
             shape: slot.vm.clone(),
         },
         guest: Some(GuestStage::RunnerStarted),
+        guest_since: None,
         seed_attached: false,
     }
 }
@@ -1024,4 +1025,60 @@ fn slot_names_parse_back_only_in_canonical_form() {
     ] {
         assert_eq!(parse_slot_name("ldmx-umn", bad), None, "{bad}");
     }
+}
+
+/// Issue 12: the boot timeout follows progress. It counts from the last
+/// stage the guest reached, so a slow first boot that keeps moving (package
+/// installs) is not crash-looped, with a hard cap after creation.
+#[test]
+fn boot_timeout_counts_from_the_last_stage_reached_with_a_hard_cap() {
+    let s = slot("umn", 0, "h1");
+    let o = |vm: ObservedVm| observed(vec![vm], vec![]);
+    let d = desired(vec![s.clone()]);
+    let cap = BOOT_CAP_FACTOR as i64 * 15;
+
+    // Created 20 min ago (past the 15 min timeout), docker ready 10 min ago.
+    let mut vm = booting_vm(&s, 20, 0);
+    vm.guest = Some(GuestStage::DockerReady);
+    vm.guest_since = Some(ago(10));
+    assert_eq!(
+        actions(&d, &o(vm.clone())),
+        vec![wait(&s.name, WaitReason::Booting { deadline: ago(-5) })]
+    );
+
+    // No progress for the timeout since the last stage: replaced.
+    vm.guest_since = Some(ago(16));
+    assert!(matches!(
+        &actions(&d, &o(vm.clone()))[..],
+        [Action::Replace {
+            reason: ReplaceReason::BootTimeout { .. },
+            ..
+        }]
+    ));
+
+    // Still moving, but past the cap after creation: replaced all the same.
+    let mut slow = booting_vm(&s, cap + 1, 0);
+    slow.guest = Some(GuestStage::CacheMounted);
+    slow.guest_since = Some(ago(1));
+    assert!(matches!(
+        &actions(&d, &o(slow.clone()))[..],
+        [Action::Replace {
+            reason: ReplaceReason::BootTimeout { .. },
+            ..
+        }]
+    ));
+    // Just inside the cap: the cap is the deadline.
+    slow.owner.created_at = ago(cap - 1);
+    assert_eq!(
+        actions(&d, &o(slow)),
+        vec![wait(&s.name, WaitReason::Booting { deadline: ago(-1) })]
+    );
+
+    // Nothing printed yet: from creation, whatever was remembered.
+    let mut quiet = booting_vm(&s, 16, 0);
+    quiet.guest_since = Some(ago(1));
+    assert!(matches!(
+        &actions(&d, &o(quiet))[..],
+        [Action::Replace { .. }]
+    ));
 }

@@ -141,6 +141,7 @@ impl Inner {
                 state: d.state,
                 owner: *owner,
                 guest,
+                guest_since: None,
                 seed_attached,
             });
         }
