@@ -8,7 +8,7 @@ use super::output;
 use crate::assemble::AssembleError;
 use crate::exit::ExitStatus;
 use crate::fleet::FleetError;
-use crate::plan::model::{Action, Plan};
+use crate::plan::model::Action;
 use crate::plan::render;
 use crate::reconcile::error::NotConverged;
 use crate::reconcile::execute::Outcome;
@@ -135,13 +135,4 @@ impl ExpectedError {
             other => format!("error: {other}\n"),
         }
     }
-}
-
-/// The waits of `plan`, one line each, for a message.
-pub fn waits(plan: &Plan, color: bool) -> String {
-    let mut out = String::new();
-    for a in plan.actions.iter().filter(|a| !a.is_mutating()) {
-        let _ = writeln!(out, "  {}", render::line(a, color));
-    }
-    out
 }

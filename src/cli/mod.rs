@@ -3,9 +3,9 @@
 //! its documented exit code in one place ([`error::ExpectedError`]); it
 //! decides nothing about the world and runs no loop of passes.
 
-pub mod args;
+pub(crate) mod args;
 mod commands;
-pub mod error;
+pub(crate) mod error;
 pub mod output;
 mod status;
 
