@@ -39,34 +39,41 @@ impl FleetLock {
     /// Take the lock or fail at once with [`LockError::Held`].
     pub fn try_acquire(state_dir: &Path, fleet: &str) -> Result<FleetLock, LockError> {
         let path = state_dir.join(format!("{fleet}.lock"));
-        let io = |source| LockError::Io {
-            path: path.clone(),
-            source,
-        };
-        std::fs::create_dir_all(state_dir).map_err(io)?;
-        let mut file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .read(true)
-            .write(true)
-            .open(&path)
-            .map_err(io)?;
-        match file.try_lock() {
-            Ok(()) => {}
-            Err(TryLockError::WouldBlock) => {
-                return Err(LockError::Held {
-                    fleet: fleet.to_string(),
-                    holder: Some(read_pid(&path)).filter(|p| *p != 0),
-                    path,
-                })
-            }
-            Err(TryLockError::Error(e)) => return Err(io(e)),
+        match lock_with_pid(state_dir, &path)? {
+            Some(file) => Ok(FleetLock { _file: file, path }),
+            None => Err(LockError::Held {
+                fleet: fleet.to_string(),
+                holder: Some(read_pid(&path)).filter(|p| *p != 0),
+                path,
+            }),
         }
-        // The pid is for humans reading the file; the lock itself is the flock.
-        file.set_len(0).map_err(io)?;
-        writeln!(file, "{}", std::process::id()).map_err(io)?;
-        Ok(FleetLock { _file: file, path })
     }
+}
+
+/// Open `path` (in `state_dir`, made if missing), take its flock and write
+/// this process's pid into it; `None` when another open file holds it. The
+/// pid is for humans and for messages; the lock itself is the flock.
+fn lock_with_pid(state_dir: &Path, path: &Path) -> Result<Option<File>, LockError> {
+    let io = |source| LockError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    std::fs::create_dir_all(state_dir).map_err(io)?;
+    let mut file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(path)
+        .map_err(io)?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(TryLockError::WouldBlock) => return Ok(None),
+        Err(TryLockError::Error(e)) => return Err(io(e)),
+    }
+    file.set_len(0).map_err(io)?;
+    writeln!(file, "{}", std::process::id()).map_err(io)?;
+    Ok(Some(file))
 }
 
 /// The daemon's record of itself in the state directory: a file it holds
@@ -87,26 +94,10 @@ impl DaemonRecord {
     /// pid when another daemon already runs the fleet.
     pub fn claim(state_dir: &Path, fleet: &str) -> Result<Result<DaemonRecord, u32>, LockError> {
         let path = daemon_path(state_dir, fleet);
-        let io = |source| LockError::Io {
-            path: path.clone(),
-            source,
-        };
-        std::fs::create_dir_all(state_dir).map_err(io)?;
-        let mut file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .read(true)
-            .write(true)
-            .open(&path)
-            .map_err(io)?;
-        match file.try_lock() {
-            Ok(()) => {}
-            Err(TryLockError::WouldBlock) => return Ok(Err(read_pid(&path))),
-            Err(TryLockError::Error(e)) => return Err(io(e)),
-        }
-        file.set_len(0).map_err(io)?;
-        writeln!(file, "{}", std::process::id()).map_err(io)?;
-        Ok(Ok(DaemonRecord { _file: file }))
+        Ok(match lock_with_pid(state_dir, &path)? {
+            Some(file) => Ok(DaemonRecord { _file: file }),
+            None => Err(read_pid(&path)),
+        })
     }
 
     /// The pid of the daemon that runs `fleet` now, if one does.
