@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use chrono::Utc;
+use hangar::assemble::FleetProvisioner;
 use hangar::fleet::{load_str, LoadedFleet};
 use hangar::model::host::{DomainType, HostFacts, NetworkAttachment};
 use hangar::model::names::ownership_label;
@@ -30,12 +31,13 @@ use hangar::plan::model::{
     VmState,
 };
 use hangar::plan::planner;
-use hangar::providers::github::{Auth, GithubConfig, GithubRegistry, RetryPolicy, Retrying, Scope};
+use hangar::providers::github::{Auth, GithubConfig, GithubRegistry, Scope};
 use hangar::providers::libvirt::{HostConfig, LibvirtHost};
-use hangar::providers::{CacheUsage, Hypervisor, ProviderError, RunnerRegistry, VmCreate};
-use hangar::reconcile::assemble::FleetProvisioner;
+use hangar::providers::{
+    CacheUsage, Hypervisor, ProviderError, RetryPolicy, Retrying, RunnerRegistry, VmCreate,
+};
 use hangar::reconcile::engine::{Engine, PassResult};
-use hangar::reconcile::execute::Progress;
+use hangar::reconcile::event::Ignore;
 use hangar::reconcile::{Limits, SystemClock, World};
 use hangar::secret::Secret;
 use hangar::sim::{self, Latency, SimConfig, SimHandle};
@@ -170,6 +172,24 @@ impl Hypervisor for Metered {
         self.enter(Call::CacheUsage).await;
         self.inner.cache_usage(fleet).await
     }
+    fn host_state(&self) -> hangar::plan::model::ObservedHost {
+        self.inner.host_state()
+    }
+
+    async fn ensure_network(&self, network: &str, filter: &str) -> Result<(), ProviderError> {
+        self.inner.ensure_network(network, filter).await
+    }
+
+    async fn remove_network(&self, network: &str, filter: &str) -> Result<(), ProviderError> {
+        self.inner.remove_network(network, filter).await
+    }
+
+    async fn remove_leftover(
+        &self,
+        leftover: &hangar::plan::model::Leftover,
+    ) -> Result<(), ProviderError> {
+        self.inner.remove_leftover(leftover).await
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -295,7 +315,11 @@ impl Rig {
             assert_eq!(lv.domain_type(), DomainType::Test);
             let m = Arc::new(Metered::new(lv));
             metered.push(m.clone());
-            world_hosts.insert(name, m);
+            let retrying: Arc<dyn Hypervisor> = Arc::new(Retrying::<dyn Hypervisor>::new(
+                m.clone() as Arc<dyn Hypervisor>,
+                RetryPolicy::LIBVIRT,
+            ));
+            world_hosts.insert(name, retrying);
         }
         // JIT mints draw on GitHub's registration bucket (10,000/h), not the
         // core 5,000/h the simulator models; building 5,000 slots would
@@ -314,7 +338,7 @@ impl Rig {
         })
         .expect("github registry");
         let registry: Arc<dyn RunnerRegistry> =
-            Arc::new(Retrying::new(registry, RetryPolicy::default()));
+            Arc::new(Retrying::new(registry, RetryPolicy::GITHUB));
         let c = fleet.concurrency();
         let engine = Engine {
             world: World {
@@ -329,9 +353,10 @@ impl Rig {
             limits: Limits {
                 global: c.global as usize,
                 per_host: c.per_host as usize,
-                ..Limits::default()
             },
             guests: None,
+            poll: Duration::from_secs(1),
+            services: Vec::new(),
         };
         Rig {
             _dir: dir,
@@ -345,13 +370,12 @@ impl Rig {
 
     async fn pass(&self) -> PassResult {
         let cancel = CancellationToken::new();
-        let progress = |_: Progress<'_>| {};
         self.engine
             .pass(
                 &self.fleet,
                 false,
                 &cancel,
-                &progress,
+                &Ignore,
                 Duration::from_secs(60),
             )
             .await
@@ -860,6 +884,7 @@ async fn p2_pass_time(rep: &mut Report, opt: &Options, rig500: &Rig) {
                 .collect(),
             runners: Observation::Seen { items: Vec::new() },
             foreign_names: Default::default(),
+            host_state: Default::default(),
         };
         let t = Instant::now();
         let p = planner::plan(&desired, &empty, now);
@@ -944,6 +969,7 @@ fn synthetic(n: usize, hosts: usize) -> (Desired, Observed) {
                 shape: slot.vm.clone(),
             },
             guest: None,
+            guest_since: None,
             seed_attached: false,
         });
         let mut labels = slot.labels.clone();
@@ -967,6 +993,7 @@ fn synthetic(n: usize, hosts: usize) -> (Desired, Observed) {
             .collect(),
         runners: Observation::Seen { items: runners },
         foreign_names: Default::default(),
+        host_state: Default::default(),
     };
     (desired, observed)
 }

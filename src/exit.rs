@@ -12,8 +12,16 @@ pub enum ExitStatus {
     InvalidInput = 2,
     /// A provider (libvirt, GitHub) refused or failed.
     ProviderError = 3,
-    /// Another run holds this fleet's lock.
+    /// Another run holds this fleet's lock, or (`destroy`) a daemon
+    /// reconciles the fleet.
     LockHeld = 4,
+    /// `apply` or `destroy` stopped before the world equals the file:
+    /// `--wait` ran out, or only waits on others remain (a busy runner, a
+    /// name another owner holds). What remains is printed.
+    NotConverged = 5,
+    /// Stopped by SIGTERM or Ctrl-C: the actions under way finished, no
+    /// other started.
+    Interrupted = 6,
 }
 
 impl ExitStatus {

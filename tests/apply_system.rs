@@ -62,6 +62,11 @@ impl Drop for Cleanup {
                 }
             }
         }
+        let net = format!("hangar-{}", self.prefix.trim_end_matches('-'));
+        let filter = format!("hangar-isolated-{}", self.prefix.trim_end_matches('-'));
+        let _ = virsh(&["net-destroy", &net]);
+        let _ = virsh(&["net-undefine", &net]);
+        let _ = virsh(&["nwfilter-undefine", &filter]);
         let _ = virsh(&["pool-destroy", &self.pool]);
         let _ = virsh(&["pool-undefine", &self.pool]);
         for log in console_logs(&self.prefix) {
@@ -180,12 +185,20 @@ struct System {
     fleet: String,
     pool: String,
     slots: [String; 2],
+    /// The isolated network and filter, when the fleet has one.
+    isolation: Option<(String, String)>,
     // Last: fields drop in order, so the cleanup runs after the rest.
     _guard: Cleanup,
 }
 
 impl System {
     async fn start() -> Option<System> {
+        System::start_with(false).await
+    }
+
+    /// With `isolated`, the host's network mode is `isolated`: hangar makes
+    /// a NAT network and an nwfilter of the fleet's (a private subnet).
+    async fn start_with(isolated: bool) -> Option<System> {
         if let Err(why) = virsh(&["version"]) {
             if std::env::var("HANGAR_REQUIRE_LIBVIRTD").as_deref() == Ok("1") {
                 panic!("libvirtd is required (HANGAR_REQUIRE_LIBVIRTD=1) but unreachable: {why}");
@@ -237,6 +250,23 @@ impl System {
         )
         .unwrap();
         let slots = [format!("{fleet}-sys-0"), format!("{fleet}-sys-1")];
+        let isolation = isolated.then(|| {
+            let text = std::fs::read_to_string(&file).unwrap();
+            // A subnet of its own, so that no other fleet's network overlaps.
+            let x = 100 + (std::process::id() % 100);
+            let y = chrono::Utc::now().timestamp_subsec_nanos() % 250;
+            let text = text.replace(
+                "      network:\n        mode: none\n",
+                &format!(
+                    "      network:\n        mode: isolated\n        subnet: 10.{x}.{y}.0/24\n"
+                ),
+            );
+            std::fs::write(&file, text).unwrap();
+            (
+                format!("hangar-{fleet}"),
+                format!("hangar-isolated-{fleet}"),
+            )
+        });
 
         Some(System {
             sim,
@@ -245,6 +275,7 @@ impl System {
             fleet,
             pool,
             slots,
+            isolation,
             _guard: guard,
         })
     }
@@ -260,7 +291,7 @@ impl System {
         // One pass: both VMs made and started; their runners cannot be up yet.
         let r = self.hangar(&["apply", "--wait", "0s"]).await;
         assert!(r.stdout.contains("Plan: 2 to create"), "{r}");
-        assert_eq!(r.code, 3, "not converged within 0s: {r}");
+        assert_eq!(r.code, 5, "not converged within 0s: {r}");
         assert!(r.stderr.contains("not converged"), "{r}");
         assert_eq!(domains(&self.fleet), self.slots);
         assert_eq!(running(&self.fleet), self.slots);
@@ -306,6 +337,18 @@ impl System {
             assert!(
                 self.sim.runner_by_name(SCOPE, s).is_none(),
                 "{s} still registered"
+            );
+        }
+        if let Some((network, filter)) = &self.isolation {
+            let nets = virsh(&["net-list", "--all", "--name"]).unwrap();
+            assert!(
+                !nets.lines().any(|n| n == network),
+                "{network} left: {nets}"
+            );
+            let filters = virsh(&["nwfilter-list"]).unwrap();
+            assert!(
+                !filters.contains(filter.as_str()),
+                "{filter} left: {filters}"
             );
         }
     }
@@ -355,4 +398,26 @@ async fn diff_after_a_converged_apply_is_empty_on_real_libvirtd() {
     let evidence = seed_lines(&sys.slots[0]);
     sys.destroy().await;
     assert_eq!(r.code, 0, "{r}\n{evidence}");
+}
+
+/// Issue 11: `destroy` removes the fleet's isolated network and nwfilter
+/// too (`virsh net-list --all`, `nwfilter-list`), after its VMs; `apply`
+/// shows the network's ensure as an action of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn destroy_removes_the_isolated_network_and_filter_on_real_libvirtd() {
+    let Some(sys) = System::start_with(true).await else {
+        return;
+    };
+    let (network, filter) = sys.isolation.clone().unwrap();
+    let d = sys.hangar(&["diff"]).await;
+    assert_eq!(d.code, 1, "{d}");
+    assert!(
+        d.stdout.contains(&format!("+ network {network} on local")),
+        "{d}"
+    );
+    sys.converge().await;
+    let nets = virsh(&["net-list", "--all", "--name"]).unwrap();
+    assert!(nets.lines().any(|n| n == network), "{nets}");
+    assert!(virsh(&["nwfilter-list"]).unwrap().contains(filter.as_str()));
+    sys.destroy().await;
 }

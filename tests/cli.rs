@@ -574,3 +574,63 @@ fn destroy_removes_the_fleet_and_nothing_else() {
     }
     assert_eq!(occupied(&sb.status(&file)), Vec::<String>::new());
 }
+
+/// Issue 17, item 12: `destroy` beside a running daemon exited 0 and the
+/// daemon made all of it again within seconds. Now it is refused with exit
+/// 4, naming the daemon's pid and how to stop it, and nothing is removed.
+#[test]
+fn issue_17_item_12_destroy_while_the_daemon_runs_is_refused_with_exit_4() {
+    let sb = Sandbox::new();
+    let file = quickstart();
+    let f = file.to_str().unwrap();
+    let mut child = sb
+        .command(&["reconcile", "-f", f, "--every", "1m"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let rx = stderr_lines(&mut child);
+    let mut seen = Vec::new();
+    wait_for_line(&rx, &mut seen, "pass: ");
+    let before = occupied(&sb.status(&file));
+    assert_eq!(before, QUICKSTART_SLOTS);
+
+    let r = sb.run(&["destroy", "-f", f, "--yes"]);
+    assert_eq!(r.code, 4, "{r}");
+    let pid = child.id().to_string();
+    assert!(r.stderr.contains(&format!("pid {pid}")), "{r}");
+    assert!(r.stderr.contains("kill -TERM"), "{r}");
+    assert!(r.stderr.contains("--force"), "{r}");
+    assert_eq!(occupied(&sb.status(&file)), before, "nothing removed");
+
+    // SAFETY: plain kill(2) on our own child's pid.
+    assert_eq!(
+        unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) },
+        0
+    );
+    assert_eq!(wait_exit(&mut child, Duration::from_secs(10)), Some(0));
+    let r = sb.run(&["destroy", "-f", f, "--yes"]);
+    assert_eq!(r.code, 0, "{r}");
+    assert!(occupied(&sb.status(&file)).is_empty());
+}
+
+/// `apply -o json` prints JSON lines, each a document of its own: the
+/// engine's events, then the result, then the status.
+#[test]
+fn apply_json_output_is_one_json_document_per_line() {
+    let sb = Sandbox::new();
+    let file = quickstart();
+    let r = sb.run(&["apply", "-f", file.to_str().unwrap(), "-o", "json"]);
+    assert_eq!(r.code, 0, "{r}");
+    let docs: Vec<Value> = r
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    let kinds: Vec<&str> = docs.iter().map(|d| d["event"].as_str().unwrap()).collect();
+    assert_eq!(kinds.first(), Some(&"pass_started"), "{kinds:?}");
+    assert!(kinds.contains(&"planned") && kinds.contains(&"action_finished"));
+    assert_eq!(&kinds[kinds.len() - 2..], ["result", "status"], "{kinds:?}");
+    assert_eq!(docs[docs.len() - 2]["converged"], true);
+    assert_eq!(occupied(&docs[docs.len() - 1]), QUICKSTART_SLOTS);
+}

@@ -8,8 +8,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use hangar::plan::model::RunnerStatus;
-use hangar::providers::github::{Auth, GithubConfig, GithubRegistry, RetryPolicy, Retrying, Scope};
+use hangar::providers::github::{Auth, GithubConfig, GithubRegistry, Scope};
 use hangar::providers::{ErrorKind, RemoveOutcome, RunnerRegistry};
+use hangar::providers::{RetryPolicy, Retrying};
 use hangar::secret::Secret;
 use hangar::sim::{self, Fault, FaultKind, Latency, RegisterRunner, SimApp, SimConfig, SimHandle};
 use sha2::{Digest, Sha256};
@@ -100,7 +101,9 @@ fn repo() -> Scope {
 }
 
 fn org() -> Scope {
-    Scope::Organization("ldmx-org".into())
+    Scope::Organization {
+        org: "ldmx-org".into(),
+    }
 }
 
 async fn start_sim() -> SimHandle {
@@ -559,8 +562,12 @@ async fn a_slow_answer_times_out_as_transient() {
     assert!(reg.observe().await.unwrap().is_empty());
 }
 
+/// A mint that failed ambiguously is not sent again: the registration may
+/// exist while the answer carrying its only config was lost. The action
+/// fails, and the engine's next plan removes the registration as a runner
+/// of ours without a VM (`tests/reliability` s02 covers the whole loop).
 #[tokio::test(start_paused = true)]
-async fn a_jit_config_lost_in_transit_is_not_left_behind() {
+async fn a_jit_mint_whose_answer_is_lost_is_not_sent_again() {
     let sim = start_sim().await;
     let reg = Retrying::new(registry(&sim, repo(), token(TOKEN)), fast_policy());
     // GitHub registers the runner, but the answer never arrives.
@@ -570,25 +577,22 @@ async fn a_jit_config_lost_in_transit_is_not_left_behind() {
             .after_effect(),
     );
     let wanted = labels(&["hangar-ldmx", "UMN"]);
-    let jit = reg
+    let err = reg
         .jit_config("ldmx-umn-0", &wanted, "default")
         .await
-        .unwrap();
+        .unwrap_err();
+    assert_eq!(err.kind, ErrorKind::Transient, "{err}");
+    assert_eq!(sim.stats().count(JIT), 1, "not sent again");
+    assert_eq!(sim.stats().count("DELETE"), 0, "nothing removed here");
     let world = sim.world();
-    let runners: Vec<_> = world
+    let names: Vec<_> = world
         .scopes
         .values()
-        .flat_map(|s| s.runners.values())
+        .flat_map(|s| s.runners.values().map(|r| r.name.clone()))
         .collect();
-    assert_eq!(runners.len(), 1, "the lost registration was removed");
-    assert_eq!(runners[0].id, jit.runner_id);
-    let hash = hex::encode(Sha256::digest(jit.config.expose().as_bytes()));
-    assert_eq!(runners[0].jit_config_sha256.as_deref(), Some(hash.as_str()));
-    let stats = sim.stats();
-    assert_eq!(stats.count(JIT), 2);
-    assert_eq!(stats.count("DELETE"), 1);
+    assert_eq!(names, ["ldmx-umn-0"], "the registration GitHub made");
 
-    // A rate-limited mint was not carried out: sent again, no observation.
+    // A rate-limited mint was not carried out: sent again.
     sim.reset_stats();
     sim.inject(
         Fault::new(
@@ -604,20 +608,6 @@ async fn a_jit_config_lost_in_transit_is_not_left_behind() {
         .unwrap();
     assert_eq!(sim.stats().count(JIT), 2);
     assert_eq!(sim.stats().count(LIST), 0);
-
-    // A runner by that name that is not a lost mint of ours stops the retry.
-    sim.reset_stats();
-    sim.add_runners("repos/ldmx/images", "busy", 1, &wanted)
-        .unwrap();
-    let busy = sim.runner_by_name("repos/ldmx/images", "busy-0").unwrap();
-    sim.start_job(busy.id).unwrap();
-    sim.inject(Fault::new(FaultKind::ServerError { status: 502 }, 1).on_route(JIT));
-    let err = reg
-        .jit_config("busy-0", &wanted, "default")
-        .await
-        .unwrap_err();
-    assert_eq!(err.kind, ErrorKind::Refused);
-    assert!(sim.runner(busy.id).is_some());
 }
 
 /// Collects everything every tracing event writes.
@@ -666,15 +656,21 @@ async fn no_secret_reaches_a_log_line_an_error_or_debug_output() {
 
     // Token auth, repository scope, with faults so errors and retries log.
     let by_token = Retrying::new(registry(&sim, repo(), token(CANARY_TOKEN)), fast_policy());
+    sim.inject(Fault::new(FaultKind::ServerError { status: 502 }, 1).on_route(LIST));
+    let jit = by_token
+        .jit_config("ldmx-umn-0", &labels(&["hangar-ldmx"]), "default")
+        .await
+        .unwrap();
+    // An ambiguous mint fails (and logs) without being sent again.
     sim.inject(
         Fault::new(FaultKind::ServerError { status: 502 }, 1)
             .on_route(JIT)
             .after_effect(),
     );
-    let jit = by_token
-        .jit_config("ldmx-umn-0", &labels(&["hangar-ldmx"]), "default")
+    by_token
+        .jit_config("ldmx-umn-2", &labels(&["hangar-ldmx"]), "default")
         .await
-        .unwrap();
+        .unwrap_err();
     let reg_token = by_token.registration_token().await.unwrap();
     by_token.observe().await.unwrap();
     outputs.push(format!("{jit:?} {reg_token:?} {reg_token}"));

@@ -9,10 +9,12 @@
 use std::net::Ipv4Addr;
 use std::process::Command;
 
-use hangar::providers::libvirt::network::{
-    self, ensure_network, filter_xml, network_xml, rules, Change, Direction, Match, NetworkError,
-    Verdict,
+use hangar::providers::libvirt::isolation::addresses::{host_addresses, local_addresses};
+use hangar::providers::libvirt::isolation::filter::{
+    filter_xml, rules, Direction, Match, Rule, Verdict,
 };
+use hangar::providers::libvirt::isolation::network::{ipv4_subnets, network_xml};
+use hangar::providers::libvirt::isolation::{self, ensure_network, Change, NetworkError};
 
 use hangar::model::host::NetworkAttachment;
 use hangar::model::network::{default_subnet, IsolatedNetwork, Subnet};
@@ -44,6 +46,69 @@ fn default_subnets_are_deterministic_private_slash_24s_in_10_213() {
     }
     // A hash, not a constant: 200 names spread over most of the 256 /24s.
     assert!(seen.len() > 100, "{}", seen.len());
+}
+
+#[test]
+fn subnets_must_be_private_aligned_and_sized() {
+    assert_eq!(
+        Subnet::parse("10.213.7.0/24").unwrap().to_string(),
+        "10.213.7.0/24"
+    );
+    assert!(Subnet::parse("192.168.200.16/28").is_ok());
+    assert!(Subnet::parse("172.31.0.0/16").is_ok());
+    for (bad, says) in [
+        ("10.213.7.1/24", "host bits"),
+        ("8.8.8.0/24", "not private"),
+        ("172.32.0.0/24", "not private"),
+        ("10.0.0.0/8", "out of range"),
+        ("10.0.0.0/30", "out of range"),
+        ("10.0.0.0", "CIDR"),
+        ("10.0.0/24", "not an IPv4"),
+        ("10.0.0.0/x", "prefix length"),
+    ] {
+        let e = Subnet::parse(bad).unwrap_err();
+        assert!(e.contains(says), "{bad}: {e}");
+    }
+}
+
+#[test]
+fn gateway_and_dhcp_range_span_the_subnet() {
+    let s = Subnet::parse("10.213.7.0/24").unwrap();
+    assert_eq!(s.gateway(), Ipv4Addr::new(10, 213, 7, 1));
+    assert_eq!(
+        s.dhcp_range(),
+        (Ipv4Addr::new(10, 213, 7, 2), Ipv4Addr::new(10, 213, 7, 254))
+    );
+    let s = Subnet::parse("192.168.200.16/28").unwrap();
+    assert_eq!(
+        s.dhcp_range(),
+        (
+            Ipv4Addr::new(192, 168, 200, 18),
+            Ipv4Addr::new(192, 168, 200, 30)
+        )
+    );
+}
+
+#[test]
+fn overlap_is_symmetric_and_exact() {
+    let a = Subnet::parse("10.213.0.0/16").unwrap();
+    let b = Subnet::parse("10.213.7.0/24").unwrap();
+    let c = Subnet::parse("10.214.7.0/24").unwrap();
+    assert!(a.overlaps(&b) && b.overlaps(&a));
+    assert!(!a.overlaps(&c) && !c.overlaps(&a));
+}
+
+#[test]
+fn uuids_are_stable_well_formed_and_bound_to_the_network() {
+    let a = IsolatedNetwork::for_fleet("ldmx", None, None, None);
+    let u = uuid::Uuid::parse_str(&a.network_uuid()).unwrap();
+    assert_eq!(u.get_version_num(), 8);
+    assert_eq!(a.network_uuid(), a.clone().network_uuid());
+    let mut b = a.clone();
+    b.network = "other".into();
+    assert_eq!(a.filter, b.filter);
+    assert_ne!(a.filter_uuid(), b.filter_uuid());
+    assert_ne!(a.network_uuid(), a.filter_uuid());
 }
 
 #[test]
@@ -89,7 +154,7 @@ fn in_prefix(addr: Ipv4Addr, net: Ipv4Addr, prefix: u8) -> bool {
     u32::from(addr) & mask == u32::from(net) & mask
 }
 
-fn verdict_out(rules: &[network::Rule], f: Frame) -> Verdict {
+fn verdict_out(rules: &[Rule], f: Frame) -> Verdict {
     let mut sorted: Vec<_> = rules.iter().collect();
     sorted.sort_by_key(|r| r.priority);
     for r in sorted {
@@ -302,11 +367,11 @@ fn every_generated_network_and_filter_validates_against_libvirts_schemas() {
 
 #[test]
 fn local_addresses_include_loopback() {
-    assert!(network::local_addresses().contains(&Ipv4Addr::LOCALHOST));
-    assert!(network::host_addresses("qemu:///system").contains(&Ipv4Addr::LOCALHOST));
+    assert!(local_addresses().contains(&Ipv4Addr::LOCALHOST));
+    assert!(host_addresses("qemu:///system").contains(&Ipv4Addr::LOCALHOST));
     // A remote host is resolved by name; an address literal needs no DNS.
     assert_eq!(
-        network::host_addresses("qemu+ssh://root@192.0.2.10/system"),
+        host_addresses("qemu+ssh://root@192.0.2.10/system"),
         [Ipv4Addr::new(192, 0, 2, 10)]
     );
 }
@@ -419,7 +484,7 @@ fn ensure_network_defines_starts_and_autostarts_once() {
     let n = conn.lookup_network_by_name("hangar-ldmx").unwrap();
     assert!(n.is_active().unwrap() && n.autostart().unwrap());
     assert_eq!(n.uuid_string().unwrap(), net.network_uuid());
-    assert_eq!(network::ipv4_subnets(&n.xml_desc(0).unwrap()), [net.subnet]);
+    assert_eq!(ipv4_subnets(&n.xml_desc(0).unwrap()), [net.subnet]);
     assert_eq!(
         ensure_network(&conn, &net, &mut calls).unwrap(),
         (Change::Unchanged, false)
@@ -454,7 +519,7 @@ fn a_foreign_network_with_our_name_is_refused_and_untouched() {
         "{e}"
     );
     assert!(e.to_string().contains("not hangar's"), "{e}");
-    assert!(network::remove(&conn, &net).is_err());
+    assert!(isolation::remove(&conn, &net).is_err());
     let after = conn.lookup_network_by_name("hangar-theirs").unwrap();
     assert_eq!(after.xml_desc(0).unwrap(), before);
 }
@@ -501,10 +566,7 @@ fn a_changed_subnet_redefines_a_stopped_network_and_refuses_a_running_one() {
         (Change::Redefined, true)
     );
     let n = conn.lookup_network_by_name("hangar-ldmx").unwrap();
-    assert_eq!(
-        network::ipv4_subnets(&n.xml_desc(0).unwrap()),
-        [moved.subnet]
-    );
+    assert_eq!(ipv4_subnets(&n.xml_desc(0).unwrap()), [moved.subnet]);
 }
 
 #[test]
@@ -514,7 +576,7 @@ fn remove_takes_only_ours() {
     ensure_network(&conn, &net, &mut 0).unwrap();
     // The test driver has no nwfilter driver: remove stops at the filter
     // lookup, after the network is gone.
-    let _ = network::remove(&conn, &net);
+    let _ = isolation::remove(&conn, &net);
     assert!(conn.lookup_network_by_name("hangar-ldmx").is_err());
     assert!(conn.lookup_network_by_name("default").is_ok());
     assert!(conn.lookup_network_by_name("hangar-theirs").is_ok());

@@ -11,7 +11,8 @@
 
 use std::net::Ipv4Addr;
 
-use hangar::providers::libvirt::network::{self, ensure, ensure_filter, Change, NetworkError};
+use hangar::providers::libvirt::isolation::network::ipv4_subnets;
+use hangar::providers::libvirt::isolation::{self, ensure, ensure_filter, Change, NetworkError};
 
 use hangar::model::network::{IsolatedNetwork, Subnet};
 use virt::connect::Connect;
@@ -44,7 +45,7 @@ struct Cleanup<'a> {
 impl Drop for Cleanup<'_> {
     fn drop(&mut self) {
         for net in &self.nets {
-            if let Err(e) = network::remove(self.conn, net) {
+            if let Err(e) = isolation::remove(self.conn, net) {
                 eprintln!("cleanup of {}: {e}", net.network);
             }
         }
@@ -97,7 +98,7 @@ fn isolated_network_and_filter_on_a_real_libvirtd() {
     assert_eq!(n.uuid_string().unwrap(), net.network_uuid());
     assert!(n.autostart().unwrap());
     assert_eq!(n.is_active().unwrap(), started);
-    assert_eq!(network::ipv4_subnets(&n.xml_desc(0).unwrap()), [net.subnet]);
+    assert_eq!(ipv4_subnets(&n.xml_desc(0).unwrap()), [net.subnet]);
     let f = conn.lookup_nwfilter_by_name(&net.filter).unwrap();
     assert_eq!(f.uuid_string().unwrap(), net.filter_uuid());
     let stored = f.xml_desc(0).unwrap();
@@ -159,7 +160,7 @@ fn isolated_network_and_filter_on_a_real_libvirtd() {
         ),
         "{e}"
     );
-    assert!(network::remove(&conn, &other).is_err());
+    assert!(isolation::remove(&conn, &other).is_err());
     assert_eq!(
         conn.lookup_nwfilter_by_name(&other.filter)
             .unwrap()
@@ -180,9 +181,9 @@ fn isolated_network_and_filter_on_a_real_libvirtd() {
     ));
 
     // Removal takes ours and leaves nothing behind.
-    assert!(network::remove(&conn, &net).unwrap());
+    assert!(isolation::remove(&conn, &net).unwrap());
     assert!(conn.lookup_network_by_name(&net.network).is_err());
     assert!(conn.lookup_nwfilter_by_name(&net.filter).is_err());
-    assert!(!network::remove(&conn, &net).unwrap());
+    assert!(!isolation::remove(&conn, &net).unwrap());
     cleanup.nets.clear();
 }

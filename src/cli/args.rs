@@ -9,9 +9,11 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 /// Keep self-hosted GitHub Actions runners, one per isolated libvirt VM,
 /// equal to a fleet file.
 ///
-/// Exit codes: 0 ok (diff: in sync), 1 diff found changes, 2 invalid input
-/// or usage, 3 a provider (libvirt, GitHub) failed, 4 another run holds the
-/// fleet's lock.
+/// Exit codes: 0 ok (diff: in sync), 1 diff found a difference (waits
+/// included), 2 invalid input or usage, 3 a provider (libvirt, GitHub)
+/// failed, 4 another run holds the fleet's lock (destroy: a daemon runs it),
+/// 5 apply/destroy stopped before the world equals the file (--wait ran out,
+/// or only waits on others remain), 6 interrupted (SIGTERM, Ctrl-C).
 #[derive(Debug, Parser)]
 #[command(name = "hangar", version, about, long_about)]
 pub struct Cli {
@@ -81,14 +83,17 @@ pub enum Command {
     /// Print the JSON Schema of the fleet file
     Schema,
     /// Observe the world and print the plan; changes nothing.
-    /// Exit 0 in sync, 1 changes, 2 bad input, 3 provider error
+    /// Exit 0 in sync, 1 anything differs (waits included), 2 bad input,
+    /// 3 provider error
     Diff {
         #[command(flatten)]
         fleet: FleetFile,
         #[arg(short, long, value_enum, default_value_t = Output::Human)]
         output: Output,
     },
-    /// Converge the world to the file, then wait until runners are up
+    /// Converge the world to the file, then wait until runners are up.
+    /// Exit 5 when --wait ends first, 6 when interrupted; -o json prints
+    /// JSON lines (one per event, then the result and the status)
     Apply {
         #[command(flatten)]
         fleet: FleetFile,
@@ -132,7 +137,8 @@ pub enum Command {
         /// Do not ask for confirmation
         #[arg(long, short = 'y')]
         yes: bool,
-        /// Also delete VMs whose runner is running a job
+        /// Also delete VMs whose runner is running a job, and go ahead while
+        /// a daemon reconciles the fleet
         #[arg(long)]
         force: bool,
         /// How long to wait for busy runners to finish

@@ -1,11 +1,13 @@
 //! Command-line interface: argument parsing and output formatting. It turns
-//! flags into settings, calls the library, prints, and maps outcomes to the
-//! documented exit codes; it decides nothing about the world.
+//! flags into settings, calls the library, prints, and maps every ending to
+//! its documented exit code in one place ([`error::ExpectedError`]); it
+//! decides nothing about the world and runs no loop of passes.
 
-pub mod args;
-pub mod commands;
+pub(crate) mod args;
+mod commands;
+pub(crate) mod error;
 pub mod output;
-pub mod status;
+mod status;
 
 use std::path::PathBuf;
 
@@ -38,10 +40,7 @@ pub fn main() -> ExitStatus {
         .build()
     {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return ExitStatus::ProviderError;
-        }
+        Err(e) => return finish(Err(error::ExpectedError::Runtime(e)), false),
     };
     runtime.block_on(run(cli))
 }
@@ -77,6 +76,17 @@ fn init_logging(verbose: u8, format: LogFormat) {
     };
 }
 
+/// Print an ending that is not a success, and give its exit code.
+fn finish(result: Result<ExitStatus, error::ExpectedError>, color: bool) -> ExitStatus {
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprint!("{}", e.display(color));
+            e.process_exit_code()
+        }
+    }
+}
+
 /// Run one parsed command line.
 pub async fn run(cli: Cli) -> ExitStatus {
     virt::error::clear_error_callback();
@@ -88,11 +98,11 @@ pub async fn run(cli: Cli) -> ExitStatus {
             .unwrap_or_else(default_state_dir),
         color: output::use_color(cli.global.color),
     };
-    match cli.command {
-        Command::Validate { fleet, output } => commands::validate(&ctx, &fleet.file, output),
+    let result = match cli.command {
+        Command::Validate { fleet, output } => commands::validate(&fleet.file, output),
         Command::Schema => {
             crate::out!("{}", crate::fleet::schema_json());
-            ExitStatus::Ok
+            Ok(ExitStatus::Ok)
         }
         Command::Diff { fleet, output } => commands::diff(&ctx, &fleet.file, output).await,
         Command::Apply {
@@ -152,12 +162,13 @@ pub async fn run(cli: Cli) -> ExitStatus {
             listen,
             state,
             token,
-        } => github_sim(listen, state, token).await,
+        } => Ok(github_sim(listen, state, token).await),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "hangar", &mut std::io::stdout());
-            ExitStatus::Ok
+            Ok(ExitStatus::Ok)
         }
-    }
+    };
+    finish(result, ctx.color)
 }
 
 async fn github_sim(

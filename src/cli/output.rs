@@ -8,8 +8,9 @@ use std::sync::Mutex;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use super::args::ColorChoice;
-use crate::plan::model::Action;
-use crate::reconcile::execute::{Outcome, Progress};
+use crate::plan::render;
+use crate::reconcile::event::{Event, Events};
+use crate::reconcile::execute::Outcome;
 
 /// Write to stdout, ignoring a closed pipe (`hangar diff | head`): what
 /// hangar is doing must not be cut short because nobody reads its output.
@@ -62,124 +63,188 @@ pub fn diagnostic(d: &dyn miette::Diagnostic, color: bool) -> String {
     out
 }
 
-/// Progress of an execution: a bar on a terminal, one line per finished
-/// action otherwise (cron and systemd logs).
-pub struct ProgressView {
-    bar: Option<ProgressBar>,
-    started: AtomicU64,
-    lines: Mutex<Vec<String>>,
+/// How the engine's events are shown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventStyle {
+    /// A progress bar on stderr (a terminal), lines printed above it.
+    Bar,
+    /// One line per event on stderr (cron, systemd, a pipe).
+    Lines,
+    /// One JSON object per event on stdout (`-o json`).
+    Json,
 }
 
-impl ProgressView {
-    /// `total` actions expected; 0 when not known yet (the bar grows as
-    /// actions start).
-    pub fn new(total: usize) -> Self {
-        let bar = if std::io::stderr().is_terminal() {
-            let b = ProgressBar::new(total as u64);
+/// Which plans a command shows as it goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Plans {
+    /// `apply`: the first pass's plan, in full.
+    First,
+    /// `destroy`: every plan that changes something.
+    Changing,
+    /// The daemon: none (each pass gets one summary line).
+    None,
+}
+
+/// Renders the engine's [`Event`] stream.
+pub struct EventView {
+    style: EventStyle,
+    plans: Plans,
+    color: bool,
+    /// One summary line per pass (the daemon's log).
+    pass_lines: bool,
+    bar: Mutex<Option<ProgressBar>>,
+    plans_shown: AtomicU64,
+}
+
+impl EventView {
+    pub fn new(json: bool, plans: Plans, color: bool, pass_lines: bool) -> Self {
+        let style = if json {
+            EventStyle::Json
+        } else if std::io::stderr().is_terminal() {
+            EventStyle::Bar
+        } else {
+            EventStyle::Lines
+        };
+        EventView {
+            style,
+            plans,
+            color,
+            pass_lines,
+            bar: Mutex::new(None),
+            plans_shown: AtomicU64::new(0),
+        }
+    }
+
+    pub fn style(&self) -> EventStyle {
+        self.style
+    }
+
+    /// Print a line on stderr without tearing the bar.
+    fn say(&self, line: &str) {
+        match self.bar.lock().ok().as_ref().and_then(|b| b.as_ref()) {
+            Some(b) => b.println(line),
+            None => eprintln!("{line}"),
+        }
+    }
+
+    fn with_bar(&self, f: impl FnOnce(&ProgressBar)) {
+        if self.style != EventStyle::Bar {
+            return;
+        }
+        let Ok(mut bar) = self.bar.lock() else {
+            return;
+        };
+        let b = bar.get_or_insert_with(|| {
+            let b = ProgressBar::new(0);
             b.set_style(
                 ProgressStyle::with_template("{spinner} [{bar:30}] {pos}/{len} {wide_msg}")
                     .unwrap_or_else(|_| ProgressStyle::default_bar())
                     .progress_chars("=> "),
             );
-            Some(b)
-        } else {
-            None
-        };
-        ProgressView {
-            bar,
-            started: AtomicU64::new(0),
-            lines: Mutex::new(Vec::new()),
+            b
+        });
+        f(b);
+    }
+
+    /// Take the bar off the screen (at the end of a pass, and for good).
+    pub fn finish(&self) {
+        if let Ok(mut bar) = self.bar.lock() {
+            if let Some(b) = bar.take() {
+                b.finish_and_clear();
+            }
         }
     }
 
-    pub fn event(&self, p: Progress<'_>) {
-        match p {
-            Progress::Started(a) => {
-                if let Some(b) = &self.bar {
-                    let started = self.started.fetch_add(1, Ordering::Relaxed) + 1;
-                    if started > b.length().unwrap_or(0) {
-                        b.set_length(started);
-                    }
-                    b.set_message(format!("{} {}", verb(a), a.subject()));
+    /// A JSON line on stdout (`-o json`), for what is not an engine event:
+    /// the end of a run and its status.
+    pub fn json_line(&self, value: &serde_json::Value) {
+        crate::outln!("{value}");
+    }
+
+    fn human(&self, event: &Event) {
+        match event {
+            Event::PassStarted { .. } | Event::Stopping => {
+                if matches!(event, Event::Stopping) {
+                    self.say("stopping: the actions under way finish, no other starts");
                 }
             }
-            Progress::Finished(o) => {
+            Event::ObservationFailed { what, error } => self.say(&format!(
+                "warning: could not observe {what}: {}; nothing destructive is planned there",
+                error.message
+            )),
+            Event::Planned { plan } => {
+                let show = match self.plans {
+                    Plans::First => self.plans_shown.fetch_add(1, Ordering::Relaxed) == 0,
+                    Plans::Changing => plan.has_changes(),
+                    Plans::None => false,
+                };
+                if show {
+                    self.finish();
+                    crate::out!("{}", render::human(plan, self.color));
+                }
+            }
+            Event::ActionStarted { action } => self.with_bar(|b| {
+                b.inc_length(1);
+                b.set_message(format!("{} {}", render::verb(action), action.subject()));
+            }),
+            Event::ActionFinished { outcome: o } => {
+                let (verb, subject) = (render::verb(&o.action), o.action.subject());
                 let line = match &o.outcome {
                     Outcome::Done => format!(
-                        "  done     {} {} ({:.1}s)",
-                        verb(&o.action),
-                        o.action.subject(),
+                        "  done     {verb} {subject} ({:.1}s)",
                         o.millis as f64 / 1000.0
                     ),
-                    Outcome::Skipped { why } => {
-                        format!(
-                            "  skipped  {} {}: {why}",
-                            verb(&o.action),
-                            o.action.subject()
-                        )
-                    }
-                    Outcome::Failed { error, .. } => {
-                        format!(
-                            "  failed   {} {}: {error}",
-                            verb(&o.action),
-                            o.action.subject()
-                        )
+                    Outcome::Skipped { why } => format!("  skipped  {verb} {subject}: {why}"),
+                    Outcome::Failed { error } => {
+                        format!("  failed   {verb} {subject}: {}", error.message)
                     }
                 };
-                match &self.bar {
-                    Some(b) => {
-                        b.inc(1);
-                        b.println(&line);
-                    }
-                    None => eprintln!("{line}"),
-                }
-                if let Ok(mut l) = self.lines.lock() {
-                    l.push(line);
+                self.with_bar(|b| b.inc(1));
+                self.say(&line);
+            }
+            Event::GuestPlayed { line } => self.say(&format!("  sandbox  {line}")),
+            Event::PassFinished {
+                pass: _,
+                planned,
+                done,
+                failed,
+                waiting,
+                next,
+            } => {
+                self.finish();
+                if self.pass_lines {
+                    self.say(&format!(
+                        "pass: {planned} planned, {done} done, {failed} failed, \
+                         {waiting} waiting; next pass in {} ({})",
+                        render::duration(next.after),
+                        next.because.describe()
+                    ));
                 }
             }
+            Event::FileChanged { file } => {
+                self.say(&format!("{file}: changed; using the new file"))
+            }
+            Event::FileRejected { file, error } => self.say(&format!(
+                "error: {file}: {error}\nthe last good version of the file stays in use"
+            )),
+            Event::WaitingForLock { fleet, holder } => self.say(&format!(
+                "waiting for fleet {fleet}'s lock{}",
+                holder
+                    .map(|p| format!(" (held by pid {p})"))
+                    .unwrap_or_default()
+            )),
         }
     }
+}
 
-    pub fn finish(&self) {
-        if let Some(b) = &self.bar {
-            b.finish_and_clear();
+impl Events for EventView {
+    fn emit(&self, event: Event) {
+        match self.style {
+            EventStyle::Json => match serde_json::to_string(&event) {
+                Ok(line) => crate::outln!("{line}"),
+                Err(e) => tracing::warn!(error = %e, "event not serializable"),
+            },
+            EventStyle::Bar | EventStyle::Lines => self.human(&event),
         }
-    }
-}
-
-pub fn verb(a: &Action) -> &'static str {
-    match a {
-        Action::Create { .. } => "create",
-        Action::Start { .. } => "start",
-        Action::Replace { .. } => "replace",
-        Action::Delete { .. } => "delete",
-        Action::RemoveSeed { .. } => "remove seed of",
-        Action::RemoveRunner { .. } => "remove runner",
-        Action::Wait { .. } => "wait",
-    }
-}
-
-/// `3m`, `2h5m`, `4d3h`: a compact age.
-pub fn age(d: chrono::TimeDelta) -> String {
-    let s = d.num_seconds().max(0);
-    match s {
-        0..60 => format!("{s}s"),
-        60..3600 => format!("{}m", s / 60),
-        3600..86400 => format!("{}h{}m", s / 3600, (s % 3600) / 60),
-        _ => format!("{}d{}h", s / 86400, (s % 86400) / 3600),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ages_are_compact() {
-        assert_eq!(age(chrono::TimeDelta::seconds(5)), "5s");
-        assert_eq!(age(chrono::TimeDelta::seconds(125)), "2m");
-        assert_eq!(age(chrono::TimeDelta::seconds(3 * 3600 + 65)), "3h1m");
-        assert_eq!(age(chrono::TimeDelta::seconds(2 * 86400 + 7200)), "2d2h");
-        assert_eq!(age(chrono::TimeDelta::seconds(-3)), "0s");
     }
 }

@@ -10,6 +10,7 @@ pub mod names;
 pub mod network;
 pub mod ownership;
 pub mod tree;
+pub mod units;
 pub mod xml;
 
 pub use credential::RunnerCredential;

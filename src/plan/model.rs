@@ -9,12 +9,19 @@ use crate::model::{ownership_label, parse_slot_name, GuestStage, Ownership, Spec
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+/// The hard cap of a boot, in boot timeouts after creation: a guest that
+/// keeps reaching new stages (a slow first boot with package installs) is
+/// waited for, but not for ever.
+pub const BOOT_CAP_FACTOR: u32 = 4;
+
 /// Timeouts that decide when the planner gives up on a VM.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Policy {
-    /// A VM whose runner is not online (persistent) or registered
-    /// (ephemeral) this long after creation is replaced.
+    /// A VM whose runner is not up this long after the last stage its
+    /// guest reported (after creation, before any) is replaced; never later
+    /// than [`BOOT_CAP_FACTOR`] times this after creation, however the
+    /// guest progresses.
     #[serde(with = "duration_secs")]
     pub boot_timeout: Duration,
     /// A persistent runner offline this long while its VM runs is replaced.
@@ -106,6 +113,11 @@ pub struct ObservedVm {
     pub owner: Ownership,
     /// Progress read from the console log, where the host lets us read it.
     pub guest: Option<GuestStage>,
+    /// When `guest` was first seen at its present stage (remembered across
+    /// passes and processes by the engine); the boot timeout counts from
+    /// here. `None`: not known, or nothing printed yet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guest_since: Option<DateTime<Utc>>,
     /// The NoCloud seed volume (it carries secrets) is still attached.
     pub seed_attached: bool,
 }
@@ -161,13 +173,58 @@ impl ObservedRunner {
     }
 }
 
+/// What kind of failure a provider reported. It decides whether a call is
+/// tried again, and when the next pass comes (see the engine's error policy).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    /// Worth retrying after a backoff: connection dropped, 5xx, timeouts.
+    Transient,
+    /// Rate limited; retry no sooner than `retry_after_secs`.
+    RateLimited { retry_after_secs: u64 },
+    /// The object is gone (already deleted).
+    NotFound,
+    /// Refused for a reason that retrying will not fix (auth, bad request,
+    /// pool full, name taken by something that is not ours).
+    Refused,
+}
+
+impl ErrorKind {
+    pub fn is_retryable(self) -> bool {
+        matches!(self, ErrorKind::Transient | ErrorKind::RateLimited { .. })
+    }
+}
+
+/// A failure as the engine keeps it: its kind and a short message that
+/// names what failed (a host, the GitHub scope) and carries no secret.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[serde(rename_all = "camelCase")]
+#[error("{message}")]
+pub struct Failure {
+    pub kind: ErrorKind,
+    pub message: String,
+}
+
+impl Failure {
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        Failure {
+            kind,
+            message: message.into(),
+        }
+    }
+
+    pub fn is_retryable(&self) -> bool {
+        self.kind.is_retryable()
+    }
+}
+
 /// An observation that may have failed. A failed list is not an empty list:
 /// the planner makes no destructive change where the observation failed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", tag = "outcome")]
 pub enum Observation<T> {
     Seen { items: T },
-    Failed { error: String },
+    Failed { error: Failure },
 }
 
 impl<T> Observation<T> {
@@ -177,6 +234,60 @@ impl<T> Observation<T> {
             Observation::Failed { .. } => None,
         }
     }
+}
+
+/// The fleet's isolated network on a host that is to have one, as seen.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NetworkSeen {
+    pub network: String,
+    pub filter: String,
+    /// Both are defined (and hangar's).
+    pub present: bool,
+}
+
+/// Something of the fleet's on a host that no VM uses any more: what a
+/// create cut short, or a deleted VM, left behind.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum Leftover {
+    /// A generation's root overlay or seed volume no domain refers to (a
+    /// seed carries credentials).
+    Volume {
+        name: String,
+        slot: String,
+        generation: u64,
+    },
+    /// A generation's serial console log whose domain is gone.
+    ConsoleLog {
+        name: String,
+        slot: String,
+        generation: u64,
+    },
+}
+
+impl Leftover {
+    pub fn slot(&self) -> &str {
+        match self {
+            Leftover::Volume { slot, .. } | Leftover::ConsoleLog { slot, .. } => slot,
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        match self {
+            Leftover::Volume { name, .. } | Leftover::ConsoleLog { name, .. } => name,
+        }
+    }
+}
+
+/// What observing a host found besides the fleet's VMs.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ObservedHost {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<NetworkSeen>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub leftovers: Vec<Leftover>,
 }
 
 /// The world as observed at the start of a pass.
@@ -193,6 +304,9 @@ pub struct Observed {
     /// its VM; the planner says so instead of trying every pass.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub foreign_names: BTreeMap<String, BTreeSet<String>>,
+    /// Per host whose observation succeeded: its network and leftovers.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub host_state: BTreeMap<String, ObservedHost>,
 }
 
 /// A VM an action refers to.
@@ -283,7 +397,7 @@ pub enum WaitReason {
     /// Crash-loop backoff after repeated failed boots.
     Backoff { until: DateTime<Utc>, failures: u32 },
     /// The host's or GitHub's observation failed this pass.
-    ObservationFailed { what: String, error: String },
+    ObservationFailed { what: String, error: Failure },
     /// An orphan inside its grace period.
     Grace { until: DateTime<Utc> },
     /// A runner not owned by this fleet holds the slot's name.
@@ -307,8 +421,8 @@ pub enum Action {
     /// Define and start a slot's VM (mint its JIT config or registration
     /// token just before). Only on a host whose observation succeeded.
     Create {
-        slot: String,
-        host: String,
+        /// Everything the VM is made from; its host is `slot.host`.
+        slot: DesiredSlot,
         generation: u64,
         boot_failures: u32,
         reason: CreateReason,
@@ -321,6 +435,8 @@ pub enum Action {
     Replace {
         vm: VmRef,
         runner: Option<RunnerRef>,
+        /// What the next generation is made from.
+        slot: DesiredSlot,
         next_generation: u64,
         boot_failures: u32,
         reason: ReplaceReason,
@@ -340,6 +456,22 @@ pub enum Action {
         runner: RunnerRef,
         reason: RemoveRunnerReason,
     },
+    /// Define (or bring up to date) and start the fleet's isolated network
+    /// and its nwfilter on a host, before any VM there attaches to them.
+    EnsureNetwork {
+        host: String,
+        network: String,
+        filter: String,
+    },
+    /// Remove the fleet's isolated network and filter from a host once no
+    /// VM of the fleet is left there (`hangar destroy`).
+    RemoveNetwork {
+        host: String,
+        network: String,
+        filter: String,
+    },
+    /// Remove a volume or console log of the fleet that nothing uses.
+    RemoveLeftover { host: String, leftover: Leftover },
     /// Nothing is done this pass.
     Wait { subject: String, reason: WaitReason },
 }
@@ -354,18 +486,24 @@ impl Action {
     pub fn is_destructive(&self) -> bool {
         matches!(
             self,
-            Action::Replace { .. } | Action::Delete { .. } | Action::RemoveRunner { .. }
+            Action::Replace { .. }
+                | Action::Delete { .. }
+                | Action::RemoveRunner { .. }
+                | Action::RemoveNetwork { .. }
         )
     }
 
     /// The host the action touches, if any.
     pub fn host(&self) -> Option<&str> {
         match self {
-            Action::Create { host, .. } => Some(host),
+            Action::Create { slot, .. } => Some(&slot.host),
             Action::Start { vm }
             | Action::RemoveSeed { vm }
             | Action::Replace { vm, .. }
             | Action::Delete { vm, .. } => Some(&vm.host),
+            Action::EnsureNetwork { host, .. }
+            | Action::RemoveNetwork { host, .. }
+            | Action::RemoveLeftover { host, .. } => Some(host),
             Action::RemoveRunner { .. } | Action::Wait { .. } => None,
         }
     }
@@ -373,12 +511,26 @@ impl Action {
     /// The slot (= VM = runner name) the action is about.
     pub fn subject(&self) -> &str {
         match self {
-            Action::Create { slot, .. } => slot,
+            Action::Create { slot, .. } => &slot.name,
             Action::Start { vm }
             | Action::RemoveSeed { vm }
             | Action::Replace { vm, .. }
             | Action::Delete { vm, .. } => &vm.name,
             Action::RemoveRunner { runner, .. } => &runner.name,
+            Action::EnsureNetwork { network, .. } | Action::RemoveNetwork { network, .. } => {
+                network
+            }
+            // A log goes before the create that would write it again; a
+            // volume of another generation is its own subject, so that one
+            // refused removal holds up nothing else.
+            Action::RemoveLeftover {
+                leftover: Leftover::ConsoleLog { slot, .. },
+                ..
+            } => slot,
+            Action::RemoveLeftover {
+                leftover: Leftover::Volume { name, .. },
+                ..
+            } => name,
             Action::Wait { subject, .. } => subject,
         }
     }
@@ -393,9 +545,24 @@ pub struct Plan {
 }
 
 impl Plan {
-    /// No action would change the world (waits may remain).
-    pub fn is_converged(&self) -> bool {
-        !self.actions.iter().any(Action::is_mutating)
+    /// The world equals the file: nothing to change and nothing waited for.
+    /// A plan of waits alone (busy, booting, a name taken, a host not
+    /// observed) is not in sync.
+    pub fn in_sync(&self) -> bool {
+        self.actions.is_empty()
+    }
+
+    /// Some action would change the world.
+    pub fn has_changes(&self) -> bool {
+        self.actions.iter().any(Action::is_mutating)
+    }
+
+    /// The waits, as (subject, reason).
+    pub fn waits(&self) -> impl Iterator<Item = (&str, &WaitReason)> {
+        self.actions.iter().filter_map(|a| match a {
+            Action::Wait { subject, reason } => Some((subject.as_str(), reason)),
+            _ => None,
+        })
     }
 
     pub fn mutating(&self) -> impl Iterator<Item = &Action> {

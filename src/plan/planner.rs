@@ -37,12 +37,15 @@ use std::time::Duration;
 use chrono::{DateTime, TimeDelta, Utc};
 
 use super::model::{
-    Action, CreateReason, DeleteReason, Desired, DesiredSlot, FieldChange, Observation, Observed,
-    ObservedRunner, ObservedVm, Plan, Policy, RemoveRunnerReason, ReplaceReason, RunnerStatus,
-    VmState, WaitReason,
+    Action, CreateReason, DeleteReason, Desired, DesiredSlot, ErrorKind, Failure, FieldChange,
+    Leftover, Observation, Observed, ObservedRunner, ObservedVm, Plan, Policy, RemoveRunnerReason,
+    ReplaceReason, RunnerStatus, VmState, WaitReason,
 };
 
+use super::model::BOOT_CAP_FACTOR;
+use super::render::bytes;
 use crate::model::guest::GuestStage;
+use crate::model::names::parse_slot_name;
 
 use crate::model::ownership::VmShape;
 
@@ -53,7 +56,7 @@ const WHAT_GITHUB: &str = "GitHub runners";
 
 /// Plan the actions that make `observed` equal to `desired` at `now`.
 pub fn plan(desired: &Desired, observed: &Observed, now: DateTime<Utc>) -> Plan {
-    let world = World::new(&desired.fleet, observed, &desired.hosts);
+    let world = Ours::new(&desired.fleet, observed, &desired.hosts);
     let mut planner = Planner {
         world: &world,
         policy: &desired.policy,
@@ -86,14 +89,94 @@ pub fn plan(desired: &Desired, observed: &Observed, now: DateTime<Utc>) -> Plan 
         }
     }
     planner.scope_waits(|host| desired.slots.iter().any(|s| s.host == host));
-    finish(&desired.fleet, planner.actions)
+    let mut actions = planner.actions;
+    let ours = |slot: &str| is_our_slot(&world, &desired.fleet, &desired.pools, slot);
+    host_actions(
+        observed,
+        &mut actions,
+        |host| desired.slots.iter().any(|s| s.host == host),
+        ours,
+    );
+    finish(&desired.fleet, actions)
+}
+
+/// Whether a leftover named for `slot` is this fleet's: its pool is one of
+/// the file's, or a VM or registration of ours has its name. A name alone
+/// could be another fleet's whose name starts like ours (`t` and `t-x`).
+fn is_our_slot(world: &Ours<'_>, fleet: &str, pools: &[String], slot: &str) -> bool {
+    parse_slot_name(fleet, slot).is_some_and(|(pool, _)| pools.iter().any(|p| p == pool))
+        || world.vms.contains_key(slot)
+        || world.owned_runner(slot).is_some()
+}
+
+/// Per observed host: the fleet's network ensured where a slot needs it and
+/// it is missing, or where a VM is about to be made (ensuring is cheap and
+/// catches a network changed by hand); leftovers removed, except a volume
+/// of the very generation a create of this plan adopts.
+fn host_actions(
+    observed: &Observed,
+    actions: &mut Vec<Action>,
+    has_slots: impl Fn(&str) -> bool,
+    ours: impl Fn(&str) -> bool,
+) {
+    let mut creates: HashSet<(&str, &str, u64)> = HashSet::new();
+    for a in actions.iter() {
+        match a {
+            Action::Create {
+                slot, generation, ..
+            } => {
+                creates.insert((slot.host.as_str(), slot.name.as_str(), *generation));
+            }
+            Action::Replace {
+                slot,
+                next_generation,
+                ..
+            } => {
+                creates.insert((slot.host.as_str(), slot.name.as_str(), *next_generation));
+            }
+            _ => {}
+        }
+    }
+    let mut extra = Vec::new();
+    for (host, state) in &observed.host_state {
+        if !matches!(observed.hosts.get(host), Some(Observation::Seen { .. })) {
+            continue;
+        }
+        if let Some(net) = &state.network {
+            let creating = creates.iter().any(|(h, _, _)| h == host);
+            if (!net.present && has_slots(host)) || creating {
+                extra.push(Action::EnsureNetwork {
+                    host: host.clone(),
+                    network: net.network.clone(),
+                    filter: net.filter.clone(),
+                });
+            }
+        }
+        for l in state.leftovers.iter().filter(|l| ours(l.slot())) {
+            if let Leftover::Volume {
+                slot, generation, ..
+            } = l
+            {
+                if creates.contains(&(host.as_str(), slot.as_str(), *generation)) {
+                    continue;
+                }
+            }
+            extra.push(Action::RemoveLeftover {
+                host: host.clone(),
+                leftover: l.clone(),
+            });
+        }
+    }
+    actions.extend(extra);
 }
 
 /// Plan the removal of everything `fleet` owns: every VM (with its volumes
-/// and registration) and every registration. Busy runners are waited for
-/// unless `force`; where an observation failed nothing is removed at all.
-pub fn destroy(fleet: &str, observed: &Observed, force: bool) -> Plan {
-    let world = World::new(fleet, observed, &[]);
+/// and registration), every registration, leftovers of the file's `pools`
+/// (and of slots seen), and, once no VM is left on a host, the fleet's
+/// network there. Busy runners are waited for unless `force`; where an
+/// observation failed nothing is removed at all.
+pub fn destroy(fleet: &str, pools: &[String], observed: &Observed, force: bool) -> Plan {
+    let world = Ours::new(fleet, observed, &[]);
     let mut actions = Vec::new();
     let known = world.runners.is_some();
     for (name, vms) in &world.vms {
@@ -137,12 +220,46 @@ pub fn destroy(fleet: &str, observed: &Observed, force: bool) -> Plan {
     for (host, error) in &world.failed_hosts {
         actions.push(host_wait(host, host, error));
     }
-    if let Some(error) = &world.runner_error {
+    // The network goes last, once no VM of the fleet is left on its host
+    // (the executor runs it after the deletes, and only if they all went).
+    for (host, state) in &observed.host_state {
+        if world.failed_hosts.contains_key(host.as_str()) {
+            continue;
+        }
+        for l in state
+            .leftovers
+            .iter()
+            .filter(|l| is_our_slot(&world, fleet, pools, l.slot()))
+        {
+            actions.push(Action::RemoveLeftover {
+                host: host.clone(),
+                leftover: l.clone(),
+            });
+        }
+        let Some(net) = state.network.as_ref().filter(|n| n.present) else {
+            continue;
+        };
+        let held = actions.iter().any(|a| match a {
+            Action::Wait { subject, .. } => world
+                .vms
+                .get(subject.as_str())
+                .is_some_and(|vms| vms.iter().any(|vm| vm.host == *host)),
+            _ => false,
+        });
+        if !held {
+            actions.push(Action::RemoveNetwork {
+                host: host.clone(),
+                network: net.network.clone(),
+                filter: net.filter.clone(),
+            });
+        }
+    }
+    if let Some(error) = world.runner_error {
         actions.push(Action::Wait {
             subject: GITHUB_SUBJECT.to_string(),
             reason: WaitReason::ObservationFailed {
                 what: WHAT_GITHUB.to_string(),
-                error: error.to_string(),
+                error: (*error).clone(),
             },
         });
     }
@@ -150,9 +267,9 @@ pub fn destroy(fleet: &str, observed: &Observed, force: bool) -> Plan {
 }
 
 /// The observation, reduced to what this fleet owns.
-struct World<'a> {
+struct Ours<'a> {
     /// Hosts whose observation failed or is missing, with the error.
-    failed_hosts: BTreeMap<&'a str, &'a str>,
+    failed_hosts: BTreeMap<&'a str, Failure>,
     /// Our VMs on hosts that were seen, by name, oldest generation first.
     /// Hashed: looked up once per slot, and `finish` orders the actions, so
     /// iteration order never shows (a tree's pointer-chasing string
@@ -160,7 +277,7 @@ struct World<'a> {
     vms: HashMap<&'a str, Vec<&'a ObservedVm>>,
     /// `None` when GitHub's list failed.
     runners: Option<Runners<'a>>,
-    runner_error: Option<&'a str>,
+    runner_error: Option<&'a Failure>,
     /// Per host, names held by domains that are not ours.
     foreign_names: &'a BTreeMap<String, std::collections::BTreeSet<String>>,
 }
@@ -170,14 +287,14 @@ struct Runners<'a> {
     foreign: HashMap<&'a str, &'a ObservedRunner>,
 }
 
-impl<'a> World<'a> {
-    fn new(fleet: &str, observed: &'a Observed, expected_hosts: &'a [String]) -> World<'a> {
+impl<'a> Ours<'a> {
+    fn new(fleet: &str, observed: &'a Observed, expected_hosts: &'a [String]) -> Ours<'a> {
         let mut failed_hosts = BTreeMap::new();
         let mut vms: HashMap<&str, Vec<&ObservedVm>> = HashMap::new();
         for (host, observation) in &observed.hosts {
             match observation {
                 Observation::Failed { error } => {
-                    failed_hosts.insert(host.as_str(), error.as_str());
+                    failed_hosts.insert(host.as_str(), error.clone());
                 }
                 Observation::Seen { items } => {
                     // A VM listed under another host than it claims would let
@@ -193,7 +310,10 @@ impl<'a> World<'a> {
         }
         for host in expected_hosts {
             if !observed.hosts.contains_key(host) {
-                failed_hosts.insert(host.as_str(), "not observed");
+                failed_hosts.insert(
+                    host.as_str(),
+                    Failure::new(ErrorKind::Transient, "missing from the observation"),
+                );
             }
         }
         for list in vms.values_mut() {
@@ -203,7 +323,7 @@ impl<'a> World<'a> {
         }
 
         let (runners, runner_error) = match &observed.runners {
-            Observation::Failed { error } => (None, Some(error.as_str())),
+            Observation::Failed { error } => (None, Some(error)),
             Observation::Seen { items } => {
                 let mut owned: HashMap<&str, &ObservedRunner> = HashMap::new();
                 let mut foreign: HashMap<&str, &ObservedRunner> = HashMap::new();
@@ -224,7 +344,7 @@ impl<'a> World<'a> {
                 (Some(Runners { owned, foreign }), None)
             }
         };
-        World {
+        Ours {
             failed_hosts,
             vms,
             runners,
@@ -247,7 +367,7 @@ fn runner_rank(r: &ObservedRunner) -> (bool, bool, std::cmp::Reverse<u64>) {
 }
 
 struct Planner<'w, 'a> {
-    world: &'w World<'a>,
+    world: &'w Ours<'a>,
     policy: &'w Policy,
     now: DateTime<Utc>,
     actions: Vec<Action>,
@@ -303,8 +423,7 @@ impl Planner<'_, '_> {
             return;
         }
         let create = Action::Create {
-            slot: slot.name.clone(),
-            host: slot.host.clone(),
+            slot: slot.clone(),
             generation: next_generation,
             boot_failures: 0,
             reason: CreateReason::Missing,
@@ -349,6 +468,7 @@ impl Planner<'_, '_> {
         let replace = |reason: ReplaceReason, boot_failures: u32| Action::Replace {
             vm: vm.vm_ref(),
             runner: runner.map(ObservedRunner::runner_ref),
+            slot: slot.clone(),
             next_generation,
             boot_failures,
             reason,
@@ -460,7 +580,7 @@ impl Planner<'_, '_> {
         replace: &dyn Fn(ReplaceReason, u32) -> Action,
     ) -> Action {
         let created = vm.owner.created_at;
-        let deadline = after(created, self.policy.boot_timeout);
+        let deadline = boot_deadline(vm, self.policy);
         if self.now <= deadline {
             return Action::Wait {
                 subject: vm.name.clone(),
@@ -583,7 +703,7 @@ impl Planner<'_, '_> {
                 subject: GITHUB_SUBJECT.to_string(),
                 reason: WaitReason::ObservationFailed {
                     what: WHAT_GITHUB.to_string(),
-                    error: error.to_string(),
+                    error: error.clone(),
                 },
             });
         }
@@ -609,6 +729,19 @@ fn came_up(vm: &ObservedVm) -> bool {
         )
 }
 
+/// The boot timeout counts from the last stage the guest reached (from
+/// creation before any), capped at [`BOOT_CAP_FACTOR`] timeouts after
+/// creation.
+fn boot_deadline(vm: &ObservedVm, policy: &Policy) -> DateTime<Utc> {
+    let created = vm.owner.created_at;
+    let progressed = vm
+        .guest_since
+        .filter(|_| vm.guest.is_some_and(|g| g != GuestStage::Booting))
+        .map_or(created, |since| since.max(created));
+    let cap = after(created, policy.boot_timeout.saturating_mul(BOOT_CAP_FACTOR));
+    after(progressed, policy.boot_timeout).min(cap)
+}
+
 fn after(t: DateTime<Utc>, d: Duration) -> DateTime<Utc> {
     TimeDelta::from_std(d)
         .ok()
@@ -625,22 +758,25 @@ fn busy_wait(subject: &str, then: &str) -> Action {
     }
 }
 
-fn host_wait(subject: &str, host: &str, error: &str) -> Action {
+fn host_wait(subject: &str, host: &str, error: &Failure) -> Action {
     Action::Wait {
         subject: subject.to_string(),
         reason: WaitReason::ObservationFailed {
             what: format!("host {host}"),
-            error: error.to_string(),
+            error: error.clone(),
         },
     }
 }
 
-fn github_wait(subject: &str, world: &World<'_>) -> Action {
+fn github_wait(subject: &str, world: &Ours<'_>) -> Action {
     Action::Wait {
         subject: subject.to_string(),
         reason: WaitReason::ObservationFailed {
             what: WHAT_GITHUB.to_string(),
-            error: world.runner_error.unwrap_or_default().to_string(),
+            error: world
+                .runner_error
+                .cloned()
+                .unwrap_or_else(|| Failure::new(ErrorKind::Transient, "not observed")),
         },
     }
 }
@@ -667,34 +803,20 @@ pub fn shape_changes(from: &VmShape, to: &VmShape) -> Vec<FieldChange> {
     changes
 }
 
-/// `6.0 GiB`, `512.0 MiB`, `100 B`: one decimal in the largest binary unit
-/// that keeps the number at least 1.
-pub fn bytes(n: u64) -> String {
-    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
-    let mut unit = 0;
-    let mut value = n as f64;
-    while value >= 1024.0 && unit + 1 < UNITS.len() {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{n} B")
-    } else {
-        format!("{value:.1} {}", UNITS[unit])
-    }
-}
-
 /// Within one subject the order is the order of execution: registrations
 /// and old VMs go before the VM that reuses their name.
 fn kind_rank(action: &Action) -> u8 {
     match action {
-        Action::RemoveRunner { .. } => 0,
-        Action::Delete { .. } => 1,
-        Action::Replace { .. } => 2,
-        Action::Start { .. } => 3,
-        Action::RemoveSeed { .. } => 4,
-        Action::Create { .. } => 5,
-        Action::Wait { .. } => 6,
+        Action::EnsureNetwork { .. } => 0,
+        Action::RemoveRunner { .. } => 1,
+        Action::Delete { .. } => 2,
+        Action::RemoveLeftover { .. } => 3,
+        Action::Replace { .. } => 4,
+        Action::Start { .. } => 5,
+        Action::RemoveSeed { .. } => 6,
+        Action::Create { .. } => 7,
+        Action::RemoveNetwork { .. } => 8,
+        Action::Wait { .. } => 9,
     }
 }
 

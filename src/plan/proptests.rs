@@ -181,6 +181,7 @@ fn build(
                 shape: vm_shape,
             },
             guest: raw.guest,
+            guest_since: None,
             seed_attached: raw.seed_attached,
         };
         hosts.get_mut(HOSTS[raw.host]).unwrap().push(vm);
@@ -191,7 +192,7 @@ fn build(
         .map(|(i, (h, items))| {
             let o = if host_failed[i] {
                 Observation::Failed {
-                    error: "down".into(),
+                    error: Failure::new(ErrorKind::Transient, "down"),
                 }
             } else {
                 Observation::Seen { items }
@@ -230,7 +231,7 @@ fn build(
     }
     let runners = if github_failed {
         Observation::Failed {
-            error: "502".into(),
+            error: Failure::new(ErrorKind::Transient, "502"),
         }
     } else {
         Observation::Seen { items }
@@ -241,6 +242,7 @@ fn build(
             hosts,
             runners,
             foreign_names: Default::default(),
+            host_state: Default::default(),
         },
     )
 }
@@ -287,6 +289,7 @@ fn apply(desired: &Desired, observed: &Observed, plan: &Plan) -> Observed {
             shape: slot.vm.clone(),
         },
         guest: Some(GuestStage::RunnerStarted),
+        guest_since: None,
         seed_attached: true,
     };
     for (n, action) in plan.actions.iter().enumerate() {
@@ -297,7 +300,10 @@ fn apply(desired: &Desired, observed: &Observed, plan: &Plan) -> Observed {
                 boot_failures,
                 ..
             } => {
-                let slot = desired.slot(slot).expect("creates are for desired slots");
+                assert!(
+                    desired.slot(&slot.name).is_some(),
+                    "creates are for desired slots"
+                );
                 vms_on(&mut world, &slot.host).push(fresh(slot, *generation, *boot_failures, n));
                 new_runner(&mut world, &slot.name);
             }
@@ -321,6 +327,21 @@ fn apply(desired: &Desired, observed: &Observed, plan: &Plan) -> Observed {
                 remove_runner(&mut world, runner);
             }
             Action::RemoveRunner { runner, .. } => remove_runner(&mut world, &Some(runner.clone())),
+            Action::EnsureNetwork { host, .. } | Action::RemoveNetwork { host, .. } => {
+                let present = matches!(action, Action::EnsureNetwork { .. });
+                if let Some(n) = world
+                    .host_state
+                    .get_mut(host)
+                    .and_then(|s| s.network.as_mut())
+                {
+                    n.present = present;
+                }
+            }
+            Action::RemoveLeftover { host, leftover } => {
+                if let Some(s) = world.host_state.get_mut(host) {
+                    s.leftovers.retain(|l| l != leftover);
+                }
+            }
             Action::Start { vm } => {
                 let started = vms_on(&mut world, &vm.host)
                     .iter_mut()
@@ -393,7 +414,7 @@ fn applying_a_plan_leaves_only_seed_removals_then_nothing() {
             }
             let settled = apply(&desired, &after, &second);
             let third = plan(&desired, &settled, now());
-            prop_assert!(third.is_converged(), "not converged: {third:#?}");
+            prop_assert!(!third.has_changes(), "not converged: {third:#?}");
             Ok(())
         })
         .unwrap();
@@ -404,8 +425,8 @@ fn no_plan_harms_a_busy_runner_or_anything_not_ours_or_unobserved() {
     runner_for(2)
         .run(&world(), |(desired, observed)| {
             check_safety(&observed, &plan(&desired, &observed, now()), false)?;
-            check_safety(&observed, &destroy(FLEET, &observed, false), false)?;
-            check_safety(&observed, &destroy(FLEET, &observed, true), true)
+            check_safety(&observed, &destroy(FLEET, &[], &observed, false), false)?;
+            check_safety(&observed, &destroy(FLEET, &[], &observed, true), true)
         })
         .unwrap();
 }
@@ -459,7 +480,11 @@ fn check_safety(observed: &Observed, plan: &Plan, forced: bool) -> Result<(), Te
                 let r = owned_runner(&runner.name).filter(|x| x.id == runner.id);
                 prop_assert!(r.is_some_and(|r| forced || !r.busy), "{:?}", action);
             }
-            Action::Create { .. } | Action::Wait { .. } => {}
+            Action::Create { .. }
+            | Action::Wait { .. }
+            | Action::EnsureNetwork { .. }
+            | Action::RemoveNetwork { .. }
+            | Action::RemoveLeftover { .. } => {}
         }
     }
     Ok(())
@@ -486,8 +511,8 @@ fn the_same_world_in_any_order_gives_the_same_plan() {
                 plan(&shuffled_desired, &shuffled, now())
             );
             prop_assert_eq!(
-                destroy(FLEET, &observed, false),
-                destroy(FLEET, &shuffled, false)
+                destroy(FLEET, &[], &observed, false),
+                destroy(FLEET, &[], &shuffled, false)
             );
             Ok(())
         })

@@ -4,7 +4,9 @@ use std::fmt::Write as _;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 
-use super::model::{Action, DeleteReason, Plan, RemoveRunnerReason, ReplaceReason, WaitReason};
+use super::model::{
+    Action, DeleteReason, Leftover, Plan, RemoveRunnerReason, ReplaceReason, WaitReason,
+};
 
 const GREEN: &str = "\x1b[32m";
 const RED: &str = "\x1b[31m";
@@ -16,19 +18,31 @@ const RESET: &str = "\x1b[0m";
 pub fn human(plan: &Plan, color: bool) -> String {
     let mut out = String::new();
     for action in &plan.actions {
-        let (symbol, verb, colour) = marker(action);
-        if color && !colour.is_empty() {
-            let _ = write!(out, "{colour}{symbol} {verb}{RESET}");
-        } else {
-            let _ = write!(out, "{symbol} {verb}");
-        }
-        let pad = 8usize.saturating_sub(verb.len());
-        let _ = write!(out, "{:pad$}{}", "", describe(action));
+        out.push_str(&line(action, color));
         out.push('\n');
     }
     out.push_str(&summary(plan));
     out.push('\n');
     out
+}
+
+/// One action as the plan shows it: `+ create  t-build-0 on h1`.
+pub fn line(action: &Action, color: bool) -> String {
+    let (symbol, verb, colour) = marker(action);
+    let mut out = String::new();
+    if color && !colour.is_empty() {
+        let _ = write!(out, "{colour}{symbol} {verb}{RESET}");
+    } else {
+        let _ = write!(out, "{symbol} {verb}");
+    }
+    let pad = 8usize.saturating_sub(verb.len());
+    let _ = write!(out, "{:pad$}{}", "", describe(action));
+    out
+}
+
+/// The verb of an action, as the plan and the progress lines name it.
+pub fn verb(action: &Action) -> &'static str {
+    marker(action).1
 }
 
 /// The plan as pretty JSON; field order follows the model, so it is stable.
@@ -44,6 +58,9 @@ fn marker(action: &Action) -> (char, &'static str, &'static str) {
         Action::Start { .. } => ('>', "start", CYAN),
         Action::RemoveSeed { .. } => ('-', "unseed", RED),
         Action::RemoveRunner { .. } => ('-', "remove", RED),
+        Action::EnsureNetwork { .. } => ('+', "network", GREEN),
+        Action::RemoveNetwork { .. } => ('-', "network", RED),
+        Action::RemoveLeftover { .. } => ('-', "remove", RED),
         Action::Wait { .. } => ('=', "wait", ""),
     }
 }
@@ -51,15 +68,12 @@ fn marker(action: &Action) -> (char, &'static str, &'static str) {
 fn describe(action: &Action) -> String {
     match action {
         Action::Create {
-            slot,
-            host,
-            generation,
-            ..
+            slot, generation, ..
         } => {
             if *generation > 1 {
-                format!("{slot} on {host} (generation {generation})")
+                format!("{} on {} (generation {generation})", slot.name, slot.host)
             } else {
-                format!("{slot} on {host}")
+                format!("{} on {}", slot.name, slot.host)
             }
         }
         Action::Delete { vm, reason, .. } => {
@@ -111,6 +125,22 @@ fn describe(action: &Action) -> String {
             };
             format!("{} runner #{} ({why})", runner.name, runner.id)
         }
+        Action::EnsureNetwork {
+            host,
+            network,
+            filter,
+        } => format!("{network} on {host} (isolated network and filter {filter})"),
+        Action::RemoveNetwork {
+            host,
+            network,
+            filter,
+        } => format!("{network} on {host} (and filter {filter}: no VM of the fleet left)"),
+        Action::RemoveLeftover { host, leftover } => match leftover {
+            Leftover::Volume { name, .. } => format!("volume {name} on {host} (no domain uses it)"),
+            Leftover::ConsoleLog { name, .. } => {
+                format!("console log {name} on {host} (its VM is gone)")
+            }
+        },
         Action::Wait { subject, reason } => format!("{subject} ({})", wait_reason(reason)),
     }
 }
@@ -151,6 +181,12 @@ fn summary(plan: &Plan) -> String {
     if plan.actions.is_empty() {
         return "No changes. The fleet matches the file.".to_string();
     }
+    if !plan.has_changes() {
+        let n = plan.actions.len();
+        return format!(
+            "Nothing to change now, but the fleet does not match the file yet: {n} waiting."
+        );
+    }
     let count = |f: fn(&Action) -> bool| plan.actions.iter().filter(|a| f(a)).count();
     let mut parts = vec![
         format!(
@@ -182,6 +218,21 @@ fn summary(plan: &Plan) -> String {
             "registration to remove",
             "registrations to remove",
         ),
+        (
+            count(|a| matches!(a, Action::EnsureNetwork { .. })),
+            "network to ensure",
+            "networks to ensure",
+        ),
+        (
+            count(|a| matches!(a, Action::RemoveNetwork { .. })),
+            "network to remove",
+            "networks to remove",
+        ),
+        (
+            count(|a| matches!(a, Action::RemoveLeftover { .. })),
+            "leftover to remove",
+            "leftovers to remove",
+        ),
     ];
     for (n, one, many) in extras {
         if n > 0 {
@@ -199,19 +250,4 @@ fn time(t: &DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Secs, true)
 }
 
-/// `15m`, `1h 30m`, `45s`.
-fn duration(d: std::time::Duration) -> String {
-    let s = d.as_secs();
-    let (h, m, s) = (s / 3600, s / 60 % 60, s % 60);
-    let mut parts = Vec::new();
-    if h > 0 {
-        parts.push(format!("{h}h"));
-    }
-    if m > 0 {
-        parts.push(format!("{m}m"));
-    }
-    if s > 0 || parts.is_empty() {
-        parts.push(format!("{s}s"));
-    }
-    parts.join(" ")
-}
+pub use crate::model::units::{bytes, duration};

@@ -76,6 +76,7 @@ pub(super) fn vm_of(slot: &DesiredSlot) -> ObservedVm {
             shape: slot.vm.clone(),
         },
         guest: Some(GuestStage::RunnerStarted),
+        guest_since: None,
         seed_attached: false,
     }
 }
@@ -124,6 +125,7 @@ fn observed(vms: Vec<ObservedVm>, runners: Vec<ObservedRunner>) -> Observed {
             .collect(),
         runners: Observation::Seen { items: runners },
         foreign_names: BTreeMap::new(),
+        host_state: Default::default(),
     }
 }
 
@@ -131,7 +133,7 @@ fn fail_host(mut o: Observed, host: &str) -> Observed {
     o.hosts.insert(
         host.into(),
         Observation::Failed {
-            error: "connection refused".into(),
+            error: Failure::new(ErrorKind::Transient, "connection refused"),
         },
     );
     o
@@ -139,7 +141,7 @@ fn fail_host(mut o: Observed, host: &str) -> Observed {
 
 fn fail_github(mut o: Observed) -> Observed {
     o.runners = Observation::Failed {
-        error: "502 bad gateway".into(),
+        error: Failure::new(ErrorKind::Transient, "502 bad gateway"),
     };
     o
 }
@@ -164,7 +166,7 @@ fn github_failed(subject: &str) -> Action {
         subject,
         WaitReason::ObservationFailed {
             what: "GitHub runners".into(),
-            error: "502 bad gateway".into(),
+            error: Failure::new(ErrorKind::Transient, "502 bad gateway"),
         },
     )
 }
@@ -174,15 +176,14 @@ fn host_failed(subject: &str, host: &str) -> Action {
         subject,
         WaitReason::ObservationFailed {
             what: format!("host {host}"),
-            error: "connection refused".into(),
+            error: Failure::new(ErrorKind::Transient, "connection refused"),
         },
     )
 }
 
 fn create(slot: &DesiredSlot, generation: u64) -> Action {
     Action::Create {
-        slot: slot.name.clone(),
-        host: slot.host.clone(),
+        slot: slot.clone(),
         generation,
         boot_failures: 0,
         reason: CreateReason::Missing,
@@ -190,6 +191,7 @@ fn create(slot: &DesiredSlot, generation: u64) -> Action {
 }
 
 fn replace(
+    slot: &DesiredSlot,
     vm: &ObservedVm,
     runner: Option<&ObservedRunner>,
     failures: u32,
@@ -198,6 +200,7 @@ fn replace(
     Action::Replace {
         vm: vm.vm_ref(),
         runner: runner.map(ObservedRunner::runner_ref),
+        slot: slot.clone(),
         next_generation: vm.owner.generation + 1,
         boot_failures: failures,
         reason,
@@ -305,7 +308,7 @@ fn host_missing_from_the_observation_counts_as_failed() {
         &s.name,
         WaitReason::ObservationFailed {
             what: "host h2".into(),
-            error: "not observed".into(),
+            error: Failure::new(ErrorKind::Transient, "missing from the observation"),
         },
     );
     assert_eq!(actions(&desired(vec![s]), &o), vec![expected]);
@@ -392,6 +395,7 @@ fn spec_change_replaces_an_idle_vm_with_the_changes_spelled_out() {
     s.vm.cpus = 4;
     s.vm.memory_bytes = 8 << 30;
     let expected = replace(
+        &s,
         &vm,
         Some(&r),
         0,
@@ -404,8 +408,8 @@ fn spec_change_replaces_an_idle_vm_with_the_changes_spelled_out() {
                 },
                 FieldChange {
                     field: "memory".into(),
-                    from: "6.0 GiB".into(),
-                    to: "8.0 GiB".into(),
+                    from: "6GiB".into(),
+                    to: "8GiB".into(),
                 },
             ],
         },
@@ -454,10 +458,10 @@ fn ephemeral_vm_that_powered_off_is_replaced_with_failures_reset() {
     let r = offline(runner(&s.name, 1));
     assert_eq!(
         actions(
-            &desired(vec![s]),
+            &desired(vec![s.clone()]),
             &observed(vec![vm.clone()], vec![r.clone()])
         ),
-        vec![replace(&vm, Some(&r), 0, ReplaceReason::JobDone)]
+        vec![replace(&s, &vm, Some(&r), 0, ReplaceReason::JobDone)]
     );
 }
 
@@ -468,8 +472,11 @@ fn ephemeral_vm_whose_registration_went_after_its_job_is_replaced() {
     let mut vm = vm_of(&s);
     vm.guest = Some(GuestStage::JobFinished);
     assert_eq!(
-        actions(&desired(vec![s]), &observed(vec![vm.clone()], vec![])),
-        vec![replace(&vm, None, 0, ReplaceReason::JobDone)]
+        actions(
+            &desired(vec![s.clone()]),
+            &observed(vec![vm.clone()], vec![])
+        ),
+        vec![replace(&s, &vm, None, 0, ReplaceReason::JobDone)]
     );
 }
 
@@ -491,8 +498,11 @@ fn persistent_vm_shut_off_without_its_registration_is_rebuilt_not_started() {
     let mut vm = vm_of(&s);
     vm.state = VmState::ShutOff;
     assert_eq!(
-        actions(&desired(vec![s]), &observed(vec![vm.clone()], vec![])),
-        vec![replace(&vm, None, 0, ReplaceReason::RunnerOffline)]
+        actions(
+            &desired(vec![s.clone()]),
+            &observed(vec![vm.clone()], vec![])
+        ),
+        vec![replace(&s, &vm, None, 0, ReplaceReason::RunnerOffline)]
     );
 }
 
@@ -504,10 +514,10 @@ fn crashed_vm_is_replaced_and_counts_a_boot_failure() {
     let r = offline(runner(&s.name, 1));
     assert_eq!(
         actions(
-            &desired(vec![s]),
+            &desired(vec![s.clone()]),
             &observed(vec![vm.clone()], vec![r.clone()])
         ),
-        vec![replace(&vm, Some(&r), 1, ReplaceReason::Broken)]
+        vec![replace(&s, &vm, Some(&r), 1, ReplaceReason::Broken)]
     );
 }
 
@@ -576,6 +586,7 @@ fn runner_that_never_came_up_is_replaced_after_the_boot_timeout() {
     let vm = booting_vm(&s, 16, 0);
     let r = offline(runner(&s.name, 1));
     let expected = replace(
+        &s,
         &vm,
         Some(&r),
         1,
@@ -607,6 +618,7 @@ fn crash_loop_backoff_delays_the_replacement_and_is_capped() {
     );
     let vm = booting_vm(&s, 19, 3);
     let expected = replace(
+        &s,
         &vm,
         None,
         4,
@@ -662,7 +674,7 @@ fn runner_offline_past_the_timeout_is_replaced_and_not_before() {
     r.offline_since = Some(ago(10));
     assert_eq!(
         actions(&d, &observed(vec![vm.clone()], vec![r.clone()])),
-        vec![replace(&vm, Some(&r), 0, ReplaceReason::RunnerOffline)]
+        vec![replace(&s, &vm, Some(&r), 0, ReplaceReason::RunnerOffline)]
     );
 }
 
@@ -875,14 +887,14 @@ fn destroy_removes_everything_owned_and_waits_for_busy_runners() {
         reason: RemoveRunnerReason::Destroy,
     };
     assert_eq!(
-        destroy(FLEET, &o, false).actions,
+        destroy(FLEET, &[], &o, false).actions,
         vec![
             removed.clone(),
             delete(&vm_of(&a), Some(&ra), DeleteReason::Destroy),
             busy_wait(&b.name, "delete"),
         ]
     );
-    let forced = destroy(FLEET, &o, true).actions;
+    let forced = destroy(FLEET, &[], &o, true).actions;
     assert_eq!(forced.len(), 3);
     assert!(forced.iter().all(Action::is_destructive));
 }
@@ -891,8 +903,8 @@ fn destroy_removes_everything_owned_and_waits_for_busy_runners() {
 fn destroy_with_failed_observations_removes_nothing() {
     let a = slot("umn", 0, "h1");
     let o = fail_github(fail_host(observed(vec![vm_of(&a)], vec![]), "h2"));
-    let plan = destroy(FLEET, &o, true);
-    assert!(plan.is_converged(), "{plan:#?}");
+    let plan = destroy(FLEET, &[], &o, true);
+    assert!(!plan.has_changes(), "{plan:#?}");
     assert_eq!(
         plan.actions,
         vec![
@@ -1013,4 +1025,60 @@ fn slot_names_parse_back_only_in_canonical_form() {
     ] {
         assert_eq!(parse_slot_name("ldmx-umn", bad), None, "{bad}");
     }
+}
+
+/// Issue 12: the boot timeout follows progress. It counts from the last
+/// stage the guest reached, so a slow first boot that keeps moving (package
+/// installs) is not crash-looped, with a hard cap after creation.
+#[test]
+fn boot_timeout_counts_from_the_last_stage_reached_with_a_hard_cap() {
+    let s = slot("umn", 0, "h1");
+    let o = |vm: ObservedVm| observed(vec![vm], vec![]);
+    let d = desired(vec![s.clone()]);
+    let cap = BOOT_CAP_FACTOR as i64 * 15;
+
+    // Created 20 min ago (past the 15 min timeout), docker ready 10 min ago.
+    let mut vm = booting_vm(&s, 20, 0);
+    vm.guest = Some(GuestStage::DockerReady);
+    vm.guest_since = Some(ago(10));
+    assert_eq!(
+        actions(&d, &o(vm.clone())),
+        vec![wait(&s.name, WaitReason::Booting { deadline: ago(-5) })]
+    );
+
+    // No progress for the timeout since the last stage: replaced.
+    vm.guest_since = Some(ago(16));
+    assert!(matches!(
+        &actions(&d, &o(vm.clone()))[..],
+        [Action::Replace {
+            reason: ReplaceReason::BootTimeout { .. },
+            ..
+        }]
+    ));
+
+    // Still moving, but past the cap after creation: replaced all the same.
+    let mut slow = booting_vm(&s, cap + 1, 0);
+    slow.guest = Some(GuestStage::CacheMounted);
+    slow.guest_since = Some(ago(1));
+    assert!(matches!(
+        &actions(&d, &o(slow.clone()))[..],
+        [Action::Replace {
+            reason: ReplaceReason::BootTimeout { .. },
+            ..
+        }]
+    ));
+    // Just inside the cap: the cap is the deadline.
+    slow.owner.created_at = ago(cap - 1);
+    assert_eq!(
+        actions(&d, &o(slow)),
+        vec![wait(&s.name, WaitReason::Booting { deadline: ago(-1) })]
+    );
+
+    // Nothing printed yet: from creation, whatever was remembered.
+    let mut quiet = booting_vm(&s, 16, 0);
+    quiet.guest_since = Some(ago(1));
+    assert!(matches!(
+        &actions(&d, &o(quiet))[..],
+        [Action::Replace { .. }]
+    ));
 }

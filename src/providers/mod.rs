@@ -5,11 +5,15 @@
 
 pub mod github;
 pub mod libvirt;
+pub mod retry;
+
+pub use retry::{RetryPolicy, Retrying};
 
 use async_trait::async_trait;
 use serde::Serialize;
 
-use crate::plan::model::{ObservedRunner, ObservedVm, VmRef};
+pub use crate::plan::model::ErrorKind;
+use crate::plan::model::{Failure, Leftover, ObservedHost, ObservedRunner, ObservedVm, VmRef};
 
 use crate::model::ownership::Ownership;
 use crate::model::{DirectBoot, HostFacts, NetworkAttachment};
@@ -26,20 +30,6 @@ pub struct ProviderError {
     pub message: String,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ErrorKind {
-    /// Worth retrying after a backoff: connection dropped, 5xx, timeouts.
-    Transient,
-    /// Rate limited; retry no sooner than `retry_after_secs`.
-    RateLimited { retry_after_secs: u64 },
-    /// The object is gone (already deleted).
-    NotFound,
-    /// Refused for a reason that retrying will not fix (auth, bad request,
-    /// pool full, name taken by something that is not ours).
-    Refused,
-}
-
 impl ProviderError {
     pub fn new(target: impl Into<String>, kind: ErrorKind, message: impl Into<String>) -> Self {
         ProviderError {
@@ -50,10 +40,19 @@ impl ProviderError {
     }
 
     pub fn is_retryable(&self) -> bool {
-        matches!(
-            self.kind,
-            ErrorKind::Transient | ErrorKind::RateLimited { .. }
-        )
+        self.kind.is_retryable()
+    }
+}
+
+impl From<ProviderError> for Failure {
+    fn from(e: ProviderError) -> Self {
+        Failure::new(e.kind, e.to_string())
+    }
+}
+
+impl From<&ProviderError> for Failure {
+    fn from(e: &ProviderError) -> Self {
+        Failure::new(e.kind, e.to_string())
     }
 }
 
@@ -83,6 +82,11 @@ pub struct VmCreate {
 pub trait Hypervisor: Send + Sync {
     /// The host's name in the fleet file.
     fn host(&self) -> &str;
+
+    /// Whether the host's guests are played by the sandbox (nothing boots).
+    fn simulated(&self) -> bool {
+        false
+    }
 
     /// Memory, cpus, pool space and domain type.
     async fn facts(&self) -> Result<HostFacts, ProviderError>;
@@ -115,6 +119,44 @@ pub trait Hypervisor: Send + Sync {
     /// Bytes used and total of each slot's cache volume on this host, by slot
     /// name (allocation as the host sees it).
     async fn cache_usage(&self, fleet: &str) -> Result<Vec<CacheUsage>, ProviderError>;
+
+    /// What the last `observe` found besides VMs: the fleet's isolated
+    /// network (on a host that is to have one) and leftovers. No round trip.
+    fn host_state(&self) -> ObservedHost {
+        ObservedHost::default()
+    }
+
+    /// Define or update, and start, the fleet's isolated network `network`
+    /// with its filter `filter`. Idempotent.
+    async fn ensure_network(&self, network: &str, filter: &str) -> Result<(), ProviderError> {
+        let _ = filter;
+        Err(ProviderError::new(
+            self.host(),
+            ErrorKind::Refused,
+            format!("network {network}: this host has no isolated network to ensure"),
+        ))
+    }
+
+    /// Stop and remove the fleet's isolated network and filter (only
+    /// hangar's; a filter a VM still uses is refused by libvirt).
+    async fn remove_network(&self, network: &str, filter: &str) -> Result<(), ProviderError> {
+        let _ = filter;
+        Err(ProviderError::new(
+            self.host(),
+            ErrorKind::Refused,
+            format!("network {network}: this host has no isolated network to remove"),
+        ))
+    }
+
+    /// Remove a leftover `host_state` reported (checked again first: only
+    /// what still looks like the fleet's and is used by nothing).
+    async fn remove_leftover(&self, leftover: &Leftover) -> Result<(), ProviderError> {
+        Err(ProviderError::new(
+            self.host(),
+            ErrorKind::Refused,
+            format!("{}: this host reports no leftovers", leftover.name()),
+        ))
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

@@ -1,18 +1,18 @@
-//! One pass (observe → resolve → plan → execute) and the loops built on it:
-//! `apply` (passes until converged or out of time) and the daemon.
+//! One pass: observe → resolve → plan → execute, and what it reports.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use rand::Rng;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
-use super::execute::{execute, Execution, Limits, Progress, Report};
-use super::{Clock, Provisioner, Snapshot, World};
-use crate::fleet::{FleetError, LoadedFleet};
-use crate::plan::model::{Action, Desired, Plan, WaitReason};
+use super::event::{Event, Events};
+use super::execute::{execute, Execution, Limits, Report};
+use super::policy::{self, Requeue};
+use super::{Clock, Error, Provisioner, Snapshot, World};
+use crate::fleet::LoadedFleet;
+use crate::plan::model::{Desired, Plan};
 use crate::plan::{self};
 
 /// Something outside the VMs that plays the guest's part: the sandbox, whose
@@ -25,6 +25,13 @@ pub trait GuestPlay: Send + Sync {
     async fn play(&self, world: &World, desired: &Desired, clock: &dyn Clock) -> Vec<String>;
 }
 
+/// Something the composition root started for the engine (the in-process
+/// GitHub simulator), stopped with it.
+#[async_trait]
+pub trait Service: Send + Sync {
+    async fn stop(self: Box<Self>);
+}
+
 /// The engine of one fleet.
 pub struct Engine {
     pub world: World,
@@ -32,14 +39,10 @@ pub struct Engine {
     pub clock: Arc<dyn Clock>,
     pub limits: Limits,
     pub guests: Option<Arc<dyn GuestPlay>>,
-}
-
-/// A failure that stops a pass before anything was changed.
-#[derive(Debug, thiserror::Error)]
-pub enum PassError {
-    /// The file cannot be resolved against the hosts (e.g. overcommit).
-    #[error(transparent)]
-    Spec(#[from] FleetError),
+    /// How often `apply` looks again while something is coming up: guests
+    /// played by the sandbox act at once, real ones take a minute to boot.
+    pub poll: Duration,
+    pub services: Vec<Box<dyn Service>>,
 }
 
 /// What one pass saw, decided and did.
@@ -49,84 +52,65 @@ pub struct PassResult {
     pub snapshot: Snapshot,
     pub desired: Desired,
     pub plan: Plan,
-    /// `None` for a dry run.
+    /// `None` for a dry run, or when the plan changes nothing.
     pub report: Option<Report>,
     /// Lines from the sandbox's stand-in guests.
     pub guest_play: Vec<String>,
-    /// When the next pass should run.
-    #[serde(with = "crate::plan::model::duration_secs")]
-    pub requeue: Duration,
+    /// When the next pass should run, and why then.
+    pub requeue: Requeue,
 }
 
 impl PassResult {
-    /// Converged: nothing to change and nothing still coming up. A running
-    /// VM that still has its seed is coming up: the seed goes only once its
-    /// runner was seen online, and a guest that printed "runner started"
-    /// whose runner GitHub does not show online yet gets a non-blocking
-    /// `RunnerOffline` wait, not a `Booting` one.
+    /// The world equalled the file when the pass looked, and nothing the
+    /// pass did failed. Waits count against it: a busy runner that holds up
+    /// a replacement, a VM still booting or a host not observed mean the
+    /// world is not yet what the file says.
     pub fn converged(&self) -> bool {
-        let seeded = self.snapshot.observed.hosts.values().any(|obs| {
-            obs.seen()
-                .into_iter()
-                .flatten()
-                .any(|vm| vm.seed_attached && vm.state == crate::plan::model::VmState::Running)
-        });
-        !seeded
-            && self.plan.is_converged()
-            && !self.plan.actions.iter().any(|a| {
-                matches!(
-                    a,
-                    Action::Wait {
-                        reason: WaitReason::Booting { .. }
-                            | WaitReason::Backoff { .. }
-                            | WaitReason::ObservationFailed { .. },
-                        ..
-                    }
-                )
-            })
-            && self.report.as_ref().is_none_or(|r| r.failed() == 0)
+        self.plan.in_sync() && self.report.as_ref().is_none_or(|r| r.failed() == 0)
     }
 }
 
 impl Engine {
     /// Observe, resolve and plan; changes nothing.
-    pub async fn plan(&self, fleet: &LoadedFleet) -> Result<(Snapshot, Desired, Plan), PassError> {
+    pub async fn plan(&self, fleet: &LoadedFleet) -> Result<(Snapshot, Desired, Plan), Error> {
         let snapshot = self.world.observe(self.clock.as_ref()).await;
         let desired = fleet.resolve(&snapshot.known_facts(), &snapshot.placement())?;
         let plan = plan::plan(&desired, &snapshot.observed, snapshot.taken_at);
         Ok((snapshot, desired, plan))
     }
 
-    /// A full pass. With `dry_run`, stops after planning.
+    /// A full pass. With `dry_run`, stops after planning. `stop` keeps
+    /// actions not yet started from starting; `every` is the regular
+    /// interval the requeue is measured against.
     pub async fn pass(
         &self,
         fleet: &LoadedFleet,
         dry_run: bool,
-        cancel: &CancellationToken,
-        progress: &(dyn Fn(Progress<'_>) + Send + Sync),
+        stop: &CancellationToken,
+        events: &dyn Events,
         every: Duration,
-    ) -> Result<PassResult, PassError> {
+    ) -> Result<PassResult, Error> {
         let (snapshot, desired, plan) = self.plan(fleet).await?;
-        let report = if dry_run || !plan.actions.iter().any(Action::is_mutating) {
+        for (what, error) in snapshot.failures() {
+            events.emit(Event::ObservationFailed {
+                what,
+                error: error.clone(),
+            });
+        }
+        events.emit(Event::Planned { plan: plan.clone() });
+        let report = if dry_run || !plan.has_changes() {
             None
         } else {
-            let ex = Execution {
-                world: &self.world,
-                desired: &desired,
-                observed: &snapshot.observed,
-                provisioner: self.provisioner.as_ref(),
-                clock: self.clock.as_ref(),
-                limits: self.limits,
-                cancel: cancel.clone(),
-                progress,
-            };
-            Some(execute(&ex, &plan).await)
+            Some(self.execute(&plan, stop, events).await)
         };
         let guest_play = match (&self.guests, dry_run) {
             (Some(g), false) => g.play(&self.world, &desired, self.clock.as_ref()).await,
             _ => Vec::new(),
         };
-        let requeue = requeue_after(&plan, report.as_ref(), &snapshot, every);
+        for line in &guest_play {
+            events.emit(Event::GuestPlayed { line: line.clone() });
+        }
+        let requeue = policy::requeue(&plan, report.as_ref(), &snapshot, every);
         Ok(PassResult {
             snapshot,
             desired,
@@ -136,64 +120,33 @@ impl Engine {
             requeue,
         })
     }
-}
 
-/// How soon to look again: sooner while something is in progress, at the
-/// regular interval when all is quiet.
-pub fn requeue_after(
-    plan: &Plan,
-    report: Option<&Report>,
-    snapshot: &Snapshot,
-    every: Duration,
-) -> Duration {
-    const SOON: Duration = Duration::from_secs(15);
-    let mut next = every;
-    if report.is_some_and(|r| r.done() > 0 || r.failed() > 0) {
-        next = next.min(SOON);
+    /// Execute a plan's actions (its waits are reported as skipped).
+    pub async fn execute(
+        &self,
+        plan: &Plan,
+        stop: &CancellationToken,
+        events: &dyn Events,
+    ) -> Report {
+        execute(&self.execution(stop, events), plan).await
     }
-    for a in &plan.actions {
-        if let Action::Wait { reason, .. } = a {
-            let until = match reason {
-                WaitReason::Booting { deadline } => Some(*deadline),
-                WaitReason::Backoff { until, .. } | WaitReason::Grace { until } => Some(*until),
-                _ => None,
-            };
-            if let Some(until) = until {
-                let d = (until - snapshot.taken_at)
-                    .to_std()
-                    .unwrap_or(Duration::ZERO)
-                    .max(Duration::from_secs(1));
-                // Booting VMs are checked at least every SOON to see them come up.
-                next = next
-                    .min(d)
-                    .min(if matches!(reason, WaitReason::Booting { .. }) {
-                        SOON
-                    } else {
-                        d
-                    });
-            }
+
+    fn execution<'a>(&'a self, stop: &CancellationToken, events: &'a dyn Events) -> Execution<'a> {
+        Execution {
+            world: &self.world,
+            provisioner: self.provisioner.as_ref(),
+            clock: self.clock.as_ref(),
+            limits: self.limits,
+            cancel: stop.clone(),
+            events,
         }
     }
-    next
-}
 
-/// The daemon's interval with ±10 % jitter, so that many fleets on one
-/// GitHub account don't all poll at the same second.
-pub fn jittered(every: Duration) -> Duration {
-    let ms = every.as_millis() as f64;
-    let j = rand::rng().random_range(-0.1..=0.1);
-    Duration::from_millis((ms * (1.0 + j)).max(1.0) as u64)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn jitter_stays_within_ten_percent() {
-        for _ in 0..1000 {
-            let d = jittered(Duration::from_secs(120));
-            assert!(d >= Duration::from_secs(108) && d <= Duration::from_secs(132));
+    /// Stop what was started for the engine (its state is already saved).
+    pub async fn shutdown(self) {
+        let Engine { services, .. } = self;
+        for s in services {
+            s.stop().await;
         }
     }
 }

@@ -1,27 +1,28 @@
 //! Executing a plan: bounded concurrency per host and overall, safe ordering
-//! inside each action, retries of idempotent hypervisor calls, and a report.
+//! inside each action, and a report.
 //! A failure of one action never stops the others.
 
 use std::collections::BTreeMap;
-use std::future::Future;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use futures::future::join_all;
 use serde::Serialize;
 use tokio::sync::{OnceCell, Semaphore};
 use tokio_util::sync::CancellationToken;
 
+use super::event::{Event, Events};
 use super::{Clock, Provisioner, World};
 
 use crate::model::credential::RunnerCredential;
 use crate::model::names::ownership_label;
 use crate::model::ownership::Ownership;
-use crate::plan::model::{Action, Desired, Observed, Plan, RunnerRef, VmRef};
-use crate::providers::{ProviderError, RemoveOutcome};
+use crate::plan::model::{Action, DesiredSlot, ErrorKind, Failure, Plan, RunnerRef, VmRef};
+use crate::providers::{Hypervisor, RemoveOutcome};
 use crate::secret::Secret;
 
-/// Concurrency limits of one pass.
+/// Concurrency limits of one pass. Retries are the providers' wrapper's
+/// business ([`crate::providers::Retrying`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Limits {
@@ -30,11 +31,6 @@ pub struct Limits {
     /// Actions in flight on one host (libvirt copies and qemu starts are
     /// disk- and CPU-heavy).
     pub per_host: usize,
-    /// Attempts of an idempotent hypervisor call that failed transiently.
-    pub attempts: u32,
-    /// First retry delay; doubles per attempt.
-    #[serde(skip)]
-    pub retry_base: Duration,
 }
 
 impl Default for Limits {
@@ -42,8 +38,6 @@ impl Default for Limits {
         Limits {
             global: 16,
             per_host: 4,
-            attempts: 3,
-            retry_base: Duration::from_secs(2),
         }
     }
 }
@@ -58,9 +52,15 @@ pub enum Outcome {
         why: String,
     },
     Failed {
-        error: String,
-        retryable: bool,
+        error: Failure,
     },
+}
+
+impl Outcome {
+    /// A failure that the next pass may well not have.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Outcome::Failed { error } if error.is_retryable())
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -103,25 +103,16 @@ impl Report {
     }
 }
 
-/// Progress events for the CLI (a progress bar on a TTY, lines otherwise).
-#[derive(Debug, Clone)]
-pub enum Progress<'a> {
-    Started(&'a Action),
-    Finished(&'a ActionOutcome),
-}
-
 /// Everything an execution needs besides the plan.
 pub struct Execution<'a> {
     pub world: &'a World,
-    pub desired: &'a Desired,
-    pub observed: &'a Observed,
     pub provisioner: &'a dyn Provisioner,
     pub clock: &'a dyn Clock,
     pub limits: Limits,
     /// Cancelled on SIGTERM: actions not yet started are skipped; started
     /// ones finish.
     pub cancel: CancellationToken,
-    pub progress: &'a (dyn Fn(Progress<'_>) + Send + Sync),
+    pub events: &'a dyn Events,
 }
 
 /// Execute the plan's mutating actions; waits are reported as skipped.
@@ -142,21 +133,53 @@ pub async fn execute(ex: &Execution<'_>, plan: &Plan) -> Report {
     // valid for an hour); it is minted only if a pass creates such a VM.
     let token: OnceCell<Secret<String>> = OnceCell::new();
 
-    // Actions on one subject run in plan order (the planner puts a moved
-    // slot's delete before its create, a stale registration's removal before
-    // the VM that reuses the name); different subjects run concurrently.
+    let global = &global;
+    let per_host = &per_host;
+    let token = &token;
+    let host_sem = |action: &Action| action.host().and_then(|h| per_host.get(h).cloned());
+    let skipped = |action: &Action, why: &str| ActionOutcome {
+        action: action.clone(),
+        outcome: Outcome::Skipped { why: why.into() },
+        millis: 0,
+    };
+
+    // First the hosts' networks, which the VMs made next attach to.
+    let ensures: Vec<&Action> = plan
+        .actions
+        .iter()
+        .filter(|a| matches!(a, Action::EnsureNetwork { .. }))
+        .collect();
+    let mut outcomes: Vec<ActionOutcome> = join_all(
+        ensures
+            .into_iter()
+            .map(|a| one(ex, a, global, host_sem(a), token)),
+    )
+    .await;
+    let not_ready: Vec<String> = outcomes
+        .iter()
+        .filter(|o| o.outcome != Outcome::Done)
+        .filter_map(|o| o.action.host().map(str::to_string))
+        .collect();
+
+    // Then everything else. Actions on one subject run in plan order (the
+    // planner puts a moved slot's delete before its create, a stale
+    // registration's removal before the VM that reuses the name); different
+    // subjects run concurrently.
     let mut groups: Vec<Vec<&Action>> = Vec::new();
     let mut index: BTreeMap<&str, usize> = BTreeMap::new();
-    for action in &plan.actions {
+    for action in plan.actions.iter().filter(|a| {
+        !matches!(
+            a,
+            Action::EnsureNetwork { .. } | Action::RemoveNetwork { .. }
+        )
+    }) {
         let i = *index.entry(action.subject()).or_insert_with(|| {
             groups.push(Vec::new());
             groups.len() - 1
         });
         groups[i].push(action);
     }
-    let global = &global;
-    let per_host = &per_host;
-    let token = &token;
+    let not_ready = &not_ready;
     let runs = groups.into_iter().map(|group| async move {
         let mut outcomes: Vec<ActionOutcome> = Vec::with_capacity(group.len());
         for action in group {
@@ -166,21 +189,44 @@ pub async fn execute(ex: &Execution<'_>, plan: &Plan) -> Report {
                     .iter()
                     .any(|o| o.action.is_mutating() && o.outcome != Outcome::Done)
             {
-                outcomes.push(ActionOutcome {
-                    action: action.clone(),
-                    outcome: Outcome::Skipped {
-                        why: "an earlier action on this slot did not complete".into(),
-                    },
-                    millis: 0,
-                });
+                outcomes.push(skipped(
+                    action,
+                    "an earlier action on this slot did not complete",
+                ));
                 continue;
             }
-            let host_sem = action.host().and_then(|h| per_host.get(h).cloned());
-            outcomes.push(one(ex, action, global, host_sem, token).await);
+            if matches!(action, Action::Create { .. } | Action::Replace { .. })
+                && action
+                    .host()
+                    .is_some_and(|h| not_ready.iter().any(|n| n == h))
+            {
+                outcomes.push(skipped(action, "the host's isolated network is not ready"));
+                continue;
+            }
+            outcomes.push(one(ex, action, global, host_sem(action), token).await);
         }
         outcomes
     });
-    let outcomes = join_all(runs).await.into_iter().flatten().collect();
+    let middle: Vec<ActionOutcome> = join_all(runs).await.into_iter().flatten().collect();
+
+    // Last the networks of hosts whose VMs are all gone.
+    let mut last = Vec::new();
+    for action in plan
+        .actions
+        .iter()
+        .filter(|a| matches!(a, Action::RemoveNetwork { .. }))
+    {
+        let held = middle.iter().any(|o| {
+            o.action.host() == action.host() && o.action.is_mutating() && o.outcome != Outcome::Done
+        });
+        last.push(if held {
+            skipped(action, "VMs of the fleet on this host were not all removed")
+        } else {
+            one(ex, action, global, host_sem(action), token).await
+        });
+    }
+    outcomes.extend(middle);
+    outcomes.extend(last);
     Report { outcomes }
 }
 
@@ -212,7 +258,9 @@ async fn one(
                 why: "shutting down".into(),
             }
         } else {
-            (ex.progress)(Progress::Started(action));
+            ex.events.emit(Event::ActionStarted {
+                action: action.clone(),
+            });
             run(ex, action, token).await
         }
     };
@@ -222,11 +270,13 @@ async fn one(
         millis: started.elapsed().as_millis() as u64,
     };
     if action.is_mutating() {
-        (ex.progress)(Progress::Finished(&done));
+        ex.events.emit(Event::ActionFinished {
+            outcome: done.clone(),
+        });
     }
     match &done.outcome {
         Outcome::Failed { error, .. } => {
-            tracing::warn!(subject = action.subject(), %error, "action failed")
+            tracing::warn!(subject = action.subject(), error = %error.message, "action failed")
         }
         Outcome::Done => tracing::debug!(subject = action.subject(), "action done"),
         Outcome::Skipped { .. } => {}
@@ -234,34 +284,13 @@ async fn one(
     done
 }
 
-fn failed(e: impl Into<ExecError>) -> Outcome {
-    let e = e.into();
-    Outcome::Failed {
-        retryable: e.retryable,
-        error: e.message,
-    }
+fn failed(e: impl Into<Failure>) -> Outcome {
+    Outcome::Failed { error: e.into() }
 }
 
-struct ExecError {
-    message: String,
-    retryable: bool,
-}
-
-impl From<ProviderError> for ExecError {
-    fn from(e: ProviderError) -> Self {
-        ExecError {
-            retryable: e.is_retryable(),
-            message: e.to_string(),
-        }
-    }
-}
-
-impl From<String> for ExecError {
-    fn from(message: String) -> Self {
-        ExecError {
-            message,
-            retryable: false,
-        }
+fn busy() -> Outcome {
+    Outcome::Skipped {
+        why: "runner is running a job".into(),
     }
 }
 
@@ -269,72 +298,70 @@ async fn run(ex: &Execution<'_>, action: &Action, token: &OnceCell<Secret<String
     let result = match action {
         Action::Create {
             slot,
-            host,
             generation,
             boot_failures,
             ..
-        } => create(ex, slot, host, *generation, *boot_failures, token).await,
-        Action::Start { vm } => {
-            let hv = match hypervisor(ex, &vm.host) {
-                Ok(hv) => hv,
-                Err(e) => return failed(e),
-            };
-            retry(ex, || hv.start(vm)).await.map_err(ExecError::from)
-        }
-        Action::RemoveSeed { vm } => {
-            let hv = match hypervisor(ex, &vm.host) {
-                Ok(hv) => hv,
-                Err(e) => return failed(e),
-            };
-            retry(ex, || hv.remove_seed(vm))
-                .await
-                .map_err(ExecError::from)
-        }
+        } => create(ex, slot, *generation, *boot_failures, token).await,
+        Action::Start { vm } => match hypervisor(ex, &vm.host) {
+            Ok(hv) => hv.start(vm).await.map_err(Failure::from),
+            Err(e) => Err(e),
+        },
+        Action::RemoveSeed { vm } => match hypervisor(ex, &vm.host) {
+            Ok(hv) => hv.remove_seed(vm).await.map_err(Failure::from),
+            Err(e) => Err(e),
+        },
         Action::Replace {
             vm,
             runner,
+            slot,
             next_generation,
             boot_failures,
             ..
         } => {
             match unregister_then_delete(ex, vm, runner.as_ref(), false).await {
                 Ok(true) => {}
-                Ok(false) => {
-                    return Outcome::Skipped {
-                        why: "runner is running a job".into(),
-                    }
-                }
+                Ok(false) => return busy(),
                 Err(e) => return failed(e),
             }
-            create(
-                ex,
-                &vm.name,
-                &vm.host,
-                *next_generation,
-                *boot_failures,
-                token,
-            )
-            .await
+            create(ex, slot, *next_generation, *boot_failures, token).await
         }
         Action::Delete { vm, runner, .. } => {
             match unregister_then_delete(ex, vm, runner.as_ref(), true).await {
                 Ok(true) => Ok(()),
-                Ok(false) => {
-                    return Outcome::Skipped {
-                        why: "runner is running a job".into(),
-                    }
-                }
+                Ok(false) => return busy(),
                 Err(e) => Err(e),
             }
         }
         Action::RemoveRunner { runner, .. } => match ex.world.registry.remove(runner.id).await {
             Ok(RemoveOutcome::Removed | RemoveOutcome::Gone) => Ok(()),
-            Ok(RemoveOutcome::Busy) => {
-                return Outcome::Skipped {
-                    why: "runner is running a job".into(),
-                }
-            }
+            Ok(RemoveOutcome::Busy) => return busy(),
             Err(e) => Err(e.into()),
+        },
+        Action::EnsureNetwork {
+            host,
+            network,
+            filter,
+        } => match hypervisor(ex, host) {
+            Ok(hv) => hv
+                .ensure_network(network, filter)
+                .await
+                .map_err(Failure::from),
+            Err(e) => Err(e),
+        },
+        Action::RemoveNetwork {
+            host,
+            network,
+            filter,
+        } => match hypervisor(ex, host) {
+            Ok(hv) => hv
+                .remove_network(network, filter)
+                .await
+                .map_err(Failure::from),
+            Err(e) => Err(e),
+        },
+        Action::RemoveLeftover { host, leftover } => match hypervisor(ex, host) {
+            Ok(hv) => hv.remove_leftover(leftover).await.map_err(Failure::from),
+            Err(e) => Err(e),
         },
         Action::Wait { .. } => unreachable!("waits are not executed"),
     };
@@ -344,15 +371,13 @@ async fn run(ex: &Execution<'_>, action: &Action, token: &OnceCell<Secret<String
     }
 }
 
-fn hypervisor(
-    ex: &Execution<'_>,
-    host: &str,
-) -> Result<Arc<dyn crate::providers::Hypervisor>, ExecError> {
-    ex.world
-        .hosts
-        .get(host)
-        .cloned()
-        .ok_or_else(|| ExecError::from(format!("host {host} is not in the fleet")))
+fn hypervisor(ex: &Execution<'_>, host: &str) -> Result<Arc<dyn Hypervisor>, Failure> {
+    ex.world.hosts.get(host).cloned().ok_or_else(|| {
+        Failure::new(
+            ErrorKind::Refused,
+            format!("host {host} is not in the fleet"),
+        )
+    })
 }
 
 /// Remove the registration first (GitHub refuses while a job runs, which
@@ -362,7 +387,7 @@ async fn unregister_then_delete(
     vm: &VmRef,
     runner: Option<&RunnerRef>,
     remove_cache: bool,
-) -> Result<bool, ExecError> {
+) -> Result<bool, Failure> {
     let hv = hypervisor(ex, &vm.host)?;
     if let Some(r) = runner {
         match ex.world.registry.remove(r.id).await? {
@@ -371,52 +396,37 @@ async fn unregister_then_delete(
         }
     }
     fault_point_reached("delete-before-vm");
-    fail::fail_point!("delete-before-vm", |_| Err(ExecError::from(
-        "fail point delete-before-vm".to_string()
+    fail::fail_point!("delete-before-vm", |_| Err(Failure::new(
+        ErrorKind::Refused,
+        "fail point delete-before-vm"
     )));
-    retry(ex, || hv.delete(vm, remove_cache)).await?;
+    hv.delete(vm, remove_cache).await?;
     Ok(true)
 }
 
+/// Mint the slot's credential, then make its VM. A registration left under
+/// the slot's name, or one this create mints and then cannot use, is not
+/// cleaned up here: the next plan sees a registration of ours without a VM
+/// and removes it (the planner's orphan rule) before it creates the slot.
 async fn create(
     ex: &Execution<'_>,
-    slot_name: &str,
-    host: &str,
+    slot: &DesiredSlot,
     generation: u64,
     boot_failures: u32,
     token: &OnceCell<Secret<String>>,
-) -> Result<(), ExecError> {
-    let slot = ex
-        .desired
-        .slot(slot_name)
-        .ok_or_else(|| format!("slot {slot_name} is not in the desired state"))?;
-    let hv = hypervisor(ex, host)?;
+) -> Result<(), Failure> {
+    let hv = hypervisor(ex, &slot.host)?;
     let registry = &ex.world.registry;
-
-    // A registration of ours left over under this name (a JIT runner whose VM
-    // never came up) would make GitHub refuse the new one: remove it first.
-    let label = ownership_label(&ex.desired.fleet);
-    if let Some(runners) = ex.observed.runners.seen() {
-        for r in runners
-            .iter()
-            .filter(|r| r.name == slot.name && r.labels.contains(&label))
-        {
-            if r.busy {
-                return Err(format!("runner {} is busy", r.name).into());
-            }
-            registry.remove(r.id).await?;
-        }
-    }
-
     let credential = if slot.ephemeral {
         let mut labels = slot.labels.clone();
-        labels.push(label);
+        labels.push(ownership_label(&ex.world.fleet));
         let jit = registry
             .jit_config(&slot.name, &labels, &slot.runner_group)
             .await?;
         fault_point_reached("after-jit-mint");
-        fail::fail_point!("after-jit-mint", |_| Err(ExecError::from(
-            "fail point after-jit-mint".to_string()
+        fail::fail_point!("after-jit-mint", |_| Err(Failure::new(
+            ErrorKind::Refused,
+            "fail point after-jit-mint"
         )));
         RunnerCredential::Jit {
             runner_id: jit.runner_id,
@@ -433,7 +443,7 @@ async fn create(
     };
 
     let owner = Ownership {
-        fleet: ex.desired.fleet.clone(),
+        fleet: ex.world.fleet.clone(),
         pool: slot.pool.clone(),
         slot: slot.name.clone(),
         index: slot.index,
@@ -447,17 +457,8 @@ async fn create(
     let vm = ex
         .provisioner
         .vm_create(slot, owner, &credential)
-        .map_err(|e| e.to_string())?;
-    let created = retry(ex, || hv.create(&vm)).await;
-    if let Err(e) = created {
-        // The minted JIT runner will never be used: give its name back.
-        if let RunnerCredential::Jit { runner_id, .. } = credential {
-            if let Err(cleanup) = registry.remove(runner_id).await {
-                tracing::warn!(slot = %slot.name, error = %cleanup, "could not remove unused JIT runner");
-            }
-        }
-        return Err(e.into());
-    }
+        .map_err(|e| Failure::new(ErrorKind::Refused, e.to_string()))?;
+    hv.create(&vm).await?;
     Ok(())
 }
 
@@ -470,31 +471,4 @@ fn fault_point_reached(name: &str) {
         tracing::warn!(fault_point = name, "fault point reached");
     }
     let _ = name;
-}
-
-/// Retry an idempotent provider call on transient errors, with backoff.
-async fn retry<F, Fut>(ex: &Execution<'_>, mut call: F) -> Result<(), ProviderError>
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<(), ProviderError>>,
-{
-    let mut delay = ex.limits.retry_base;
-    let mut attempt = 1;
-    loop {
-        match call().await {
-            Err(e) if e.is_retryable() && attempt < ex.limits.attempts => {
-                let wait = match e.kind {
-                    crate::providers::ErrorKind::RateLimited { retry_after_secs } => {
-                        delay.max(Duration::from_secs(retry_after_secs))
-                    }
-                    _ => delay,
-                };
-                tracing::debug!(error = %e, attempt, ?wait, "retrying");
-                tokio::time::sleep(wait).await;
-                delay *= 2;
-                attempt += 1;
-            }
-            other => return other,
-        }
-    }
 }

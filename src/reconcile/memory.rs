@@ -1,8 +1,10 @@
-//! Since when each runner has been offline, remembered across passes and
-//! processes. GitHub reports only "offline", not since when; a persistent
-//! runner is replaced once it has been offline past `offlineTimeout`, so a
-//! pass from cron (a new process each time) must know when an earlier pass
-//! first saw it offline. Losing this file only delays such a replacement.
+//! What the world does not say about time, remembered across passes and
+//! processes: since when each runner has been offline (GitHub reports only
+//! "offline"; a persistent runner is replaced once offline past
+//! `offlineTimeout`), and since when each guest has been at its stage (the
+//! console says what, not when; the boot timeout counts from the last stage
+//! reached). A pass from cron is a new process each time, so both live in
+//! the state directory. Losing a file only moves such a deadline.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -12,8 +14,13 @@ use chrono::{DateTime, Utc};
 use async_trait::async_trait;
 
 use super::Clock;
-use crate::plan::model::{ObservedRunner, RunnerStatus};
-use crate::providers::{JitRunner, ProviderError, RateBudget, RemoveOutcome, RunnerRegistry};
+use crate::model::guest::GuestStage;
+use crate::model::host::HostFacts;
+use crate::plan::model::{Leftover, ObservedHost, ObservedRunner, ObservedVm, RunnerStatus, VmRef};
+use crate::providers::{
+    CacheUsage, Hypervisor, JitRunner, ProviderError, RateBudget, RemoveOutcome, RunnerRegistry,
+    VmCreate,
+};
 use crate::secret::Secret;
 
 /// The file `<state dir>/<fleet>.offline.json`: runner id → first seen offline.
@@ -54,19 +61,7 @@ impl OfflineMemory {
             after.insert(r.id, since);
         }
         if after != before {
-            let saved = serde_json::to_vec(&after)
-                .map_err(std::io::Error::other)
-                .and_then(|b| {
-                    if let Some(dir) = self.path.parent() {
-                        std::fs::create_dir_all(dir)?;
-                    }
-                    let tmp = self.path.with_extension("json.tmp");
-                    std::fs::write(&tmp, b)?;
-                    std::fs::rename(&tmp, &self.path)
-                });
-            if let Err(e) = saved {
-                tracing::warn!(path = %self.path.display(), error = %e, "cannot save offline times");
-            }
+            save(&self.path, &after);
         }
     }
 }
@@ -117,6 +112,136 @@ impl<R: RunnerRegistry> RunnerRegistry for Remembering<R> {
     }
 }
 
+/// The file `<state dir>/<fleet>.stages.<host>.json`: VM uuid → the stage
+/// its guest was at and since when.
+pub struct StageMemory {
+    path: PathBuf,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+struct Stage {
+    stage: GuestStage,
+    since: DateTime<Utc>,
+}
+
+impl StageMemory {
+    pub fn new(state_dir: &Path, fleet: &str, host: &str) -> Self {
+        StageMemory {
+            path: state_dir.join(format!("{fleet}.stages.{host}.json")),
+        }
+    }
+
+    /// Fill `guest_since` of every VM whose guest reported a stage past
+    /// booting (when it was first seen there, `now` for a new stage),
+    /// forget VMs that are gone, and save.
+    pub fn apply(&self, vms: &mut [ObservedVm], now: DateTime<Utc>) {
+        let before: BTreeMap<String, Stage> = std::fs::read(&self.path)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default();
+        let mut after = BTreeMap::new();
+        for vm in vms.iter_mut() {
+            let Some(stage) = vm.guest.filter(|g| *g != GuestStage::Booting) else {
+                continue;
+            };
+            let since = match before.get(&vm.uuid) {
+                Some(s) if s.stage == stage => s.since,
+                _ => now,
+            };
+            vm.guest_since = Some(since);
+            after.insert(vm.uuid.clone(), Stage { stage, since });
+        }
+        if after != before {
+            save(&self.path, &after);
+        }
+    }
+}
+
+fn save<T: serde::Serialize>(path: &Path, value: &T) {
+    let saved = serde_json::to_vec(value)
+        .map_err(std::io::Error::other)
+        .and_then(|b| {
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
+            let tmp = path.with_extension(format!("json.{}.tmp", std::process::id()));
+            std::fs::write(&tmp, b)?;
+            std::fs::rename(&tmp, path)
+        });
+    if let Err(e) = saved {
+        tracing::warn!(path = %path.display(), error = %e, "cannot save what the engine remembers");
+    }
+}
+
+/// A hypervisor whose observed VMs carry `guest_since` from a
+/// [`StageMemory`].
+pub struct RememberingStages<H: ?Sized> {
+    pub inner: std::sync::Arc<H>,
+    pub memory: StageMemory,
+    pub clock: std::sync::Arc<dyn Clock>,
+}
+
+#[async_trait]
+impl<H: Hypervisor + ?Sized> Hypervisor for RememberingStages<H> {
+    fn host(&self) -> &str {
+        self.inner.host()
+    }
+
+    fn simulated(&self) -> bool {
+        self.inner.simulated()
+    }
+
+    async fn facts(&self) -> Result<HostFacts, ProviderError> {
+        self.inner.facts().await
+    }
+
+    async fn observe(&self, fleet: &str) -> Result<Vec<ObservedVm>, ProviderError> {
+        let mut vms = self.inner.observe(fleet).await?;
+        self.memory.apply(&mut vms, self.clock.now());
+        Ok(vms)
+    }
+
+    fn foreign_names(&self) -> Vec<String> {
+        self.inner.foreign_names()
+    }
+
+    async fn create(&self, vm: &VmCreate) -> Result<(), ProviderError> {
+        self.inner.create(vm).await
+    }
+
+    async fn start(&self, vm: &VmRef) -> Result<(), ProviderError> {
+        self.inner.start(vm).await
+    }
+
+    async fn delete(&self, vm: &VmRef, remove_cache: bool) -> Result<(), ProviderError> {
+        self.inner.delete(vm, remove_cache).await
+    }
+
+    async fn remove_seed(&self, vm: &VmRef) -> Result<(), ProviderError> {
+        self.inner.remove_seed(vm).await
+    }
+
+    async fn cache_usage(&self, fleet: &str) -> Result<Vec<CacheUsage>, ProviderError> {
+        self.inner.cache_usage(fleet).await
+    }
+
+    fn host_state(&self) -> ObservedHost {
+        self.inner.host_state()
+    }
+
+    async fn ensure_network(&self, network: &str, filter: &str) -> Result<(), ProviderError> {
+        self.inner.ensure_network(network, filter).await
+    }
+
+    async fn remove_network(&self, network: &str, filter: &str) -> Result<(), ProviderError> {
+        self.inner.remove_network(network, filter).await
+    }
+
+    async fn remove_leftover(&self, leftover: &Leftover) -> Result<(), ProviderError> {
+        self.inner.remove_leftover(leftover).await
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -153,6 +278,56 @@ mod tests {
         let mut o = vec![runner(1, RunnerStatus::Offline)];
         OfflineMemory::new(dir.path(), "f").apply(&mut o, t1);
         assert_eq!(o[0].offline_since, Some(t1));
+    }
+
+    #[test]
+    fn a_stage_keeps_its_first_sighting_until_the_guest_moves_on() {
+        use crate::model::ownership::{Ownership, SpecHash, VmShape};
+        let dir = tempfile::tempdir().unwrap();
+        let t0 = Utc::now();
+        let t1 = t0 + chrono::TimeDelta::minutes(3);
+        let vm = |stage| ObservedVm {
+            name: "f-p-0".into(),
+            uuid: "u1".into(),
+            host: "h".into(),
+            state: crate::plan::model::VmState::Running,
+            owner: Ownership {
+                fleet: "f".into(),
+                pool: "p".into(),
+                slot: "f-p-0".into(),
+                index: 0,
+                generation: 1,
+                spec_hash: SpecHash("s".into()),
+                created_at: t0,
+                ephemeral: false,
+                boot_failures: 0,
+                shape: VmShape {
+                    cpus: 1,
+                    memory_bytes: 1,
+                    disk_bytes: 1,
+                    image: "i".into(),
+                    cache_bytes: None,
+                },
+            },
+            guest: Some(stage),
+            guest_since: None,
+            seed_attached: true,
+        };
+        let m = || StageMemory::new(dir.path(), "f", "h");
+        let mut v = [vm(GuestStage::Booting)];
+        m().apply(&mut v, t0);
+        assert_eq!(v[0].guest_since, None, "nothing printed yet");
+        let mut v = [vm(GuestStage::DockerReady)];
+        m().apply(&mut v, t0);
+        assert_eq!(v[0].guest_since, Some(t0));
+        // A later process, same stage: the first sighting stays.
+        let mut v = [vm(GuestStage::DockerReady)];
+        m().apply(&mut v, t1);
+        assert_eq!(v[0].guest_since, Some(t0));
+        // Moved on: counts from now.
+        let mut v = [vm(GuestStage::CacheMounted)];
+        m().apply(&mut v, t1);
+        assert_eq!(v[0].guest_since, Some(t1));
     }
 
     #[test]

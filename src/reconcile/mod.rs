@@ -1,13 +1,23 @@
-//! The engine: observe every host and the GitHub scope concurrently, plan,
-//! execute the plan's actions with bounded concurrency and safe ordering, and
-//! report. It owns ordering, timeouts, retries, locking and the loop; what to
-//! do is decided by the pure planner alone.
+//! The engine: one pass (observe every host and the GitHub scope at once,
+//! resolve, plan, execute with bounded concurrency and safe ordering) and
+//! the loops built on it: [`converge`] (`apply`), [`daemon`] (`reconcile`),
+//! [`destroy`], and the [`status`] view. They report through one
+//! [`Event`](event::Event) stream and end in one [`Error`] type. Time, the
+//! stop signal and the fleet file's reader are passed in, so that all of it
+//! runs in-process under paused time in tests. What to do is decided by the
+//! pure planner alone; how soon to look again by the [`policy`].
 
-pub mod assemble;
+pub mod converge;
+pub mod daemon;
+pub mod destroy;
 pub mod engine;
+pub mod error;
+pub mod event;
 pub mod execute;
 pub mod lock;
 pub mod memory;
+pub mod policy;
+pub mod status;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -16,13 +26,15 @@ use chrono::{DateTime, Utc};
 use futures::future::join_all;
 use serde::Serialize;
 
-use crate::plan::model::{DesiredSlot, Observation, Observed};
+use crate::plan::model::{DesiredSlot, Failure, Observation, Observed, ObservedHost};
 
 use crate::model::host::HostFacts;
 use crate::model::ownership::Ownership;
 pub use crate::model::RunnerCredential;
 use crate::providers::{Hypervisor, ProviderError, RunnerRegistry, VmCreate};
 
+pub use error::Error;
+pub use event::{Event, Events};
 pub use execute::{execute, ActionOutcome, Limits, Outcome, Report};
 
 /// Where time comes from. Production reads the system clock; tests drive a
@@ -65,11 +77,13 @@ impl Clock for TokioClock {
     }
 }
 
+/// A slot the file cannot make a VM of (a bad spec: retrying will not help).
 #[derive(Debug, thiserror::Error)]
-#[error("{slot}: {message}")]
-pub struct ProvisionError {
-    pub slot: String,
-    pub message: String,
+pub enum ProvisionError {
+    #[error("slot {slot}: its {what} is not in the fleet file")]
+    NotInFile { slot: String, what: &'static str },
+    #[error("pool {pool}: runner settings are inconsistent")]
+    RunnerSettings { pool: String },
 }
 
 /// Turns a slot and its credential into everything libvirt needs for one VM
@@ -97,12 +111,12 @@ pub struct World {
 pub struct Snapshot {
     pub observed: Observed,
     #[serde(serialize_with = "serialize_facts")]
-    pub facts: BTreeMap<String, Result<HostFacts, String>>,
+    pub facts: BTreeMap<String, Result<HostFacts, Failure>>,
     pub taken_at: DateTime<Utc>,
 }
 
 fn serialize_facts<S: serde::Serializer>(
-    facts: &BTreeMap<String, Result<HostFacts, String>>,
+    facts: &BTreeMap<String, Result<HostFacts, Failure>>,
     s: S,
 ) -> Result<S::Ok, S::Error> {
     use serde::ser::SerializeMap;
@@ -142,16 +156,17 @@ impl Snapshot {
         newest.into_iter().map(|(s, (_, h))| (s, h)).collect()
     }
 
-    /// Whether any part of the observation failed.
-    pub fn failures(&self) -> Vec<String> {
+    /// What could not be observed: (what, why). Nothing destructive is
+    /// planned there.
+    pub fn failures(&self) -> Vec<(String, &Failure)> {
         let mut out = Vec::new();
         for (host, obs) in &self.observed.hosts {
             if let Observation::Failed { error } = obs {
-                out.push(format!("host {host}: {error}"));
+                out.push((format!("host {host}"), error));
             }
         }
         if let Observation::Failed { error } = &self.observed.runners {
-            out.push(format!("github: {error}"));
+            out.push(("GitHub runners".to_string(), error));
         }
         out
     }
@@ -163,20 +178,27 @@ impl World {
         let fleet = self.fleet.as_str();
         let hosts = join_all(self.hosts.iter().map(|(name, hv)| async move {
             let (facts, vms) = tokio::join!(hv.facts(), hv.observe(fleet));
-            let foreign: std::collections::BTreeSet<String> = match &vms {
-                Ok(_) => hv.foreign_names().into_iter().collect(),
+            let (foreign, state): (std::collections::BTreeSet<String>, _) = match &vms {
+                Ok(_) => (
+                    hv.foreign_names().into_iter().collect(),
+                    Some(hv.host_state()),
+                ),
                 Err(_) => Default::default(),
             };
-            (name.clone(), facts, vms, foreign)
+            (name.clone(), facts, vms, foreign, state)
         }));
         let (hosts, runners) = tokio::join!(hosts, self.registry.observe());
 
         let mut observed_hosts = BTreeMap::new();
         let mut facts = BTreeMap::new();
         let mut foreign_names = BTreeMap::new();
-        for (name, f, vms, foreign) in hosts {
+        let mut host_state = BTreeMap::new();
+        for (name, f, vms, foreign, state) in hosts {
             if !foreign.is_empty() {
                 foreign_names.insert(name.clone(), foreign);
+            }
+            if let Some(state) = state.filter(|s| *s != ObservedHost::default()) {
+                host_state.insert(name.clone(), state);
             }
             // Without facts the slots cannot be sized: treat the host as
             // unseen, so that nothing on it is judged against a wrong size.
@@ -188,7 +210,7 @@ impl World {
                 )),
                 (_, vms) => vms,
             };
-            facts.insert(name.clone(), f.map_err(|e: ProviderError| e.to_string()));
+            facts.insert(name.clone(), f.map_err(Failure::from));
             observed_hosts.insert(name, observation(vms));
         }
         Snapshot {
@@ -196,6 +218,7 @@ impl World {
                 hosts: observed_hosts,
                 runners: observation(runners),
                 foreign_names,
+                host_state,
             },
             facts,
             taken_at: clock.now(),
@@ -206,8 +229,6 @@ impl World {
 fn observation<T>(r: Result<T, ProviderError>) -> Observation<T> {
     match r {
         Ok(items) => Observation::Seen { items },
-        Err(e) => Observation::Failed {
-            error: e.to_string(),
-        },
+        Err(e) => Observation::Failed { error: e.into() },
     }
 }

@@ -77,7 +77,7 @@ impl GuestPlay for SandboxGuests {
                         None if !vm.seed_attached => {
                             // An ephemeral guest whose runner took its job and
                             // is gone: it powers off, as a real one does.
-                            lines.push(match power_off(host, &vm.name).await {
+                            lines.push(match host.guest_power_off(&vm.name).await {
                                 Ok(()) => format!("{who}: job done; guest powered off"),
                                 Err(e) => format!("{who}: could not power off: {e}"),
                             });
@@ -140,8 +140,4 @@ fn boot_console(host: &SandboxHost, vm: &ObservedVm, labels: &[String]) {
     if let Err(e) = written {
         tracing::debug!(path = %path.display(), error = %e, "sandbox console not written");
     }
-}
-
-async fn power_off(host: &SandboxHost, name: &str) -> Result<(), String> {
-    host.guest_power_off(name).await.map_err(|e| e.to_string())
 }

@@ -8,7 +8,7 @@ use std::time::SystemTime;
 use async_trait::async_trait;
 
 use crate::model::host::{HostFacts, NetworkAttachment};
-use crate::plan::model::{ObservedVm, VmRef};
+use crate::plan::model::{Leftover, ObservedHost, ObservedVm, VmRef};
 use crate::providers::libvirt::image::{url_volume_name, ImageSource};
 use crate::providers::libvirt::test_node::{self as node, SandboxShape};
 use crate::providers::libvirt::xml::{volume_xml, VolumeFormat, VolumeSpec};
@@ -216,6 +216,10 @@ impl Hypervisor for SandboxHost {
         &self.config.name
     }
 
+    fn simulated(&self) -> bool {
+        true
+    }
+
     async fn facts(&self) -> Result<HostFacts, ProviderError> {
         self.refresh().await?;
         self.libvirt().facts().await
@@ -258,6 +262,28 @@ impl Hypervisor for SandboxHost {
 
     async fn cache_usage(&self, fleet: &str) -> Result<Vec<CacheUsage>, ProviderError> {
         self.libvirt().cache_usage(fleet).await
+    }
+
+    fn host_state(&self) -> ObservedHost {
+        self.libvirt().host_state()
+    }
+
+    async fn ensure_network(&self, network: &str, filter: &str) -> Result<(), ProviderError> {
+        let _change = self.changes.lock().await;
+        let r = self.libvirt().ensure_network(network, filter).await;
+        self.saving(r).await
+    }
+
+    async fn remove_network(&self, network: &str, filter: &str) -> Result<(), ProviderError> {
+        let _change = self.changes.lock().await;
+        let r = self.libvirt().remove_network(network, filter).await;
+        self.saving(r).await
+    }
+
+    async fn remove_leftover(&self, leftover: &Leftover) -> Result<(), ProviderError> {
+        let _change = self.changes.lock().await;
+        let r = self.libvirt().remove_leftover(leftover).await;
+        self.saving(r).await
     }
 }
 

@@ -8,7 +8,8 @@ use std::time::Duration;
 use hangar::model::guest::MARKER_JOB_STARTED;
 use hangar::plan::model::{Action, DeleteReason, ReplaceReason, VmState, WaitReason};
 use hangar::providers::{ErrorKind, Hypervisor};
-use hangar::reconcile::execute::{execute, Execution, Outcome};
+use hangar::reconcile::event::Ignore;
+use hangar::reconcile::execute::Outcome;
 use hangar::sim::{Fault, FaultKind, Latency, RegisterRunner};
 
 use super::results::Scenario;
@@ -163,24 +164,14 @@ async fn s04_busy_runners_are_never_killed() {
         &[pool("p", 1, false, 1), pool("e", 2, true, 3)],
     ));
     let e1 = rig.vm("h1", &slot("e", 1)).await.unwrap();
-    let (snap, desired, plan) = rig.engine.plan(&rig.fleet).await.unwrap();
+    let (_, _, plan) = rig.engine.plan(&rig.fleet).await.unwrap();
     assert!(plan
         .actions
         .iter()
         .any(|a| matches!(a, Action::Replace { vm, .. } if vm.name == e1.name)));
     let e1_runner = rig.runner(&e1.name).unwrap();
     rig.sim.start_job(e1_runner.id).unwrap();
-    let ex = Execution {
-        world: &rig.engine.world,
-        desired: &desired,
-        observed: &snap.observed,
-        provisioner: rig.engine.provisioner.as_ref(),
-        clock: rig.engine.clock.as_ref(),
-        limits: rig.engine.limits,
-        cancel: rig.cancel.clone(),
-        progress: &|_| {},
-    };
-    let report = execute(&ex, &plan).await;
+    let report = rig.engine.execute(&plan, &rig.cancel, &Ignore).await;
     let o = report
         .outcomes
         .iter()
@@ -195,7 +186,7 @@ async fn s04_busy_runners_are_never_killed() {
 
     // (d) destroy waits for every busy runner, removes the rest.
     let snap = rig.engine.world.observe(rig.engine.clock.as_ref()).await;
-    let dplan = hangar::plan::destroy(FLEET, &snap.observed, false);
+    let dplan = hangar::plan::destroy(FLEET, &[], &snap.observed, false);
     for busy in [slot("p", 1), slot("e", 0), slot("e", 1)] {
         assert!(
             !dplan
@@ -454,22 +445,8 @@ async fn s06_foreign_objects_are_never_touched() {
         trials += 1;
     }
     let snap = rig.engine.world.observe(rig.engine.clock.as_ref()).await;
-    let plan = hangar::plan::destroy(FLEET, &snap.observed, true);
-    let desired = rig
-        .fleet
-        .resolve(&snap.known_facts(), &snap.placement())
-        .unwrap();
-    let ex = Execution {
-        world: &rig.engine.world,
-        desired: &desired,
-        observed: &snap.observed,
-        provisioner: rig.engine.provisioner.as_ref(),
-        clock: rig.engine.clock.as_ref(),
-        limits: rig.engine.limits,
-        cancel: rig.cancel.clone(),
-        progress: &|_| {},
-    };
-    execute(&ex, &plan).await;
+    let plan = hangar::plan::destroy(FLEET, &[], &snap.observed, true);
+    rig.engine.execute(&plan, &rig.cancel, &Ignore).await;
     trials += 1;
     assert_eq!(
         snapshot(&rig),

@@ -17,13 +17,14 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use chrono::Utc;
+use hangar::assemble::FleetProvisioner;
 use hangar::model::host::{DomainType, HostFacts, NetworkAttachment};
 use hangar::model::names::ownership_label;
 use hangar::plan::model::{ObservedVm, VmRef};
-use hangar::providers::github::{Auth, GithubConfig, GithubRegistry, RetryPolicy, Retrying, Scope};
+use hangar::providers::github::{Auth, GithubConfig, GithubRegistry, Scope};
 use hangar::providers::libvirt::{HostConfig, LibvirtHost};
 use hangar::providers::{CacheUsage, Hypervisor, ProviderError, VmCreate};
-use hangar::reconcile::assemble::FleetProvisioner;
+use hangar::providers::{RetryPolicy, Retrying};
 use hangar::reconcile::engine::Engine;
 use hangar::reconcile::{Limits, SystemClock, World};
 use hangar::secret::Secret;
@@ -282,6 +283,24 @@ impl Hypervisor for Restarting {
     async fn cache_usage(&self, fleet: &str) -> Result<Vec<CacheUsage>, ProviderError> {
         self.inner.cache_usage(fleet).await
     }
+    fn host_state(&self) -> hangar::plan::model::ObservedHost {
+        self.inner.host_state()
+    }
+
+    async fn ensure_network(&self, network: &str, filter: &str) -> Result<(), ProviderError> {
+        self.inner.ensure_network(network, filter).await
+    }
+
+    async fn remove_network(&self, network: &str, filter: &str) -> Result<(), ProviderError> {
+        self.inner.remove_network(network, filter).await
+    }
+
+    async fn remove_leftover(
+        &self,
+        leftover: &hangar::plan::model::Leftover,
+    ) -> Result<(), ProviderError> {
+        self.inner.remove_leftover(leftover).await
+    }
 }
 
 fn real_yaml(count: u32) -> String {
@@ -360,19 +379,26 @@ async fn s09_libvirtd_restarted_mid_pass() {
             fleet: "rel".into(),
             hosts: BTreeMap::from([(
                 "real".to_string(),
-                restarting.clone() as Arc<dyn Hypervisor>,
+                Arc::new(Retrying::<dyn Hypervisor>::new(
+                    restarting.clone() as Arc<dyn Hypervisor>,
+                    RetryPolicy {
+                        max_attempts: 3,
+                        base_delay: Duration::from_millis(300),
+                        max_delay: Duration::from_secs(2),
+                        max_total_wait: Duration::from_secs(10),
+                    },
+                )) as Arc<dyn Hypervisor>,
             )]),
-            registry: Arc::new(Retrying::new(registry, RetryPolicy::default())),
+            registry: Arc::new(Retrying::new(registry, RetryPolicy::GITHUB)),
         },
         provisioner: Arc::new(FleetProvisioner {
             fleet: fleet.fleet.clone(),
         }),
         clock: Arc::new(SystemClock),
-        limits: Limits {
-            retry_base: Duration::from_millis(300),
-            ..Limits::default()
-        },
+        limits: Limits::default(),
         guests: None,
+        poll: Duration::from_secs(1),
+        services: Vec::new(),
     };
     let cancel = CancellationToken::new();
     // The guests' part: a running VM's runner registers and comes online.
@@ -556,7 +582,7 @@ fn s10_full_storage_pool_stops_with_a_clear_error() {
     for _ in 0..2 {
         let o = state.run(&["reconcile", "--once"]);
         assert_eq!(o.status.code(), Some(3), "{}", text(&o.stderr));
-        let fails = text(&o.stderr).matches("failed create").count();
+        let fails = text(&o.stderr).matches("failed   create").count();
         assert_eq!(
             fails,
             2,

@@ -9,12 +9,14 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{TimeZone, Utc};
+use hangar::assemble::FleetProvisioner;
 use hangar::fleet::{self, LoadedFleet};
 use hangar::model::host::HostFacts;
 use hangar::plan::model::{Action, ObservedVm, VmRef};
-use hangar::providers::github::{Auth, GithubConfig, GithubRegistry, RetryPolicy, Retrying, Scope};
-use hangar::providers::{CacheUsage, ErrorKind, Hypervisor, ProviderError, VmCreate};
-use hangar::reconcile::assemble::FleetProvisioner;
+use hangar::providers::github::{Auth, GithubConfig, GithubRegistry, Scope};
+use hangar::providers::{
+    CacheUsage, ErrorKind, Hypervisor, ProviderError, RetryPolicy, Retrying, VmCreate,
+};
 use hangar::reconcile::engine::{Engine, GuestPlay, PassResult};
 use hangar::reconcile::{Limits, TokioClock, World};
 use hangar::sandbox::guest::SandboxGuests;
@@ -227,6 +229,24 @@ impl Hypervisor for Faulty {
     async fn cache_usage(&self, fleet: &str) -> Result<Vec<CacheUsage>, ProviderError> {
         self.inner.cache_usage(fleet).await
     }
+    fn host_state(&self) -> hangar::plan::model::ObservedHost {
+        self.inner.host_state()
+    }
+
+    async fn ensure_network(&self, network: &str, filter: &str) -> Result<(), ProviderError> {
+        self.inner.ensure_network(network, filter).await
+    }
+
+    async fn remove_network(&self, network: &str, filter: &str) -> Result<(), ProviderError> {
+        self.inner.remove_network(network, filter).await
+    }
+
+    async fn remove_leftover(
+        &self,
+        leftover: &hangar::plan::model::Leftover,
+    ) -> Result<(), ProviderError> {
+        self.inner.remove_leftover(leftover).await
+    }
 }
 
 /// The engine of fleet `rel` on private sandbox hosts and an in-process
@@ -275,18 +295,31 @@ impl Rig {
         })
         .unwrap();
         let calls = Arc::new(Mutex::new(Vec::new()));
+        let cancel = CancellationToken::new();
         let mut faults = BTreeMap::new();
         let mut world_hosts: BTreeMap<String, Arc<dyn Hypervisor>> = BTreeMap::new();
         for (name, h) in &hosts {
             let f = Arc::new(Mutex::new(HostFaults::default()));
             faults.insert(name.clone(), f.clone());
+            let faulty: Arc<dyn Hypervisor> = Arc::new(Faulty {
+                inner: h.clone(),
+                calls: calls.clone(),
+                faults: f,
+            });
             world_hosts.insert(
                 name.clone(),
-                Arc::new(Faulty {
-                    inner: h.clone(),
-                    calls: calls.clone(),
-                    faults: f,
-                }),
+                Arc::new(
+                    Retrying::<dyn Hypervisor>::new(
+                        faulty,
+                        RetryPolicy {
+                            max_attempts: 3,
+                            base_delay: Duration::from_millis(200),
+                            max_delay: Duration::from_millis(800),
+                            max_total_wait: Duration::from_secs(10),
+                        },
+                    )
+                    .stopped_by(cancel.clone()),
+                ),
             );
         }
         let guests: Arc<dyn GuestPlay> = Arc::new(SandboxGuests {
@@ -298,15 +331,18 @@ impl Rig {
             world: World {
                 fleet: FLEET.to_string(),
                 hosts: world_hosts,
-                registry: Arc::new(Retrying::new(
-                    registry,
-                    RetryPolicy {
-                        max_attempts: 4,
-                        base_delay: Duration::from_secs(1),
-                        max_delay: Duration::from_secs(8),
-                        max_total_wait: Duration::from_secs(60),
-                    },
-                )),
+                registry: Arc::new(
+                    Retrying::new(
+                        registry,
+                        RetryPolicy {
+                            max_attempts: 4,
+                            base_delay: Duration::from_secs(1),
+                            max_delay: Duration::from_secs(8),
+                            max_total_wait: Duration::from_secs(60),
+                        },
+                    )
+                    .stopped_by(cancel.clone()),
+                ),
             },
             provisioner: Arc::new(FleetProvisioner {
                 fleet: fleet.fleet.clone(),
@@ -314,11 +350,10 @@ impl Rig {
             clock: Arc::new(TokioClock::starting_at(
                 Utc.with_ymd_and_hms(2030, 1, 1, 0, 0, 0).unwrap(),
             )),
-            limits: Limits {
-                retry_base: Duration::from_millis(200),
-                ..Limits::default()
-            },
+            limits: Limits::default(),
             guests: Some(guests.clone()),
+            poll: Duration::from_millis(500),
+            services: Vec::new(),
         };
         Rig {
             _dir: dir,
@@ -329,7 +364,7 @@ impl Rig {
             engine,
             fleet,
             guests,
-            cancel: CancellationToken::new(),
+            cancel,
         }
     }
 

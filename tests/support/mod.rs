@@ -15,13 +15,17 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::Utc;
+use hangar::assemble::FleetProvisioner;
 use hangar::fleet::{self, LoadedFleet};
 use hangar::model::host::HostFacts;
 use hangar::plan::model::{Action, ObservedVm, VmRef};
-use hangar::providers::github::{Auth, GithubConfig, GithubRegistry, RetryPolicy, Retrying, Scope};
-use hangar::providers::{CacheUsage, Hypervisor, ProviderError, VmCreate};
-use hangar::reconcile::assemble::FleetProvisioner;
+use hangar::providers::github::{Auth, GithubConfig, GithubRegistry, Scope};
+use hangar::providers::{
+    CacheUsage, Hypervisor, ProviderError, RetryPolicy, Retrying, RunnerRegistry, VmCreate,
+};
+use hangar::reconcile::daemon::Assembler;
 use hangar::reconcile::engine::{Engine, GuestPlay, PassResult};
+use hangar::reconcile::event::Ignore;
 use hangar::reconcile::memory::{OfflineMemory, Remembering};
 use hangar::reconcile::{Clock, Limits, TokioClock, World};
 use hangar::sandbox::guest::SandboxGuests;
@@ -108,6 +112,10 @@ impl Hypervisor for Recorded {
         self.inner.host()
     }
 
+    fn simulated(&self) -> bool {
+        true
+    }
+
     async fn facts(&self) -> Result<HostFacts, ProviderError> {
         self.inner.facts().await
     }
@@ -150,6 +158,24 @@ impl Hypervisor for Recorded {
     async fn cache_usage(&self, fleet: &str) -> Result<Vec<CacheUsage>, ProviderError> {
         self.inner.cache_usage(fleet).await
     }
+    fn host_state(&self) -> hangar::plan::model::ObservedHost {
+        self.inner.host_state()
+    }
+
+    async fn ensure_network(&self, network: &str, filter: &str) -> Result<(), ProviderError> {
+        self.inner.ensure_network(network, filter).await
+    }
+
+    async fn remove_network(&self, network: &str, filter: &str) -> Result<(), ProviderError> {
+        self.inner.remove_network(network, filter).await
+    }
+
+    async fn remove_leftover(
+        &self,
+        leftover: &hangar::plan::model::Leftover,
+    ) -> Result<(), ProviderError> {
+        self.inner.remove_leftover(leftover).await
+    }
 }
 
 /// One domain as libvirt holds it.
@@ -173,6 +199,95 @@ pub struct Rig {
     /// while `engine.guests` is set.
     pub guests: Arc<dyn GuestPlay>,
     pub cancel: CancellationToken,
+    /// Builds engines on the same hosts, simulator and clock (the daemon's
+    /// reloads).
+    pub wiring: RigWiring,
+}
+
+/// What every engine of one rig shares: hosts, simulator, clock, call log.
+#[derive(Clone)]
+pub struct RigWiring {
+    pub state_dir: std::path::PathBuf,
+    pub sim: Arc<SimHandle>,
+    pub hosts: BTreeMap<String, Arc<SandboxHost>>,
+    pub log: Arc<Mutex<Vec<HvCall>>>,
+    pub clock: Arc<dyn Clock>,
+    pub guests: Arc<dyn GuestPlay>,
+    /// The stop signal: ends the providers' retries.
+    pub cancel: CancellationToken,
+}
+
+/// Backoff short enough for tests; paused time runs it at once anyway.
+pub const FAST_RETRY: RetryPolicy = RetryPolicy {
+    max_attempts: 3,
+    base_delay: Duration::from_millis(100),
+    max_delay: Duration::from_millis(400),
+    max_total_wait: Duration::from_secs(5),
+};
+
+impl RigWiring {
+    /// An engine for `fleet`, wired as `assemble` wires one.
+    pub fn build(&self, fleet: &LoadedFleet) -> Engine {
+        let registry = GithubRegistry::new(GithubConfig {
+            scope: Scope::Repository {
+                owner: OWNER.into(),
+                repo: REPO.into(),
+            },
+            api_url: self.sim.base_url.clone(),
+            auth: Auth::Token(Secret::new(TOKEN.to_string())),
+            // Under paused time an idle runtime jumps to the next timer,
+            // which would be a request timeout while the simulator answers.
+            timeout: None,
+        })
+        .unwrap();
+        // As `assemble` does: retries ended by the stop signal, offline times
+        // remembered in the state dir.
+        let registry: Arc<dyn RunnerRegistry> = Arc::new(Remembering {
+            inner: Retrying::new(registry, RetryPolicy::GITHUB).stopped_by(self.cancel.clone()),
+            memory: OfflineMemory::new(&self.state_dir, fleet.name()),
+            clock: self.clock.clone(),
+        });
+        let hosts: BTreeMap<String, Arc<dyn Hypervisor>> = self
+            .hosts
+            .iter()
+            .map(|(name, h)| {
+                let rec: Arc<dyn Hypervisor> = Arc::new(Recorded {
+                    inner: h.clone(),
+                    log: self.log.clone(),
+                });
+                let retrying: Arc<dyn Hypervisor> = Arc::new(
+                    Retrying::<dyn Hypervisor>::new(rec, FAST_RETRY)
+                        .stopped_by(self.cancel.clone()),
+                );
+                (name.clone(), retrying)
+            })
+            .collect();
+        Engine {
+            world: World {
+                fleet: fleet.name().to_string(),
+                hosts,
+                registry,
+            },
+            provisioner: Arc::new(FleetProvisioner {
+                fleet: fleet.fleet.clone(),
+            }),
+            clock: self.clock.clone(),
+            limits: Limits::default(),
+            guests: Some(self.guests.clone()),
+            poll: Duration::from_millis(500),
+            services: Vec::new(),
+        }
+    }
+}
+
+#[async_trait]
+impl Assembler for RigWiring {
+    async fn engine(
+        &self,
+        fleet: &LoadedFleet,
+    ) -> Result<Engine, Box<dyn std::error::Error + Send + Sync>> {
+        Ok(self.build(fleet))
+    }
 }
 
 impl Rig {
@@ -197,60 +312,27 @@ impl Rig {
         }
         seed(&hosts);
         let sim = Arc::new(sim::start(SimConfig::new(TOKEN)).await.unwrap());
-        let registry = GithubRegistry::new(GithubConfig {
-            scope: Scope::Repository {
-                owner: OWNER.into(),
-                repo: REPO.into(),
-            },
-            api_url: sim.base_url.clone(),
-            auth: Auth::Token(Secret::new(TOKEN.to_string())),
-            // Under paused time an idle runtime jumps to the next timer,
-            // which would be a request timeout while the simulator answers.
-            timeout: None,
-        })
-        .unwrap();
         // Starts at the wall clock: the GitHub provider stamps `offline_since`
         // with the wall clock, not the engine's, so an origin far from it
         // would make a runner that just went offline look long gone.
         let clock: Arc<dyn Clock> = Arc::new(TokioClock::starting_at(Utc::now()));
-        // As `assemble` does: offline times remembered in the state dir.
-        let registry = Remembering {
-            inner: Retrying::new(registry, RetryPolicy::default()),
-            memory: OfflineMemory::new(dir.path(), fleet.name()),
-            clock: clock.clone(),
-        };
         let log = Arc::new(Mutex::new(Vec::new()));
-        let world_hosts: BTreeMap<String, Arc<dyn Hypervisor>> = hosts
-            .iter()
-            .map(|(name, h)| {
-                let rec: Arc<dyn Hypervisor> = Arc::new(Recorded {
-                    inner: h.clone(),
-                    log: log.clone(),
-                });
-                (name.clone(), rec)
-            })
-            .collect();
         let guests: Arc<dyn GuestPlay> = Arc::new(SandboxGuests {
             sim: sim.clone(),
             scope: SCOPE.to_string(),
             hosts: hosts.values().cloned().collect(),
         });
-        let engine = Engine {
-            world: World {
-                fleet: fleet.name().to_string(),
-                hosts: world_hosts,
-                registry: Arc::new(registry),
-            },
-            provisioner: Arc::new(FleetProvisioner {
-                fleet: fleet.fleet.clone(),
-            }),
+        let cancel = CancellationToken::new();
+        let wiring = RigWiring {
+            state_dir: dir.path().to_path_buf(),
+            sim: sim.clone(),
+            hosts: hosts.clone(),
+            log: log.clone(),
             clock,
-            limits: Limits {
-                retry_base: Duration::from_millis(100),
-                ..Limits::default()
-            },
-            guests: Some(guests.clone()),
+            guests: guests.clone(),
+            cancel: cancel.clone(),
         };
+        let engine = wiring.build(&fleet);
         Rig {
             dir,
             sim,
@@ -259,7 +341,8 @@ impl Rig {
             engine,
             fleet,
             guests,
-            cancel: CancellationToken::new(),
+            cancel,
+            wiring,
         }
     }
 
@@ -284,7 +367,7 @@ impl Rig {
                 &self.fleet,
                 false,
                 &self.cancel,
-                &|_| {},
+                &Ignore,
                 Duration::from_secs(120),
             )
             .await
@@ -298,7 +381,7 @@ impl Rig {
                 &self.fleet,
                 true,
                 &self.cancel,
-                &|_| {},
+                &Ignore,
                 Duration::from_secs(120),
             )
             .await

@@ -4,7 +4,7 @@
 //! scope (a repository or an organization), with a token or as a GitHub App
 //! installation. It makes exactly one HTTP request per call (plus, for an
 //! App, the occasional installation-token mint) and never retries: wrap it in
-//! [`Retrying`] for backoff. Secrets (tokens, JIT configs, the App key) stay
+//! [`crate::providers::Retrying`] for backoff. Secrets (tokens, JIT configs, the App key) stay
 //! in [`Secret`] and never reach a log line or an error message.
 //!
 //! Routes used (`{scope}` = `/repos/{owner}/{repo}` or `/orgs/{org}`):
@@ -14,7 +14,6 @@
 //! `POST /app/installations/{id}/access_tokens`.
 
 mod auth;
-mod retry;
 mod transport;
 
 use std::collections::HashMap;
@@ -28,7 +27,6 @@ use serde::Deserialize;
 use serde_json::json;
 
 pub use auth::REFRESH_MARGIN_SECS;
-pub use retry::{RetryPolicy, Retrying};
 
 use self::auth::Credentials;
 use self::transport::{Answer, Transport};
@@ -47,29 +45,14 @@ pub const PAGE_SIZE: u32 = 100;
 /// The id of every scope's default runner group.
 pub const DEFAULT_RUNNER_GROUP_ID: u64 = 1;
 
-/// Where the runners live.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Scope {
-    Repository { owner: String, repo: String },
-    Organization(String),
-}
+/// Where the runners live: the fleet file's scope.
+pub use crate::fleet::Scope;
 
-impl Scope {
-    /// `repos/OWNER/REPO` or `orgs/ORG`: the API path prefix and the name
-    /// used in messages.
-    pub fn path(&self) -> String {
-        match self {
-            Scope::Repository { owner, repo } => format!("repos/{owner}/{repo}"),
-            Scope::Organization(org) => format!("orgs/{org}"),
-        }
-    }
-
-    /// `OWNER/REPO` or `ORG`: the scope's page below the web host.
-    fn web_path(&self) -> String {
-        match self {
-            Scope::Repository { owner, repo } => format!("{owner}/{repo}"),
-            Scope::Organization(org) => org.clone(),
-        }
+/// `OWNER/REPO` or `ORG`: the scope's page below the web host.
+fn web_path(scope: &Scope) -> String {
+    match scope {
+        Scope::Repository { owner, repo } => format!("{owner}/{repo}"),
+        Scope::Organization { org } => org.clone(),
     }
 }
 
@@ -235,13 +218,13 @@ impl GithubRegistry {
     /// Must be called inside a Tokio runtime (octocrab's client spawns its
     /// worker task). Makes no request: a bad token shows on first use.
     pub fn new(config: GithubConfig) -> Result<Self, ProviderError> {
-        let target = config.scope.path();
+        let target = config.scope.api_path();
         let transport = Transport::new(&config.api_url, target.clone(), config.timeout)?;
         let credentials = Credentials::new(config.auth, &target)?;
         let web_url = format!(
             "{}/{}",
             web_base_url(&config.api_url),
-            config.scope.web_path()
+            web_path(&config.scope)
         );
         Ok(GithubRegistry {
             scope: config.scope,
@@ -308,7 +291,7 @@ impl GithubRegistry {
                     ))
                 };
             }
-            Scope::Organization(org) => org,
+            Scope::Organization { org } => org,
         };
         if wanted.is_empty() {
             return Ok(DEFAULT_RUNNER_GROUP_ID);
@@ -347,12 +330,12 @@ impl GithubRegistry {
 #[async_trait]
 impl RunnerRegistry for GithubRegistry {
     fn scope(&self) -> String {
-        self.scope.path()
+        self.scope.api_path()
     }
 
     async fn observe(&self) -> Result<Vec<ObservedRunner>, ProviderError> {
         const WHAT: &str = "list runners";
-        let base = format!("/{}/actions/runners", self.scope.path());
+        let base = format!("/{}/actions/runners", self.scope.api_path());
         let mut path = Some(format!("{base}?per_page={PAGE_SIZE}&page=1"));
         let mut runners: Vec<ObservedRunner> = Vec::new();
         let mut seen = std::collections::HashSet::new();
@@ -416,7 +399,7 @@ impl RunnerRegistry for GithubRegistry {
             runners.extend(page.into_iter().filter(|r| seen.insert(r.id)));
             path = next;
         }
-        tracing::debug!(target: "hangar::github", scope = %self.scope.path(), runners = runners.len(), pages, "observed");
+        tracing::debug!(target: "hangar::github", scope = %self.scope.api_path(), runners = runners.len(), pages, "observed");
         Ok(runners)
     }
 
@@ -434,7 +417,10 @@ impl RunnerRegistry for GithubRegistry {
             "labels": labels,
             "work_folder": "_work",
         });
-        let path = format!("/{}/actions/runners/generate-jitconfig", self.scope.path());
+        let path = format!(
+            "/{}/actions/runners/generate-jitconfig",
+            self.scope.api_path()
+        );
         let answer = self
             .call(WHAT, Method::POST, &path, &[], Some(&body))
             .await?;
@@ -457,7 +443,10 @@ impl RunnerRegistry for GithubRegistry {
 
     async fn registration_token(&self) -> Result<Secret<String>, ProviderError> {
         const WHAT: &str = "registration token";
-        let path = format!("/{}/actions/runners/registration-token", self.scope.path());
+        let path = format!(
+            "/{}/actions/runners/registration-token",
+            self.scope.api_path()
+        );
         let answer = self.call(WHAT, Method::POST, &path, &[], None).await?;
         if answer.status != StatusCode::CREATED {
             return Err(self.scope_error(WHAT, &answer));
@@ -472,7 +461,7 @@ impl RunnerRegistry for GithubRegistry {
 
     async fn remove(&self, runner_id: u64) -> Result<RemoveOutcome, ProviderError> {
         const WHAT: &str = "remove runner";
-        let path = format!("/{}/actions/runners/{runner_id}", self.scope.path());
+        let path = format!("/{}/actions/runners/{runner_id}", self.scope.api_path());
         let answer = self.call(WHAT, Method::DELETE, &path, &[], None).await?;
         match answer.status {
             StatusCode::NO_CONTENT => {
@@ -533,7 +522,7 @@ mod tests {
     #[tokio::test]
     async fn debug_shows_no_credentials() {
         let reg = GithubRegistry::new(GithubConfig::new(
-            Scope::Organization("acme".into()),
+            Scope::Organization { org: "acme".into() },
             Auth::Token(Secret::new("ghp_canary_debug".into())),
         ))
         .unwrap();

@@ -1,4 +1,5 @@
-//! Where a VM's base image comes from.
+//! Base images: where a VM's base image comes from, and how it is found
+//! (or fetched) on the host.
 //!
 //! `vm.image` is one of:
 //! - an absolute path on the host (`/var/lib/images/jammy.qcow2`): used as
@@ -6,20 +7,21 @@
 //! - a volume name in the host's storage pool (`jammy.qcow2`);
 //! - an `https://` URL pinned by its sha256, written
 //!   `https://host/jammy.qcow2#sha256=<64 hex>`. Such an image lives in the
-//!   pool as [`url_volume_name`] (the hash in the name makes it immutable).
-//!   The download itself — fetch to a temporary file, check it with
-//!   [`verify_sha256_file`], upload into the pool under that name — is not
-//!   built yet (no network on the machines this was written on); until it
-//!   is, `create` refuses a URL image whose volume is not in the pool, and
-//!   says which volume to put there. A URL without a sha256 is refused
-//!   outright: an unpinned image would let whoever serves it change every
-//!   runner.
+//!   pool as [`url_volume_name`] (the hash in the name makes it immutable):
+//!   fetched once by the machine running hangar, verified while it streams
+//!   ([`super::download`]), and uploaded all or nothing. A URL without a
+//!   sha256 is refused outright: an unpinned image would let whoever serves
+//!   it change every runner.
 
-use std::fs::File;
-use std::io::{self, Read};
-use std::path::Path;
+use std::io::Read;
 
-use sha2::{Digest, Sha256};
+use virt::connect::Connect;
+use virt::storage_pool::StoragePool;
+
+use super::errors::optional;
+use super::xml::{Backing, VolumeFormat, VolumeSpec};
+use super::{download, Inner, LibvirtHost};
+use crate::providers::{ErrorKind, ProviderError};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ImageSource {
@@ -38,14 +40,6 @@ pub enum ImageError {
     BadSha256(String),
     #[error("image name {0:?} is neither an absolute path nor a plain volume name")]
     BadName(String),
-    #[error("image {path}: sha256 is {actual}, expected {expected}")]
-    Mismatch {
-        path: String,
-        expected: String,
-        actual: String,
-    },
-    #[error("image {path}: {message}")]
-    Io { path: String, message: String },
 }
 
 impl ImageSource {
@@ -89,31 +83,159 @@ pub fn url_volume_name(sha256: &str) -> String {
     format!("hangar-image-{}.qcow2", &sha256[..16.min(sha256.len())])
 }
 
-/// Hash a file in fixed-size chunks (base images are gigabytes) and compare
-/// with `expected` (hex, any case).
-pub fn verify_sha256_file(path: &Path, expected: &str) -> Result<(), ImageError> {
-    let io_err = |e: io::Error| ImageError::Io {
-        path: path.display().to_string(),
-        message: e.to_string(),
-    };
-    let mut file = File::open(path).map_err(io_err)?;
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = file.read(&mut buf).map_err(io_err)?;
-        if n == 0 {
-            break;
+/// The base image an overlay is made on.
+pub(super) struct Base {
+    pub backing: Backing,
+    pub capacity_bytes: Option<u64>,
+}
+
+impl LibvirtHost {
+    /// A URL base image in the pool as [`url_volume_name`]: downloaded here
+    /// once, verified, and uploaded all or nothing
+    /// ([`Inner::create_complete`]).
+    pub(super) async fn ensure_url_image(
+        &self,
+        url: &str,
+        sha256: &str,
+    ) -> Result<(), ProviderError> {
+        let _one = self.inner.fetching.lock().await;
+        let name = url_volume_name(sha256);
+        let n = name.clone();
+        if self
+            .blocking(move |i| i.complete_volume_present(&n))
+            .await?
+        {
+            return Ok(());
         }
-        hasher.update(&buf[..n]);
+        let dir = std::env::temp_dir().join("hangar-images");
+        tracing::info!(host = %self.inner.config.name, %url, "downloading base image");
+        let got = download::fetch_verified(url, sha256, &dir)
+            .await
+            .map_err(|e| {
+                let kind = match e {
+                    download::DownloadError::Transient { .. } => ErrorKind::Transient,
+                    download::DownloadError::Refused { .. } => ErrorKind::Refused,
+                };
+                ProviderError::new(&self.inner.config.name, kind, e.to_string())
+            })?;
+        let path = got.path.clone();
+        let uploaded = self
+            .blocking(move |i| {
+                let (format, capacity) = match got.format {
+                    download::ImageFormat::Qcow2 { virtual_size } => {
+                        (VolumeFormat::Qcow2, virtual_size)
+                    }
+                    download::ImageFormat::Raw => (VolumeFormat::Raw, got.bytes),
+                };
+                let spec = VolumeSpec {
+                    name,
+                    capacity_bytes: capacity.max(got.bytes),
+                    format,
+                    backing: None,
+                };
+                let mut file = std::fs::File::open(&got.path).map_err(|e| {
+                    i.err(ErrorKind::Refused, format!("{}: {e}", got.path.display()))
+                })?;
+                i.create_complete(&spec, got.bytes, &mut file)
+            })
+            .await;
+        let _ = std::fs::remove_file(&path);
+        uploaded
     }
-    let actual = hex::encode(hasher.finalize());
-    if actual.eq_ignore_ascii_case(expected) {
-        Ok(())
-    } else {
-        Err(ImageError::Mismatch {
-            path: path.display().to_string(),
-            expected: expected.to_ascii_lowercase(),
-            actual,
+}
+
+impl Inner {
+    pub(super) fn base_image(
+        &self,
+        conn: &Connect,
+        pool: &StoragePool,
+        image: &str,
+    ) -> Result<Base, ProviderError> {
+        let source =
+            ImageSource::parse(image).map_err(|e| self.err(ErrorKind::Refused, e.to_string()))?;
+        let (vol, name) = match source {
+            ImageSource::HostPath(path) => {
+                if let Some(vol) = optional(self.call(&format!("look up image {path}"), || {
+                    conn.lookup_storage_vol_by_path(&path)
+                }))? {
+                    (vol, path)
+                } else {
+                    return self.host_file_base(&path);
+                }
+            }
+            ImageSource::PoolVolume(name) => match self.lookup_volume(pool, &name)? {
+                Some(vol) => (vol, name),
+                None => {
+                    return Err(self.err(
+                        ErrorKind::Refused,
+                        format!(
+                            "base image volume {name} is not in pool {}",
+                            self.config.storage_pool
+                        ),
+                    ))
+                }
+            },
+            ImageSource::Url { url, sha256 } => {
+                let name = url_volume_name(&sha256);
+                match self.lookup_volume(pool, &name)? {
+                    Some(vol) => (vol, name),
+                    None => {
+                        return Err(self.err(
+                            ErrorKind::Refused,
+                            format!(
+                                "image {url} is not in pool {} (volume {name}): its download \
+                                 did not complete",
+                                self.config.storage_pool
+                            ),
+                        ))
+                    }
+                }
+            }
+        };
+        let facts = self.volume_facts(&vol, &name)?;
+        let path = match facts.path {
+            Some(p) => p,
+            None => self.call(&format!("read path of {name}"), || vol.path())?,
+        };
+        let format = facts
+            .format
+            .as_deref()
+            .and_then(VolumeFormat::parse)
+            .ok_or_else(|| {
+                self.err(
+                    ErrorKind::Refused,
+                    format!("base image {name} is neither qcow2 nor raw"),
+                )
+            })?;
+        Ok(Base {
+            backing: Backing { path, format },
+            capacity_bytes: facts.capacity_bytes,
+        })
+    }
+
+    /// A base image outside every pool: only its path is known to libvirt.
+    fn host_file_base(&self, path: &str) -> Result<Base, ProviderError> {
+        // On a remote host the file cannot be probed from here; qcow2 is
+        // what cloud images ship as.
+        let format = if self.local {
+            let mut magic = [0u8; 4];
+            let read = std::fs::File::open(path).and_then(|mut f| f.read_exact(&mut magic));
+            match read {
+                Ok(()) if &magic == b"QFI\xfb" => VolumeFormat::Qcow2,
+                Ok(()) => VolumeFormat::Raw,
+                Err(e) => {
+                    return Err(self.err(ErrorKind::Refused, format!("base image {path}: {e}")))
+                }
+            }
+        } else {
+            VolumeFormat::Qcow2
+        };
+        Ok(Base {
+            backing: Backing {
+                path: path.to_string(),
+                format,
+            },
+            capacity_bytes: None,
         })
     }
 }
@@ -166,26 +288,6 @@ mod tests {
         assert!(matches!(
             ImageSource::parse("sub/dir.qcow2"),
             Err(ImageError::BadName(_))
-        ));
-    }
-
-    #[test]
-    fn verification_streams_and_compares() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("img");
-        std::fs::write(&path, b"abc").unwrap();
-        verify_sha256_file(&path, ABC).unwrap();
-        verify_sha256_file(&path, &ABC.to_uppercase()).unwrap();
-        let err = verify_sha256_file(&path, &"0".repeat(64)).unwrap_err();
-        assert!(matches!(err, ImageError::Mismatch { ref actual, .. } if actual == ABC));
-        // Larger than one read buffer: the chunks hash like the whole.
-        let big: Vec<u8> = (0..(3 << 20) + 17).map(|i| (i % 251) as u8).collect();
-        std::fs::write(&path, &big).unwrap();
-        let whole = hex::encode(Sha256::digest(&big));
-        verify_sha256_file(&path, &whole).unwrap();
-        assert!(matches!(
-            verify_sha256_file(&dir.path().join("missing"), ABC),
-            Err(ImageError::Io { .. })
         ));
     }
 

@@ -1,31 +1,36 @@
 //! The composition root: from a loaded fleet file to an [`Engine`] wired to
 //! real providers (libvirt hosts, GitHub) or to the embedded sandbox (the
-//! libvirt test driver and the in-process GitHub simulator).
+//! libvirt test driver and the in-process GitHub simulator). Every provider
+//! is wrapped once: in [`Retrying`] (backoff, ended by the stop signal) and,
+//! for GitHub, in [`Remembering`] (offline times across processes).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use tokio::sync::Mutex;
+use tokio_util::sync::CancellationToken;
 
-use super::engine::{Engine, GuestPlay};
-use super::execute::Limits;
-use super::memory::{OfflineMemory, Remembering};
-use super::{ProvisionError, Provisioner, SystemClock, World};
-use crate::exit::ExitStatus;
-use crate::fleet::{AuthRef, DomainTypeSpec, Fleet, Host, LoadedFleet, Pool, Scope};
+use crate::fleet::{AuthRef, DomainTypeSpec, Fleet, Host, LoadedFleet, Pool};
 use crate::model::credential::RunnerCredential;
 use crate::model::host::{DirectBoot, DomainType, HostFacts};
 use crate::model::network::IsolatedNetwork;
 use crate::model::ownership::Ownership;
-use crate::plan::model::{DesiredSlot, ObservedVm, VmRef};
-use crate::providers::github::{self, GithubConfig, GithubRegistry, RetryPolicy, Retrying};
+use crate::plan::model::{DesiredSlot, Leftover, ObservedHost, ObservedVm, VmRef};
+use crate::providers::github::{self, GithubConfig, GithubRegistry};
 use crate::providers::libvirt::{HostConfig, LibvirtHost};
 use crate::providers::{
-    CacheUsage, ErrorKind, Hypervisor, ProviderError, RunnerRegistry, Seed, VmCreate,
+    CacheUsage, ErrorKind, Hypervisor, ProviderError, RetryPolicy, Retrying, RunnerRegistry, Seed,
+    VmCreate,
 };
 use crate::provision;
+use crate::reconcile::daemon::Assembler;
+use crate::reconcile::engine::{Engine, GuestPlay, Service};
+use crate::reconcile::execute::Limits;
+use crate::reconcile::memory::{OfflineMemory, Remembering, RememberingStages, StageMemory};
+use crate::reconcile::{Clock, ProvisionError, Provisioner, SystemClock, World};
 use crate::sandbox::guest::SandboxGuests;
 use crate::sandbox::host::SandboxHost;
 use crate::secret::Secret;
@@ -34,71 +39,120 @@ use crate::sim::{self, SimConfig, SimHandle};
 /// The `uri` that selects the embedded sandbox.
 pub const SANDBOX_URI: &str = "sandbox";
 
+/// How often `apply` looks again while guests come up: the sandbox's act
+/// at once, real ones take a minute to boot.
+const POLL_SANDBOX: Duration = Duration::from_millis(500);
+const POLL_REAL: Duration = Duration::from_secs(5);
+
 #[derive(Debug, thiserror::Error)]
 pub enum AssembleError {
-    /// The environment lacks something the file refers to (a token variable,
-    /// a key file): a usage error, nothing was contacted.
-    #[error("{0}")]
-    Credentials(String),
-    /// A provider could not be set up (the sandbox's state, the simulator).
-    #[error("{0}")]
-    Provider(String),
+    /// The file names no GitHub scope or credentials (validation keeps
+    /// such a file out; a usage error).
+    #[error("the file names no GitHub {0}")]
+    Incomplete(&'static str),
+    #[error("spec.github.auth.tokenEnv: the environment variable {name} is not set or empty")]
+    TokenEnv { name: String },
+    #[error("{field}: cannot read {path}: {source}")]
+    SecretFile {
+        field: &'static str,
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The sandbox's state or the GitHub client could not be set up.
+    #[error(transparent)]
+    Provider(#[from] ProviderError),
+    #[error("state directory {}: {source}", path.display())]
+    StateDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("github simulator: {0}")]
+    Simulator(#[source] std::io::Error),
 }
 
 impl AssembleError {
-    pub fn exit_status(&self) -> ExitStatus {
-        match self {
-            AssembleError::Credentials(_) => ExitStatus::InvalidInput,
-            AssembleError::Provider(_) => ExitStatus::ProviderError,
-        }
+    /// The environment lacks something the file refers to (a token
+    /// variable, a key file): nothing was contacted.
+    pub fn is_usage(&self) -> bool {
+        matches!(
+            self,
+            AssembleError::Incomplete(_)
+                | AssembleError::TokenEnv { .. }
+                | AssembleError::SecretFile { .. }
+        )
     }
 }
 
-/// An engine and what must be shut down with it.
-pub struct Assembled {
-    pub engine: Engine,
-    /// Hosts whose guests are played by the sandbox (shown as simulated).
-    pub simulated_hosts: BTreeSet<String>,
-    /// The in-process simulator, when the file asks for it.
-    pub sim: Option<Arc<SimHandle>>,
-}
+/// The in-process simulator, stopped with the engine.
+struct SimService(Arc<SimHandle>);
 
-impl Assembled {
-    /// Stop the in-process simulator (its state is already saved).
-    pub async fn shutdown(self) {
-        drop(self.engine);
-        if let Some(sim) = self.sim {
-            if let Ok(sim) = Arc::try_unwrap(sim) {
-                if let Err(e) = sim.shutdown().await {
-                    tracing::warn!(error = %e, "simulator did not stop cleanly");
-                }
+#[async_trait]
+impl Service for SimService {
+    async fn stop(self: Box<Self>) {
+        if let Ok(sim) = Arc::try_unwrap(self.0) {
+            if let Err(e) = sim.shutdown().await {
+                tracing::warn!(error = %e, "simulator did not stop cleanly");
             }
         }
     }
 }
 
+/// Builds engines for the daemon's reloads.
+pub struct Assembly {
+    pub state_dir: PathBuf,
+    pub stop: CancellationToken,
+}
+
+#[async_trait]
+impl Assembler for Assembly {
+    async fn engine(
+        &self,
+        fleet: &LoadedFleet,
+    ) -> Result<Engine, Box<dyn std::error::Error + Send + Sync>> {
+        Ok(assemble(fleet, &self.state_dir, &self.stop).await?)
+    }
+}
+
 /// Build the engine for `fleet`. Hosts that cannot be reached now are still
 /// part of it: their observation fails (and the planner leaves them alone)
-/// until they answer.
-pub async fn assemble(fleet: &LoadedFleet, state_dir: &Path) -> Result<Assembled, AssembleError> {
+/// until they answer. `stop` ends the providers' retries.
+pub async fn assemble(
+    fleet: &LoadedFleet,
+    state_dir: &Path,
+    stop: &CancellationToken,
+) -> Result<Engine, AssembleError> {
     let f = &fleet.fleet;
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let retrying = |hv: Arc<dyn Hypervisor>| -> Arc<dyn Hypervisor> {
+        let name = hv.host().to_string();
+        let retrying: Arc<dyn Hypervisor> = Arc::new(
+            Retrying::<dyn Hypervisor>::new(hv, RetryPolicy::LIBVIRT).stopped_by(stop.clone()),
+        );
+        Arc::new(RememberingStages {
+            inner: retrying,
+            memory: StageMemory::new(state_dir, &f.metadata.name, &name),
+            clock: clock.clone(),
+        })
+    };
     let mut hosts: BTreeMap<String, Arc<dyn Hypervisor>> = BTreeMap::new();
     let mut sandboxes = Vec::new();
     for host in &f.spec.hosts {
         if host.uri == SANDBOX_URI {
-            let sb = SandboxHost::open(state_dir, &host.name, &host.storage_pool)
-                .map(Arc::new)
-                .map_err(|e| AssembleError::Provider(e.to_string()))?;
+            let sb = Arc::new(SandboxHost::open(
+                state_dir,
+                &host.name,
+                &host.storage_pool,
+            )?);
             sandboxes.push(sb.clone());
-            hosts.insert(host.name.clone(), sb);
+            hosts.insert(host.name.clone(), retrying(sb));
         } else {
-            hosts.insert(
-                host.name.clone(),
-                Arc::new(LazyHost::new(
-                    host_config(host, &f.metadata.name),
-                    host.isolated_network(&f.metadata.name),
-                )),
+            let lazy = LazyHost::new(
+                host_config(host, &f.metadata.name),
+                host.isolated_network(&f.metadata.name),
             );
+            hosts.insert(host.name.clone(), retrying(Arc::new(lazy)));
         }
     }
 
@@ -106,45 +160,39 @@ pub async fn assemble(fleet: &LoadedFleet, state_dir: &Path) -> Result<Assembled
         .spec
         .github
         .scope()
-        .ok_or_else(|| AssembleError::Credentials("the file names no GitHub scope".into()))?;
-    let scope = match scope {
-        Scope::Repository { owner, repo } => github::Scope::Repository { owner, repo },
-        Scope::Organization { org } => github::Scope::Organization(org),
-    };
-    let auth =
-        f.spec.github.auth_ref().ok_or_else(|| {
-            AssembleError::Credentials("the file names no GitHub credentials".into())
-        })?;
+        .ok_or(AssembleError::Incomplete("scope"))?;
+    let auth = f
+        .spec
+        .github
+        .auth_ref()
+        .ok_or(AssembleError::Incomplete("credentials"))?;
 
     let mut sim_handle = None;
     let (api_url, auth) = match auth {
         AuthRef::Simulator => {
             let token = random_token();
             let mut config = SimConfig::new(token.clone());
-            std::fs::create_dir_all(state_dir).map_err(|e| {
-                AssembleError::Provider(format!("state directory {}: {e}", state_dir.display()))
+            std::fs::create_dir_all(state_dir).map_err(|source| AssembleError::StateDir {
+                path: state_dir.to_path_buf(),
+                source,
             })?;
             config.state_file = Some(state_dir.join("github-sim.json"));
-            let handle = sim::start(config)
-                .await
-                .map_err(|e| AssembleError::Provider(format!("github simulator: {e}")))?;
+            let handle = sim::start(config).await.map_err(AssembleError::Simulator)?;
             let url = handle.base_url.clone();
             sim_handle = Some(Arc::new(handle));
             (url, github::Auth::Token(Secret::new(token)))
         }
         other => (f.spec.github.api_url().to_string(), credentials(other)?),
     };
-    let scope_path = scope.path();
+    let scope_path = scope.api_path();
     let registry = GithubRegistry::new(GithubConfig {
         scope,
         api_url,
         auth,
-        timeout: Some(std::time::Duration::from_secs(30)),
-    })
-    .map_err(|e| AssembleError::Provider(e.to_string()))?;
-    let clock: Arc<dyn super::Clock> = Arc::new(SystemClock);
+        timeout: Some(Duration::from_secs(30)),
+    })?;
     let registry: Arc<dyn RunnerRegistry> = Arc::new(Remembering {
-        inner: Retrying::new(registry, RetryPolicy::default()),
+        inner: Retrying::new(registry, RetryPolicy::GITHUB).stopped_by(stop.clone()),
         memory: OfflineMemory::new(state_dir, &f.metadata.name),
         clock: clock.clone(),
     });
@@ -158,7 +206,8 @@ pub async fn assemble(fleet: &LoadedFleet, state_dir: &Path) -> Result<Assembled
         _ => None,
     };
     let concurrency = fleet.concurrency();
-    let engine = Engine {
+    let all_simulated = sandboxes.len() == hosts.len();
+    Ok(Engine {
         world: World {
             fleet: f.metadata.name.clone(),
             hosts,
@@ -169,14 +218,17 @@ pub async fn assemble(fleet: &LoadedFleet, state_dir: &Path) -> Result<Assembled
         limits: Limits {
             global: concurrency.global as usize,
             per_host: concurrency.per_host as usize,
-            ..Limits::default()
         },
         guests,
-    };
-    Ok(Assembled {
-        engine,
-        simulated_hosts: sandboxes.iter().map(|s| s.host().to_string()).collect(),
-        sim: sim_handle,
+        poll: if all_simulated {
+            POLL_SANDBOX
+        } else {
+            POLL_REAL
+        },
+        services: sim_handle
+            .map(|s| Box::new(SimService(s)) as Box<dyn Service>)
+            .into_iter()
+            .collect(),
     })
 }
 
@@ -191,9 +243,7 @@ fn credentials(auth: AuthRef) -> Result<github::Auth, AssembleError> {
         AuthRef::Simulator => unreachable!("handled by the caller"),
         AuthRef::TokenEnv { name } => match std::env::var(&name) {
             Ok(t) if !t.trim().is_empty() => Ok(github::Auth::Token(Secret::new(t.trim().into()))),
-            _ => Err(AssembleError::Credentials(format!(
-                "spec.github.auth.tokenEnv: the environment variable {name} is not set or empty"
-            ))),
+            _ => Err(AssembleError::TokenEnv { name }),
         },
         AuthRef::TokenFile { path } => {
             let t = read_secret_file(&path, "spec.github.auth.tokenFile")?;
@@ -214,9 +264,12 @@ fn credentials(auth: AuthRef) -> Result<github::Auth, AssembleError> {
     }
 }
 
-fn read_secret_file(path: &str, field: &str) -> Result<String, AssembleError> {
-    std::fs::read_to_string(path)
-        .map_err(|e| AssembleError::Credentials(format!("{field}: cannot read {path}: {e}")))
+fn read_secret_file(path: &str, field: &'static str) -> Result<String, AssembleError> {
+    std::fs::read_to_string(path).map_err(|source| AssembleError::SecretFile {
+        field,
+        path: path.to_string(),
+        source,
+    })
 }
 
 fn host_config(host: &Host, fleet: &str) -> HostConfig {
@@ -310,6 +363,25 @@ impl Hypervisor for LazyHost {
     async fn cache_usage(&self, fleet: &str) -> Result<Vec<CacheUsage>, ProviderError> {
         self.get().await?.cache_usage(fleet).await
     }
+
+    fn host_state(&self) -> ObservedHost {
+        match self.host.try_lock() {
+            Ok(h) => h.as_ref().map(|h| h.host_state()).unwrap_or_default(),
+            Err(_) => ObservedHost::default(),
+        }
+    }
+
+    async fn ensure_network(&self, network: &str, filter: &str) -> Result<(), ProviderError> {
+        self.get().await?.ensure_network(network, filter).await
+    }
+
+    async fn remove_network(&self, network: &str, filter: &str) -> Result<(), ProviderError> {
+        self.get().await?.remove_network(network, filter).await
+    }
+
+    async fn remove_leftover(&self, leftover: &Leftover) -> Result<(), ProviderError> {
+        self.get().await?.remove_leftover(leftover).await
+    }
 }
 
 /// Turns the fleet file's pool settings into a guest and a VM.
@@ -319,9 +391,9 @@ pub struct FleetProvisioner {
 
 impl FleetProvisioner {
     fn pool_and_host(&self, slot: &DesiredSlot) -> Result<(&Pool, &Host), ProvisionError> {
-        let err = |what: &str| ProvisionError {
+        let err = |what: &'static str| ProvisionError::NotInFile {
             slot: slot.name.clone(),
-            message: format!("{what} is not in the fleet file"),
+            what,
         };
         let pool = self
             .fleet
@@ -329,20 +401,24 @@ impl FleetProvisioner {
             .pools
             .iter()
             .find(|p| p.name == slot.pool)
-            .ok_or_else(|| err("its pool"))?;
+            .ok_or_else(|| err("pool"))?;
         let host = self
             .fleet
             .spec
             .hosts
             .iter()
             .find(|h| h.name == slot.host)
-            .ok_or_else(|| err("its host"))?;
+            .ok_or_else(|| err("host"))?;
         Ok((pool, host))
     }
 }
 
 /// The guest a slot's VM gets.
-pub fn guest(fleet: &Fleet, pool: &Pool, slot: &DesiredSlot) -> Result<provision::Guest, String> {
+pub fn guest(
+    fleet: &Fleet,
+    pool: &Pool,
+    slot: &DesiredSlot,
+) -> Result<provision::Guest, ProvisionError> {
     let runner = match pool.runner.install() {
         Some(crate::fleet::RunnerInstall::Download { version, sha256 }) => {
             provision::RunnerInstall::Download { version, sha256 }
@@ -351,10 +427,9 @@ pub fn guest(fleet: &Fleet, pool: &Pool, slot: &DesiredSlot) -> Result<provision
             provision::RunnerInstall::Preinstalled { path }
         }
         None => {
-            return Err(format!(
-                "pool {}: runner settings are inconsistent",
-                pool.name
-            ))
+            return Err(ProvisionError::RunnerSettings {
+                pool: pool.name.clone(),
+            })
         }
     };
     let mut labels = slot.labels.clone();
@@ -412,10 +487,7 @@ impl Provisioner for FleetProvisioner {
         credential: &RunnerCredential,
     ) -> Result<VmCreate, ProvisionError> {
         let (pool, host) = self.pool_and_host(slot)?;
-        let guest = guest(&self.fleet, pool, slot).map_err(|message| ProvisionError {
-            slot: slot.name.clone(),
-            message,
-        })?;
+        let guest = guest(&self.fleet, pool, slot)?;
         Ok(VmCreate {
             seed: Seed {
                 user_data: provision::user_data(&guest, credential),
@@ -430,14 +502,18 @@ impl Provisioner for FleetProvisioner {
 
 /// What `hangar render` prints for a slot: the user-data with placeholders
 /// for secrets, or the domain XML of the slot's next VM.
-pub fn render(fleet: &LoadedFleet, slot: &DesiredSlot, domain: bool) -> Result<String, String> {
+pub fn render(
+    fleet: &LoadedFleet,
+    slot: &DesiredSlot,
+    domain: bool,
+) -> Result<String, ProvisionError> {
     let f = &fleet.fleet;
-    let pool = fleet
-        .pool(&slot.pool)
-        .ok_or_else(|| format!("pool {} is not in the file", slot.pool))?;
-    let host = fleet
-        .host(&slot.host)
-        .ok_or_else(|| format!("host {} is not in the file", slot.host))?;
+    let err = |what: &'static str| ProvisionError::NotInFile {
+        slot: slot.name.clone(),
+        what,
+    };
+    let pool = fleet.pool(&slot.pool).ok_or_else(|| err("pool"))?;
+    let host = fleet.host(&slot.host).ok_or_else(|| err("host"))?;
     if !domain {
         let g = guest(f, pool, slot)?;
         return Ok(provision::user_data_redacted(&g, slot.ephemeral));

@@ -1,15 +1,12 @@
-//! The XML hangar hands to libvirt, written with quick-xml's writer (values
-//! are escaped by the writer, never pasted into strings), and the few facts
-//! read back from libvirt's XML.
-//!
-//! Nothing secret goes through here: the user-data lives only in the seed
-//! volume's content.
+//! Domain XML: what hangar defines for a VM generation, and the facts it
+//! reads back (ownership, disks, whether the seed is attached).
 
 use std::io;
 
 use quick_xml::events::BytesText;
 use quick_xml::Writer;
 
+use super::volume::VolumeFormat;
 use crate::model::host::{DirectBoot, DomainType, NetworkAttachment};
 use crate::model::names::{
     cache_volume_name, root_volume_name, seed_volume_name, CACHE_DISK_SERIAL, SEED_DISK_SERIAL,
@@ -106,45 +103,6 @@ pub fn seed_disk(storage_pool: &str, slot: &str, generation: u64) -> DiskSpec {
         serial: Some(SEED_DISK_SERIAL.into()),
         readonly: true,
     }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum VolumeFormat {
-    Qcow2,
-    Raw,
-}
-
-impl VolumeFormat {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            VolumeFormat::Qcow2 => "qcow2",
-            VolumeFormat::Raw => "raw",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<VolumeFormat> {
-        match s {
-            "qcow2" => Some(VolumeFormat::Qcow2),
-            "raw" | "iso" => Some(VolumeFormat::Raw),
-            _ => None,
-        }
-    }
-}
-
-/// A volume to create in a pool.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct VolumeSpec {
-    pub name: String,
-    pub capacity_bytes: u64,
-    pub format: VolumeFormat,
-    /// Copy-on-write backing file (qcow2 overlays only).
-    pub backing: Option<Backing>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Backing {
-    pub path: String,
-    pub format: VolumeFormat,
 }
 
 /// Libvirt domain XML for `spec`.
@@ -311,48 +269,6 @@ pub fn disk_xml(disk: &DiskSpec) -> String {
     finish(w)
 }
 
-/// Libvirt storage volume XML for `spec`.
-pub fn volume_xml(spec: &VolumeSpec) -> String {
-    let mut w = Writer::new_with_indent(Vec::new(), b' ', 2);
-    write_volume(&mut w, spec).expect("writing XML into a Vec cannot fail");
-    finish(w)
-}
-
-fn write_volume(w: &mut Xw, spec: &VolumeSpec) -> io::Result<()> {
-    w.create_element("volume")
-        .with_attribute(("type", "file"))
-        .write_inner_content(|w| {
-            text(w, "name", &spec.name)?;
-            w.create_element("capacity")
-                .with_attribute(("unit", "bytes"))
-                .write_text_content(BytesText::new(&spec.capacity_bytes.to_string()))?;
-            // Sparse: qcow2 grows on use, the seed is written by upload.
-            w.create_element("allocation")
-                .with_attribute(("unit", "bytes"))
-                .write_text_content(BytesText::new("0"))?;
-            w.create_element("target").write_inner_content(|w| {
-                w.create_element("format")
-                    .with_attribute(("type", spec.format.as_str()))
-                    .write_empty()?;
-                if spec.format == VolumeFormat::Qcow2 {
-                    text(w, "compat", "1.1")?;
-                }
-                Ok(())
-            })?;
-            if let Some(backing) = &spec.backing {
-                w.create_element("backingStore").write_inner_content(|w| {
-                    text(w, "path", &backing.path)?;
-                    w.create_element("format")
-                        .with_attribute(("type", backing.format.as_str()))
-                        .write_empty()?;
-                    Ok(())
-                })?;
-            }
-            Ok(())
-        })?;
-    Ok(())
-}
-
 /// What hangar reads from a domain's XML.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DomainFacts {
@@ -424,85 +340,6 @@ fn ns_of(el: &Element) -> Option<&str> {
         None => "xmlns".to_string(),
     };
     el.attr(&key)
-}
-
-/// What hangar reads from a volume's XML.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct VolumeFacts {
-    pub path: Option<String>,
-    pub format: Option<String>,
-    pub capacity_bytes: Option<u64>,
-    pub backing_path: Option<String>,
-}
-
-pub fn parse_volume(xml: &str) -> Result<VolumeFacts, String> {
-    let root = tree::parse(xml)?;
-    let target = root.child("target");
-    let capacity_bytes = match root.child("capacity") {
-        Some(c) => Some(to_bytes(c.text.trim(), c.attr("unit").unwrap_or("bytes"))?),
-        None => None,
-    };
-    Ok(VolumeFacts {
-        path: target
-            .and_then(|t| t.child_text("path"))
-            .map(str::to_string),
-        format: target
-            .and_then(|t| t.child("format"))
-            .and_then(|f| f.attr("type"))
-            .map(str::to_string),
-        capacity_bytes,
-        backing_path: root
-            .child("backingStore")
-            .and_then(|b| b.child_text("path"))
-            .map(str::to_string),
-    })
-}
-
-fn to_bytes(value: &str, unit: &str) -> Result<u64, String> {
-    let n: u64 = value
-        .parse()
-        .map_err(|_| format!("capacity {value:?} is not a number"))?;
-    let mul: u64 = match unit {
-        "b" | "bytes" => 1,
-        "KB" => 1000,
-        "k" | "KiB" => 1 << 10,
-        "MB" => 1000 * 1000,
-        "M" | "MiB" => 1 << 20,
-        "GB" => 1000 * 1000 * 1000,
-        "G" | "GiB" => 1 << 30,
-        "T" | "TiB" => 1 << 40,
-        other => return Err(format!("unknown unit {other:?}")),
-    };
-    n.checked_mul(mul)
-        .ok_or_else(|| "capacity overflows".into())
-}
-
-/// The domain types the host's capabilities offer for x86_64 (or any arch
-/// for the test driver).
-pub fn capability_domain_types(caps_xml: &str) -> Result<Vec<String>, String> {
-    let root = tree::parse(caps_xml)?;
-    let mut out = Vec::new();
-    for guest in root.children_named("guest") {
-        for arch in guest.children_named("arch") {
-            for d in arch.children_named("domain") {
-                if let Some(t) = d.attr("type") {
-                    if !out.iter().any(|x| x == t) {
-                        out.push(t.to_string());
-                    }
-                }
-            }
-        }
-    }
-    Ok(out)
-}
-
-/// The target path of a storage pool.
-pub fn pool_target_path(pool_xml: &str) -> Result<Option<String>, String> {
-    let root = tree::parse(pool_xml)?;
-    Ok(root
-        .child("target")
-        .and_then(|t| t.child_text("path"))
-        .map(str::to_string))
 }
 
 #[cfg(test)]
@@ -587,17 +424,5 @@ mod tests {
             r#"<domain><metadata><h:vm xmlns:h="{OWNERSHIP_NS}"><h:fleet>ci</h:fleet></h:vm></metadata></domain>"#
         );
         assert!(parse_domain(&xml).is_err());
-    }
-
-    #[test]
-    fn volume_units_are_converted() {
-        let v = parse_volume(
-            "<volume><capacity unit='KiB'>4</capacity><target><path>/p/v</path><format type='qcow2'/></target>\
-             <backingStore><path>/p/base</path></backingStore></volume>",
-        )
-        .unwrap();
-        assert_eq!(v.capacity_bytes, Some(4096));
-        assert_eq!(v.format.as_deref(), Some("qcow2"));
-        assert_eq!(v.backing_path.as_deref(), Some("/p/base"));
     }
 }

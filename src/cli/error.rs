@@ -1,0 +1,138 @@
+//! Every way a command can end other than success, and the one place that
+//! maps each to its exit code and prints it (in the manner of
+//! cargo-nextest's `ExpectedError` and `process_exit_code`).
+
+use std::fmt::Write as _;
+
+use super::output;
+use crate::assemble::AssembleError;
+use crate::exit::ExitStatus;
+use crate::fleet::FleetError;
+use crate::plan::model::Action;
+use crate::plan::render;
+use crate::reconcile::error::NotConverged;
+use crate::reconcile::execute::Outcome;
+use crate::reconcile::lock::LockError;
+use crate::reconcile::{self, ProvisionError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ExpectedError {
+    /// A flag's value or a combination of flags.
+    #[error("{0}")]
+    Usage(String),
+    #[error(transparent)]
+    Fleet(#[from] FleetError),
+    #[error(transparent)]
+    Assemble(#[from] AssembleError),
+    #[error(transparent)]
+    Engine(#[from] reconcile::Error),
+    #[error(transparent)]
+    Render(#[from] ProvisionError),
+    #[error("no slot {slot} in fleet {fleet}; slots: {}", slots.join(", "))]
+    NoSlot {
+        slot: String,
+        fleet: String,
+        slots: Vec<String>,
+    },
+    /// A confirmation that only a person at a terminal can give.
+    #[error("{0}; run again with --yes")]
+    NotConfirmed(String),
+    #[error("cannot start the async runtime: {0}")]
+    Runtime(#[source] std::io::Error),
+}
+
+impl From<LockError> for ExpectedError {
+    fn from(e: LockError) -> Self {
+        ExpectedError::Engine(e.into())
+    }
+}
+
+impl ExpectedError {
+    /// The documented exit code of this ending (see `crate::exit`).
+    pub fn process_exit_code(&self) -> ExitStatus {
+        use reconcile::Error as E;
+        match self {
+            ExpectedError::Usage(_)
+            | ExpectedError::Fleet(_)
+            | ExpectedError::Render(_)
+            | ExpectedError::NoSlot { .. }
+            | ExpectedError::NotConfirmed(_) => ExitStatus::InvalidInput,
+            ExpectedError::Assemble(e) if e.is_usage() => ExitStatus::InvalidInput,
+            ExpectedError::Assemble(_) | ExpectedError::Runtime(_) => ExitStatus::ProviderError,
+            ExpectedError::Engine(e) => match e {
+                E::Fleet(_) | E::PruneNotConfirmed { .. } => ExitStatus::InvalidInput,
+                E::Lock(LockError::Held { .. }) | E::DaemonRunning { .. } => ExitStatus::LockHeld,
+                E::Lock(LockError::Io { .. }) | E::Stuck { .. } | E::Unobserved { .. } => {
+                    ExitStatus::ProviderError
+                }
+                E::NotConverged { .. } => ExitStatus::NotConverged,
+                E::Interrupted => ExitStatus::Interrupted,
+            },
+        }
+    }
+
+    /// What to print on stderr: the error, then whatever helps act on it.
+    pub fn display(&self, color: bool) -> String {
+        use reconcile::Error as E;
+        match self {
+            ExpectedError::Fleet(e) | ExpectedError::Engine(E::Fleet(e)) => {
+                output::diagnostic(e, color)
+            }
+            ExpectedError::Engine(E::Interrupted) => {
+                "interrupted: the actions under way finished; run the command again to go on\n"
+                    .to_string()
+            }
+            ExpectedError::Engine(E::PruneNotConfirmed { pools }) => format!(
+                "error: refusing to delete the VMs of removed pools ({}) without confirmation; \
+                 run again with --yes\n",
+                pools.join(", ")
+            ),
+            ExpectedError::Engine(E::NotConverged { why, remaining }) => {
+                let mut out = format!("error: not converged: {why}\n");
+                let waits: Vec<&Action> = remaining.iter().filter(|a| !a.is_mutating()).collect();
+                if !remaining.is_empty() {
+                    out.push_str("still waiting for:\n");
+                    for a in remaining {
+                        let _ = writeln!(out, "  {}", render::line(a, color));
+                    }
+                }
+                let hint = match why {
+                    NotConverged::WaitsOnOthers => {
+                        "the daemon (`hangar reconcile --every`) or a later apply finishes it \
+                         once they end"
+                    }
+                    _ if waits.len() == remaining.len() => {
+                        "`hangar diff` shows what is left; apply again, or give a longer --wait"
+                    }
+                    _ => "`hangar diff` shows what is left",
+                };
+                let _ = writeln!(out, "{hint}");
+                out
+            }
+            ExpectedError::Engine(E::Stuck { failures }) => {
+                let mut out = format!(
+                    "error: {} action(s) failed and none succeeded; fix the cause and run again\n",
+                    failures.len()
+                );
+                for f in failures {
+                    if let Outcome::Failed { error } = &f.outcome {
+                        let _ = writeln!(
+                            out,
+                            "  {} {}: {}",
+                            render::verb(&f.action),
+                            f.action.subject(),
+                            error.message
+                        );
+                    }
+                }
+                out
+            }
+            ExpectedError::Engine(E::DaemonRunning { fleet, pid }) => format!(
+                "error: a hangar daemon (pid {pid}) is reconciling fleet {fleet}: it would make \
+                 again what destroy removes.\nStop it first (`kill -TERM {pid}`, or \
+                 `systemctl stop` its unit), or run destroy with --force.\n"
+            ),
+            other => format!("error: {other}\n"),
+        }
+    }
+}

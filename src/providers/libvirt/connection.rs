@@ -1,0 +1,157 @@
+//! One long-lived connection per host, reopened when it dropped, and the
+//! wrapper every libvirt call goes through: counted, its error classified,
+//! off the async runtime.
+//!
+//! No keepalive is registered (that needs libvirt's event loop running on a
+//! thread of its own): a connection is known dead when libvirt itself saw
+//! it close (`virConnectIsAlive`, answered locally) or when a call failed
+//! in a way [`super::errors::classify`] calls transient.
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Once};
+
+use virt::connect::Connect;
+
+use super::errors::map_error;
+use super::{HostConfig, Inner, LibvirtHost};
+use crate::providers::{ErrorKind, ProviderError};
+
+static QUIET_LIBVIRT: Once = Once::new();
+
+/// Whether a libvirt URI names this machine (no host part, or a unix socket).
+pub fn uri_is_local(uri: &str) -> bool {
+    let Some((scheme, rest)) = uri.split_once("://") else {
+        return true;
+    };
+    let authority = rest.split('/').next().unwrap_or("");
+    authority.is_empty() || scheme.ends_with("+unix")
+}
+
+/// Open the host's connection. libvirt's default error callback prints
+/// every error to stderr, including the ones hangar expects (a lookup of a
+/// volume not made yet): it is silenced once per process.
+pub(super) fn open(config: &HostConfig, what: &str) -> Result<Connect, ProviderError> {
+    QUIET_LIBVIRT.call_once(virt::error::clear_error_callback);
+    Connect::open(Some(&config.uri))
+        .map_err(|e| map_error(&config.name, &format!("{what} {}", config.uri), &e))
+}
+
+impl LibvirtHost {
+    /// Run `f` on the blocking pool: every virt call blocks its thread.
+    pub(super) async fn blocking<T, F>(&self, f: F) -> Result<T, ProviderError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Inner) -> Result<T, ProviderError> + Send + 'static,
+    {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || f(&inner))
+            .await
+            .map_err(|e| {
+                ProviderError::new(
+                    &self.inner.config.name,
+                    ErrorKind::Transient,
+                    format!("libvirt task failed: {e}"),
+                )
+            })?
+    }
+}
+
+impl Inner {
+    pub(super) fn err(&self, kind: ErrorKind, message: impl Into<String>) -> ProviderError {
+        ProviderError::new(&self.config.name, kind, message)
+    }
+
+    /// The connection, reopened if it dropped.
+    pub(super) fn conn(&self) -> Result<Arc<Connect>, ProviderError> {
+        let mut guard = self.conn.lock().expect("connection lock");
+        if let Some(c) = guard.as_ref() {
+            // virConnectIsAlive is answered locally, no round trip.
+            if c.is_alive().unwrap_or(false) {
+                return Ok(c.clone());
+            }
+        }
+        *guard = None;
+        // A new connection may be a new host (or one resized): read again.
+        self.forget_facts();
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        let c = Arc::new(open(&self.config, "reconnect to")?);
+        *guard = Some(c.clone());
+        Ok(c)
+    }
+
+    /// One counted libvirt call, its error mapped. A transient failure drops
+    /// the connection so the next call reopens it.
+    pub(super) fn call<T>(
+        &self,
+        what: &str,
+        f: impl FnOnce() -> Result<T, virt::error::Error>,
+    ) -> Result<T, ProviderError> {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        f().map_err(|e| {
+            let err = map_error(&self.config.name, what, &e);
+            if err.kind == ErrorKind::Transient {
+                self.drop_connection();
+            }
+            err
+        })
+    }
+
+    /// Forget the connection: the next call reopens it.
+    pub(super) fn drop_connection(&self) {
+        *self.conn.lock().expect("connection lock") = None;
+    }
+
+    /// Calls made outside [`Inner::call`] (the isolation module counts its
+    /// own).
+    pub(super) fn count_calls(&self, n: u64) {
+        self.calls.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// A fault point of the reliability suite (feature `failpoints`; nothing
+    /// without it). When the point is configured, the test driver's state,
+    /// which lives in this process, is first written to its node file, so
+    /// that a kill here leaves on disk what a real libvirtd would hold; the
+    /// warning tells the suite where the process stands.
+    pub(super) fn fault_point(&self, conn: &Connect, name: &str) {
+        #[cfg(feature = "failpoints")]
+        if fail::list().iter().any(|(n, _)| n == name) {
+            let node_file = self
+                .config
+                .uri
+                .strip_prefix("test://")
+                .filter(|p| p.ends_with(".xml") && std::path::Path::new(p).is_file());
+            if let (crate::model::host::DomainType::Test, Some(path)) =
+                (self.domain_type, node_file)
+            {
+                let tmp = format!("{path}.fault");
+                let saved = super::test_node::dump(conn)
+                    .map_err(|e| e.to_string())
+                    .and_then(|xml| {
+                        std::fs::write(&tmp, xml)
+                            .and_then(|()| std::fs::rename(&tmp, path))
+                            .map_err(|e| e.to_string())
+                    });
+                if let Err(e) = saved {
+                    tracing::warn!(fault_point = name, error = %e, "sandbox state not saved");
+                }
+            }
+            tracing::warn!(fault_point = name, "fault point reached");
+            fail::fail_point!(name);
+        }
+        let _ = (conn, name);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn local_uris_are_told_from_remote_ones() {
+        assert!(uri_is_local("qemu:///system"));
+        assert!(uri_is_local("test:///tmp/x/node.xml"));
+        assert!(uri_is_local("qemu+unix:///system"));
+        assert!(!uri_is_local("qemu+ssh://root@build1/system"));
+        assert!(!uri_is_local("qemu://build1/system"));
+    }
+}

@@ -1,0 +1,264 @@
+//! A VM's domain: defined with its disks and ownership, started, stopped
+//! and undefined, and its seed detached once the runner is up.
+
+use virt::sys;
+
+use super::errors::optional;
+use super::observe::Known;
+use super::xml::{self, domain_xml, DomainSpec};
+use super::{Inner, LibvirtHost};
+use crate::model::host::{DirectBoot, DomainType};
+use crate::model::names::{cache_volume_name, root_volume_name, seed_volume_name};
+use crate::model::ownership::Ownership;
+use crate::plan::model::VmRef;
+use crate::providers::{ErrorKind, ProviderError, VmCreate};
+
+impl LibvirtHost {
+    /// The domain XML `create` would define for `owner` on this host (no
+    /// UUID, with the seed disk), for `hangar render domain`.
+    pub fn render_domain(&self, owner: &Ownership, boot: Option<&DirectBoot>) -> String {
+        let i = &self.inner;
+        domain_xml(&DomainSpec::for_vm(
+            i.domain_type,
+            &i.config.storage_pool,
+            owner,
+            boot,
+            &i.config.network,
+            true,
+            Some(
+                i.console_log_path(&owner.slot, owner.generation)
+                    .display()
+                    .to_string(),
+            ),
+        ))
+    }
+}
+
+impl Inner {
+    pub(super) fn create(&self, vm: &VmCreate) -> Result<(), ProviderError> {
+        self.pool_changed();
+        let conn = self.conn()?;
+        let owner = &vm.owner;
+        let slot = &owner.slot;
+        let pool = self.pool(&conn)?;
+        let mut carried: Option<(String, Ownership)> = None;
+        if let Some(dom) = optional(self.call(&format!("look up domain {slot}"), || {
+            conn.lookup_domain_by_name(slot)
+        }))? {
+            let known = self.read_known(&dom, slot)?;
+            match known {
+                Some(Known::Ours { owner: theirs, .. })
+                    if theirs.fleet == owner.fleet && theirs.slot == owner.slot =>
+                {
+                    if theirs.generation != owner.generation {
+                        return Err(self.err(
+                            ErrorKind::Refused,
+                            format!(
+                                "generation {} of {slot} is still defined: delete it before creating generation {}",
+                                theirs.generation, owner.generation
+                            ),
+                        ));
+                    }
+                    if self.call(&format!("read state of {slot}"), || dom.is_active())? {
+                        return Ok(());
+                    }
+                    let uuid = self.call(&format!("read uuid of {slot}"), || dom.uuid_string())?;
+                    carried = Some((uuid, *theirs));
+                }
+                Some(Known::Ours { owner: theirs, .. }) => {
+                    return Err(self.err(
+                        ErrorKind::Refused,
+                        format!("name {slot} is taken by fleet {}'s domain", theirs.fleet),
+                    ))
+                }
+                Some(Known::Foreign { .. }) => {
+                    return Err(self.err(
+                        ErrorKind::Refused,
+                        format!("name {slot} is taken by a domain that is not hangar's"),
+                    ))
+                }
+                None => {}
+            }
+        }
+        // The network, and what earlier generations left, are the
+        // planner's: `EnsureNetwork` runs before this, `RemoveLeftover`
+        // removes the rest.
+        let base = self.base_image(&conn, &pool, &owner.shape.image)?;
+        self.ensure_root(&pool, owner, &base)?;
+        self.ensure_cache(&pool, owner)?;
+        self.write_seed(&conn, &pool, vm)?;
+        self.fault_point(&conn, "after-volume-create");
+
+        let console = self.console_log_path(slot, owner.generation);
+        if self.local && self.domain_type != DomainType::Test {
+            if let Some(dir) = console.parent() {
+                std::fs::create_dir_all(dir).map_err(|e| {
+                    self.err(
+                        ErrorKind::Refused,
+                        format!("console dir {}: {e}", dir.display()),
+                    )
+                })?;
+            }
+        }
+        // A new generation gets a new UUID; a defined-but-not-started one of
+        // the same generation keeps its UUID and its ownership record.
+        let (uuid, kept_owner) = match carried {
+            Some((uuid, o)) => (Some(uuid), o),
+            None => (None, owner.clone()),
+        };
+        let mut spec = DomainSpec::for_vm(
+            self.domain_type,
+            &self.config.storage_pool,
+            &kept_owner,
+            vm.boot.as_ref(),
+            &vm.network,
+            true,
+            Some(console.display().to_string()),
+        );
+        spec.uuid = uuid;
+        let text = domain_xml(&spec);
+        let dom = self.call(&format!("define domain {slot}"), || {
+            conn.define_domain_xml(&text)
+        })?;
+        let uuid = self.call(&format!("read uuid of {slot}"), || dom.uuid_string())?;
+        self.known.lock().expect("ownership cache lock").insert(
+            uuid,
+            Known::Ours {
+                volumes: vec![
+                    root_volume_name(slot, kept_owner.generation),
+                    cache_volume_name(slot),
+                    seed_volume_name(slot, kept_owner.generation),
+                ],
+                owner: Box::new(kept_owner),
+                seed_attached: true,
+            },
+        );
+        self.fault_point(&conn, "after-define");
+        self.call(&format!("start domain {slot}"), || dom.create())?;
+        self.fault_point(&conn, "after-start");
+        Ok(())
+    }
+
+    pub(super) fn start(&self, vm: &VmRef) -> Result<(), ProviderError> {
+        let conn = self.conn()?;
+        let Some((dom, _)) = self.our_domain(&conn, vm)? else {
+            return Err(self.err(ErrorKind::NotFound, format!("domain {} is gone", vm.name)));
+        };
+        if !self.call(&format!("read state of {}", vm.name), || dom.is_active())? {
+            self.call(&format!("start domain {}", vm.name), || dom.create())?;
+        }
+        Ok(())
+    }
+
+    pub(super) fn delete(&self, vm: &VmRef, remove_cache: bool) -> Result<(), ProviderError> {
+        self.pool_changed();
+        let conn = self.conn()?;
+        let Some((dom, owner)) = self.our_domain(&conn, vm)? else {
+            return Ok(());
+        };
+        let pool = self.pool(&conn)?;
+        let text = self.call(&format!("read domain {}", vm.name), || {
+            dom.xml_desc(sys::VIR_DOMAIN_XML_INACTIVE)
+        })?;
+        let facts = xml::parse_domain(&text)
+            .map_err(|e| self.err(ErrorKind::Refused, format!("domain {}: {e}", vm.name)))?;
+        if self.call(&format!("read state of {}", vm.name), || dom.is_active())? {
+            self.call(&format!("stop domain {}", vm.name), || dom.destroy())?;
+        }
+        let pool_name = &self.config.storage_pool;
+        let referenced = |name: &str| {
+            facts
+                .volumes
+                .iter()
+                .any(|(p, v)| p == pool_name && v == name)
+        };
+        let root = root_volume_name(&owner.slot, owner.generation);
+        let seed = seed_volume_name(&owner.slot, owner.generation);
+        let cache = cache_volume_name(&owner.slot);
+        let mut doomed = Vec::new();
+        if referenced(&root) {
+            doomed.push(root);
+        }
+        // The seed may already be detached (a remove_seed cut short between
+        // detach and delete); its name still says whose it is.
+        doomed.push(seed);
+        if remove_cache && referenced(&cache) {
+            doomed.push(cache);
+        }
+        for name in doomed {
+            self.delete_volume(&pool, &name)?;
+        }
+        // The console log is left: once the domain is gone it is a
+        // leftover the next plan removes.
+        self.fault_point(&conn, "mid-delete");
+        // Last: until here the domain's ownership record lets the next pass
+        // finish a delete cut short.
+        optional(self.call(&format!("undefine domain {}", vm.name), || dom.undefine()))?;
+        self.known
+            .lock()
+            .expect("ownership cache lock")
+            .remove(&vm.uuid);
+        self.consoles.lock().expect("console lock").remove(&vm.uuid);
+        Ok(())
+    }
+
+    pub(super) fn remove_seed(&self, vm: &VmRef) -> Result<(), ProviderError> {
+        self.pool_changed();
+        let conn = self.conn()?;
+        let Some((dom, owner)) = self.our_domain(&conn, vm)? else {
+            return Ok(());
+        };
+        let pool = self.pool(&conn)?;
+        let disk = xml::seed_disk(&self.config.storage_pool, &owner.slot, owner.generation);
+        let disk_text = xml::disk_xml(&disk);
+        let has_seed = |flags: u32| -> Result<bool, ProviderError> {
+            let text = self.call(&format!("read domain {}", vm.name), || dom.xml_desc(flags))?;
+            let facts = xml::parse_domain(&text)
+                .map_err(|e| self.err(ErrorKind::Refused, format!("domain {}: {e}", vm.name)))?;
+            Ok(facts.seed_attached)
+        };
+        if self.domain_type == DomainType::Test {
+            // The test driver cannot detach devices: redefine the persistent
+            // config without the seed (same UUID, same ownership). Nothing
+            // runs there, so there is no live device to unplug.
+            let text = self.call(&format!("read domain {}", vm.name), || {
+                dom.xml_desc(sys::VIR_DOMAIN_XML_INACTIVE)
+            })?;
+            if xml::parse_domain(&text)
+                .map(|f| f.seed_attached)
+                .unwrap_or(false)
+            {
+                let edited = xml::without_seed_disk(&text).map_err(|e| {
+                    self.err(ErrorKind::Refused, format!("domain {}: {e}", vm.name))
+                })?;
+                self.call(&format!("redefine {} without its seed", vm.name), || {
+                    conn.define_domain_xml(&edited)
+                })?;
+            }
+        } else {
+            if has_seed(sys::VIR_DOMAIN_XML_INACTIVE)? {
+                self.call(&format!("detach seed of {} (config)", vm.name), || {
+                    dom.detach_device_flags(&disk_text, sys::VIR_DOMAIN_AFFECT_CONFIG)
+                })?;
+            }
+            if self.call(&format!("read state of {}", vm.name), || dom.is_active())? && has_seed(0)?
+            {
+                // Hot-unplug needs the guest's cooperation and may complete
+                // after this returns; the volume is deleted either way.
+                self.call(&format!("detach seed of {} (live)", vm.name), || {
+                    dom.detach_device_flags(&disk_text, sys::VIR_DOMAIN_AFFECT_LIVE)
+                })?;
+            }
+        }
+        self.delete_volume(&pool, &disk.volume)?;
+        if let Some(Known::Ours { seed_attached, .. }) = self
+            .known
+            .lock()
+            .expect("ownership cache lock")
+            .get_mut(&vm.uuid)
+        {
+            *seed_attached = false;
+        }
+        Ok(())
+    }
+}

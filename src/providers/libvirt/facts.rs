@@ -1,0 +1,174 @@
+//! What a host is: its cpus, memory and pool space (cached so that steady
+//! state observation is the one listing call), and which domain type its
+//! VMs run with, chosen once per connection from the driver and the host's
+//! capabilities.
+
+use std::time::{Duration, Instant};
+
+use virt::connect::Connect;
+
+use super::errors::map_error;
+use super::{HostConfig, Inner};
+use crate::model::host::{DomainType, HostFacts};
+use crate::model::tree;
+use crate::providers::{ErrorKind, ProviderError};
+
+/// How long the pool's free space may be reused when nothing of ours on the
+/// host changed it. The engine's pass only sizes slots by cpus and memory;
+/// free space is for `status` (a fresh process) and operators.
+const POOL_FREE_MAX_AGE: Duration = Duration::from_secs(10 * 60);
+
+/// Host facts kept between passes, so that steady-state observation is the
+/// one listing call.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct CachedFacts {
+    /// From `virNodeGetInfo`: fixed while the connection lives.
+    memory_bytes: u64,
+    cpus: u32,
+    /// From `virStoragePoolGetInfo`, with when it was read; `None` once a
+    /// create or delete of ours changed the pool.
+    pool_free: Option<(u64, Instant)>,
+}
+
+/// The domain type a host's VMs run with, and why (for `status` and logs).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DomainTypeChoice {
+    pub domain_type: DomainType,
+    pub reason: String,
+}
+
+/// Decide the domain type on a fresh connection to `config`'s host.
+///
+/// The test driver always uses `test`. Otherwise `kvm` only when asked for
+/// (and offered by the host's capabilities); when not asked, `qemu`:
+/// `/dev/kvm` may open and guests still hang right after the kernel starts
+/// on this project's machines, so kvm is never assumed.
+pub(super) fn decide_domain_type(
+    conn: &Connect,
+    config: &HostConfig,
+) -> Result<DomainTypeChoice, ProviderError> {
+    let name = &config.name;
+    let refuse = |msg: String| ProviderError::new(name, ErrorKind::Refused, msg);
+    let driver = conn
+        .driver_type()
+        .map_err(|e| map_error(name, "read driver type", &e))?;
+    if driver.eq_ignore_ascii_case("test") {
+        return match config.domain_type {
+            None | Some(DomainType::Test) => Ok(choice(DomainType::Test, "libvirt test driver")),
+            Some(other) => Err(refuse(format!(
+                "domain type {other:?} asked for, but {} is the test driver",
+                config.uri
+            ))),
+        };
+    }
+    let caps = conn
+        .capabilities()
+        .map_err(|e| map_error(name, "read capabilities", &e))?;
+    let types = capability_domain_types(&caps).map_err(|e| refuse(format!("capabilities: {e}")))?;
+    let has_kvm = types.iter().any(|t| t == "kvm");
+    match config.domain_type {
+        Some(DomainType::Kvm) if has_kvm => {
+            Ok(choice(DomainType::Kvm, "kvm asked for in the host config"))
+        }
+        Some(DomainType::Kvm) => Err(refuse(
+            "kvm asked for, but the host's capabilities offer no kvm domain".into(),
+        )),
+        Some(DomainType::Qemu) => Ok(choice(
+            DomainType::Qemu,
+            "qemu (software emulation) asked for in the host config",
+        )),
+        Some(DomainType::Test) => Err(refuse(format!(
+            "domain type test needs the test driver, {} is not",
+            config.uri
+        ))),
+        None if has_kvm => Ok(choice(
+            DomainType::Qemu,
+            "auto: kvm is offered but not proven to boot guests here \
+             (guests were seen to hang under kvm on this kind of machine); \
+             using qemu software emulation, set the domain type to kvm to use it",
+        )),
+        None => Ok(choice(
+            DomainType::Qemu,
+            "auto: the host offers no kvm; using qemu software emulation",
+        )),
+    }
+}
+
+fn choice(domain_type: DomainType, reason: &str) -> DomainTypeChoice {
+    DomainTypeChoice {
+        domain_type,
+        reason: reason.to_string(),
+    }
+}
+
+/// The domain types the host's capabilities offer for x86_64 (or any arch
+/// for the test driver).
+pub fn capability_domain_types(caps_xml: &str) -> Result<Vec<String>, String> {
+    let root = tree::parse(caps_xml)?;
+    let mut out = Vec::new();
+    for guest in root.children_named("guest") {
+        for arch in guest.children_named("arch") {
+            for d in arch.children_named("domain") {
+                if let Some(t) = d.attr("type") {
+                    if !out.iter().any(|x| x == t) {
+                        out.push(t.to_string());
+                    }
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+impl Inner {
+    /// Cpus and memory are read once per connection; the pool's free space
+    /// again after a create or delete of ours, or when older than
+    /// [`POOL_FREE_MAX_AGE`]. In steady state this costs no round trip.
+    pub(super) fn facts(&self) -> Result<HostFacts, ProviderError> {
+        let conn = self.conn()?;
+        let cached = *self.facts.lock().expect("facts lock");
+        let (memory_bytes, cpus) = match cached {
+            Some(c) => (c.memory_bytes, c.cpus),
+            None => {
+                let node = self.call("read node info", || conn.node_info())?;
+                (node.memory * 1024, node.cpus)
+            }
+        };
+        let fresh = cached
+            .and_then(|c| c.pool_free)
+            .filter(|(_, at)| at.elapsed() < POOL_FREE_MAX_AGE);
+        let pool_free = match fresh {
+            Some(f) => f,
+            None => {
+                let pool = self.pool(&conn)?;
+                let info = self.call("read storage pool info", || pool.info())?;
+                (info.available, Instant::now())
+            }
+        };
+        *self.facts.lock().expect("facts lock") = Some(CachedFacts {
+            memory_bytes,
+            cpus,
+            pool_free: Some(pool_free),
+        });
+        Ok(HostFacts {
+            memory_bytes,
+            cpus,
+            pool_free_bytes: Some(pool_free.0),
+            domain_type: self.domain_type,
+            domain_type_reason: self.domain_type_reason.clone(),
+        })
+    }
+
+    /// Our create or delete changed the pool: read its free space again.
+    pub(super) fn pool_changed(&self) {
+        if let Some(c) = self.facts.lock().expect("facts lock").as_mut() {
+            c.pool_free = None;
+        }
+        self.forget_volumes();
+    }
+
+    /// A new connection may be a new host (or one resized): read all again.
+    pub(super) fn forget_facts(&self) {
+        *self.facts.lock().expect("facts lock") = None;
+    }
+}

@@ -1,0 +1,203 @@
+//! Observation: the listing joined with each domain's ownership, read once
+//! per UUID and cached (ownership never changes under a UUID: a new
+//! generation is a new domain), and the guest's progress from its console.
+
+use std::collections::HashSet;
+
+use virt::connect::Connect;
+use virt::domain::Domain;
+
+use super::errors::optional;
+use super::listing::list_domains;
+use super::{xml, Inner};
+use crate::model::guest::GuestStage;
+use crate::model::ownership::Ownership;
+use crate::plan::model::{ObservedVm, VmRef};
+use crate::providers::{ErrorKind, ProviderError};
+
+/// What the ownership cache knows of a domain UUID.
+#[derive(Debug, Clone)]
+pub(super) enum Known {
+    Foreign {
+        /// Pool volumes its disks use (none of them is a leftover).
+        volumes: Vec<String>,
+    },
+    Ours {
+        owner: Box<Ownership>,
+        seed_attached: bool,
+        volumes: Vec<String>,
+    },
+}
+
+impl Known {
+    pub(super) fn volumes(&self) -> &[String] {
+        match self {
+            Known::Foreign { volumes } | Known::Ours { volumes, .. } => volumes,
+        }
+    }
+}
+
+impl Inner {
+    fn cached_known(&self, uuid: &str) -> Option<Known> {
+        self.known
+            .lock()
+            .expect("ownership cache lock")
+            .get(uuid)
+            .cloned()
+    }
+
+    /// Ownership and seed state of a domain, from its XML. `Ok(None)`: the
+    /// domain vanished meanwhile.
+    pub(super) fn read_known(
+        &self,
+        dom: &Domain,
+        name: &str,
+    ) -> Result<Option<Known>, ProviderError> {
+        // The persistent definition, not the live one: a seed's removal
+        // detaches it from the definition at once, while the live detach
+        // waits on a guest that may never acknowledge it (one that has not
+        // booted, or is powering off).
+        let Some(text) = optional(self.call(&format!("read domain {name}"), || {
+            dom.xml_desc(virt::sys::VIR_DOMAIN_XML_INACTIVE)
+        }))?
+        else {
+            return Ok(None);
+        };
+        let facts = xml::parse_domain(&text)
+            .map_err(|e| self.err(ErrorKind::Refused, format!("domain {name}: {e}")))?;
+        let volumes = facts.volumes.into_iter().map(|(_, v)| v).collect();
+        Ok(Some(match facts.owner {
+            Some(owner) => Known::Ours {
+                owner: Box::new(owner),
+                seed_attached: facts.seed_attached,
+                volumes,
+            },
+            None => Known::Foreign { volumes },
+        }))
+    }
+
+    pub(super) fn observe(&self, fleet: &str) -> Result<Vec<ObservedVm>, ProviderError> {
+        let conn = self.conn()?;
+        let listed = self.call("list domains", || list_domains(&conn))?;
+        {
+            let mut known = self.known.lock().expect("ownership cache lock");
+            // A set: a scan of the listing per cached UUID was quadratic.
+            let live: HashSet<&str> = listed.iter().map(|d| d.uuid.as_str()).collect();
+            known.retain(|uuid, _| live.contains(uuid.as_str()));
+            self.consoles
+                .lock()
+                .expect("console lock")
+                .retain(|uuid, _| live.contains(uuid.as_str()));
+        }
+        let mut out = Vec::new();
+        let mut foreign = Vec::new();
+        // Volumes some domain uses, and whether every domain's are known:
+        // only then can a volume be called a leftover.
+        let mut used: HashSet<String> = HashSet::new();
+        let mut all_known = true;
+        for d in listed {
+            let known = match self.cached_known(&d.uuid) {
+                Some(k) => k,
+                None => match self.read_known(&d.dom, &d.name) {
+                    Ok(Some(k)) => {
+                        self.known
+                            .lock()
+                            .expect("ownership cache lock")
+                            .insert(d.uuid.clone(), k.clone());
+                        k
+                    }
+                    Ok(None) => continue,
+                    // A domain with a broken hangar element is neither
+                    // adopted nor fatal for the host: report, skip, retry
+                    // next pass. `create` refuses its name.
+                    Err(e) if e.kind == ErrorKind::Refused => {
+                        tracing::warn!(host = %self.config.name, error = %e, "skipping domain");
+                        foreign.push(d.name);
+                        all_known = false;
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                },
+            };
+            used.extend(known.volumes().iter().cloned());
+            let Known::Ours {
+                owner,
+                seed_attached,
+                ..
+            } = known
+            else {
+                foreign.push(d.name);
+                continue;
+            };
+            if owner.fleet != fleet {
+                foreign.push(d.name);
+                continue;
+            }
+            let guest = self.guest_stage(&d.uuid, &owner);
+            out.push(ObservedVm {
+                name: d.name,
+                uuid: d.uuid,
+                host: self.config.name.clone(),
+                state: d.state,
+                owner: *owner,
+                guest,
+                guest_since: None,
+                seed_attached,
+            });
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        foreign.sort();
+        *self.foreign.lock().expect("foreign names lock") = foreign;
+        let state = self.observe_host(&conn, fleet, &out, all_known.then_some(&used))?;
+        *self.host_state.lock().expect("host state lock") = state;
+        Ok(out)
+    }
+
+    pub(super) fn guest_stage(&self, uuid: &str, owner: &Ownership) -> Option<GuestStage> {
+        if !self.local {
+            return None;
+        }
+        let path = self.console_log_path(&owner.slot, owner.generation);
+        let mut consoles = self.consoles.lock().expect("console lock");
+        let cursor = consoles.entry(uuid.to_string()).or_default();
+        match cursor.read(&path) {
+            Ok(stage) => Some(stage),
+            Err(e) => {
+                tracing::warn!(host = %self.config.name, path = %path.display(), error = %e,
+                    "cannot read console log");
+                None
+            }
+        }
+    }
+
+    /// Our domain for `vm`, checked against its ownership. `Ok(None)`: gone.
+    pub(super) fn our_domain(
+        &self,
+        conn: &Connect,
+        vm: &VmRef,
+    ) -> Result<Option<(Domain, Ownership)>, ProviderError> {
+        let Some(dom) = optional(self.call(&format!("look up domain {}", vm.name), || {
+            conn.lookup_domain_by_uuid_string(&vm.uuid)
+        }))?
+        else {
+            return Ok(None);
+        };
+        let known = match self.cached_known(&vm.uuid) {
+            Some(k) => k,
+            None => match self.read_known(&dom, &vm.name)? {
+                Some(k) => k,
+                None => return Ok(None),
+            },
+        };
+        match known {
+            Known::Ours { owner, .. } if owner.slot == vm.name => Ok(Some((dom, *owner))),
+            _ => Err(self.err(
+                ErrorKind::Refused,
+                format!(
+                    "domain {} ({}) is not hangar's: left alone",
+                    vm.name, vm.uuid
+                ),
+            )),
+        }
+    }
+}
