@@ -22,32 +22,15 @@ use hangar::provision::{
 use hangar::secret::Secret;
 use sha2::{Digest, Sha256};
 
-const URI: &str = "qemu:///system";
+#[path = "kit/e2e_image.rs"]
+mod e2e_image;
+#[path = "kit/virsh.rs"]
+mod virsh;
+use e2e_image::build_image;
+use virsh::{must, virsh};
 const CACHE_BYTES: u64 = 1 << 30;
 /// Software emulation: cloud-init finishes at ~70 s of guest uptime.
 const BOOT_TIMEOUT: Duration = Duration::from_secs(420);
-
-fn virsh(args: &[&str]) -> Result<String, String> {
-    let out = Command::new("virsh")
-        .arg("-c")
-        .arg(URI)
-        .args(args)
-        .output()
-        .map_err(|e| format!("virsh: {e}"))?;
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
-    } else {
-        Err(format!(
-            "virsh {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
-    }
-}
-
-fn must(args: &[&str]) -> String {
-    virsh(args).unwrap_or_else(|e| panic!("{e}"))
-}
 
 /// Everything this test made in libvirt, removed even when the test panics.
 struct Made {
@@ -74,42 +57,6 @@ impl Drop for Made {
                 eprintln!("cleanup: {e}");
             }
         }
-    }
-}
-
-struct BaseImage {
-    image: String,
-    kernel: String,
-    initrd: String,
-    cmdline: String,
-    runner_dir: String,
-}
-
-fn build_image() -> BaseImage {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/e2e/build-image.sh");
-    let started = Instant::now();
-    let out = Command::new(&script)
-        .stderr(std::process::Stdio::inherit())
-        .output()
-        .expect("tests/e2e/build-image.sh runs");
-    assert!(out.status.success(), "build-image.sh failed");
-    eprintln!("base image ready in {:.0?}", started.elapsed());
-    let vars: BTreeMap<String, String> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| l.split_once('='))
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    let get = |k: &str| {
-        vars.get(k)
-            .unwrap_or_else(|| panic!("build-image.sh printed no {k}"))
-            .clone()
-    };
-    BaseImage {
-        image: get("IMAGE"),
-        kernel: get("KERNEL"),
-        initrd: get("INITRD"),
-        cmdline: get("CMDLINE"),
-        runner_dir: get("RUNNER_DIR"),
     }
 }
 
@@ -163,11 +110,7 @@ fn sha256_hex(s: &str) -> String {
 
 #[test]
 fn ephemeral_guest_provisions_runs_one_job_and_powers_off() {
-    if std::env::var("HANGAR_REQUIRE_LIBVIRTD").as_deref() != Ok("1") {
-        eprintln!(
-            "SKIPPED: the guest-boot proof needs a real libvirtd; run .ci/install-deps and \
-             .ci/start-libvirtd, then set HANGAR_REQUIRE_LIBVIRTD=1"
-        );
+    if !e2e_image::required("the guest-boot proof") {
         return;
     }
     virsh(&["version"]).expect("libvirtd answers at qemu:///system (.ci/start-libvirtd)");
