@@ -92,6 +92,18 @@ pub enum HvCall {
     },
 }
 
+impl HvCall {
+    /// The VM the call was about.
+    pub fn name(&self) -> &str {
+        match self {
+            HvCall::Create { name, .. }
+            | HvCall::Start { name }
+            | HvCall::Delete { name, .. }
+            | HvCall::RemoveSeed { name } => name,
+        }
+    }
+}
+
 /// Logs every mutating call of a sandbox host before it is made.
 pub struct Recorder {
     pub log: Arc<Mutex<Vec<HvCall>>>,
