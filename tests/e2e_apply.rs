@@ -40,7 +40,7 @@ use sha2::{Digest, Sha256};
 mod e2e_image;
 #[path = "kit/virsh.rs"]
 mod virsh;
-use e2e_image::{build_image, BaseImage};
+use e2e_image::{build_image, BaseImage, Progress};
 use virsh::{domains as domains_named, must, virsh, volumes, SYSTEM as URI};
 const HANGAR: &str = env!("CARGO_BIN_EXE_hangar");
 /// Where hangar's libvirt provider writes serial console logs.
@@ -61,7 +61,11 @@ const APPLY_WAIT: &str = "10m";
 const APPLY_TIMEOUT: Duration = Duration::from_secs(660);
 const JOB_TIMEOUT: Duration = Duration::from_secs(180);
 const POWEROFF_TIMEOUT: Duration = Duration::from_secs(120);
-const REBOOT_TIMEOUT: Duration = Duration::from_secs(360);
+/// Generation 2 boots as slowly as the first: a guest that stops writing
+/// to its console for this long is stuck...
+const REBOOT_IDLE: Duration = Duration::from_secs(240);
+/// ...and no boot may take longer than this at all.
+const REBOOT_CAP: Duration = Duration::from_secs(1200);
 
 fn sha256_hex(s: &str) -> String {
     hex::encode(Sha256::digest(s.as_bytes()))
@@ -841,14 +845,16 @@ fn apply_boots_ephemeral_and_persistent_runners_replaces_the_spent_one_and_destr
     let eph_log2 = console_path(&eph, 2);
     let found = format!("{RUNNER}instance {eph}-2 finds on the cache: {written}");
     let since = Instant::now();
+    let mut progress = Progress::new(REBOOT_IDLE, REBOOT_CAP);
     let eph_g2 = loop {
         let log = read_log(&eph_log2);
         if log.contains(&found) {
             break log;
         }
         assert!(
-            !log.contains("hangar: failed") && since.elapsed() < REBOOT_TIMEOUT,
-            "{eph} g2 did not find generation 1's file:\n{}",
+            !log.contains("hangar: failed") && !progress.stalled(&log),
+            "{eph} g2 did not find generation 1's file ({}):\n{}",
+            progress.why(),
             tail(&log, 60)
         );
         std::thread::sleep(Duration::from_secs(1));

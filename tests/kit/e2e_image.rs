@@ -62,3 +62,49 @@ pub fn build_image() -> BaseImage {
         runner_dir: get("RUNNER_DIR"),
     }
 }
+
+/// A wait on a booting guest that follows its progress, as hangar's own boot
+/// timeout does: it gives up when the console log has not grown for `idle`,
+/// or after `cap` whatever happens. Software emulation on a loaded machine
+/// is several times slower than on an idle one; a fixed deadline fails
+/// there while the guest is still making progress.
+pub struct Progress {
+    started: Instant,
+    last_len: usize,
+    last_change: Instant,
+    idle: std::time::Duration,
+    cap: std::time::Duration,
+}
+
+impl Progress {
+    pub fn new(idle: std::time::Duration, cap: std::time::Duration) -> Self {
+        let now = Instant::now();
+        Progress {
+            started: now,
+            last_len: 0,
+            last_change: now,
+            idle,
+            cap,
+        }
+    }
+
+    /// Whether to give up, given the console log as it is now.
+    pub fn stalled(&mut self, log: &str) -> bool {
+        if log.len() != self.last_len {
+            self.last_len = log.len();
+            self.last_change = Instant::now();
+        }
+        self.last_change.elapsed() > self.idle || self.started.elapsed() > self.cap
+    }
+
+    /// Why it gave up, for the failure message.
+    pub fn why(&self) -> String {
+        format!(
+            "{:.0?} since the start, {:.0?} since the console last grew (limits {:?} idle, {:?} in all)",
+            self.started.elapsed(),
+            self.last_change.elapsed(),
+            self.idle,
+            self.cap
+        )
+    }
+}
