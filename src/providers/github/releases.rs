@@ -188,9 +188,11 @@ impl RunnerReleases {
                 _,
             ) => pin.clone(),
             (_, Some(d)) => d,
-            (_, None) => return Err(self.refused(format!(
+            (_, None) => {
+                return Err(self.refused(format!(
                 "{name} has no sha256 digest on GitHub: pin `runner.version` with `runner.sha256`"
-            ))),
+            )))
+            }
         };
         let published: Vec<PublishedRelease> = cache
             .releases
