@@ -3,3 +3,4 @@
 //! file system: special files, symlinks and unbounded sizes are refused.
 
 pub mod fleet;
+pub mod state;

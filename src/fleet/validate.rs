@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::error::{Locator, Problem};
 use super::node::{FieldPath, Node, Value};
-use super::types::{Fleet, GitHub, Host, NetworkMode, Pool, DEFAULT_RUNNER_VERSION, SANDBOX_URI};
+use super::types::{Fleet, GitHub, Host, NetworkMode, Pool, RUNNER_LATEST, SANDBOX_URI};
 use super::units::{ByteSize, MemorySpec};
 use crate::model::names::{ownership_label, slot_name};
 
@@ -489,26 +489,26 @@ impl Validator<'_, '_> {
                 "set either `preinstalled` or `version` (with `sha256`), not both",
             ),
             (None, Some(_), None) => self.at_key(&rp.key("sha256"), "`sha256` needs `version`"),
-            (Some(v), None, None) if v != DEFAULT_RUNNER_VERSION => self.at_key(
-                &rp.key("version"),
-                format!(
-                    "runner {v} needs its `sha256` (the checksum of actions-runner-linux-x64-{v}.tar.gz); \
-                     only the default {DEFAULT_RUNNER_VERSION} is known to hangar"
-                ),
+            (Some(v), Some(_), None) if v == RUNNER_LATEST => self.at_key(
+                &rp.key("sha256"),
+                "`sha256` needs a pinned `version`: `latest` takes GitHub's digest",
             ),
             _ => {}
         }
-        if let Some(v) = &r.version {
-            let parts: Vec<&str> = v.split('.').collect();
-            if parts.len() != 3
-                || parts
-                    .iter()
-                    .any(|x| x.is_empty() || !x.bytes().all(|b| b.is_ascii_digit()))
-            {
-                self.at_path(
+        if let Some(v) = r.version.as_deref().filter(|v| *v != RUNNER_LATEST) {
+            match crate::model::runner::RunnerVersion::parse(v) {
+                None => self.at_path(
                     &rp.key("version"),
-                    format!("`{v}` is not a release like 2.330.0"),
-                );
+                    format!("`{v}` is neither `latest` nor a release like 2.330.0"),
+                ),
+                Some(parsed) if parsed < crate::model::runner::MINIMUM_RUNNER => self.at_path(
+                    &rp.key("version"),
+                    format!(
+                        "runner {v} is below {}, the oldest GitHub lets register",
+                        crate::model::runner::MINIMUM_RUNNER
+                    ),
+                ),
+                Some(_) => {}
             }
         }
         if let Some(sha) = &r.sha256 {

@@ -13,7 +13,11 @@
 //! calls [`serve`].
 
 mod api;
+mod app;
 mod control;
+mod layer;
+mod releases;
+mod tarball;
 mod world;
 
 use std::collections::BTreeMap;
@@ -24,6 +28,10 @@ use std::time::Duration;
 use chrono::Utc;
 use serde::{Deserialize, Serialize};
 
+pub use releases::{
+    PublishRelease, SimAsset, SimRelease, RUNNER_ARCHES, RUNNER_REPO, SEED_RUNNER_VERSION,
+};
+pub use tarball::fake_runner_tarball;
 pub use world::{
     check_labels, scope_key, IssuedToken, RegisterRunner, SimError, SimGroup, SimLabel, SimRunner,
     SimScope, SimWorld, TokenKind,
@@ -50,6 +58,10 @@ pub struct SimConfig {
     /// The primary rate limit per hour (`x-ratelimit-limit`); GitHub's is
     /// 5,000 for a token.
     pub rate_limit: u64,
+    /// Publish actions/runner [`SEED_RUNNER_VERSION`] (a fake runner) when
+    /// the world holds no runner release, so `runner.version: latest`
+    /// resolves without the internet.
+    pub seed_runner_release: bool,
 }
 
 impl SimConfig {
@@ -59,6 +71,7 @@ impl SimConfig {
             state_file: None,
             app: None,
             rate_limit: 5000,
+            seed_runner_release: true,
         }
     }
 }
@@ -222,6 +235,12 @@ impl Shared {
             }
             _ => SimWorld::default(),
         };
+        let mut world = world;
+        if config.seed_runner_release && !world.releases.contains_key(RUNNER_REPO) {
+            world
+                .publish_release(&PublishRelease::runner(SEED_RUNNER_VERSION), Utc::now())
+                .map_err(std::io::Error::other)?;
+        }
         let rate = RateWindow::fresh(config.rate_limit);
         Ok(Shared {
             config,
@@ -265,7 +284,16 @@ impl Shared {
 }
 
 fn app(shared: Arc<Shared>) -> axum::Router {
-    api::router(shared.clone()).merge(control::router(shared))
+    axum::Router::new()
+        .merge(api::routes())
+        .merge(app::routes())
+        .merge(releases::routes())
+        .route_layer(axum::middleware::from_fn_with_state(
+            shared.clone(),
+            layer::github_layer,
+        ))
+        .with_state(shared.clone())
+        .merge(control::router(shared))
 }
 
 /// Serve the simulator on `listener` until the process ends.
@@ -391,6 +419,11 @@ impl SimHandle {
     /// Returns the runner as left; `None` when it was ephemeral and is gone.
     pub fn finish_job(&self, runner_id: u64) -> Result<Option<SimRunner>, SimError> {
         self.shared.change(|w| w.finish_job(runner_id))
+    }
+
+    /// Publish a release ("a new runner release appears").
+    pub fn publish_release(&self, req: &PublishRelease) -> Result<SimRelease, SimError> {
+        self.shared.change(|w| w.publish_release(req, Utc::now()))
     }
 
     pub fn add_runner_group(&self, org: &str, name: &str) -> Result<u64, SimError> {
