@@ -149,7 +149,7 @@ pub async fn assemble(
             hosts.insert(host.name.clone(), retrying(sb));
         } else {
             let lazy = LazyHost::new(
-                host_config(host, &f.metadata.name),
+                host_config(host, &f.metadata.name, state_dir),
                 host.isolated_network(&f.metadata.name),
             );
             hosts.insert(host.name.clone(), retrying(Arc::new(lazy)));
@@ -272,7 +272,7 @@ fn read_secret_file(path: &str, field: &'static str) -> Result<String, AssembleE
     })
 }
 
-fn host_config(host: &Host, fleet: &str) -> HostConfig {
+fn host_config(host: &Host, fleet: &str, state_dir: &Path) -> HostConfig {
     HostConfig {
         name: host.name.clone(),
         uri: host.uri.clone(),
@@ -284,6 +284,7 @@ fn host_config(host: &Host, fleet: &str) -> HostConfig {
             DomainTypeSpec::Qemu => Some(DomainType::Qemu),
         },
         console_dir: None,
+        volume_record: Some(state_dir.join(format!("{fleet}.{}.volumes.json", host.name))),
     }
 }
 

@@ -65,6 +65,7 @@ impl SandboxHost {
             network: NetworkAttachment::None,
             domain_type: None,
             console_dir: Some(dir.join("console")),
+            volume_record: Some(dir.join(format!("{name}.volumes.json"))),
         };
         let seen = modified(&node_file);
         let inner = LibvirtHost::connect(config.clone())?;
