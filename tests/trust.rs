@@ -9,3 +9,5 @@
 
 #[path = "trust/ownership.rs"]
 mod ownership;
+#[path = "trust/state.rs"]
+mod state;

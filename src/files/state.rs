@@ -118,16 +118,31 @@ fn check_regular(path: &Path, file: &File) -> Result<std::fs::Metadata, StateErr
 /// anything but a regular file, and more than `cap` bytes; never blocks on
 /// a FIFO.
 pub fn read(path: &Path, cap: u64) -> Result<Option<Vec<u8>>, StateError> {
+    Ok(read_with(path, cap, libc::O_NOFOLLOW)?.map(|(bytes, _)| bytes))
+}
+
+/// The bytes of a file the operator names (a credential file): symlinks
+/// are followed (secret stores link their files), but only to a regular
+/// file, read up to `cap` bytes, with its metadata for a permission check.
+pub fn read_named(path: &Path, cap: u64) -> Result<(Vec<u8>, std::fs::Metadata), StateError> {
+    read_with(path, cap, 0)?.ok_or_else(|| unsafe_path(path, "no such file"))
+}
+
+fn read_with(
+    path: &Path,
+    cap: u64,
+    flags: libc::c_int,
+) -> Result<Option<(Vec<u8>, std::fs::Metadata)>, StateError> {
     let file = match OpenOptions::new()
         .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_CLOEXEC)
+        .custom_flags(flags | libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_CLOEXEC)
         .open(path)
     {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(io_error(path, "read", &e)),
     };
-    check_regular(path, &file)?;
+    let meta = check_regular(path, &file)?;
     let mut bytes = Vec::new();
     file.take(cap + 1)
         .read_to_end(&mut bytes)
@@ -138,7 +153,7 @@ pub fn read(path: &Path, cap: u64) -> Result<Option<Vec<u8>>, StateError> {
             format!("is over the limit of {cap} bytes"),
         ));
     }
-    Ok(Some(bytes))
+    Ok(Some((bytes, meta)))
 }
 
 /// Open (creating, mode 0600) the lock file `path` for reading and
