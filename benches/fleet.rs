@@ -221,6 +221,7 @@ impl Rig {
                 network: NetworkAttachment::None,
                 domain_type: None,
                 console_dir: Some(dir.path().join("console")),
+                volume_record: None,
             })
             .unwrap_or_else(|e| panic!("test driver host {name}: {e}"));
             assert_eq!(lv.domain_type(), DomainType::Test);

@@ -4,6 +4,7 @@
 //! that name is always a verified tarball. Guests get it from there (a
 //! read-only volume), never from the internet.
 
+use std::os::unix::fs::OpenOptionsExt;
 use std::collections::HashSet;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -96,12 +97,11 @@ impl RunnerDist {
                 "runner tarball does not match its sha256; fetching it again");
             std::fs::remove_file(&path).map_err(|e| refused(format!("{}: {e}", path.display())))?;
         }
-        std::fs::create_dir_all(&self.dir)
-            .map_err(|e| refused(format!("{}: {e}", self.dir.display())))?;
+        crate::files::state::ensure_dir(&self.dir).map_err(|e| refused(e.to_string()))?;
         let partial = self.dir.join(format!(
-            ".{}.{}.part",
+            ".{}.{:016x}.part",
             tarball.file_name(),
-            std::process::id()
+            rand::random::<u64>()
         ));
         let fetched = download(url, tarball, &partial).await;
         let verdict = fetched.and_then(|()| {
@@ -263,7 +263,13 @@ async fn download(url: &str, tarball: &RunnerTarball, partial: &Path) -> Result<
             tarball.size
         )));
     }
-    let mut file = std::fs::File::create(partial)
+    // A fresh file, never one planted under the name (nor a symlink).
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(partial)
         .map_err(|e| refused(format!("{}: {e}", partial.display())))?;
     let mut hasher = Sha256::new();
     let mut size = 0u64;

@@ -1216,10 +1216,17 @@ async fn leftover_volumes_are_planned_shown_and_removed_and_odd_ones_kept() {
     let rig = Rig::with_seed(&yaml, |hosts| {
         let conn = hosts["h1"].libvirt().connection().unwrap();
         let pool = conn.lookup_storage_pool_by_name("default").unwrap();
-        for (name, format) in [
-            ("t-build-0-g7-seed.iso", "raw"),
-            ("t-build-0-g7-root.qcow2", "raw"),
-        ] {
+        let made = ["t-build-0-g7-seed.iso", "t-build-0-g7-root.qcow2"];
+        // hangar records a volume (its intent) before it makes it.
+        let record = hosts["h1"]
+            .libvirt()
+            .config()
+            .volume_record
+            .clone()
+            .unwrap();
+        let keys: Vec<String> = made.iter().map(|v| format!("default/{v}")).collect();
+        std::fs::write(record, serde_json::to_vec(&keys).unwrap()).unwrap();
+        for (name, format) in [(made[0], "raw"), (made[1], "raw")] {
             virt::storage_vol::StorageVol::create_xml(
                 &pool,
                 &format!(

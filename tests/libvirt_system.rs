@@ -102,6 +102,7 @@ async fn rig() -> Option<Rig> {
                 network: NetworkAttachment::None,
                 domain_type: None,
                 console_dir: Some(console_dir),
+                volume_record: None,
             })
         }
     })

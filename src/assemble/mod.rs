@@ -59,6 +59,12 @@ pub enum AssembleError {
         #[source]
         source: std::io::Error,
     },
+    #[error("{field}: {source}")]
+    UnsafeSecretFile {
+        field: &'static str,
+        #[source]
+        source: crate::files::state::StateError,
+    },
     /// The sandbox's state or the GitHub client could not be set up.
     #[error(transparent)]
     Provider(#[from] ProviderError),
@@ -81,6 +87,7 @@ impl AssembleError {
             AssembleError::Incomplete(_)
                 | AssembleError::TokenEnv { .. }
                 | AssembleError::SecretFile { .. }
+                | AssembleError::UnsafeSecretFile { .. }
         )
     }
 }
@@ -149,7 +156,7 @@ pub async fn assemble(
             hosts.insert(host.name.clone(), retrying(sb));
         } else {
             let lazy = LazyHost::new(
-                host_config(host, &f.metadata.name),
+                host_config(host, &f.metadata.name, state_dir),
                 host.isolated_network(&f.metadata.name),
             );
             hosts.insert(host.name.clone(), retrying(Arc::new(lazy)));
@@ -172,9 +179,9 @@ pub async fn assemble(
         AuthRef::Simulator => {
             let token = random_token();
             let mut config = SimConfig::new(token.clone());
-            std::fs::create_dir_all(state_dir).map_err(|source| AssembleError::StateDir {
+            crate::files::state::ensure_dir(state_dir).map_err(|e| AssembleError::StateDir {
                 path: state_dir.to_path_buf(),
-                source,
+                source: std::io::Error::other(e),
             })?;
             config.state_file = Some(state_dir.join("github-sim.json"));
             let handle = sim::start(config).await.map_err(AssembleError::Simulator)?;
@@ -265,14 +272,24 @@ fn credentials(auth: AuthRef) -> Result<github::Auth, AssembleError> {
 }
 
 fn read_secret_file(path: &str, field: &'static str) -> Result<String, AssembleError> {
-    std::fs::read_to_string(path).map_err(|source| AssembleError::SecretFile {
+    use crate::files::state;
+    let unsafe_file = |source| AssembleError::UnsafeSecretFile { field, source };
+    let (bytes, meta) = state::read_named(Path::new(path), 1 << 20).map_err(unsafe_file)?;
+    // As ssh says of a private key; a warning, not a refusal: the secret
+    // is exposed already, and a fleet must not stop over a chmod.
+    if let Some(why) = state::readable_by_others(&meta) {
+        tracing::warn!(
+            "{field}: {path} {why}: anyone who can read it holds the fleet's GitHub credentials"
+        );
+    }
+    String::from_utf8(bytes).map_err(|e| AssembleError::SecretFile {
         field,
         path: path.to_string(),
-        source,
+        source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
     })
 }
 
-fn host_config(host: &Host, fleet: &str) -> HostConfig {
+fn host_config(host: &Host, fleet: &str, state_dir: &Path) -> HostConfig {
     HostConfig {
         name: host.name.clone(),
         uri: host.uri.clone(),
@@ -284,6 +301,7 @@ fn host_config(host: &Host, fleet: &str) -> HostConfig {
             DomainTypeSpec::Qemu => Some(DomainType::Qemu),
         },
         console_dir: None,
+        volume_record: Some(state_dir.join(format!("{fleet}.{}.volumes.json", host.name))),
     }
 }
 

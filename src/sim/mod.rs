@@ -224,16 +224,20 @@ pub(crate) struct Shared {
 impl Shared {
     fn load(config: SimConfig) -> std::io::Result<Shared> {
         let world = match &config.state_file {
-            Some(path) if path.exists() => {
-                let text = std::fs::read_to_string(path)?;
-                serde_json::from_str(&text).map_err(|e| {
-                    std::io::Error::new(
-                        std::io::ErrorKind::InvalidData,
-                        format!("{}: {e}", path.display()),
-                    )
-                })?
+            Some(path) => {
+                match crate::files::state::read(path, crate::files::state::MAX_STATE_BYTES)
+                    .map_err(std::io::Error::other)?
+                {
+                    Some(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
+                        std::io::Error::new(
+                            std::io::ErrorKind::InvalidData,
+                            format!("{}: {e}", path.display()),
+                        )
+                    })?,
+                    None => SimWorld::default(),
+                }
             }
-            _ => SimWorld::default(),
+            None => SimWorld::default(),
         };
         let mut world = world;
         if config.seed_runner_release && !world.releases.contains_key(RUNNER_REPO) {
@@ -273,9 +277,7 @@ impl Shared {
         let result = serde_json::to_vec_pretty(world)
             .map_err(std::io::Error::other)
             .and_then(|bytes| {
-                let tmp = path.with_extension("tmp");
-                std::fs::write(&tmp, bytes)?;
-                std::fs::rename(&tmp, path)
+                crate::files::state::write_atomic(path, &bytes).map_err(std::io::Error::other)
             });
         if let Err(e) = result {
             tracing::warn!(target: "hangar::sim", path = %path.display(), error = %e, "saving state failed");

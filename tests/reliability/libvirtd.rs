@@ -319,6 +319,7 @@ async fn s09_libvirtd_restarted_mid_pass() {
             network: NetworkAttachment::None,
             domain_type: Some(DomainType::Qemu),
             console_dir: Some(console_dir),
+            volume_record: None,
         })
     })
     .await

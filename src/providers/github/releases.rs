@@ -331,10 +331,9 @@ impl RunnerReleases {
     fn cached(&self) -> Option<ReleaseCache> {
         let mut mem = self.cache.lock().unwrap_or_else(|p| p.into_inner());
         if mem.is_none() {
-            *mem = std::fs::metadata(&self.cache_path)
+            *mem = crate::files::state::read(&self.cache_path, MAX_CACHE_BYTES)
                 .ok()
-                .filter(|m| m.is_file() && m.len() <= MAX_CACHE_BYTES)
-                .and_then(|_| std::fs::read(&self.cache_path).ok())
+                .flatten()
                 .and_then(|b| serde_json::from_slice::<ReleaseCache>(&b).ok())
                 .filter(|c| c.api_url == self.api_url);
         }
@@ -344,8 +343,10 @@ impl RunnerReleases {
     fn store(&self, cache: &ReleaseCache) {
         *self.cache.lock().unwrap_or_else(|p| p.into_inner()) = Some(cache.clone());
         let written = serde_json::to_vec_pretty(cache)
-            .map_err(std::io::Error::other)
-            .and_then(|b| crate::files::state::write_atomically(&self.cache_path, &b));
+            .map_err(|e| e.to_string())
+            .and_then(|b| {
+                crate::files::state::write_atomic(&self.cache_path, &b).map_err(|e| e.to_string())
+            });
         if let Err(e) = written {
             // The next run asks again: a cost, not a failure.
             tracing::warn!(target: "hangar::github", path = %self.cache_path.display(), error = %e,

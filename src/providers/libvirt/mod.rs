@@ -35,6 +35,7 @@ pub mod image;
 pub mod isolation;
 mod leftovers;
 mod listing;
+mod made;
 mod observe;
 mod seed;
 pub mod test_node;
@@ -84,6 +85,9 @@ pub struct HostConfig {
     /// Directory of the serial console logs on the host; default
     /// [`DEFAULT_CONSOLE_DIR`].
     pub console_dir: Option<PathBuf>,
+    /// File of hangar's record of the volumes it made on this host (see
+    /// `made`); `None`: kept in memory, for this process only.
+    pub volume_record: Option<PathBuf>,
 }
 
 /// A libvirt host. Cheap to clone (shared state).
@@ -121,6 +125,8 @@ struct Inner {
     volumes: Mutex<Option<leftovers::ListedVolumes>>,
     /// What the last observation found besides VMs.
     host_state: Mutex<crate::plan::model::ObservedHost>,
+    /// The volumes hangar made here: the proof of their ownership.
+    made: made::MadeVolumes,
 }
 
 impl LibvirtHost {
@@ -141,8 +147,10 @@ impl LibvirtHost {
         let local = uri_is_local(&config.uri);
         let conn = connection::open(&config, "connect to")?;
         let choice = facts::decide_domain_type(&conn, &config)?;
+        let made = made::MadeVolumes::new(config.volume_record.clone());
         Ok(LibvirtHost {
             inner: Arc::new(Inner {
+                made,
                 config,
                 conn: Mutex::new(Some(Arc::new(conn))),
                 domain_type: choice.domain_type,
