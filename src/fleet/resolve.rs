@@ -90,7 +90,11 @@ impl LoadedFleet {
             .map(|(i, p)| (p.name.as_str(), i))
             .collect();
 
-        let mut problems: Vec<Problem> = Vec::new();
+        let mut problems: Vec<Problem> =
+            super::same_daemon::same_daemon_problems(&fleet.spec.hosts, facts, &loc);
+        if !problems.is_empty() {
+            return Err(self.error(problems));
+        }
         let mut usage: BTreeMap<&str, Usage> = BTreeMap::new();
         let mut placed: BTreeMap<String, (&Pool, u32, &Host, u64)> = BTreeMap::new();
         let mut unplaced: Vec<(&Pool, u32, String)> = Vec::new();
@@ -384,6 +388,7 @@ mod tests {
             pool_free_bytes: None,
             domain_type: DomainType::Kvm,
             domain_type_reason: "test".into(),
+            identity: None,
         }
     }
 

@@ -54,7 +54,7 @@ use self::facts::CachedFacts;
 use self::image::ImageSource;
 use self::observe::Known;
 use super::{CacheUsage, Hypervisor, ProviderError, VmCreate};
-use crate::model::host::{DomainType, HostFacts, NetworkAttachment};
+use crate::model::host::{DomainType, HostFacts, HostIdentity, NetworkAttachment};
 use crate::plan::model::{Leftover, ObservedHost, ObservedVm, VmRef};
 
 use self::connection::uri_is_local;
@@ -121,6 +121,11 @@ struct Inner {
     volumes: Mutex<Option<leftovers::ListedVolumes>>,
     /// What the last observation found besides VMs.
     host_state: Mutex<crate::plan::model::ObservedHost>,
+    /// Which libvirtd the connection reached (read once per connection).
+    identity: Mutex<HostIdentity>,
+    /// Set when a reconnect reached another libvirtd under this name: the
+    /// next facts read reports the host as gone for that pass.
+    identity_changed: Mutex<Option<String>>,
 }
 
 impl LibvirtHost {
@@ -141,6 +146,7 @@ impl LibvirtHost {
         let local = uri_is_local(&config.uri);
         let conn = connection::open(&config, "connect to")?;
         let choice = facts::decide_domain_type(&conn, &config)?;
+        let identity = facts::read_identity(&conn, &config)?;
         Ok(LibvirtHost {
             inner: Arc::new(Inner {
                 config,
@@ -158,6 +164,8 @@ impl LibvirtHost {
                 network_present: Mutex::new(None),
                 volumes: Mutex::new(None),
                 host_state: Mutex::new(Default::default()),
+                identity: Mutex::new(identity),
+                identity_changed: Mutex::new(None),
             }),
         })
     }
@@ -168,6 +176,11 @@ impl LibvirtHost {
 
     pub fn domain_type(&self) -> DomainType {
         self.inner.domain_type
+    }
+
+    /// Which libvirtd the current connection reached.
+    pub fn identity(&self) -> HostIdentity {
+        self.inner.identity.lock().expect("identity lock").clone()
     }
 
     /// libvirt API calls made since `connect` that reach the driver (for a
