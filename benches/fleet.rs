@@ -856,6 +856,7 @@ fn synthetic(n: usize, hosts: usize) -> (Desired, Observed) {
                     pool_free_bytes: None,
                     domain_type: DomainType::Test,
                     domain_type_reason: "synthetic".into(),
+                    identity: None,
                 },
             )
         })

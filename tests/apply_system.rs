@@ -313,3 +313,68 @@ async fn destroy_removes_the_isolated_network_and_filter_on_real_libvirtd() {
     assert!(virsh(&["nwfilter-list"]).unwrap().contains(filter.as_str()));
     sys.destroy().await;
 }
+
+/// Issue 17, defect 1: one libvirtd listed twice (`local` and `other`, as
+/// `qemu:///system` twice or as `qemu+unix:///system`) never destroys data.
+/// Each host would see the other's VMs as moved off it; hangar reads every
+/// host's identity and refuses the file, located at the second entry and
+/// naming both, before anything is planned: pass after pass, the fleet's VMs
+/// (same UUIDs) and volumes are left exactly as they were.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_libvirtd_listed_twice_never_destroys_data() {
+    let Some(sys) = System::start().await else {
+        return;
+    };
+    let r = sys.hangar(&["apply", "--wait", "0s"]).await;
+    assert!(r.stdout.contains("Plan: 2 to create"), "{r}");
+    let world = || {
+        let uuids: Vec<String> = domains(&sys.fleet)
+            .iter()
+            .map(|d| virsh(&["domuuid", d]).unwrap().trim().to_string())
+            .collect();
+        (domains(&sys.fleet), uuids, volumes(&sys.pool))
+    };
+    let before = world();
+    assert_eq!(before.0, sys.slots);
+    let single = std::fs::read_to_string(&sys.file).unwrap();
+    let local_entry = single
+        .find("    - name: local")
+        .map(|i| &single[i..single.find("  pools:").unwrap()])
+        .unwrap()
+        .to_string();
+    for other_uri in ["qemu:///system", "qemu+unix:///system"] {
+        let other_entry = local_entry
+            .replace("name: local", "name: other")
+            .replace(&format!("uri: {URI}"), &format!("uri: {other_uri}"));
+        let twice = single.replace("  pools:", &format!("{other_entry}  pools:"));
+        std::fs::write(&sys.file, &twice).unwrap();
+        let other_line = twice
+            .lines()
+            .position(|l| l.contains("name: other"))
+            .unwrap()
+            + 2;
+        for pass in 0..3 {
+            for args in [
+                &["diff"][..],
+                &["apply", "--wait", "0s"],
+                &["reconcile", "--once"],
+            ] {
+                let r = sys.hangar(args).await;
+                assert_eq!(r.code, 2, "{other_uri}, pass {pass}: {r}");
+                assert!(
+                    r.stderr.contains("hosts `local`")
+                        && r.stderr.contains("and `other`")
+                        && r.stderr.contains("are the same libvirtd"),
+                    "{r}"
+                );
+                assert!(
+                    r.stderr.contains(&format!("fleet.yaml:{other_line}:")),
+                    "located at the second entry's uri (line {other_line}): {r}"
+                );
+                assert_eq!(world(), before, "{other_uri}, pass {pass}: {r}");
+            }
+        }
+    }
+    std::fs::write(&sys.file, &single).unwrap();
+    sys.destroy().await;
+}

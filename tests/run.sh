@@ -7,6 +7,7 @@ cd "$(dirname "$0")/.."
 
 .ci/install-deps
 .ci/start-libvirtd
+.ci/start-remote-libvirtd
 
 export HANGAR_REQUIRE_LIBVIRTD=1
 export PROPTEST_CASES="${PROPTEST_CASES:-256}"

@@ -55,7 +55,7 @@ use self::facts::CachedFacts;
 use self::image::ImageSource;
 use self::observe::Known;
 use super::{CacheUsage, Hypervisor, ProviderError, VmCreate};
-use crate::model::host::{DomainType, HostFacts, NetworkAttachment};
+use crate::model::host::{DomainType, HostFacts, HostIdentity, NetworkAttachment};
 use crate::plan::model::{Leftover, ObservedHost, ObservedVm, VmRef};
 
 use self::connection::uri_is_local;
@@ -127,6 +127,11 @@ struct Inner {
     host_state: Mutex<crate::plan::model::ObservedHost>,
     /// The volumes hangar made here: the proof of their ownership.
     made: made::MadeVolumes,
+    /// Which libvirtd the connection reached (read once per connection).
+    identity: Mutex<HostIdentity>,
+    /// Set when a reconnect reached another libvirtd under this name: the
+    /// next facts read reports the host as gone for that pass.
+    identity_changed: Mutex<Option<String>>,
 }
 
 impl LibvirtHost {
@@ -148,6 +153,7 @@ impl LibvirtHost {
         let conn = connection::open(&config, "connect to")?;
         let choice = facts::decide_domain_type(&conn, &config)?;
         let made = made::MadeVolumes::new(config.volume_record.clone());
+        let identity = facts::read_identity(&conn, &config)?;
         Ok(LibvirtHost {
             inner: Arc::new(Inner {
                 made,
@@ -166,6 +172,8 @@ impl LibvirtHost {
                 network_present: Mutex::new(None),
                 volumes: Mutex::new(None),
                 host_state: Mutex::new(Default::default()),
+                identity: Mutex::new(identity),
+                identity_changed: Mutex::new(None),
             }),
         })
     }
@@ -176,6 +184,11 @@ impl LibvirtHost {
 
     pub fn domain_type(&self) -> DomainType {
         self.inner.domain_type
+    }
+
+    /// Which libvirtd the current connection reached.
+    pub fn identity(&self) -> HostIdentity {
+        self.inner.identity.lock().expect("identity lock").clone()
     }
 
     /// libvirt API calls made since `connect` that reach the driver (for a
