@@ -435,7 +435,7 @@ impl FleetProvisioner {
 pub fn guest(
     fleet: &Fleet,
     pool: &Pool,
-    slot: &DesiredSlot,
+    slot_name: &str,
 ) -> Result<provision::Guest, ProvisionError> {
     let runner = match pool.runner.install() {
         Some(crate::fleet::RunnerInstall::Download { version, sha256 }) => {
@@ -450,10 +450,10 @@ pub fn guest(
             })
         }
     };
-    let mut labels = slot.labels.clone();
+    let mut labels = pool.labels.clone();
     labels.push(crate::model::names::ownership_label(&fleet.metadata.name));
     Ok(provision::Guest {
-        hostname: slot.name.clone(),
+        hostname: slot_name.to_string(),
         user: provision::GuestUser {
             name: pool.user.name.clone(),
             sudo: pool.user.sudo,
@@ -505,7 +505,7 @@ impl Provisioner for FleetProvisioner {
         credential: &RunnerCredential,
     ) -> Result<VmCreate, ProvisionError> {
         let (pool, host) = self.pool_and_host(slot)?;
-        let guest = guest(&self.fleet, pool, slot)?;
+        let guest = guest(&self.fleet, pool, &slot.name)?;
         Ok(VmCreate {
             seed: Seed {
                 user_data: provision::user_data(&guest, credential),
@@ -516,6 +516,17 @@ impl Provisioner for FleetProvisioner {
             network: host.network_attachment_in(&self.fleet.metadata.name),
         })
     }
+}
+
+/// A slot's user-data with placeholders for secrets: from the file alone,
+/// without contacting anything.
+pub fn render_user_data(
+    fleet: &LoadedFleet,
+    pool: &Pool,
+    slot_name: &str,
+) -> Result<String, ProvisionError> {
+    let g = guest(&fleet.fleet, pool, slot_name)?;
+    Ok(provision::user_data_redacted(&g, pool.ephemeral))
 }
 
 /// What `hangar render` prints for a slot: the user-data with placeholders
@@ -533,8 +544,7 @@ pub fn render(
     let pool = fleet.pool(&slot.pool).ok_or_else(|| err("pool"))?;
     let host = fleet.host(&slot.host).ok_or_else(|| err("host"))?;
     if !domain {
-        let g = guest(f, pool, slot)?;
-        return Ok(provision::user_data_redacted(&g, slot.ephemeral));
+        return render_user_data(fleet, pool, &slot.name);
     }
     let owner = Ownership {
         fleet: f.metadata.name.clone(),

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use super::error::{Locator, Problem};
 use super::node::{FieldPath, Node, Value};
 use super::types::{Fleet, GitHub, Host, NetworkMode, Pool, RUNNER_LATEST, SANDBOX_URI};
-use super::units::{ByteSize, MemorySpec};
+use super::units::{ByteSize, MemorySpec, Percent};
 use crate::model::names::{ownership_label, slot_name};
 
 /// GitHub refuses runner names longer than this; ours are also VM names and
@@ -126,6 +126,7 @@ pub(crate) fn validate(fleet: &Fleet, loc: &Locator<'_>) -> Vec<Problem> {
         v.pool(&p, pool, &fleet.metadata.name, &host_names);
     }
     v.policy(&spec.key("policy"), fleet);
+    v.pinned_memory(&spec, fleet);
     v.problems
 }
 
@@ -338,6 +339,44 @@ impl Validator<'_, '_> {
             self.at_path(
                 &p.key("cpuOvercommit"),
                 format!("{} is out of range: from 0.1 to 64", host.cpu_overcommit),
+            );
+        }
+    }
+
+    /// The pools that can only land on one host (pinned to it, or the
+    /// fleet's only host) with memory given as a share: their VMs' shares
+    /// together must fit in 100% of that host. Known without contacting it.
+    fn pinned_memory(&mut self, spec: &FieldPath, fleet: &Fleet) {
+        for host in &fleet.spec.hosts {
+            let mut pinned = Vec::new();
+            let mut total: u64 = 0;
+            for (i, pool) in fleet.spec.pools.iter().enumerate() {
+                let only_here = match &pool.hosts {
+                    Some(h) => h.len() == 1 && h[0] == host.name,
+                    None => fleet.spec.hosts.len() == 1,
+                };
+                if let (true, MemorySpec::Percent(pct)) = (only_here, pool.vm.memory) {
+                    total += u64::from(pct.hundredths()) * u64::from(pool.count);
+                    pinned.push((i, pool, pct));
+                }
+            }
+            if total <= 100 * 100 || pinned.is_empty() {
+                continue;
+            }
+            let parts: Vec<String> = pinned
+                .iter()
+                .map(|(_, p, pct)| format!("{} ({} x {pct})", p.name, p.count))
+                .collect();
+            let (first, _, _) = pinned[0];
+            self.at_path(
+                &spec.key("pools").index(first).key("vm").key("memory"),
+                format!(
+                    "pools that can only run on host `{}` ask for {} of its memory: {}; \
+                     at most 100% fits",
+                    host.name,
+                    Percent::from_hundredths(total.min(u64::from(u32::MAX)) as u32),
+                    parts.join(", ")
+                ),
             );
         }
     }
