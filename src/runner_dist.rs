@@ -4,9 +4,9 @@
 //! that name is always a verified tarball. Guests get it from there (a
 //! read-only volume), never from the internet.
 
-use std::os::unix::fs::OpenOptionsExt;
 use std::collections::HashSet;
 use std::io::{Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 

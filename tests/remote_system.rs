@@ -155,6 +155,7 @@ async fn the_provider_works_over_qemu_ssh_to_a_remote_session_libvirtd() {
                 network: NetworkAttachment::None,
                 domain_type: Some(DomainType::Qemu),
                 console_dir: Some(CONSOLES.into()),
+                volume_record: None,
             })
         }
     })
