@@ -129,6 +129,9 @@ pub struct GithubRegistry {
     pages: Mutex<HashMap<String, CachedPage>>,
     /// Lowercased runner group name → id (organizations only).
     groups: tokio::sync::Mutex<Option<HashMap<String, u64>>>,
+    /// The fleet's name and each pool's `runner.workFolder`, for the JIT
+    /// config of a slot `<fleet>-<pool>-<index>`.
+    work_folders: Option<(String, HashMap<String, String>)>,
 }
 
 impl std::fmt::Debug for GithubRegistry {
@@ -234,7 +237,32 @@ impl GithubRegistry {
             credentials,
             pages: Mutex::new(HashMap::new()),
             groups: tokio::sync::Mutex::new(None),
+            work_folders: None,
         })
+    }
+
+    /// JIT configs of `fleet`'s slots name their pool's `runner.workFolder`;
+    /// other names, and every slot without this, get GitHub's default `_work`.
+    pub fn with_pools(mut self, fleet: &crate::fleet::Fleet) -> Self {
+        let folders = fleet
+            .spec
+            .pools
+            .iter()
+            .map(|p| (p.name.clone(), p.runner.work_folder.clone()))
+            .collect();
+        self.work_folders = Some((fleet.metadata.name.clone(), folders));
+        self
+    }
+
+    fn work_folder(&self, slot: &str) -> &str {
+        self.work_folders
+            .as_ref()
+            .and_then(|(fleet, folders)| {
+                let (pool, _) = crate::model::names::parse_slot_name(fleet, slot)?;
+                folders.get(pool)
+            })
+            .map(String::as_str)
+            .unwrap_or("_work")
     }
 
     /// One authenticated request. An App installation token GitHub rejects
@@ -423,7 +451,7 @@ impl RunnerRegistry for GithubRegistry {
             "name": name,
             "runner_group_id": group_id,
             "labels": labels,
-            "work_folder": "_work",
+            "work_folder": self.work_folder(name),
         });
         let path = format!(
             "/{}/actions/runners/generate-jitconfig",
