@@ -52,6 +52,11 @@ fn fault_response(kind: &FaultKind) -> Response {
                 .unwrap_or(StatusCode::BAD_GATEWAY);
             gh_error(status, "Server Error", DOC_AUTH)
         }
+        FaultKind::ValidationFailed => gh_error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "Validation Failed",
+            DOC_AUTH,
+        ),
         FaultKind::RateLimited { retry_after_secs } => {
             let mut r = gh_error(
                 StatusCode::TOO_MANY_REQUESTS,
@@ -118,7 +123,10 @@ pub(crate) async fn github_layer(State(shared): Sim, req: Request, next: Next) -
     // not the API.
     let download = template.contains("/releases/download/");
     let free = template == "/rate_limit" || download;
-    let app_route = template.starts_with("/app/");
+    // Routes that take the App's JWT (checked by their handlers), not a
+    // token, and cost nothing against the installation's budget.
+    let app_route =
+        template == "/app" || template.starts_with("/app/") || template.ends_with("/installation");
     // A public repository's releases need no authentication (a bad
     // credential is still refused); actions/runner is public.
     let public =

@@ -97,6 +97,9 @@ pub struct Fault {
 pub enum FaultKind {
     /// A 5xx answer with GitHub's error body.
     ServerError { status: u16 },
+    /// `422` "Validation Failed" (what GitHub answers when a request is
+    /// invalid or "the endpoint has been spammed").
+    ValidationFailed,
     /// `429` with `retry-after`.
     RateLimited { retry_after_secs: u64 },
     /// `403` "You have exceeded a secondary rate limit", with `retry-after`

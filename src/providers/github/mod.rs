@@ -504,10 +504,25 @@ impl RunnerRegistry for GithubRegistry {
                 tracing::info!(target: "hangar::github", runner_id, "runner removed");
                 Ok(RemoveOutcome::Removed)
             }
+            // GitHub's description declares only 204 and 422 for this
+            // route; a 404 for a runner id that no longer exists is what
+            // GitHub answers for any unknown resource ("Troubleshooting the
+            // REST API": https://docs.github.com/rest/using-the-rest-api/troubleshooting-the-rest-api#404-not-found-for-an-existing-resource),
+            // and for a delete it means the runner is gone.
             StatusCode::NOT_FOUND => Ok(RemoveOutcome::Gone),
-            StatusCode::UNPROCESSABLE_ENTITY => {
+            // 422 is "Validation failed, or the endpoint has been spammed"
+            // (https://docs.github.com/rest/actions/self-hosted-runners#delete-a-self-hosted-runner-from-a-repository).
+            // Only the answer that says the runner is running a job
+            // ("Bad request - Runner \"NAME\" is still running a job") means
+            // busy; any other 422 is retried later, never read as busy.
+            StatusCode::UNPROCESSABLE_ENTITY if says_busy(&answer.body) => {
                 tracing::info!(target: "hangar::github", runner_id, "runner busy, not removed");
                 Ok(RemoveOutcome::Busy)
+            }
+            StatusCode::UNPROCESSABLE_ENTITY => {
+                let mut err = self.transport.classify(WHAT, &answer);
+                err.kind = ErrorKind::Transient;
+                Err(err)
             }
             _ => Err(self.transport.classify(WHAT, &answer)),
         }
@@ -518,9 +533,27 @@ impl RunnerRegistry for GithubRegistry {
     }
 }
 
+/// Whether a 422 body on runner delete says the runner is running a job.
+fn says_busy(body: &str) -> bool {
+    let message = serde_json::from_str::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| v.get("message")?.as_str().map(str::to_lowercase))
+        .unwrap_or_default();
+    message.contains("running a job") || message.contains("busy")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_422_that_says_so_is_busy() {
+        assert!(says_busy(
+            r#"{"message":"Bad request - Runner \"a\" is still running a job\""}"#
+        ));
+        assert!(!says_busy(r#"{"message":"Validation Failed"}"#));
+        assert!(!says_busy("not json"));
+    }
 
     #[test]
     fn web_url_follows_the_api_host() {
