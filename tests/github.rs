@@ -22,46 +22,8 @@ const INSTALLATION_ID: u64 = 77;
 
 // TEST-ONLY RSA keys, generated with `openssl genrsa -traditional 2048` for these
 // tests alone. They protect nothing and must never be used for a real GitHub App.
-const TEST_APP_KEY: &str = "\
------BEGIN RSA PRIVATE KEY-----
-MIIEpAIBAAKCAQEAyxAW3yf75ozamC6eGiw+UPlM2MTAt5f4+GRqMbbz290/Hrn3
-UIQpm33o6qohSPkaSWsG1J2ee8a4hRv/hCHMqMYLwyfCOMZRtx2EtcW3ToddNaS7
-5NhIb5pZem8GjAheR8s+ChbIiLHhttYauZCycu57aQkGiHGOcgmG80bVPraioQW0
-dfPbICrjZZ5F3LBbSivcXgByEQQ411vmf7yMK8S9oihl/WDYRx93It9XybZfNnkv
-nJAgPTrrEYp1BsZW64JWgaKExdWdKOiNC0ZJVCrQt1i6s7o8EQeSwFe/bWOk4AvS
-9VXhLd1fxqgRK6VtUgMFX5AyRPDG+XlF+ecZnQIDAQABAoIBADwm1HefWwXFBL3e
-1VOwdnc7GjH+Oo5IFObTrAd1CBDBncCG2wV9WOvoJNZatkhtDgXgj+HsnPVSfPdl
-P1APSRZXsEVLokN6L9ucAWNtIas/+vL4jPYxwWdZ5BaaC+jwU6lVwddwP1AKzW+B
-ReJhRBM6pNEM7OP/K3CJdPHcsi+El9MEISauRGRaVtN8t8YfzCBVLPNySm43Y1Gi
-B7kOsXr/jiI3MkbLUc2wO27rxYgUEH67uyDVXRYhYzoCuNGmsF8OMJ47x4WnIj+v
-LLyN64mHgRgdOUl2ReWFjAmXp2ISfDiHlh1UuEEmIgi1L0h/MgfRO6G+uMqjcYOw
-3/9bMQsCgYEA+UoAMFuD3bhZJPQBzBpGF085RuF/dCZGBpMOsNF2jZiybwXl5HA2
-Fj56Meqz0py76Ws7CWzp+ExQI8jJs1XISzpKzc5ZPeIEyVXUALRzjh7ymjpxaae7
-ZaksAHekPgF8ykf7mlPUxBKXTfT3qX2g68jZSArjlZruckNuo3/Eyj8CgYEA0IeE
-KK0AiqB+IZwtZN4AMDzxa3Vuv+tq+YEe4v+98K4GT+EcG0MnyHZRo4P25jmmRngy
-UOCRiifcHeHxiwVfu4HeiN9uGO9l7/X0GMZEvFYFXQEzmKr/+TOWHBVKUnlOy093
-bn44C4l4SDrCALWCB6NE7LRK/zd8cb8WzbM1zSMCgYEAiFyzV8BnlHwHv0/+P7BL
-kOqUMTKebmGVQnlkutIJYJEbYeG/DENZQrewTefNr7Juk9NFOvWp0lmkKL7nnkKZ
-SpU7X/K1HEWrSpq5Wh1bbG1/VWAMs7e9qXFtkV/gps5Xfar8dUHQC+UDgPA0HTGM
-Og3m1SKntSlHr5c1SRhWBC8CgYB+Dw4jkMHdC7x0EPeYHGQ8xPqknW7/8g7PGfFU
-BIoMLwd9znWxPV2VX4FmueXNs1gDDbJNFhSlUgdMwUPFaNBAh/fBAmCKDl6vOx3+
-xAzVVaMUYB+S0PzA5yB9hZlSVib93OI0F3VF9CqUb4DL8O3UNCz8ctlLg31lPcFJ
-RGbnxQKBgQDfxrKCres9M9gOngrl2fvi/i0aavZpEKx8xYe+DHhS0lHi1nNjEdSt
-IRdJJrDpunVDGrV7wQc5oJQL01NXCh8IjLtnaagkqPspwBnDZBSEX4lxmeEZd4EF
-sBYYS7VTy+cxnhPD6/MmWd+tUL31Gssqb35Q5aSir0GnskVJzmnQAQ==
------END RSA PRIVATE KEY-----
-";
-const TEST_APP_PUBLIC_KEY: &str = "\
------BEGIN PUBLIC KEY-----
-MIIBIjANBgkqhkiG9w0BAQEFAAOCAQ8AMIIBCgKCAQEAyxAW3yf75ozamC6eGiw+
-UPlM2MTAt5f4+GRqMbbz290/Hrn3UIQpm33o6qohSPkaSWsG1J2ee8a4hRv/hCHM
-qMYLwyfCOMZRtx2EtcW3ToddNaS75NhIb5pZem8GjAheR8s+ChbIiLHhttYauZCy
-cu57aQkGiHGOcgmG80bVPraioQW0dfPbICrjZZ5F3LBbSivcXgByEQQ411vmf7yM
-K8S9oihl/WDYRx93It9XybZfNnkvnJAgPTrrEYp1BsZW64JWgaKExdWdKOiNC0ZJ
-VCrQt1i6s7o8EQeSwFe/bWOk4AvS9VXhLd1fxqgRK6VtUgMFX5AyRPDG+XlF+ecZ
-nQIDAQAB
------END PUBLIC KEY-----
-";
+const TEST_APP_KEY: &str = include_str!("fixtures/github-app/private-key.pem");
+const TEST_APP_PUBLIC_KEY: &str = include_str!("fixtures/github-app/public-key.pem");
 /// A key the simulator does not know.
 const OTHER_KEY: &str = "\
 -----BEGIN RSA PRIVATE KEY-----
@@ -729,4 +691,56 @@ async fn no_secret_reaches_a_log_line_an_error_or_debug_output() {
             assert!(!out.contains(canary.as_str()), "a secret is in {out}");
         }
     }
+}
+
+/// The JIT config names the pool's `runner.workFolder` (it was `_work`
+/// whatever the file said); a name that is no slot of the fleet gets `_work`.
+#[tokio::test]
+async fn jit_configs_carry_the_pools_work_folder() {
+    use base64::Engine;
+    let sim = start_sim().await;
+    let fleet = hangar::fleet::load_str(
+        "fleet.yaml",
+        "apiVersion: hangar/v1\nkind: Fleet\nmetadata:\n  name: wf\nspec:\n  github:\n    \
+         repository: o/r\n    simulator: true\n  hosts:\n    - name: h\n      uri: sandbox\n  \
+         pools:\n    - name: gpu\n      count: 1\n      ephemeral: true\n      runner:\n        \
+         workFolder: jobs/here\n      vm: {cpus: 1, memory: 512MiB, disk: 4GiB, image: b.qcow2}\n",
+    )
+    .unwrap();
+    let reg = registry(&sim, repo(), token(TOKEN)).with_pools(&fleet.fleet);
+    let folder = |config: &str| -> String {
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let doc: serde_json::Value = serde_json::from_slice(&b64.decode(config).unwrap()).unwrap();
+        let runner = b64.decode(doc[".runner"].as_str().unwrap()).unwrap();
+        let runner: serde_json::Value = serde_json::from_slice(&runner).unwrap();
+        runner["WorkFolder"].as_str().unwrap().to_string()
+    };
+    let labels = vec!["gpu".to_string()];
+    let jit = reg
+        .jit_config("wf-gpu-0", &labels, "Default")
+        .await
+        .unwrap();
+    assert_eq!(folder(jit.config.expose()), "jobs/here");
+    let other = reg
+        .jit_config("elsewhere-1", &labels, "Default")
+        .await
+        .unwrap();
+    assert_eq!(folder(other.config.expose()), "_work");
+}
+
+/// A 422 on runner delete means busy only when GitHub's message says the
+/// runner is running a job; any other 422 ("Validation failed, or the
+/// endpoint has been spammed") is a retryable failure.
+#[tokio::test]
+async fn a_422_on_delete_is_busy_only_when_it_says_so() {
+    let sim = start_sim().await;
+    let reg = registry(&sim, repo(), token(TOKEN));
+    let ids = sim.add_runners("repos/ldmx/images", "r", 2, &[]).unwrap();
+    sim.start_job(ids[0]).unwrap();
+    assert_eq!(reg.remove(ids[0]).await.unwrap(), RemoveOutcome::Busy);
+    sim.inject(Fault::new(FaultKind::ValidationFailed, 1).on_route("DELETE"));
+    let err = reg.remove(ids[1]).await.unwrap_err();
+    assert_eq!(err.kind, ErrorKind::Transient, "{err:?}");
+    assert!(sim.runner(ids[1]).is_some());
+    assert_eq!(reg.remove(ids[1]).await.unwrap(), RemoveOutcome::Removed);
 }

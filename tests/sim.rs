@@ -764,3 +764,63 @@ async fn the_seed_release_can_be_left_out() {
     .await;
     assert_eq!(latest.status, 404);
 }
+
+#[tokio::test]
+async fn downloads_installations_rate_limit_and_group_etags() {
+    let sim = start().await;
+    for scope in ["/repos/o/r", "/orgs/acme"] {
+        let d = http(
+            &sim,
+            "GET",
+            &format!("{scope}/actions/runners/downloads"),
+            &[AUTH],
+            None,
+        )
+        .await;
+        assert_eq!(d.status, 200, "{}", d.body);
+        let apps = d.json();
+        let x64 = apps
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["architecture"] == "x64")
+            .unwrap();
+        assert_eq!(x64["os"], "linux");
+        let seed = sim::SEED_RUNNER_VERSION;
+        assert_eq!(
+            x64["filename"],
+            format!("actions-runner-linux-x64-{seed}.tar.gz")
+        );
+        assert_eq!(x64["sha256_checksum"].as_str().unwrap().len(), 64);
+    }
+    let rate = http(&sim, "GET", "/rate_limit", &[AUTH], None).await.json();
+    assert!(rate["resources"]["search"]["limit"].is_u64(), "{rate}");
+    assert!(rate["resources"]["core"]["limit"].is_u64());
+
+    let groups = http(
+        &sim,
+        "GET",
+        "/orgs/acme/actions/runner-groups",
+        &[AUTH],
+        None,
+    )
+    .await;
+    let etag = groups.header("etag").to_string();
+    assert!(etag.starts_with("W/"), "{etag}");
+    let again = http(
+        &sim,
+        "GET",
+        "/orgs/acme/actions/runner-groups",
+        &[AUTH, ("if-none-match", &etag)],
+        None,
+    )
+    .await;
+    assert_eq!(again.status, 304);
+
+    // Without an App configured, the App routes are GitHub's 404; with a
+    // token instead of a JWT, 401.
+    let app = http(&sim, "GET", "/app", &[AUTH], None).await;
+    assert_eq!(app.status, 404);
+    let no_auth = http(&sim, "GET", "/orgs/acme/installation", &[], None).await;
+    assert_eq!(no_auth.status, 404);
+}

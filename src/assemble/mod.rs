@@ -197,7 +197,8 @@ pub async fn assemble(
         api_url,
         auth,
         timeout: Some(Duration::from_secs(30)),
-    })?;
+    })?
+    .with_pools(f);
     let registry: Arc<dyn RunnerRegistry> = Arc::new(Remembering {
         inner: Retrying::new(registry, RetryPolicy::GITHUB).stopped_by(stop.clone()),
         memory: OfflineMemory::new(state_dir, &f.metadata.name),

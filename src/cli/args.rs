@@ -167,6 +167,17 @@ pub enum Command {
         /// Token clients must present (`Authorization: Bearer T`)
         #[arg(long, env = "HANGAR_SIM_TOKEN", hide_env_values = true)]
         token: String,
+        /// Serve GitHub App authentication for this App id (with
+        /// `--app-installation-id` and `--app-public-key`)
+        #[arg(long, requires_all = ["app_installation_id", "app_public_key"])]
+        app_id: Option<u64>,
+        /// The App's one installation: installation tokens are minted for it
+        #[arg(long, requires = "app_id")]
+        app_installation_id: Option<u64>,
+        /// PEM file of the App's RSA public key: JWTs must be signed with its
+        /// private half
+        #[arg(long, value_name = "FILE", requires = "app_id")]
+        app_public_key: Option<PathBuf>,
     },
     /// Print shell completions
     Completions {

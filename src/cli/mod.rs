@@ -162,7 +162,28 @@ pub async fn run(cli: Cli) -> ExitStatus {
             listen,
             state,
             token,
-        } => Ok(github_sim(listen, state, token).await),
+            app_id,
+            app_installation_id,
+            app_public_key,
+        } => {
+            let app = match (app_id, app_installation_id, app_public_key) {
+                (Some(app_id), Some(installation_id), Some(key)) => {
+                    match std::fs::read_to_string(&key) {
+                        Ok(public_key_pem) => Some(crate::sim::SimApp {
+                            app_id,
+                            installation_id,
+                            public_key_pem,
+                        }),
+                        Err(e) => {
+                            eprintln!("error: --app-public-key {}: {e}", key.display());
+                            return finish(Ok(ExitStatus::InvalidInput), ctx.color);
+                        }
+                    }
+                }
+                _ => None,
+            };
+            Ok(github_sim(listen, state, token, app).await)
+        }
         Command::Completions { shell } => {
             // Into a buffer, then out through the pipe-tolerant writer:
             // `hangar completions bash | head` must not panic.
@@ -179,6 +200,7 @@ async fn github_sim(
     listen: std::net::SocketAddr,
     state: Option<PathBuf>,
     token: String,
+    app: Option<crate::sim::SimApp>,
 ) -> ExitStatus {
     if !listen.ip().is_loopback() {
         eprintln!("error: --listen {listen}: the simulator serves loopback addresses only");
@@ -193,6 +215,17 @@ async fn github_sim(
     };
     let mut config = crate::sim::SimConfig::new(token);
     config.state_file = state;
+    if let Some(app) = &app {
+        if jsonwebtoken::DecodingKey::from_rsa_pem(app.public_key_pem.as_bytes()).is_err() {
+            eprintln!("error: --app-public-key: not a PEM RSA public key");
+            return ExitStatus::InvalidInput;
+        }
+        eprintln!(
+            "github simulator: App {} with installation {}",
+            app.app_id, app.installation_id
+        );
+    }
+    config.app = app;
     eprintln!("github simulator listening on http://{listen}");
     tokio::select! {
         r = crate::sim::serve(listener, config) => match r {

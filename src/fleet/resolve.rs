@@ -249,7 +249,7 @@ impl LoadedFleet {
                     index,
                     host: host.name.clone(),
                     ephemeral: pool.ephemeral,
-                    labels: pool.labels.clone(),
+                    labels: slot_labels(pool),
                     runner_group: pool.runner_group.clone(),
                     vm,
                     spec_hash,
@@ -322,11 +322,33 @@ struct HashInput<'a> {
     docker: DockerSource,
     user: (&'a str, bool),
     labels: BTreeSet<&'a str>,
+    /// Only when `false`, so the hashes of existing slots stay as they were.
+    #[serde(skip_serializing_if = "is_true")]
+    default_labels: bool,
     runner_group: &'a str,
     ephemeral: bool,
     network: NetworkAttachment,
     domain_type: DomainTypeSpec,
     storage_pool: &'a str,
+}
+
+fn is_true(b: &bool) -> bool {
+    *b
+}
+
+/// The labels hangar asks for a slot's runner, besides the ownership label:
+/// a JIT runner gets exactly what its request names, so GitHub's default
+/// labels are named there (unless the pool opts out); `config.sh` adds them
+/// by itself for a persistent runner.
+fn slot_labels(pool: &Pool) -> Vec<String> {
+    let mut labels = Vec::new();
+    if pool.ephemeral && pool.default_labels {
+        labels.extend(crate::model::runner::default_labels(
+            crate::model::runner::GUEST_ARCH,
+        ));
+    }
+    labels.extend(pool.labels.iter().cloned());
+    labels
 }
 
 /// First 16 hex digits of the SHA-256 of the slot's canonical spec.
@@ -367,6 +389,7 @@ pub fn spec_hash(pool: &Pool, host: &Host, vm: &VmShape) -> SpecHash {
         docker: pool.docker.source,
         user: (&pool.user.name, pool.user.sudo),
         labels: pool.labels.iter().map(String::as_str).collect(),
+        default_labels: pool.default_labels,
         runner_group: &pool.runner_group,
         ephemeral: pool.ephemeral,
         network: host.network_attachment(),

@@ -256,6 +256,11 @@ pub struct Pool {
     /// (`self-hosted`, `linux`, `x64` and `hangar-<fleet>`).
     #[serde(default)]
     pub labels: Vec<String>,
+    /// `false`: the pool's JIT runners get only its `labels` and
+    /// `hangar-<fleet>`, not `self-hosted`, `linux`, `x64`, for workflows
+    /// that route by custom labels alone. Only with `ephemeral: true`.
+    #[serde(default = "default_true")]
+    pub default_labels: bool,
     /// The runner group the runners join.
     #[serde(default = "default_runner_group")]
     pub runner_group: String,

@@ -520,6 +520,13 @@ impl Validator<'_, '_> {
             }
         }
 
+        if !pool.default_labels && !pool.ephemeral {
+            self.at_key(
+                &p.key("defaultLabels"),
+                "`defaultLabels: false` needs `ephemeral: true`: config.sh gives a persistent runner \
+                 GitHub's default labels",
+            );
+        }
         let rp = p.key("runner");
         let r = &pool.runner;
         match (&r.version, &r.sha256, &r.preinstalled) {

@@ -34,6 +34,21 @@ pub fn tarball_name(arch: &str, version: &str) -> String {
     format!("actions-runner-linux-{arch}-{version}.tar.gz")
 }
 
+/// The architecture of every guest hangar defines (the domain XML asks for
+/// `x86_64`), in GitHub's spelling: the runner tarball and the label.
+pub const GUEST_ARCH: &str = "x64";
+
+/// The labels GitHub gives a runner that `config.sh` registers (without
+/// `--no-default-labels`): `self-hosted`, the OS and the architecture.
+/// hangar sends them explicitly when it mints a JIT runner, because a JIT
+/// runner gets the labels of its `generate-jitconfig` request (the request's
+/// `labels` are "the names of the custom labels to add to the runner",
+/// GitHub's REST description), and public reports disagree on whether GitHub
+/// adds these by itself.
+pub fn default_labels(arch: &str) -> [String; 3] {
+    ["self-hosted".into(), "linux".into(), arch.to_string()]
+}
+
 /// A tarball on hangar's machine whose SHA-256 was checked.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LocalTarball {

@@ -83,7 +83,8 @@ pub struct DesiredSlot {
     pub host: String,
     /// JIT runner, one job per VM.
     pub ephemeral: bool,
-    /// The pool's labels (without the ownership label).
+    /// The labels hangar asks for (without the ownership label): the pool's,
+    /// after GitHub's defaults for a JIT runner (see `fleet::resolve`).
     pub labels: Vec<String>,
     pub runner_group: String,
     pub vm: VmShape,

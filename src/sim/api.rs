@@ -379,7 +379,12 @@ async fn remove_label(State(shared): Sim, Path(params): Path<HashMap<String, Str
     })
 }
 
-async fn list_groups(State(shared): Sim, Path(params): Path<HashMap<String, String>>) -> Response {
+/// `GET /orgs/{org}/actions/runner-groups`, with an `ETag` like every list.
+async fn list_groups(
+    State(shared): Sim,
+    Path(params): Path<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Response {
     let Some(key) = scope_of(&params) else {
         return not_found();
     };
@@ -403,5 +408,8 @@ async fn list_groups(State(shared): Sim, Path(params): Path<HashMap<String, Stri
             })
             .collect()
     });
-    Json(json!({ "total_count": groups.len(), "runner_groups": groups })).into_response()
+    json_with_etag(
+        json!({ "total_count": groups.len(), "runner_groups": groups }).to_string(),
+        &headers,
+    )
 }

@@ -16,11 +16,171 @@ use super::world::TokenKind;
 const DOC_APP_TOKEN: &str =
     "https://docs.github.com/rest/apps/apps#create-an-installation-access-token-for-an-app";
 
+const DOC_APPS: &str = "https://docs.github.com/rest/apps/apps";
+
 pub(crate) fn routes() -> Router<std::sync::Arc<super::Shared>> {
-    Router::new().route("/rate_limit", get(rate_limit)).route(
-        "/app/installations/{installation_id}/access_tokens",
-        post(installation_token),
-    )
+    Router::new()
+        .route("/rate_limit", get(rate_limit))
+        .route(
+            "/app/installations/{installation_id}/access_tokens",
+            post(installation_token),
+        )
+        .route("/app", get(get_app))
+        .route(
+            "/app/installations/{installation_id}",
+            get(get_installation),
+        )
+        .route(
+            "/repos/{owner}/{repo}/installation",
+            get(scope_installation),
+        )
+        .route("/orgs/{org}/installation", get(scope_installation))
+}
+
+/// The configured App, when the request carries a valid JWT of it (the
+/// App routes take the JWT, not an installation token:
+/// https://docs.github.com/apps/creating-github-apps/authenticating-with-a-github-app/authenticating-as-a-github-app).
+fn app_of(shared: &super::Shared, headers: &HeaderMap) -> Result<super::SimApp, Box<Response>> {
+    let Some(app) = shared.config.app.clone() else {
+        return Err(Box::new(gh_error(
+            StatusCode::NOT_FOUND,
+            "Not Found",
+            DOC_APPS,
+        )));
+    };
+    let jwt = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    if jwt.is_empty() {
+        return Err(Box::new(gh_error(
+            StatusCode::UNAUTHORIZED,
+            "Requires authentication",
+            DOC_AUTH,
+        )));
+    }
+    if let Err(message) = verify_app_jwt(jwt, app.app_id, &app.public_key_pem) {
+        return Err(Box::new(gh_error(
+            StatusCode::UNAUTHORIZED,
+            message,
+            DOC_APP_TOKEN,
+        )));
+    }
+    Ok(app)
+}
+
+const CREATED: &str = "2025-01-01T00:00:00Z";
+
+fn permissions() -> Value {
+    json!({ "administration": "write", "organization_self_hosted_runners": "write" })
+}
+
+/// The `simple-user` (here: an organization) that owns the App and that it
+/// is installed on.
+fn account(base: &str) -> Value {
+    let login = "hangar-sim";
+    let url = format!("{base}/users/{login}");
+    json!({
+        "login": login, "id": 1, "node_id": "O_sim1",
+        "avatar_url": "https://avatars.githubusercontent.com/u/1?v=4",
+        "gravatar_id": "", "url": url, "html_url": format!("{base}/{login}"),
+        "followers_url": format!("{url}/followers"),
+        "following_url": format!("{url}/following{{/other_user}}"),
+        "gists_url": format!("{url}/gists{{/gist_id}}"),
+        "starred_url": format!("{url}/starred{{/owner}}{{/repo}}"),
+        "subscriptions_url": format!("{url}/subscriptions"),
+        "organizations_url": format!("{url}/orgs"),
+        "repos_url": format!("{url}/repos"),
+        "events_url": format!("{url}/events{{/privacy}}"),
+        "received_events_url": format!("{url}/received_events"),
+        "type": "Organization", "site_admin": false,
+    })
+}
+
+fn base(headers: &HeaderMap) -> String {
+    let host = headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("127.0.0.1");
+    format!("http://{host}")
+}
+
+/// `GET /app`: the `integration` schema.
+async fn get_app(State(shared): Sim, headers: HeaderMap) -> Response {
+    let app = match app_of(&shared, &headers) {
+        Ok(app) => app,
+        Err(r) => return *r,
+    };
+    let base = base(&headers);
+    Json(json!({
+        "id": app.app_id,
+        "slug": "hangar-sim",
+        "node_id": format!("A_sim{}", app.app_id),
+        "client_id": format!("Iv1.sim{}", app.app_id),
+        "owner": account(&base),
+        "name": "hangar simulator",
+        "description": "the GitHub App of hangar's simulator",
+        "external_url": base,
+        "html_url": format!("{base}/apps/hangar-sim"),
+        "created_at": CREATED,
+        "updated_at": CREATED,
+        "permissions": permissions(),
+        "events": [],
+        "installations_count": 1,
+    }))
+    .into_response()
+}
+
+/// The `installation` schema of the configured installation.
+fn installation_json(app: &super::SimApp, base: &str) -> Value {
+    let id = app.installation_id;
+    json!({
+        "id": id,
+        "account": account(base),
+        "repository_selection": "all",
+        "access_tokens_url": format!("{base}/app/installations/{id}/access_tokens"),
+        "repositories_url": format!("{base}/installation/repositories"),
+        "html_url": format!("{base}/organizations/hangar-sim/settings/installations/{id}"),
+        "app_id": app.app_id,
+        "app_slug": "hangar-sim",
+        "target_id": 1,
+        "target_type": "Organization",
+        "permissions": permissions(),
+        "events": [],
+        "created_at": CREATED,
+        "updated_at": CREATED,
+        "single_file_name": null,
+        "suspended_by": null,
+        "suspended_at": null,
+    })
+}
+
+/// `GET /app/installations/{installation_id}`.
+async fn get_installation(
+    State(shared): Sim,
+    Path(params): Path<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Response {
+    let app = match app_of(&shared, &headers) {
+        Ok(app) => app,
+        Err(r) => return *r,
+    };
+    let id: Option<u64> = params.get("installation_id").and_then(|s| s.parse().ok());
+    if id != Some(app.installation_id) {
+        return gh_error(StatusCode::NOT_FOUND, "Not Found", DOC_APPS);
+    }
+    Json(installation_json(&app, &base(&headers))).into_response()
+}
+
+/// `GET /repos/{owner}/{repo}/installation`, `GET /orgs/{org}/installation`:
+/// the simulator's one installation covers every repository and
+/// organization (`repository_selection: all`).
+async fn scope_installation(State(shared): Sim, headers: HeaderMap) -> Response {
+    match app_of(&shared, &headers) {
+        Ok(app) => Json(installation_json(&app, &base(&headers))).into_response(),
+        Err(r) => *r,
+    }
 }
 
 async fn rate_limit(State(shared): Sim) -> Response {
@@ -35,11 +195,20 @@ async fn rate_limit(State(shared): Sim) -> Response {
         "reset": rate.reset,
         "used": rate.limit - rate.remaining,
     });
-    let registration = json!({
-        "limit": 10000, "remaining": 10000, "reset": rate.reset, "used": 0,
-    });
+    // Buckets hangar never draws from are shown full, with GitHub's limits
+    // for an authenticated caller (rate-limit docs); `core` and `search`
+    // are the ones the description requires.
+    let full =
+        |limit: u64| json!({ "limit": limit, "remaining": limit, "reset": rate.reset, "used": 0 });
     Json(json!({
-        "resources": { "core": core, "actions_runner_registration": registration },
+        "resources": {
+            "core": core,
+            "search": full(30),
+            "graphql": full(5000),
+            "code_search": full(10),
+            "integration_manifest": full(5000),
+            "actions_runner_registration": full(10000),
+        },
         "rate": core,
     }))
     .into_response()
@@ -52,24 +221,10 @@ async fn installation_token(
     Path(params): Path<HashMap<String, String>>,
     headers: HeaderMap,
 ) -> Response {
-    let Some(app) = shared.config.app.clone() else {
-        return gh_error(StatusCode::NOT_FOUND, "Not Found", DOC_APP_TOKEN);
+    let app = match app_of(&shared, &headers) {
+        Ok(app) => app,
+        Err(r) => return *r,
     };
-    let jwt = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("");
-    if jwt.is_empty() {
-        return gh_error(
-            StatusCode::UNAUTHORIZED,
-            "Requires authentication",
-            DOC_AUTH,
-        );
-    }
-    if let Err(message) = verify_app_jwt(jwt, app.app_id, &app.public_key_pem) {
-        return gh_error(StatusCode::UNAUTHORIZED, message, DOC_APP_TOKEN);
-    }
     let installation: Option<u64> = params.get("installation_id").and_then(|s| s.parse().ok());
     if installation != Some(app.installation_id) {
         return gh_error(StatusCode::NOT_FOUND, "Not Found", DOC_APP_TOKEN);
@@ -80,10 +235,7 @@ async fn installation_token(
         Json(json!({
             "token": t.token,
             "expires_at": t.expires_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-            "permissions": {
-                "administration": "write",
-                "organization_self_hosted_runners": "write",
-            },
+            "permissions": permissions(),
             "repository_selection": "all",
         })),
     )

@@ -52,6 +52,11 @@ fn fault_response(kind: &FaultKind) -> Response {
                 .unwrap_or(StatusCode::BAD_GATEWAY);
             gh_error(status, "Server Error", DOC_AUTH)
         }
+        FaultKind::ValidationFailed => gh_error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "Validation Failed",
+            DOC_AUTH,
+        ),
         FaultKind::RateLimited { retry_after_secs } => {
             let mut r = gh_error(
                 StatusCode::TOO_MANY_REQUESTS,
@@ -106,7 +111,45 @@ fn authenticate(shared: &Shared, headers: &HeaderMap) -> Result<(), &'static str
     }
 }
 
+/// Every GitHub route passes here; with `SimConfig::record_exchanges`, the
+/// request and the answer are kept (bodies as text) for contract tests.
 pub(crate) async fn github_layer(State(shared): Sim, req: Request, next: Next) -> Response {
+    if !shared.config.record_exchanges {
+        return answer(shared, req, next).await;
+    }
+    let template = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|m| m.as_str().to_string())
+        .unwrap_or_else(|| req.uri().path().to_string());
+    let (parts, body) = req.into_parts();
+    let request_body = axum::body::to_bytes(body, 1 << 20)
+        .await
+        .unwrap_or_default();
+    let mut exchange = super::Exchange {
+        method: parts.method.to_string(),
+        template,
+        path: parts.uri.path().to_string(),
+        query: parts.uri.query().unwrap_or("").to_string(),
+        request_body: String::from_utf8_lossy(&request_body).into_owned(),
+        status: 0,
+        response_body: String::new(),
+    };
+    let req = Request::from_parts(parts, axum::body::Body::from(request_body));
+    let response = answer(shared.clone(), req, next).await;
+    let (parts, body) = response.into_parts();
+    let response_body = axum::body::to_bytes(body, 64 << 20)
+        .await
+        .unwrap_or_default();
+    exchange.status = parts.status.as_u16();
+    if !exchange.template.contains("/releases/download/") {
+        exchange.response_body = String::from_utf8_lossy(&response_body).into_owned();
+    }
+    shared.lock().exchanges.push(exchange);
+    Response::from_parts(parts, axum::body::Body::from(response_body))
+}
+
+async fn answer(shared: Arc<Shared>, req: Request, next: Next) -> Response {
     let template = req
         .extensions()
         .get::<MatchedPath>()
@@ -118,7 +161,10 @@ pub(crate) async fn github_layer(State(shared): Sim, req: Request, next: Next) -
     // not the API.
     let download = template.contains("/releases/download/");
     let free = template == "/rate_limit" || download;
-    let app_route = template.starts_with("/app/");
+    // Routes that take the App's JWT (checked by their handlers), not a
+    // token, and cost nothing against the installation's budget.
+    let app_route =
+        template == "/app" || template.starts_with("/app/") || template.ends_with("/installation");
     // A public repository's releases need no authentication (a bad
     // credential is still refused); actions/runner is public.
     let public =

@@ -62,6 +62,9 @@ pub struct SimConfig {
     /// the world holds no runner release, so `runner.version: latest`
     /// resolves without the internet.
     pub seed_runner_release: bool,
+    /// Keep every API request and answer ([`SimHandle::exchanges`]), for
+    /// checking them against GitHub's description.
+    pub record_exchanges: bool,
 }
 
 impl SimConfig {
@@ -72,6 +75,7 @@ impl SimConfig {
             app: None,
             rate_limit: 5000,
             seed_runner_release: true,
+            record_exchanges: false,
         }
     }
 }
@@ -97,6 +101,9 @@ pub struct Fault {
 pub enum FaultKind {
     /// A 5xx answer with GitHub's error body.
     ServerError { status: u16 },
+    /// `422` "Validation Failed" (what GitHub answers when a request is
+    /// invalid or "the endpoint has been spammed").
+    ValidationFailed,
     /// `429` with `retry-after`.
     RateLimited { retry_after_secs: u64 },
     /// `403` "You have exceeded a secondary rate limit", with `retry-after`
@@ -208,7 +215,22 @@ impl RateWindow {
     }
 }
 
+/// One API request and its answer, as the simulator saw them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Exchange {
+    pub method: String,
+    /// The route, e.g. `/repos/{owner}/{repo}/actions/runners`.
+    pub template: String,
+    pub path: String,
+    pub query: String,
+    pub request_body: String,
+    pub status: u16,
+    /// Empty for a release asset's bytes.
+    pub response_body: String,
+}
+
 pub(crate) struct Inner {
+    pub exchanges: Vec<Exchange>,
     pub world: SimWorld,
     pub faults: Vec<Fault>,
     pub latency: Option<Latency>,
@@ -249,6 +271,7 @@ impl Shared {
         Ok(Shared {
             config,
             inner: Mutex::new(Inner {
+                exchanges: Vec::new(),
                 world,
                 faults: Vec::new(),
                 latency: None,
@@ -347,6 +370,11 @@ impl std::fmt::Debug for SimHandle {
 impl SimHandle {
     pub fn stats(&self) -> SimStats {
         self.shared.lock().stats.clone()
+    }
+
+    /// The requests and answers kept with `SimConfig::record_exchanges`.
+    pub fn exchanges(&self) -> Vec<Exchange> {
+        self.shared.lock().exchanges.clone()
     }
 
     pub fn reset_stats(&self) {

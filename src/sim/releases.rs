@@ -169,8 +169,14 @@ fn repo_key(repo: &str) -> Option<String> {
 }
 
 pub(crate) fn routes() -> Router<Arc<Shared>> {
-    Router::new()
-        .route("/repos/{owner}/{repo}/releases", get(list_releases))
+    let mut r = Router::new();
+    for prefix in ["/repos/{owner}/{repo}", "/orgs/{org}"] {
+        r = r.route(
+            &format!("{prefix}/actions/runners/downloads"),
+            get(runner_downloads),
+        );
+    }
+    r.route("/repos/{owner}/{repo}/releases", get(list_releases))
         .route("/repos/{owner}/{repo}/releases/latest", get(latest_release))
         .route(
             "/repos/{owner}/{repo}/releases/tags/{tag}",
@@ -266,6 +272,44 @@ pub(crate) fn release_json(base: &str, repo: &str, r: &SimRelease) -> Value {
         "author": author,
         "assets": assets,
     })
+}
+
+/// `GET {scope}/actions/runners/downloads`: the `runner-application` list,
+/// taken from the newest actions/runner release the simulator holds
+/// (https://docs.github.com/rest/actions/self-hosted-runners#list-runner-applications-for-a-repository).
+async fn runner_downloads(State(shared): Sim, headers: HeaderMap) -> Response {
+    let base = base(&headers);
+    let latest = {
+        let inner = shared.lock();
+        inner
+            .world
+            .releases
+            .get(RUNNER_REPO)
+            .and_then(|l| l.iter().find(|r| !r.prerelease).cloned())
+    };
+    let apps: Vec<Value> = latest
+        .map(|r| {
+            r.assets
+                .iter()
+                .filter_map(|a| {
+                    let arch = a
+                        .name
+                        .strip_prefix("actions-runner-linux-")?
+                        .split('-')
+                        .next()?;
+                    Some(json!({
+                        "os": "linux",
+                        "architecture": arch,
+                        "download_url": format!(
+                            "{base}/{RUNNER_REPO}/releases/download/{}/{}", r.tag_name, a.name),
+                        "filename": a.name,
+                        "sha256_checksum": a.sha256,
+                    }))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    Json(Value::Array(apps)).into_response()
 }
 
 fn repo_of(params: &HashMap<String, String>) -> Option<String> {

@@ -147,6 +147,21 @@ pub(crate) fn sha256_hex(data: &[u8]) -> String {
     hex::encode(Sha256::digest(data))
 }
 
+/// GitHub's default runner labels (`self-hosted`, OS, architecture), any case.
+fn is_default_label(label: &str) -> bool {
+    const DEFAULTS: [&str; 8] = [
+        "self-hosted",
+        "linux",
+        "windows",
+        "macos",
+        "x64",
+        "arm64",
+        "arm",
+        "x86",
+    ];
+    DEFAULTS.iter().any(|d| d.eq_ignore_ascii_case(label))
+}
+
 /// Labels GitHub rejects: empty, with a comma (the runner splits on commas),
 /// longer than GitHub's 256 characters, or more than 100 of them.
 pub fn check_labels(labels: &[String], at_least_one: bool) -> Result<(), SimError> {
@@ -338,7 +353,13 @@ impl SimWorld {
                 "A runner with the name {name} already exists."
             )));
         }
-        let labels = self.make_labels(labels, &["self-hosted"]);
+        // Exactly the labels requested (GitHub's description of the route:
+        // "the names of the custom labels to add to the runner"); names that
+        // are GitHub's default labels are its read-only kind.
+        let (defaults, custom): (Vec<String>, Vec<String>) =
+            labels.iter().cloned().partition(|l| is_default_label(l));
+        let defaults: Vec<&str> = defaults.iter().map(String::as_str).collect();
+        let labels = self.make_labels(&custom, &defaults);
         let mut runner = self.insert_runner(
             key,
             SimRunner {

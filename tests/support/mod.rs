@@ -200,7 +200,8 @@ impl RigWiring {
             // which would be a request timeout while the simulator answers.
             timeout: None,
         })
-        .unwrap();
+        .unwrap()
+        .with_pools(&fleet.fleet);
         // As `assemble` does: retries ended by the stop signal, offline times
         // remembered in the state dir.
         let registry: Arc<dyn RunnerRegistry> = Arc::new(Remembering {

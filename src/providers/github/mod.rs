@@ -129,6 +129,9 @@ pub struct GithubRegistry {
     pages: Mutex<HashMap<String, CachedPage>>,
     /// Lowercased runner group name → id (organizations only).
     groups: tokio::sync::Mutex<Option<HashMap<String, u64>>>,
+    /// The fleet's name and each pool's `runner.workFolder`, for the JIT
+    /// config of a slot `<fleet>-<pool>-<index>`.
+    work_folders: Option<(String, HashMap<String, String>)>,
 }
 
 impl std::fmt::Debug for GithubRegistry {
@@ -234,7 +237,32 @@ impl GithubRegistry {
             credentials,
             pages: Mutex::new(HashMap::new()),
             groups: tokio::sync::Mutex::new(None),
+            work_folders: None,
         })
+    }
+
+    /// JIT configs of `fleet`'s slots name their pool's `runner.workFolder`;
+    /// other names, and every slot without this, get GitHub's default `_work`.
+    pub fn with_pools(mut self, fleet: &crate::fleet::Fleet) -> Self {
+        let folders = fleet
+            .spec
+            .pools
+            .iter()
+            .map(|p| (p.name.clone(), p.runner.work_folder.clone()))
+            .collect();
+        self.work_folders = Some((fleet.metadata.name.clone(), folders));
+        self
+    }
+
+    fn work_folder(&self, slot: &str) -> &str {
+        self.work_folders
+            .as_ref()
+            .and_then(|(fleet, folders)| {
+                let (pool, _) = crate::model::names::parse_slot_name(fleet, slot)?;
+                folders.get(pool)
+            })
+            .map(String::as_str)
+            .unwrap_or("_work")
     }
 
     /// One authenticated request. An App installation token GitHub rejects
@@ -423,7 +451,7 @@ impl RunnerRegistry for GithubRegistry {
             "name": name,
             "runner_group_id": group_id,
             "labels": labels,
-            "work_folder": "_work",
+            "work_folder": self.work_folder(name),
         });
         let path = format!(
             "/{}/actions/runners/generate-jitconfig",
@@ -476,10 +504,25 @@ impl RunnerRegistry for GithubRegistry {
                 tracing::info!(target: "hangar::github", runner_id, "runner removed");
                 Ok(RemoveOutcome::Removed)
             }
+            // GitHub's description declares only 204 and 422 for this
+            // route; a 404 for a runner id that no longer exists is what
+            // GitHub answers for any unknown resource ("Troubleshooting the
+            // REST API": https://docs.github.com/rest/using-the-rest-api/troubleshooting-the-rest-api#404-not-found-for-an-existing-resource),
+            // and for a delete it means the runner is gone.
             StatusCode::NOT_FOUND => Ok(RemoveOutcome::Gone),
-            StatusCode::UNPROCESSABLE_ENTITY => {
+            // 422 is "Validation failed, or the endpoint has been spammed"
+            // (https://docs.github.com/rest/actions/self-hosted-runners#delete-a-self-hosted-runner-from-a-repository).
+            // Only the answer that says the runner is running a job
+            // ("Bad request - Runner \"NAME\" is still running a job") means
+            // busy; any other 422 is retried later, never read as busy.
+            StatusCode::UNPROCESSABLE_ENTITY if says_busy(&answer.body) => {
                 tracing::info!(target: "hangar::github", runner_id, "runner busy, not removed");
                 Ok(RemoveOutcome::Busy)
+            }
+            StatusCode::UNPROCESSABLE_ENTITY => {
+                let mut err = self.transport.classify(WHAT, &answer);
+                err.kind = ErrorKind::Transient;
+                Err(err)
             }
             _ => Err(self.transport.classify(WHAT, &answer)),
         }
@@ -490,9 +533,27 @@ impl RunnerRegistry for GithubRegistry {
     }
 }
 
+/// Whether a 422 body on runner delete says the runner is running a job.
+fn says_busy(body: &str) -> bool {
+    let message = serde_json::from_str::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| v.get("message")?.as_str().map(str::to_lowercase))
+        .unwrap_or_default();
+    message.contains("running a job") || message.contains("busy")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_422_that_says_so_is_busy() {
+        assert!(says_busy(
+            r#"{"message":"Bad request - Runner \"a\" is still running a job\""}"#
+        ));
+        assert!(!says_busy(r#"{"message":"Validation Failed"}"#));
+        assert!(!says_busy("not json"));
+    }
 
     #[test]
     fn web_url_follows_the_api_host() {
