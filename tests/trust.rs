@@ -7,6 +7,8 @@
 //! (skipped when none answers, unless `HANGAR_REQUIRE_LIBVIRTD=1`), each in
 //! a private pool with names prefixed `trust`.
 
+#[path = "trust/input.rs"]
+mod input;
 #[path = "trust/ownership.rs"]
 mod ownership;
 #[path = "trust/state.rs"]

@@ -10,6 +10,7 @@ pub mod error;
 mod load;
 pub mod node;
 mod resolve;
+pub mod trust;
 pub mod types;
 pub mod units;
 pub mod validate;
