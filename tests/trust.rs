@@ -11,5 +11,7 @@
 mod input;
 #[path = "trust/ownership.rs"]
 mod ownership;
+#[path = "trust/secrets.rs"]
+mod secrets;
 #[path = "trust/state.rs"]
 mod state;
