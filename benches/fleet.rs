@@ -222,6 +222,7 @@ impl Rig {
                 domain_type: None,
                 console_dir: Some(dir.path().join("console")),
                 volume_record: None,
+                image_dirs: Vec::new(),
             })
             .unwrap_or_else(|e| panic!("test driver host {name}: {e}"));
             assert_eq!(lv.domain_type(), DomainType::Test);

@@ -322,12 +322,17 @@ spec:
       uri: {URI}
       storagePool: {pool}
       domainType: qemu
+      imageDirs: [{image_dir}]
       network:
         mode: none
   pools:
 {eph}{per}  policy:
     bootTimeout: 15m
 ",
+        image_dir = std::path::Path::new(&base.image)
+            .parent()
+            .expect("the image path has a directory")
+            .display(),
         eph = pool_yaml("eph", true),
         per = pool_yaml("per", false),
     )

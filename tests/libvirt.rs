@@ -56,6 +56,7 @@ impl Node {
             domain_type,
             console_dir: Some(dir.path().join("consoles")),
             volume_record: Some(dir.path().join("volumes.json")),
+            image_dirs: Vec::new(),
         })?;
         Ok(Node { _dir: dir, host })
     }

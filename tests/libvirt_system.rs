@@ -103,6 +103,7 @@ async fn rig() -> Option<Rig> {
                 domain_type: None,
                 console_dir: Some(console_dir),
                 volume_record: None,
+                image_dirs: Vec::new(),
             })
         }
     })

@@ -7,7 +7,11 @@
 //! (skipped when none answers, unless `HANGAR_REQUIRE_LIBVIRTD=1`), each in
 //! a private pool with names prefixed `trust`.
 
+#[path = "trust/input.rs"]
+mod input;
 #[path = "trust/ownership.rs"]
 mod ownership;
+#[path = "trust/secrets.rs"]
+mod secrets;
 #[path = "trust/state.rs"]
 mod state;

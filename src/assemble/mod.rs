@@ -303,6 +303,7 @@ fn host_config(host: &Host, fleet: &str, state_dir: &Path) -> HostConfig {
         },
         console_dir: None,
         volume_record: Some(state_dir.join(format!("{fleet}.{}.volumes.json", host.name))),
+        image_dirs: host.image_dirs.iter().map(PathBuf::from).collect(),
     }
 }
 

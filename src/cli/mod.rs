@@ -12,7 +12,6 @@ mod status;
 use std::path::PathBuf;
 
 use clap::{CommandFactory, Parser};
-use tracing_subscriber::EnvFilter;
 
 use crate::exit::ExitStatus;
 use args::{Cli, Command, LogFormat};
@@ -20,6 +19,7 @@ use commands::Ctx;
 
 /// Parse the process's arguments and run the command.
 pub fn main() -> ExitStatus {
+    crate::logging::disable_core_dumps();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
@@ -60,20 +60,7 @@ fn default_state_dir() -> PathBuf {
 }
 
 fn init_logging(verbose: u8, format: LogFormat) {
-    let default = match verbose {
-        0 => "warn",
-        1 => "hangar=info,warn",
-        2 => "hangar=debug,info",
-        _ => "trace",
-    };
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let _ = match format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().try_init(),
-    };
+    crate::logging::init(verbose, matches!(format, LogFormat::Json));
 }
 
 /// Print an ending that is not a success, and give its exit code.

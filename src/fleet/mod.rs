@@ -11,6 +11,7 @@ mod load;
 pub mod node;
 mod resolve;
 mod same_daemon;
+pub mod trust;
 pub mod types;
 pub mod units;
 pub mod validate;

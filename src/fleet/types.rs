@@ -173,6 +173,16 @@ pub struct Host {
     #[serde(default = "default_cpu_overcommit")]
     #[schemars(range(min = 0.1, max = 64.0))]
     pub cpu_overcommit: f64,
+    /// Accept a `uri` that makes libvirt run a program (the `ext`
+    /// transport, or `command=`, `netcat=`, `socket=`, `proxy=` with ssh):
+    /// refused unless this is `true`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_unsafe_uri: bool,
+    /// Directories on this host that a `vm.image` host path may be in
+    /// (besides the host's storage pools), compared after symlinks are
+    /// resolved. Default: none, so a host path must be a pool's volume.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub image_dirs: Vec<String>,
 }
 
 pub(crate) fn default_storage_pool() -> String {

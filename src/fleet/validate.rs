@@ -46,6 +46,8 @@ pub(crate) fn find_secrets(root: &Node, loc: &Locator<'_>) -> Vec<Problem> {
                 "this looks like a literal token or private key; secrets never go in the fleet file: \
                  put the token in an environment variable (`auth.tokenEnv`) or a file (`auth.tokenFile`)",
             ));
+        } else if let Some(why) = super::trust::url_has_credentials(s) {
+            problems.push(loc.at(node.pos, node.len, path, why));
         }
     });
     problems
@@ -293,6 +295,19 @@ impl Validator<'_, '_> {
                 ),
             );
         }
+        if !host.allow_unsafe_uri {
+            if let Some(why) = super::trust::uri_runs_a_program(uri) {
+                self.at_path(
+                    &p.key("uri"),
+                    format!("{why}: refused unless the host sets `allowUnsafeUri: true`"),
+                );
+            }
+        }
+        for (i, dir) in host.image_dirs.iter().enumerate() {
+            if let Some(why) = super::trust::host_path(dir) {
+                self.at_path(&p.key("imageDirs").index(i), why);
+            }
+        }
         self.non_empty(&p.key("storagePool"), &host.storage_pool);
         let net = &host.network;
         let np = p.key("network");
@@ -443,6 +458,11 @@ impl Validator<'_, '_> {
             );
         }
         if self.non_empty(&vp.key("image"), &vm.image) {
+            if vm.image.starts_with('/') {
+                if let Some(why) = super::trust::host_path(&vm.image) {
+                    self.at_path(&vp.key("image"), why);
+                }
+            }
             if vm.image.starts_with("http://") {
                 self.at_path(
                     &vp.key("image"),
@@ -517,6 +537,8 @@ impl Validator<'_, '_> {
                     &cp.key("mountPath"),
                     "must be an absolute path other than `/`",
                 );
+            } else if let Some(why) = super::trust::guest_path(&cache.mount_path) {
+                self.at_path(&cp.key("mountPath"), why);
             }
         }
 
@@ -568,6 +590,8 @@ impl Validator<'_, '_> {
                     &rp.key("preinstalled"),
                     "must be an absolute path in the image",
                 );
+            } else if let Some(why) = super::trust::guest_path(dir) {
+                self.at_path(&rp.key("preinstalled"), why);
             }
         }
         let wf = &r.work_folder;
@@ -576,6 +600,8 @@ impl Validator<'_, '_> {
                 &rp.key("workFolder"),
                 "must be a relative path inside the runner's directory",
             );
+        } else if let Some(why) = super::trust::guest_path(&format!("/{wf}")) {
+            self.at_path(&rp.key("workFolder"), why);
         }
 
         let un = &pool.user.name;
@@ -614,6 +640,14 @@ impl Validator<'_, '_> {
                 self.at_path(&lp, format!("label `{label}` contains a comma"));
             } else if label.chars().any(char::is_whitespace) {
                 self.at_path(&lp, format!("label `{label}` contains whitespace"));
+            } else if label
+                .chars()
+                .any(|c| c.is_control() || "'\"`$\\;&|<>".contains(c))
+            {
+                self.at_path(
+                    &lp,
+                    format!("label `{label}` contains a quote, `$`, `\\` or a shell or control character"),
+                );
             } else if label.chars().count() > MAX_LABEL {
                 self.at_path(&lp, format!("label is longer than {MAX_LABEL} characters"));
             } else if RESERVED_LABELS.contains(&lower.as_str()) {

@@ -70,6 +70,7 @@ impl SandboxHost {
             domain_type: None,
             console_dir: Some(dir.join("console")),
             volume_record: Some(dir.join(format!("{name}.volumes.json"))),
+            image_dirs: Vec::new(),
         };
         let seen = modified(&node_file);
         let inner = LibvirtHost::connect(config.clone())?;

@@ -320,6 +320,7 @@ async fn s09_libvirtd_restarted_mid_pass() {
             domain_type: Some(DomainType::Qemu),
             console_dir: Some(console_dir),
             volume_record: None,
+            image_dirs: Vec::new(),
         })
     })
     .await
@@ -516,9 +517,10 @@ fn s10_full_storage_pool_stops_with_a_clear_error() {
     let yaml = format!(
         "apiVersion: hangar/v1\nkind: Fleet\nmetadata:\n  name: rel\nspec:\n  github:\n    \
          simulator: true\n  hosts:\n    - name: real\n      uri: {}\n      storagePool: full\n      \
-         domainType: qemu\n  pools:\n    - name: p\n      count: 2\n      labels: [rel]\n      \
+         domainType: qemu\n      imageDirs: [{}]\n  pools:\n    - name: p\n      count: 2\n      labels: [rel]\n      \
          vm:\n        cpus: 1\n        memory: 256MiB\n        disk: 1GiB\n        image: {}\n",
         daemon.uri(),
+        daemon.dir.path().display(),
         base.display()
     );
     let state = State::new(&yaml);

@@ -123,6 +123,10 @@ impl Rig {
     /// A fresh provider (a new hangar process, as far as caches go) with
     /// hangar's record of what it made in the rig's directory.
     async fn host(&self) -> LibvirtHost {
+        self.host_with_image_dirs(vec![]).await
+    }
+
+    async fn host_with_image_dirs(&self, image_dirs: Vec<PathBuf>) -> LibvirtHost {
         let config = HostConfig {
             name: "local".into(),
             uri: URI.into(),
@@ -131,6 +135,7 @@ impl Rig {
             domain_type: None,
             console_dir: Some(self.dir.path().join("consoles")),
             volume_record: Some(self.record()),
+            image_dirs,
         };
         tokio::task::spawn_blocking(move || LibvirtHost::connect(config))
             .await
@@ -291,4 +296,39 @@ async fn defect_04_a_copy_naming_another_slot_is_foreign_so_the_slot_waits() {
     assert!(host.foreign_names().contains(&copy_name));
     // And the copy's disks (a's) are not leftovers: it uses them.
     assert!(leftover_names(&host).is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn defect_08_a_host_path_image_outside_pools_and_image_dirs_is_refused() {
+    let Some(rig) = Rig::new() else { return };
+    let images = rig.dir.path().join("images");
+    std::fs::create_dir(&images).unwrap();
+    let outside = rig.dir.path().join("secret.img");
+    std::fs::write(&outside, b"not for guests").unwrap();
+    // A symlink inside the allowed directory that leads out of it.
+    std::os::unix::fs::symlink(&outside, images.join("link.img")).unwrap();
+    std::fs::write(images.join("ok.img"), vec![0u8; 4096]).unwrap();
+    let with_image = |index: u32, image: &std::path::Path| {
+        let mut o = rig.owner(index, 1);
+        o.shape.image = image.display().to_string();
+        o.shape.cache_bytes = None;
+        vm(o)
+    };
+
+    let host = rig.host().await;
+    let err = host.create(&with_image(0, &outside)).await.unwrap_err();
+    assert_eq!(err.kind, ErrorKind::Refused, "{err}");
+    assert!(err.to_string().contains("imageDirs"), "{err}");
+
+    let host = rig.host_with_image_dirs(vec![images.clone()]).await;
+    let err = host
+        .create(&with_image(1, &images.join("link.img")))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("in no imageDirs"), "{err}");
+    host.create(&with_image(2, &images.join("ok.img")))
+        .await
+        .unwrap();
+    let seen = host.observe(&rig.fleet).await.unwrap();
+    assert_eq!(seen.len(), 1, "only the image inside imageDirs is used");
 }

@@ -215,6 +215,7 @@ impl Inner {
 
     /// A base image outside every pool: only its path is known to libvirt.
     fn host_file_base(&self, path: &str) -> Result<Base, ProviderError> {
+        let path = &self.image_in_dirs(path)?;
         // On a remote host the file cannot be probed from here; qcow2 is
         // what cloud images ship as.
         let format = if self.local {
@@ -237,6 +238,54 @@ impl Inner {
             },
             capacity_bytes: None,
         })
+    }
+}
+
+impl Inner {
+    /// A host path that is no pool's volume becomes a backing file only
+    /// inside the host's `imageDirs`, so that the fleet file cannot hand a
+    /// guest any host file (`/etc/shadow`). On this machine both sides are
+    /// compared with symlinks resolved, and the resolved path is used; on
+    /// a remote host, where nothing can be resolved from here, the path
+    /// as written (validation made it normalized).
+    fn image_in_dirs(&self, path: &str) -> Result<String, ProviderError> {
+        let refused = |why: String| {
+            self.err(
+                ErrorKind::Refused,
+                format!(
+                    "vm.image {path}: {why}; a host path must be a volume of a storage pool                      or inside one of the host's imageDirs"
+                ),
+            )
+        };
+        let resolve = |p: &std::path::Path| -> Result<std::path::PathBuf, ProviderError> {
+            if self.local {
+                std::fs::canonicalize(p)
+                    .map_err(|e| refused(format!("cannot resolve {}: {e}", p.display())))
+            } else {
+                Ok(p.to_path_buf())
+            }
+        };
+        let resolved = resolve(std::path::Path::new(path))?;
+        for dir in &self.config.image_dirs {
+            let Ok(dir) = resolve(dir) else { continue };
+            if resolved.starts_with(&dir) {
+                return Ok(resolved.display().to_string());
+            }
+        }
+        Err(refused(format!(
+            "{} is in no imageDirs ({})",
+            resolved.display(),
+            if self.config.image_dirs.is_empty() {
+                "none are set".to_string()
+            } else {
+                self.config
+                    .image_dirs
+                    .iter()
+                    .map(|d| d.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            }
+        )))
     }
 }
 

@@ -88,6 +88,9 @@ pub struct HostConfig {
     /// File of hangar's record of the volumes it made on this host (see
     /// `made`); `None`: kept in memory, for this process only.
     pub volume_record: Option<PathBuf>,
+    /// Directories a host-path image that is no pool's volume may be in
+    /// (`imageDirs`); see `image`.
+    pub image_dirs: Vec<PathBuf>,
 }
 
 /// A libvirt host. Cheap to clone (shared state).
