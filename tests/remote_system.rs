@@ -24,6 +24,9 @@ const POOL: &str = "hangar-ci";
 const CONSOLES: &str = "/var/lib/hangar-remote/consoles";
 const MIB: u64 = 1 << 20;
 
+/// One test at a time on the remote daemon: one of them stops it.
+static REMOTE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 fn virsh(uri: &str, args: &[&str]) -> Result<String, String> {
     let out = Command::new("virsh")
         .arg("-c")
@@ -123,6 +126,7 @@ fn owner(fleet: &str, image: &str, index: u32) -> Ownership {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_provider_works_over_qemu_ssh_to_a_remote_session_libvirtd() {
+    let _one = REMOTE.lock().await;
     let Some(uri) = remote_uri() else {
         return;
     };
@@ -227,4 +231,86 @@ async fn the_provider_works_over_qemu_ssh_to_a_remote_session_libvirtd() {
         .map(str::to_string)
         .collect();
     assert!(left.is_empty(), "domains left: {left:?}");
+}
+
+/// Lets a stopped daemon run again, even when an assertion fails.
+struct Resume(String);
+
+impl Drop for Resume {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").args(["-CONT", &self.0]).status();
+    }
+}
+
+/// Connection health: a remote libvirtd that stops answering (SIGSTOP: its
+/// socket stays open, nothing replies) fails a call within the call
+/// deadline, further calls fail at once while the stuck one has not
+/// returned, and once the daemon answers again the host is observed again
+/// (the connection reopened as needed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_remote_host_that_stops_answering_fails_its_calls_within_the_deadline() {
+    let _one = REMOTE.lock().await;
+    let Some(uri) = remote_uri() else {
+        return;
+    };
+    let host = tokio::task::spawn_blocking({
+        let uri = uri.clone();
+        move || {
+            LibvirtHost::connect(HostConfig {
+                name: "remote".into(),
+                uri,
+                storage_pool: POOL.into(),
+                network: NetworkAttachment::None,
+                domain_type: Some(DomainType::Qemu),
+                console_dir: Some(CONSOLES.into()),
+            })
+        }
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    let deadline = std::time::Duration::from_secs(3);
+    host.set_call_timeout(Some(deadline));
+    host.observe("remote-none").await.unwrap();
+
+    let pid = std::fs::read_to_string("/var/lib/hangar-remote/.cache/libvirt/libvirtd.pid")
+        .unwrap()
+        .trim()
+        .to_string();
+    assert!(Command::new("kill")
+        .args(["-STOP", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let resume = Resume(pid);
+
+    let t = std::time::Instant::now();
+    let e = host.observe("remote-none").await.unwrap_err();
+    let took = t.elapsed();
+    assert!(e.message.contains("not answering"), "{e}");
+    assert!(
+        took >= deadline && took < deadline + std::time::Duration::from_secs(2),
+        "failed after {took:?}"
+    );
+    let t = std::time::Instant::now();
+    let e = host.facts().await.unwrap_err();
+    assert!(e.message.contains("not answering"), "{e}");
+    assert!(
+        t.elapsed() < std::time::Duration::from_millis(500),
+        "{:?}",
+        t.elapsed()
+    );
+
+    drop(resume);
+    let t = std::time::Instant::now();
+    loop {
+        match host.observe("remote-none").await {
+            Ok(_) => break,
+            Err(e) if t.elapsed() < std::time::Duration::from_secs(30) => {
+                eprintln!("not yet: {e}");
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            }
+            Err(e) => panic!("the host answers again but is not observed: {e}"),
+        }
+    }
 }

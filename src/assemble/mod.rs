@@ -333,10 +333,20 @@ impl LazyHost {
         let config = self.config.clone();
         let isolation = self.isolation.clone();
         let name = config.name.clone();
-        let h =
-            tokio::task::spawn_blocking(move || LibvirtHost::connect_isolated(config, isolation))
-                .await
-                .map_err(|e| ProviderError::new(&name, ErrorKind::Transient, e.to_string()))??;
+        let remote = !crate::providers::libvirt::uri_is_local(&config.uri);
+        let task =
+            tokio::task::spawn_blocking(move || LibvirtHost::connect_isolated(config, isolation));
+        // A remote host that never answers must not hold up the pass.
+        let limit = crate::providers::libvirt::REMOTE_CALL_TIMEOUT;
+        let joined = match remote {
+            true => tokio::time::timeout(limit, task).await.map_err(|_| {
+                let msg = format!("not answering: no connection within {}s", limit.as_secs());
+                ProviderError::new(&name, ErrorKind::Transient, msg)
+            })?,
+            false => task.await,
+        };
+        let h = joined
+            .map_err(|e| ProviderError::new(&name, ErrorKind::Transient, e.to_string()))??;
         let h = Arc::new(h);
         *slot = Some(h.clone());
         Ok(h)

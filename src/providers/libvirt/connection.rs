@@ -2,13 +2,22 @@
 //! wrapper every libvirt call goes through: counted, its error classified,
 //! off the async runtime.
 //!
-//! No keepalive is registered (that needs libvirt's event loop running on a
-//! thread of its own): a connection is known dead when libvirt itself saw
-//! it close (`virConnectIsAlive`, answered locally) or when a call failed
-//! in a way [`super::errors::classify`] calls transient.
+//! Remote connections send libvirt keepalives (libvirt's event loop runs on
+//! a thread of its own, started once per process): a peer that stops
+//! answering is closed by libvirt within [`KEEPALIVE_INTERVAL_SECS`] ×
+//! [`KEEPALIVE_COUNT`]. A connection is known dead when libvirt saw it close
+//! (`virConnectIsAlive`, answered locally) or when a call failed in a way
+//! [`super::errors::classify`] calls transient; the next call reopens it.
+//!
+//! Every call on a remote host has a deadline ([`REMOTE_CALL_TIMEOUT`]):
+//! a host that stops answering fails its calls in that time instead of
+//! holding up the pass for the other hosts, and while the stuck call has
+//! not returned, further calls fail at once (no second thread is parked on
+//! it). The pass treats the host as unobserved.
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Once};
+use std::time::{Duration, Instant};
 
 use virt::connect::Connect;
 
@@ -18,6 +27,15 @@ use crate::model::host::HostIdentity;
 use crate::providers::{ErrorKind, ProviderError};
 
 static QUIET_LIBVIRT: Once = Once::new();
+static EVENT_LOOP: Once = Once::new();
+
+/// Seconds between keepalive probes on a remote connection.
+pub const KEEPALIVE_INTERVAL_SECS: i32 = 5;
+/// Unanswered probes after which libvirt closes the connection.
+pub const KEEPALIVE_COUNT: u32 = 3;
+/// How long one call on a remote host may take (a create or an image
+/// upload included) before the host counts as not answering.
+pub const REMOTE_CALL_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Whether a libvirt URI names this machine (no host part, or a unix socket).
 pub fn uri_is_local(uri: &str) -> bool {
@@ -33,27 +51,92 @@ pub fn uri_is_local(uri: &str) -> bool {
 /// volume not made yet): it is silenced once per process.
 pub(super) fn open(config: &HostConfig, what: &str) -> Result<Connect, ProviderError> {
     QUIET_LIBVIRT.call_once(virt::error::clear_error_callback);
-    Connect::open(Some(&config.uri))
-        .map_err(|e| map_error(&config.name, &format!("{what} {}", config.uri), &e))
+    let remote = !uri_is_local(&config.uri);
+    if remote {
+        start_event_loop();
+    }
+    let conn = Connect::open(Some(&config.uri))
+        .map_err(|e| map_error(&config.name, &format!("{what} {}", config.uri), &e))?;
+    if remote {
+        // Without the event loop (it failed to start) libvirt refuses
+        // keepalive; the call deadline still bounds a silent peer.
+        if let Err(e) = conn.set_keep_alive(KEEPALIVE_INTERVAL_SECS, KEEPALIVE_COUNT) {
+            tracing::warn!(host = %config.name, error = %e, "libvirt keepalive not enabled");
+        }
+    }
+    Ok(conn)
+}
+
+/// libvirt's default event loop on a thread of its own: keepalive needs it,
+/// and it must be registered before the first remote connection opens.
+fn start_event_loop() {
+    EVENT_LOOP.call_once(|| {
+        if let Err(e) = virt::event::event_register_default_impl() {
+            tracing::warn!(error = %e, "libvirt event loop not registered");
+            return;
+        }
+        let spawned = std::thread::Builder::new()
+            .name("libvirt-events".into())
+            .spawn(|| loop {
+                if virt::event::event_run_default_impl().is_err() {
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::warn!(error = %e, "libvirt event loop not started");
+        }
+    });
 }
 
 impl LibvirtHost {
     /// Run `f` on the blocking pool: every virt call blocks its thread.
+    /// Bounded by the host's call deadline (see the module doc).
     pub(super) async fn blocking<T, F>(&self, f: F) -> Result<T, ProviderError>
     where
         T: Send + 'static,
         F: FnOnce(&Inner) -> Result<T, ProviderError> + Send + 'static,
     {
         let inner = self.inner.clone();
-        tokio::task::spawn_blocking(move || f(&inner))
-            .await
-            .map_err(|e| {
-                ProviderError::new(
-                    &self.inner.config.name,
-                    ErrorKind::Transient,
-                    format!("libvirt task failed: {e}"),
-                )
-            })?
+        let limit = *inner.call_timeout.lock().expect("deadline lock");
+        if let Some(since) = *inner.stuck_since.lock().expect("deadline lock") {
+            return Err(inner.err(
+                ErrorKind::Transient,
+                format!(
+                    "not answering: a libvirt call has waited {}s",
+                    since.elapsed().as_secs()
+                ),
+            ));
+        }
+        let task = tokio::task::spawn_blocking({
+            let inner = inner.clone();
+            move || {
+                let r = f(&inner);
+                *inner.stuck_since.lock().expect("deadline lock") = None;
+                r
+            }
+        });
+        let joined = match limit {
+            None => task.await,
+            Some(limit) => match tokio::time::timeout(limit, task).await {
+                Ok(joined) => joined,
+                Err(_) => {
+                    *inner.stuck_since.lock().expect("deadline lock") =
+                        Some(Instant::now() - limit);
+                    return Err(inner.err(
+                        ErrorKind::Transient,
+                        format!("not answering: no reply within {}s", limit.as_secs()),
+                    ));
+                }
+            },
+        };
+        joined.map_err(|e| inner.err(ErrorKind::Transient, format!("libvirt task failed: {e}")))?
+    }
+
+    /// Change the deadline of every call on this host (`None`: unbounded).
+    /// Remote hosts start with [`REMOTE_CALL_TIMEOUT`], local ones with
+    /// none.
+    pub fn set_call_timeout(&self, limit: Option<Duration>) {
+        *self.inner.call_timeout.lock().expect("deadline lock") = limit;
     }
 }
 

@@ -58,7 +58,8 @@ use super::{CacheUsage, Hypervisor, ProviderError, VmCreate};
 use crate::model::host::{DomainType, HostFacts, HostIdentity, NetworkAttachment};
 use crate::plan::model::{Leftover, ObservedHost, ObservedVm, VmRef};
 
-use self::connection::uri_is_local;
+pub use self::connection::uri_is_local;
+pub use self::connection::REMOTE_CALL_TIMEOUT;
 pub use self::xml::{domain_xml, volume_xml};
 
 /// Where serial console logs go on a host unless configured otherwise.
@@ -135,6 +136,10 @@ struct Inner {
     /// Set when a reconnect reached another libvirtd under this name: the
     /// next facts read reports the host as gone for that pass.
     identity_changed: Mutex<Option<String>>,
+    /// See `connection`: the deadline of each call, and since when a call
+    /// past it has not returned.
+    call_timeout: Mutex<Option<std::time::Duration>>,
+    stuck_since: Mutex<Option<std::time::Instant>>,
 }
 
 impl LibvirtHost {
@@ -177,6 +182,8 @@ impl LibvirtHost {
                 host_state: Mutex::new(Default::default()),
                 identity: Mutex::new(identity),
                 identity_changed: Mutex::new(None),
+                call_timeout: Mutex::new((!local).then_some(connection::REMOTE_CALL_TIMEOUT)),
+                stuck_since: Mutex::new(None),
             }),
         })
     }
