@@ -178,7 +178,7 @@ pub async fn apply(ctx: &Ctx, file: &Path, args: ApplyArgs) -> Result<ExitStatus
     let stop = stop_signal();
     let engine = assemble(ctx, &fleet, &stop).await?;
     let json = args.output == Output::Json;
-    let view = EventView::new(json, Plans::First, ctx.color, false);
+    let view = EventView::new(json, Plans::First, ctx.color, false).with_progress();
     let mut settings = ConvergeSettings {
         wait,
         prune_confirmed: args.yes,

@@ -7,6 +7,7 @@ pub(crate) mod args;
 mod commands;
 pub(crate) mod error;
 pub mod output;
+mod progress;
 mod status;
 
 use std::path::PathBuf;
@@ -31,7 +32,11 @@ pub fn main() -> ExitStatus {
             };
         }
     };
-    init_logging(cli.global.verbose, cli.global.log_format);
+    init_logging(
+        cli.global.verbose,
+        cli.global.log_format,
+        output::use_color_on_stderr(cli.global.color),
+    );
     // Test builds only: fault points configured by `FAILPOINTS=name=action`.
     #[cfg(feature = "failpoints")]
     let _failpoints = fail::FailScenario::setup();
@@ -59,7 +64,9 @@ fn default_state_dir() -> PathBuf {
     }
 }
 
-fn init_logging(verbose: u8, format: LogFormat) {
+/// Logs go to stderr: escapes only where stderr is a terminal that wants
+/// colour (never into a cron mail or the journal).
+fn init_logging(verbose: u8, format: LogFormat, ansi: bool) {
     let default = match verbose {
         0 => "warn",
         1 => "hangar=info,warn",
@@ -69,7 +76,8 @@ fn init_logging(verbose: u8, format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi);
     let _ = match format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().try_init(),
@@ -98,6 +106,7 @@ pub async fn run(cli: Cli) -> ExitStatus {
             .unwrap_or_else(default_state_dir),
         color: output::use_color(cli.global.color),
     };
+    let stderr_color = output::use_color_on_stderr(cli.global.color);
     let result = match cli.command {
         Command::Validate { fleet, output } => commands::validate(&fleet.file, output),
         Command::Schema => {
@@ -172,7 +181,7 @@ pub async fn run(cli: Cli) -> ExitStatus {
             Ok(ExitStatus::Ok)
         }
     };
-    finish(result, ctx.color)
+    finish(result, stderr_color)
 }
 
 async fn github_sim(

@@ -8,6 +8,7 @@ use serde::Serialize;
 
 use super::execute::ActionOutcome;
 use super::policy::Requeue;
+use super::progress::SlotProgress;
 use crate::plan::model::{Action, Failure, Plan};
 
 /// One thing that happened.
@@ -23,6 +24,10 @@ pub enum Event {
     ObservationFailed {
         what: String,
         error: Failure,
+    },
+    /// Where every slot of the file is, as this pass observed it.
+    Progress {
+        slots: Vec<SlotProgress>,
     },
     /// The plan of a pass, before any of it is executed.
     Planned {

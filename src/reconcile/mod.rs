@@ -17,6 +17,7 @@ pub mod execute;
 pub mod lock;
 pub mod memory;
 pub mod policy;
+pub mod progress;
 pub mod status;
 
 use std::collections::BTreeMap;

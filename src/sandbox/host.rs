@@ -47,7 +47,7 @@ impl SandboxHost {
                 format!("sandbox state in {}: {e}", dir.display()),
             )
         };
-        std::fs::create_dir_all(dir.join("console")).map_err(err)?;
+        std::fs::create_dir_all(dir.join("console").join(name)).map_err(err)?;
         let node_file = std::path::absolute(dir.join(format!("{name}.xml"))).map_err(err)?;
         if !node_file.exists() {
             let xml = node::initial(
@@ -64,7 +64,9 @@ impl SandboxHost {
             storage_pool: storage_pool.to_string(),
             network: NetworkAttachment::None,
             domain_type: None,
-            console_dir: Some(dir.join("console")),
+            // One directory per host: a host takes every console log in
+            // its directory without a VM of its own for a leftover.
+            console_dir: Some(dir.join("console").join(name)),
         };
         let seen = modified(&node_file);
         let inner = LibvirtHost::connect(config.clone())?;
