@@ -32,6 +32,26 @@ pub struct SandboxGuests {
 #[async_trait]
 impl GuestPlay for SandboxGuests {
     async fn play(&self, _world: &World, desired: &Desired, _clock: &dyn Clock) -> Vec<String> {
+        self.play_paced(desired, false).await
+    }
+}
+
+/// The stand-in guests as the CLI's sandbox plays them: a booting guest
+/// says one boot stage a pass (user ok, docker ok, cache mounted) before its
+/// runner starts, so that `apply` shows the stages a real guest goes
+/// through. The engine's tests use [`SandboxGuests`], which says them all at
+/// once and comes online a pass after its VM is created.
+pub struct PacedGuests(pub SandboxGuests);
+
+#[async_trait]
+impl GuestPlay for PacedGuests {
+    async fn play(&self, _world: &World, desired: &Desired, _clock: &dyn Clock) -> Vec<String> {
+        self.0.play_paced(desired, true).await
+    }
+}
+
+impl SandboxGuests {
+    async fn play_paced(&self, desired: &Desired, paced: bool) -> Vec<String> {
         let mut lines = Vec::new();
         for host in &self.hosts {
             let vms = match host.observe(&desired.fleet).await {
@@ -48,7 +68,7 @@ impl GuestPlay for SandboxGuests {
                     None => !vm.owner.ephemeral,
                     Some(r) => r.status == "offline" && vm.owner.ephemeral,
                 };
-                if vm.state == VmState::Running && starting {
+                if paced && vm.state == VmState::Running && starting {
                     // A booting guest says one thing a pass before its
                     // runner starts, as a real one takes a while for each.
                     if let Some(marker) = next_boot_marker(&vm) {
@@ -149,7 +169,21 @@ fn next_boot_marker(vm: &ObservedVm) -> Option<String> {
 /// What a guest prints on its serial console when its runner starts, so
 /// that `status` shows the same stages for a sandbox VM as for a real one.
 fn boot_console(host: &SandboxHost, vm: &ObservedVm, labels: &[String]) {
-    let text = format!("{MARKER_RUNNER_STARTED} {} {}\n", vm.name, labels.join(","));
+    let mut text = String::new();
+    let mut said = vm.clone();
+    // What it has not said yet (all of it, unpaced) comes first.
+    for _ in 0..3 {
+        let Some(marker) = next_boot_marker(&said) else {
+            break;
+        };
+        text.push_str(&format!("{marker}\n"));
+        said.guest = crate::model::guest::line_stage(&marker);
+    }
+    text.push_str(&format!(
+        "{MARKER_RUNNER_STARTED} {} {}\n",
+        vm.name,
+        labels.join(",")
+    ));
     append_console(host, vm, &text);
 }
 
