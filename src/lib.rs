@@ -11,6 +11,7 @@ pub mod cli;
 pub mod exit;
 pub mod files;
 pub mod fleet;
+pub mod metrics;
 pub mod model;
 pub mod plan;
 pub mod providers;

@@ -122,6 +122,15 @@ pub enum Command {
         /// Stop after this many passes (daemon mode; for tests and soak runs)
         #[arg(long, value_name = "N", hide = true)]
         max_passes: Option<u64>,
+        /// Serve Prometheus metrics at http://ADDR/metrics (daemon mode);
+        /// `--metrics` alone listens on 127.0.0.1:9464
+        #[arg(
+            long,
+            value_name = "ADDR",
+            num_args = 0..=1,
+            default_missing_value = crate::metrics::DEFAULT_LISTEN
+        )]
+        metrics: Option<SocketAddr>,
     },
     /// Hosts, VMs, runners and cache use in one table
     Status {

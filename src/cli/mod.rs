@@ -138,6 +138,7 @@ pub async fn run(cli: Cli) -> ExitStatus {
             every,
             once,
             max_passes,
+            metrics,
         } => {
             commands::reconcile(
                 &ctx,
@@ -146,6 +147,7 @@ pub async fn run(cli: Cli) -> ExitStatus {
                     every,
                     once,
                     max_passes,
+                    metrics,
                 },
             )
             .await

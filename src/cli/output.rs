@@ -260,6 +260,7 @@ impl EventView {
                 self.say(&line);
             }
             Event::Progress { slots } => self.progress(slots),
+            Event::Measured { .. } => {}
             Event::GuestPlayed { line } => self.say(&format!("  sandbox  {line}")),
             Event::PassFinished {
                 pass: _,

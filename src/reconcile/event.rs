@@ -9,6 +9,7 @@ use serde::Serialize;
 use super::execute::ActionOutcome;
 use super::policy::Requeue;
 use super::progress::SlotProgress;
+use super::status::StatusView;
 use crate::plan::model::{Action, Failure, Plan};
 
 /// One thing that happened.
@@ -28,6 +29,11 @@ pub enum Event {
     /// Where every slot of the file is, as this pass observed it.
     Progress {
         slots: Vec<SlotProgress>,
+    },
+    /// What the daemon measured after a pass (with metrics on): the status
+    /// view of the pass's observation.
+    Measured {
+        status: Box<StatusView>,
     },
     /// The plan of a pass, before any of it is executed.
     Planned {
@@ -80,6 +86,16 @@ pub trait Events: Send + Sync {
 impl<F: Fn(Event) + Send + Sync> Events for F {
     fn emit(&self, event: Event) {
         self(event)
+    }
+}
+
+/// Every event to both.
+pub struct Both<'a>(pub &'a dyn Events, pub &'a dyn Events);
+
+impl Events for Both<'_> {
+    fn emit(&self, event: Event) {
+        self.0.emit(event.clone());
+        self.1.emit(event);
     }
 }
 
