@@ -243,3 +243,58 @@ fn a_failed_action_is_reported_once_without_escapes() {
     let _ = sim.kill();
     let _ = sim.wait();
 }
+
+#[test]
+fn init_writes_a_valid_fleet_file_for_the_host_with_its_schema_beside_it() {
+    let sb = Sandbox::new();
+    let etc = sb.state.path().join("etc-hangar");
+    std::fs::create_dir(&etc).unwrap();
+    let file = etc.join("fleet.yaml");
+    let f = file.to_str().unwrap();
+    let r = sb.run(&["init", "--uri", "test:///default", "-o", f, "--name", "lab"]);
+    assert_eq!(r.code, 0, "{r}");
+    assert!(r.stdout.contains("fleet lab is valid"), "{r}");
+    let text = std::fs::read_to_string(&file).unwrap();
+    // The test driver's node: 16 cpus, 3GiB, one pool `default-pool`.
+    assert!(text.contains("16 cpus"), "{text}");
+    assert!(text.contains("storagePool: default-pool"), "{text}");
+    assert!(text.contains("uri: test:///default"), "{text}");
+    // The modeline names the schema beside the file, which is there.
+    let first = text.lines().next().unwrap();
+    let schema = first
+        .strip_prefix("# yaml-language-server: $schema=")
+        .unwrap_or_else(|| panic!("{first}"));
+    let written = std::fs::read_to_string(etc.join(schema)).unwrap();
+    let doc: Value = serde_json::from_str(&written).unwrap();
+    assert!(doc["$schema"].is_string(), "{written}");
+    assert_eq!(sb.run(&["validate", "-f", f]).code, 0);
+
+    // It does not overwrite without --force.
+    let r = sb.run(&["init", "--uri", "test:///default", "-o", f]);
+    assert_eq!(r.code, 2, "{r}");
+    assert!(r.stderr.contains("--force"), "{r}");
+    let r = sb.run(&["init", "--uri", "test:///default", "-o", f, "--force"]);
+    assert_eq!(r.code, 0, "{r}");
+
+    // `hangar schema --out DIR` writes the same schema.
+    let other = sb.state.path().join("elsewhere");
+    std::fs::create_dir(&other).unwrap();
+    let r = sb.run(&["schema", "--out", other.to_str().unwrap()]);
+    assert_eq!(r.code, 0, "{r}");
+    assert_eq!(
+        std::fs::read_to_string(other.join(schema)).unwrap(),
+        written
+    );
+
+    // A libvirt that is not there: exit 3, nothing written.
+    let missing = etc.join("none.yaml");
+    let r = sb.run(&[
+        "init",
+        "--uri",
+        "test:///nonexistent-ops-node.xml",
+        "-o",
+        missing.to_str().unwrap(),
+    ]);
+    assert_eq!(r.code, 3, "{r}");
+    assert!(!missing.exists());
+}

@@ -80,8 +80,30 @@ pub enum Command {
         #[arg(short, long, value_enum, default_value_t = Output::Human)]
         output: Output,
     },
-    /// Print the JSON Schema of the fleet file
-    Schema,
+    /// Print the JSON Schema of the fleet file, or write it into a directory
+    Schema {
+        /// Write `fleet.schema.json` into DIR (next to a fleet file whose
+        /// modeline names it) instead of printing it
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+    },
+    /// Write a fleet file for this machine from its local libvirt (cpus,
+    /// memory, storage pools, KVM or not), the schema next to it, and
+    /// validate it
+    Init {
+        /// The local libvirt to ask
+        #[arg(long, default_value = "qemu:///system")]
+        uri: String,
+        /// Where to write the fleet file
+        #[arg(long, short = 'o', value_name = "FILE", default_value = "fleet.yaml")]
+        out: PathBuf,
+        /// The fleet's name (metadata.name)
+        #[arg(long, default_value = "my-fleet")]
+        name: String,
+        /// Replace FILE if it exists
+        #[arg(long)]
+        force: bool,
+    },
     /// Observe the world and print the plan; changes nothing.
     /// Exit 0 in sync, 1 anything differs (waits included), 2 bad input,
     /// 3 provider error

@@ -38,6 +38,9 @@ pub enum ExpectedError {
     NotConfirmed(String),
     #[error("cannot start the async runtime: {0}")]
     Runtime(#[source] std::io::Error),
+    /// A provider refused a read outside the engine (`init`'s survey).
+    #[error(transparent)]
+    Provider(#[from] crate::providers::ProviderError),
 }
 
 impl From<LockError> for ExpectedError {
@@ -57,7 +60,9 @@ impl ExpectedError {
             | ExpectedError::NoSlot { .. }
             | ExpectedError::NotConfirmed(_) => ExitStatus::InvalidInput,
             ExpectedError::Assemble(e) if e.is_usage() => ExitStatus::InvalidInput,
-            ExpectedError::Assemble(_) | ExpectedError::Runtime(_) => ExitStatus::ProviderError,
+            ExpectedError::Assemble(_) | ExpectedError::Runtime(_) | ExpectedError::Provider(_) => {
+                ExitStatus::ProviderError
+            }
             ExpectedError::Engine(e) => match e {
                 E::Fleet(_) | E::PruneNotConfirmed { .. } => ExitStatus::InvalidInput,
                 E::Lock(LockError::Held { .. }) | E::DaemonRunning { .. } => ExitStatus::LockHeld,

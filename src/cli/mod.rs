@@ -6,6 +6,7 @@
 pub(crate) mod args;
 mod commands;
 pub(crate) mod error;
+mod init;
 pub mod output;
 mod progress;
 mod status;
@@ -109,9 +110,27 @@ pub async fn run(cli: Cli) -> ExitStatus {
     let stderr_color = output::use_color_on_stderr(cli.global.color);
     let result = match cli.command {
         Command::Validate { fleet, output } => commands::validate(&fleet.file, output),
-        Command::Schema => {
+        Command::Schema { out: None } => {
             crate::out!("{}", crate::fleet::schema_json());
             Ok(ExitStatus::Ok)
+        }
+        Command::Schema { out: Some(dir) } => init::write_schema(&dir).map(|p| {
+            eprintln!("wrote {}", p.display());
+            ExitStatus::Ok
+        }),
+        Command::Init {
+            uri,
+            out,
+            name,
+            force,
+        } => {
+            init::init(init::InitArgs {
+                uri,
+                out,
+                name,
+                force,
+            })
+            .await
         }
         Command::Diff { fleet, output } => commands::diff(&ctx, &fleet.file, output).await,
         Command::Apply {

@@ -37,6 +37,7 @@ mod leftovers;
 mod listing;
 mod observe;
 mod seed;
+pub mod survey;
 pub mod test_node;
 mod volumes;
 pub mod xml;
