@@ -12,6 +12,7 @@ pub mod exit;
 pub mod files;
 pub mod fleet;
 pub mod logging;
+pub mod metrics;
 pub mod model;
 pub mod plan;
 pub mod providers;

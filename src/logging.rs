@@ -181,7 +181,7 @@ where
 
 /// Log to stderr at `verbose` (0: warnings; `RUST_LOG` overrides), as
 /// text or JSON lines, every line redacted.
-pub fn init(verbose: u8, json: bool) {
+pub fn init(verbose: u8, json: bool, ansi: bool) {
     let default = match verbose {
         0 => "warn",
         1 => "hangar=info,warn",
@@ -191,7 +191,8 @@ pub fn init(verbose: u8, json: bool) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(Redacting(std::io::stderr));
+        .with_writer(Redacting(std::io::stderr))
+        .with_ansi(ansi);
     let _ = if json {
         builder.json().try_init()
     } else {

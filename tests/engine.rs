@@ -882,6 +882,7 @@ fn daemon_settings(rig: &Rig) -> DaemonSettings {
         max_passes: None,
         state_dir: rig.dir.path().to_path_buf(),
         lock_poll: Duration::from_secs(1),
+        measure: false,
     }
 }
 

@@ -110,9 +110,8 @@ fn render_user_data_contacts_nothing_and_domain_says_it_asks_the_host() {
     assert!(r.stdout.contains("<name>quickstart-pr-1</name>"), "{r}");
 }
 
-#[test]
-fn the_daemon_picks_up_a_rotated_token_file() {
-    let sb = Sandbox::new();
+/// `hangar github-sim` on a free loopback port, and its address.
+fn github_sim(sb: &Sandbox, token: &str) -> (std::process::Child, String) {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -120,31 +119,36 @@ fn the_daemon_picks_up_a_rotated_token_file() {
         .port();
     let listen = format!("127.0.0.1:{port}");
     let mut sim = sb
-        .command(&[
-            "github-sim",
-            "--listen",
-            &listen,
-            "--token",
-            "the-new-token",
-        ])
+        .command(&["github-sim", "--listen", &listen, "--token", token])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let sim_rx = stderr_lines(&mut sim);
-    wait_for_line(&sim_rx, &mut Vec::new(), "listening");
+    let rx = stderr_lines(&mut sim);
+    wait_for_line(&rx, &mut Vec::new(), "listening");
+    (sim, listen)
+}
 
-    let token = sb.state.path().join("token");
-    std::fs::write(&token, "the-old-token\n").unwrap();
-    let file = sb.edited("fleet.yaml", |t| {
+/// The quickstart against `hangar github-sim` at `listen` with a token file.
+fn with_token_file(sb: &Sandbox, listen: &str, token: &std::path::Path) -> std::path::PathBuf {
+    sb.edited("fleet.yaml", |t| {
         t.replace(
             "    simulator: true",
             &format!(
-                "    repository: ops/rotation\n    apiUrl: http://{listen}\n    auth:\n      tokenFile: {}",
+                "    repository: ops/tokens\n    apiUrl: http://{listen}\n    auth:\n      tokenFile: {}",
                 token.display()
             ),
         )
-    });
+    })
+}
+
+#[test]
+fn the_daemon_picks_up_a_rotated_token_file() {
+    let sb = Sandbox::new();
+    let (mut sim, listen) = github_sim(&sb, "the-new-token");
+    let token = sb.state.path().join("token");
+    std::fs::write(&token, "the-old-token\n").unwrap();
+    let file = with_token_file(&sb, &listen, &token);
     let mut child = sb
         .command(&[
             "reconcile",
@@ -183,4 +187,114 @@ fn the_daemon_picks_up_a_rotated_token_file() {
         !log.contains("the-new-token") && !log.contains("the-old-token"),
         "{log}"
     );
+}
+
+/// The stages `apply` printed for `slot`, in order.
+fn stages_of(stderr: &str, slot: &str) -> Vec<String> {
+    let prefix = format!("  stage    {slot} on ");
+    stderr
+        .lines()
+        .filter_map(|l| l.strip_prefix(&prefix))
+        .filter_map(|l| l.split_once(": ").map(|(_, s)| s.to_string()))
+        .collect()
+}
+
+#[test]
+fn apply_prints_each_slots_stages_as_the_guests_report_them_without_escapes() {
+    let sb = Sandbox::new();
+    let r = sb.run(&["apply", "-f", quickstart().to_str().unwrap()]);
+    assert_eq!(r.code, 0, "{r}");
+    assert_eq!(
+        stages_of(&r.stderr, "quickstart-build-0"),
+        ["user ok", "docker ok", "cache mounted", "online"],
+        "{r}"
+    );
+    // No cache in the pr pool.
+    assert_eq!(
+        stages_of(&r.stderr, "quickstart-pr-1"),
+        ["user ok", "docker ok", "online"],
+        "{r}"
+    );
+    assert!(
+        !r.stderr.contains('\x1b') && !r.stdout.contains('\x1b'),
+        "{r}"
+    );
+}
+
+#[test]
+fn a_failed_action_is_reported_once_without_escapes() {
+    let sb = Sandbox::new();
+    let token = sb.state.path().join("token");
+    std::fs::write(&token, "not-the-token\n").unwrap();
+    let (mut sim, listen) = github_sim(&sb, "the-token");
+    let file = with_token_file(&sb, &listen, &token);
+    let r = sb.run(&["apply", "-f", file.to_str().unwrap(), "--wait", "0"]);
+    assert_eq!(r.code, 3, "{r}");
+    for slot in ["quickstart-build-0", "quickstart-pr-1"] {
+        let said = r
+            .stderr
+            .lines()
+            .filter(|l| l.contains(&format!("create {slot}:")))
+            .count();
+        assert_eq!(said, 1, "{slot}: {r}");
+    }
+    assert!(r.stderr.contains("failed (above)"), "{r}");
+    assert!(!r.stderr.contains('\x1b'), "{r}");
+    let _ = sim.kill();
+    let _ = sim.wait();
+}
+
+#[test]
+fn init_writes_a_valid_fleet_file_for_the_host_with_its_schema_beside_it() {
+    let sb = Sandbox::new();
+    let etc = sb.state.path().join("etc-hangar");
+    std::fs::create_dir(&etc).unwrap();
+    let file = etc.join("fleet.yaml");
+    let f = file.to_str().unwrap();
+    let r = sb.run(&["init", "--uri", "test:///default", "-o", f, "--name", "lab"]);
+    assert_eq!(r.code, 0, "{r}");
+    assert!(r.stdout.contains("fleet lab is valid"), "{r}");
+    let text = std::fs::read_to_string(&file).unwrap();
+    // The test driver's node: 16 cpus, 3GiB, one pool `default-pool`.
+    assert!(text.contains("16 cpus"), "{text}");
+    assert!(text.contains("storagePool: default-pool"), "{text}");
+    assert!(text.contains("uri: test:///default"), "{text}");
+    // The modeline names the schema beside the file, which is there.
+    let first = text.lines().next().unwrap();
+    let schema = first
+        .strip_prefix("# yaml-language-server: $schema=")
+        .unwrap_or_else(|| panic!("{first}"));
+    let written = std::fs::read_to_string(etc.join(schema)).unwrap();
+    let doc: Value = serde_json::from_str(&written).unwrap();
+    assert!(doc["$schema"].is_string(), "{written}");
+    assert_eq!(sb.run(&["validate", "-f", f]).code, 0);
+
+    // It does not overwrite without --force.
+    let r = sb.run(&["init", "--uri", "test:///default", "-o", f]);
+    assert_eq!(r.code, 2, "{r}");
+    assert!(r.stderr.contains("--force"), "{r}");
+    let r = sb.run(&["init", "--uri", "test:///default", "-o", f, "--force"]);
+    assert_eq!(r.code, 0, "{r}");
+
+    // `hangar schema --out DIR` writes the same schema.
+    let other = sb.state.path().join("elsewhere");
+    std::fs::create_dir(&other).unwrap();
+    let r = sb.run(&["schema", "--out", other.to_str().unwrap()]);
+    assert_eq!(r.code, 0, "{r}");
+    assert_eq!(
+        std::fs::read_to_string(other.join(schema)).unwrap(),
+        written
+    );
+
+    // A libvirt that is not there: exit 3, nothing written.
+    let missing = etc.join("none.yaml");
+    let r = sb.run(&[
+        "init",
+        "--uri",
+        "test:///nonexistent-ops-node.xml",
+        "-o",
+        missing.to_str().unwrap(),
+    ]);
+    assert_eq!(r.code, 3, "{r}");
+    assert!(!missing.exists());
 }

@@ -31,7 +31,7 @@ use crate::reconcile::engine::{Engine, GuestPlay, Service};
 use crate::reconcile::execute::Limits;
 use crate::reconcile::memory::{OfflineMemory, Remembering, RememberingStages, StageMemory};
 use crate::reconcile::{Clock, ProvisionError, Provisioner, SystemClock, World};
-use crate::sandbox::guest::SandboxGuests;
+use crate::sandbox::guest::{PacedGuests, SandboxGuests};
 use crate::sandbox::host::SandboxHost;
 use crate::secret::Secret;
 use crate::sim::{self, SimConfig, SimHandle};
@@ -206,11 +206,11 @@ pub async fn assemble(
     });
 
     let guests: Option<Arc<dyn GuestPlay>> = match (&sim_handle, sandboxes.is_empty()) {
-        (Some(sim), false) => Some(Arc::new(SandboxGuests {
+        (Some(sim), false) => Some(Arc::new(PacedGuests(SandboxGuests {
             sim: sim.clone(),
             scope: scope_path,
             hosts: sandboxes.clone(),
-        })),
+        }))),
         _ => None,
     };
     let concurrency = fleet.concurrency();

@@ -80,8 +80,30 @@ pub enum Command {
         #[arg(short, long, value_enum, default_value_t = Output::Human)]
         output: Output,
     },
-    /// Print the JSON Schema of the fleet file
-    Schema,
+    /// Print the JSON Schema of the fleet file, or write it into a directory
+    Schema {
+        /// Write `fleet.schema.json` into DIR (next to a fleet file whose
+        /// modeline names it) instead of printing it
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+    },
+    /// Write a fleet file for this machine from its local libvirt (cpus,
+    /// memory, storage pools, KVM or not), the schema next to it, and
+    /// validate it
+    Init {
+        /// The local libvirt to ask
+        #[arg(long, default_value = "qemu:///system")]
+        uri: String,
+        /// Where to write the fleet file
+        #[arg(long, short = 'o', value_name = "FILE", default_value = "fleet.yaml")]
+        out: PathBuf,
+        /// The fleet's name (metadata.name)
+        #[arg(long, default_value = "my-fleet")]
+        name: String,
+        /// Replace FILE if it exists
+        #[arg(long)]
+        force: bool,
+    },
     /// Observe the world and print the plan; changes nothing.
     /// Exit 0 in sync, 1 anything differs (waits included), 2 bad input,
     /// 3 provider error
@@ -122,6 +144,15 @@ pub enum Command {
         /// Stop after this many passes (daemon mode; for tests and soak runs)
         #[arg(long, value_name = "N", hide = true)]
         max_passes: Option<u64>,
+        /// Serve Prometheus metrics at http://ADDR/metrics (daemon mode);
+        /// `--metrics` alone listens on 127.0.0.1:9464
+        #[arg(
+            long,
+            value_name = "ADDR",
+            num_args = 0..=1,
+            default_missing_value = crate::metrics::DEFAULT_LISTEN
+        )]
+        metrics: Option<SocketAddr>,
     },
     /// Hosts, VMs, runners and cache use in one table
     Status {

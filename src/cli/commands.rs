@@ -15,15 +15,18 @@ use super::status;
 use crate::assemble::{self, Assembly};
 use crate::exit::ExitStatus;
 use crate::fleet::{self, FleetError, LoadedFleet};
+use crate::metrics::Metrics;
 use crate::model::names::slot_name;
 use crate::plan::render;
 use crate::reconcile::converge::{self, ConvergeSettings};
 use crate::reconcile::daemon::{self, DaemonSettings, FleetSource};
 use crate::reconcile::destroy::{self, DestroySettings};
 use crate::reconcile::engine::Engine;
+use crate::reconcile::event::Both;
 use crate::reconcile::lock::FleetLock;
 use crate::reconcile::status::StatusView;
 use crate::reconcile::{self as engine, Error};
+use std::sync::Arc;
 
 type Result<T> = std::result::Result<T, ExpectedError>;
 
@@ -178,7 +181,7 @@ pub async fn apply(ctx: &Ctx, file: &Path, args: ApplyArgs) -> Result<ExitStatus
     let stop = stop_signal();
     let engine = assemble(ctx, &fleet, &stop).await?;
     let json = args.output == Output::Json;
-    let view = EventView::new(json, Plans::First, ctx.color, false);
+    let view = EventView::new(json, Plans::First, ctx.color, false).with_progress();
     let mut settings = ConvergeSettings {
         wait,
         prune_confirmed: args.yes,
@@ -234,6 +237,7 @@ pub struct ReconcileArgs {
     pub every: Option<String>,
     pub once: bool,
     pub max_passes: Option<u64>,
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 /// The daemon reads the file through this, each pass.
@@ -293,6 +297,11 @@ pub async fn reconcile(ctx: &Ctx, file: &Path, args: ReconcileArgs) -> Result<Ex
             d => Some(d),
         },
     };
+    if every.is_none() && args.metrics.is_some() {
+        return Err(ExpectedError::Usage(
+            "--metrics is served by the daemon: give --every DURATION".into(),
+        ));
+    }
     let fleet = load(file)?;
     let stop = stop_signal();
     let view = EventView::new(false, Plans::None, ctx.color, true);
@@ -313,6 +322,22 @@ pub async fn reconcile(ctx: &Ctx, file: &Path, args: ReconcileArgs) -> Result<Ex
         }
         return Ok(ExitStatus::Ok);
     };
+    let metrics = Arc::new(Metrics::new());
+    let server = match args.metrics {
+        None => None,
+        Some(addr) => {
+            let listener = crate::metrics::bind(addr)
+                .await
+                .map_err(|e| ExpectedError::Usage(format!("--metrics {addr}: {e}")))?;
+            let addr = listener.local_addr().unwrap_or(addr);
+            eprintln!("serving metrics on http://{addr}/metrics");
+            Some(tokio::spawn(crate::metrics::serve(
+                listener,
+                metrics.clone(),
+                stop.clone(),
+            )))
+        }
+    };
     let engine = assemble(ctx, &fleet, &stop).await?;
     eprintln!(
         "reconciling fleet {} every ~{} (SIGTERM to stop)",
@@ -324,14 +349,21 @@ pub async fn reconcile(ctx: &Ctx, file: &Path, args: ReconcileArgs) -> Result<Ex
         max_passes: args.max_passes,
         state_dir: ctx.state_dir.clone(),
         lock_poll: Duration::from_secs(2),
+        measure: server.is_some(),
     };
     let assembly = Assembly {
         state_dir: ctx.state_dir.clone(),
         stop: stop.clone(),
     };
     let source = FleetFile(file.to_path_buf());
+    let events = Both(&view, metrics.as_ref());
     let stopped =
-        daemon::daemon(fleet, engine, &source, &assembly, &settings, &stop, &view).await?;
+        daemon::daemon(fleet, engine, &source, &assembly, &settings, &stop, &events).await;
+    if let Some(server) = server {
+        stop.cancel();
+        let _ = server.await;
+    }
+    let stopped = stopped?;
     eprintln!("stopped after {} pass(es)", stopped.passes);
     Ok(ExitStatus::Ok)
 }

@@ -11,7 +11,6 @@ use crate::fleet::FleetError;
 use crate::plan::model::Action;
 use crate::plan::render;
 use crate::reconcile::error::NotConverged;
-use crate::reconcile::execute::Outcome;
 use crate::reconcile::lock::LockError;
 use crate::reconcile::{self, ProvisionError};
 
@@ -39,6 +38,9 @@ pub enum ExpectedError {
     NotConfirmed(String),
     #[error("cannot start the async runtime: {0}")]
     Runtime(#[source] std::io::Error),
+    /// A provider refused a read outside the engine (`init`'s survey).
+    #[error(transparent)]
+    Provider(#[from] crate::providers::ProviderError),
 }
 
 impl From<LockError> for ExpectedError {
@@ -58,7 +60,9 @@ impl ExpectedError {
             | ExpectedError::NoSlot { .. }
             | ExpectedError::NotConfirmed(_) => ExitStatus::InvalidInput,
             ExpectedError::Assemble(e) if e.is_usage() => ExitStatus::InvalidInput,
-            ExpectedError::Assemble(_) | ExpectedError::Runtime(_) => ExitStatus::ProviderError,
+            ExpectedError::Assemble(_) | ExpectedError::Runtime(_) | ExpectedError::Provider(_) => {
+                ExitStatus::ProviderError
+            }
             ExpectedError::Engine(e) => match e {
                 E::Fleet(_) | E::PruneNotConfirmed { .. } => ExitStatus::InvalidInput,
                 E::Lock(LockError::Held { .. }) | E::DaemonRunning { .. } => ExitStatus::LockHeld,
@@ -109,24 +113,12 @@ impl ExpectedError {
                 let _ = writeln!(out, "{hint}");
                 out
             }
-            ExpectedError::Engine(E::Stuck { failures }) => {
-                let mut out = format!(
-                    "error: {} action(s) failed and none succeeded; fix the cause and run again\n",
-                    failures.len()
-                );
-                for f in failures {
-                    if let Outcome::Failed { error } = &f.outcome {
-                        let _ = writeln!(
-                            out,
-                            "  {} {}: {}",
-                            render::verb(&f.action),
-                            f.action.subject(),
-                            error.message
-                        );
-                    }
-                }
-                out
-            }
+            // Each failure was printed as it happened (`failed ...`): said
+            // once, not again here.
+            ExpectedError::Engine(E::Stuck { failures }) => format!(
+                "error: {} action(s) failed (above) and none succeeded; fix the cause and run again\n",
+                failures.len()
+            ),
             ExpectedError::Engine(E::DaemonRunning { fleet, pid }) => format!(
                 "error: a hangar daemon (pid {pid}) is reconciling fleet {fleet}: it would make \
                  again what destroy removes.\nStop it first (`kill -TERM {pid}`, or \

@@ -6,7 +6,9 @@
 pub(crate) mod args;
 mod commands;
 pub(crate) mod error;
+mod init;
 pub mod output;
+mod progress;
 mod status;
 
 use std::path::PathBuf;
@@ -31,7 +33,11 @@ pub fn main() -> ExitStatus {
             };
         }
     };
-    init_logging(cli.global.verbose, cli.global.log_format);
+    init_logging(
+        cli.global.verbose,
+        cli.global.log_format,
+        output::use_color_on_stderr(cli.global.color),
+    );
     // Test builds only: fault points configured by `FAILPOINTS=name=action`.
     #[cfg(feature = "failpoints")]
     let _failpoints = fail::FailScenario::setup();
@@ -59,8 +65,10 @@ fn default_state_dir() -> PathBuf {
     }
 }
 
-fn init_logging(verbose: u8, format: LogFormat) {
-    crate::logging::init(verbose, matches!(format, LogFormat::Json));
+/// Logs go to stderr, redacted: escapes only where stderr is a terminal
+/// that wants colour (never into a cron mail or the journal).
+fn init_logging(verbose: u8, format: LogFormat, ansi: bool) {
+    crate::logging::init(verbose, matches!(format, LogFormat::Json), ansi);
 }
 
 /// Print an ending that is not a success, and give its exit code.
@@ -85,11 +93,30 @@ pub async fn run(cli: Cli) -> ExitStatus {
             .unwrap_or_else(default_state_dir),
         color: output::use_color(cli.global.color),
     };
+    let stderr_color = output::use_color_on_stderr(cli.global.color);
     let result = match cli.command {
         Command::Validate { fleet, output } => commands::validate(&fleet.file, output),
-        Command::Schema => {
+        Command::Schema { out: None } => {
             crate::out!("{}", crate::fleet::schema_json());
             Ok(ExitStatus::Ok)
+        }
+        Command::Schema { out: Some(dir) } => init::write_schema(&dir).map(|p| {
+            eprintln!("wrote {}", p.display());
+            ExitStatus::Ok
+        }),
+        Command::Init {
+            uri,
+            out,
+            name,
+            force,
+        } => {
+            init::init(init::InitArgs {
+                uri,
+                out,
+                name,
+                force,
+            })
+            .await
         }
         Command::Diff { fleet, output } => commands::diff(&ctx, &fleet.file, output).await,
         Command::Apply {
@@ -116,6 +143,7 @@ pub async fn run(cli: Cli) -> ExitStatus {
             every,
             once,
             max_passes,
+            metrics,
         } => {
             commands::reconcile(
                 &ctx,
@@ -124,6 +152,7 @@ pub async fn run(cli: Cli) -> ExitStatus {
                     every,
                     once,
                     max_passes,
+                    metrics,
                 },
             )
             .await
@@ -180,7 +209,7 @@ pub async fn run(cli: Cli) -> ExitStatus {
             Ok(ExitStatus::Ok)
         }
     };
-    finish(result, ctx.color)
+    finish(result, stderr_color)
 }
 
 async fn github_sim(

@@ -4,10 +4,12 @@
 use std::io::IsTerminal;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
+use std::time::Instant;
 
 use indicatif::{ProgressBar, ProgressStyle};
 
 use super::args::ColorChoice;
+use super::progress::{Stages, QUIET_AT_MOST};
 use crate::plan::render;
 use crate::reconcile::event::{Event, Events};
 use crate::reconcile::execute::Outcome;
@@ -43,6 +45,17 @@ pub fn use_color(choice: ColorChoice) -> bool {
         ColorChoice::Never => false,
         ColorChoice::Auto => {
             std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none()
+        }
+    }
+}
+
+/// Whether to colour what goes to stderr (logs, diagnostics).
+pub fn use_color_on_stderr(choice: ColorChoice) -> bool {
+    match choice {
+        ColorChoice::Always => true,
+        ColorChoice::Never => false,
+        ColorChoice::Auto => {
+            std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none()
         }
     }
 }
@@ -94,6 +107,11 @@ pub struct EventView {
     pass_lines: bool,
     bar: Mutex<Option<ProgressBar>>,
     plans_shown: AtomicU64,
+    /// Slots' stages as they boot (`apply`); `None`: not shown.
+    stages: Option<Mutex<Stages>>,
+    /// When a line was last printed: off a terminal, a long silence gets a
+    /// line of what is still awaited.
+    last_said: Mutex<Instant>,
 }
 
 impl EventView {
@@ -112,7 +130,15 @@ impl EventView {
             pass_lines,
             bar: Mutex::new(None),
             plans_shown: AtomicU64::new(0),
+            stages: None,
+            last_said: Mutex::new(Instant::now()),
         }
+    }
+
+    /// Also show each slot's stage as the guests report it.
+    pub fn with_progress(mut self) -> Self {
+        self.stages = Some(Mutex::default());
+        self
     }
 
     pub fn style(&self) -> EventStyle {
@@ -121,6 +147,9 @@ impl EventView {
 
     /// Print a line on stderr without tearing the bar.
     fn say(&self, line: &str) {
+        if let Ok(mut t) = self.last_said.lock() {
+            *t = Instant::now();
+        }
         match self.bar.lock().ok().as_ref().and_then(|b| b.as_ref()) {
             Some(b) => b.println(line),
             None => eprintln!("{line}"),
@@ -141,6 +170,7 @@ impl EventView {
                     .unwrap_or_else(|_| ProgressStyle::default_bar())
                     .progress_chars("=> "),
             );
+            b.enable_steady_tick(std::time::Duration::from_millis(200));
             b
         });
         f(b);
@@ -159,6 +189,33 @@ impl EventView {
     /// the end of a run and its status.
     pub fn json_line(&self, value: &serde_json::Value) {
         crate::outln!("{value}");
+    }
+
+    fn progress(&self, slots: &[crate::reconcile::progress::SlotProgress]) {
+        let Some(stages) = &self.stages else {
+            return;
+        };
+        let now = Instant::now();
+        let update = match stages.lock() {
+            Ok(mut s) => s.update(slots, now),
+            Err(_) => return,
+        };
+        for line in &update.lines {
+            self.say(line);
+        }
+        match self.style {
+            EventStyle::Bar => self.with_bar(|b| b.set_message(update.summary())),
+            _ => {
+                let quiet = self
+                    .last_said
+                    .lock()
+                    .map(|t| now.duration_since(*t) >= QUIET_AT_MOST)
+                    .unwrap_or(false);
+                if let Some(line) = update.still_waiting().filter(|_| quiet) {
+                    self.say(&line);
+                }
+            }
+        }
     }
 
     fn human(&self, event: &Event) {
@@ -205,6 +262,8 @@ impl EventView {
                 self.with_bar(|b| b.inc(1));
                 self.say(&line);
             }
+            Event::Progress { slots } => self.progress(slots),
+            Event::Measured { .. } => {}
             Event::GuestPlayed { line } => self.say(&format!("  sandbox  {line}")),
             Event::PassFinished {
                 pass: _,

@@ -28,8 +28,9 @@
 //!   nothing about an ephemeral boot.
 //! * A registration of ours with no VM on any host (all hosts seen): removed
 //!   when offline and idle; waited for when busy or online (its VM is
-//!   somewhere we cannot see). GitHub gives no timestamps, so there is no
-//!   time-based grace: offline is the deterministic signal.
+//!   somewhere we cannot see). GitHub gives no timestamps; the engine
+//!   remembers when it first saw each runner offline (`offline_since`), and a
+//!   persistent runner offline past `offline_timeout` is replaced.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;

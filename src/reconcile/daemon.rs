@@ -14,6 +14,7 @@ use super::engine::Engine;
 use super::event::{Event, Events};
 use super::lock::{DaemonRecord, FleetLock, LockError};
 use super::policy::{self, Because};
+use super::status::status_of;
 use super::Error;
 use crate::fleet::{FleetError, LoadedFleet};
 
@@ -51,6 +52,9 @@ pub struct DaemonSettings {
     pub state_dir: PathBuf,
     /// How often a held lock is tried again.
     pub lock_poll: Duration,
+    /// After each pass, also measure (cache use, host capacity, GitHub
+    /// budget) and report it ([`Event::Measured`]): for the metrics.
+    pub measure: bool,
 }
 
 /// A daemon that stopped as asked.
@@ -126,6 +130,13 @@ pub async fn daemon(
         events.emit(Event::PassStarted { pass: passes });
         let next = match engine.pass(&fleet, false, stop, events, every).await {
             Ok(r) => {
+                if settings.measure {
+                    let status =
+                        status_of(&engine, fleet.name(), Some(&r.desired), &r.snapshot).await;
+                    events.emit(Event::Measured {
+                        status: Box::new(status),
+                    });
+                }
                 finished(events, passes, &r);
                 r.requeue
             }

@@ -10,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 use super::event::{Event, Events};
 use super::execute::{execute, Execution, Limits, Report};
 use super::policy::{self, Requeue};
+use super::progress;
 use super::{Clock, Error, Provisioner, Snapshot, World};
 use crate::fleet::LoadedFleet;
 use crate::plan::model::{Desired, Plan};
@@ -97,6 +98,9 @@ impl Engine {
                 error: error.clone(),
             });
         }
+        events.emit(Event::Progress {
+            slots: progress::progress(&desired, &snapshot.observed),
+        });
         events.emit(Event::Planned { plan: plan.clone() });
         let report = if dry_run || !plan.has_changes() {
             None

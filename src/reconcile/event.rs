@@ -8,6 +8,8 @@ use serde::Serialize;
 
 use super::execute::ActionOutcome;
 use super::policy::Requeue;
+use super::progress::SlotProgress;
+use super::status::StatusView;
 use crate::plan::model::{Action, Failure, Plan};
 
 /// One thing that happened.
@@ -29,6 +31,15 @@ pub enum Event {
     RunnerVersionWarning {
         pool: String,
         message: String,
+    },
+    /// Where every slot of the file is, as this pass observed it.
+    Progress {
+        slots: Vec<SlotProgress>,
+    },
+    /// What the daemon measured after a pass (with metrics on): the status
+    /// view of the pass's observation.
+    Measured {
+        status: Box<StatusView>,
     },
     /// The plan of a pass, before any of it is executed.
     Planned {
@@ -81,6 +92,16 @@ pub trait Events: Send + Sync {
 impl<F: Fn(Event) + Send + Sync> Events for F {
     fn emit(&self, event: Event) {
         self(event)
+    }
+}
+
+/// Every event to both.
+pub struct Both<'a>(pub &'a dyn Events, pub &'a dyn Events);
+
+impl Events for Both<'_> {
+    fn emit(&self, event: Event) {
+        self.0.emit(event.clone());
+        self.1.emit(event);
     }
 }
 

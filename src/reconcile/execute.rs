@@ -276,7 +276,8 @@ async fn one(
     }
     match &done.outcome {
         Outcome::Failed { error, .. } => {
-            tracing::warn!(subject = action.subject(), error = %error.message, "action failed")
+            // The event stream reports it (once); the log has it with -v.
+            tracing::info!(subject = action.subject(), error = %error.message, "action failed")
         }
         Outcome::Done => tracing::debug!(subject = action.subject(), "action done"),
         Outcome::Skipped { .. } => {}

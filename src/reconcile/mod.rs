@@ -16,7 +16,9 @@ pub mod event;
 pub mod execute;
 pub mod lock;
 pub mod memory;
+pub mod metrics;
 pub mod policy;
+pub mod progress;
 pub mod status;
 
 use std::collections::BTreeMap;

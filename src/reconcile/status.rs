@@ -192,7 +192,17 @@ pub async fn status(engine: &Engine, fleet: &LoadedFleet) -> StatusView {
     let desired = fleet
         .resolve(&snapshot.known_facts(), &snapshot.placement())
         .ok();
-    let name = fleet.name();
+    status_of(engine, fleet.name(), desired.as_ref(), &snapshot).await
+}
+
+/// Join an observation already made (a pass's) with the file; asks the
+/// hosts only for their cache volumes' use.
+pub async fn status_of(
+    engine: &Engine,
+    name: &str,
+    desired: Option<&Desired>,
+    snapshot: &Snapshot,
+) -> StatusView {
     let mut cache = BTreeMap::new();
     for hv in engine.world.hosts.values() {
         if let Ok(usage) = hv.cache_usage(name).await {
@@ -210,8 +220,8 @@ pub async fn status(engine: &Engine, fleet: &LoadedFleet) -> StatusView {
         .collect();
     StatusView::new(StatusInputs {
         fleet: name,
-        desired: desired.as_ref(),
-        snapshot: &snapshot,
+        desired,
+        snapshot,
         cache: &cache,
         simulated: &simulated,
         github_scope: engine.world.registry.scope(),

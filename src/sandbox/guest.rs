@@ -1,7 +1,9 @@
 //! The sandbox's stand-in guests. A sandbox VM never boots, so after each
 //! pass the sandbox does, visibly, what a booted guest would: a persistent
 //! runner registers itself (`config.sh`) and comes online, an ephemeral one
-//! runs its JIT config and comes online, a guest whose ephemeral job is done
+//! runs its JIT config and comes online, each after saying on its console
+//! one boot stage a pass (user ok, docker ok, cache mounted), a guest whose
+//! ephemeral job is done
 //! powers off. Everything goes through the simulator and the test driver, so
 //! hangar's engine sees exactly what it would see from real guests.
 
@@ -11,7 +13,7 @@ use async_trait::async_trait;
 
 use super::host::SandboxHost;
 use crate::model::guest::{
-    MARKER_CACHE_MOUNTED, MARKER_DOCKER_OK, MARKER_RUNNER_STARTED, MARKER_USER_OK,
+    GuestStage, MARKER_CACHE_MOUNTED, MARKER_DOCKER_OK, MARKER_RUNNER_STARTED, MARKER_USER_OK,
 };
 use crate::model::names::ownership_label;
 use crate::plan::model::{Desired, ObservedVm, VmState};
@@ -30,6 +32,26 @@ pub struct SandboxGuests {
 #[async_trait]
 impl GuestPlay for SandboxGuests {
     async fn play(&self, _world: &World, desired: &Desired, _clock: &dyn Clock) -> Vec<String> {
+        self.play_paced(desired, false).await
+    }
+}
+
+/// The stand-in guests as the CLI's sandbox plays them: a booting guest
+/// says one boot stage a pass (user ok, docker ok, cache mounted) before its
+/// runner starts, so that `apply` shows the stages a real guest goes
+/// through. The engine's tests use [`SandboxGuests`], which says them all at
+/// once and comes online a pass after its VM is created.
+pub struct PacedGuests(pub SandboxGuests);
+
+#[async_trait]
+impl GuestPlay for PacedGuests {
+    async fn play(&self, _world: &World, desired: &Desired, _clock: &dyn Clock) -> Vec<String> {
+        self.0.play_paced(desired, true).await
+    }
+}
+
+impl SandboxGuests {
+    async fn play_paced(&self, desired: &Desired, paced: bool) -> Vec<String> {
         let mut lines = Vec::new();
         for host in &self.hosts {
             let vms = match host.observe(&desired.fleet).await {
@@ -42,6 +64,19 @@ impl GuestPlay for SandboxGuests {
             for vm in vms {
                 let runner = self.sim.runner_by_name(&self.scope, &vm.name);
                 let who = format!("{}/{}", host.host(), vm.name);
+                let starting = match &runner {
+                    None => !vm.owner.ephemeral,
+                    Some(r) => r.status == "offline" && vm.owner.ephemeral,
+                };
+                if paced && vm.state == VmState::Running && starting {
+                    // A booting guest says one thing a pass before its
+                    // runner starts, as a real one takes a while for each.
+                    if let Some(marker) = next_boot_marker(&vm) {
+                        append_console(host, &vm, &format!("{marker}\n"));
+                        lines.push(format!("{who}: guest said `{marker}`"));
+                        continue;
+                    }
+                }
                 match vm.state {
                     VmState::Running => match runner {
                         None if !vm.owner.ephemeral => {
@@ -116,22 +151,47 @@ impl GuestPlay for SandboxGuests {
     }
 }
 
-/// What a booted guest prints on its serial console, so that `status` shows
-/// the same stages for a sandbox VM as for a real one.
+/// What a booting guest says next before its runner starts, if anything:
+/// user ok, docker ok, then cache mounted when it has a cache.
+fn next_boot_marker(vm: &ObservedVm) -> Option<String> {
+    match vm.guest {
+        None | Some(GuestStage::Booting) => Some(MARKER_USER_OK.to_string()),
+        Some(GuestStage::UserReady) => Some(MARKER_DOCKER_OK.to_string()),
+        Some(GuestStage::DockerReady) => vm
+            .owner
+            .shape
+            .cache_bytes
+            .map(|size| format!("{MARKER_CACHE_MOUNTED} {size}")),
+        _ => None,
+    }
+}
+
+/// What a guest prints on its serial console when its runner starts, so
+/// that `status` shows the same stages for a sandbox VM as for a real one.
 fn boot_console(host: &SandboxHost, vm: &ObservedVm, labels: &[String]) {
-    use std::io::Write;
-    let path = host
-        .libvirt()
-        .console_log_path(&vm.name, vm.owner.generation);
-    let mut text = format!("{MARKER_USER_OK}\n{MARKER_DOCKER_OK}\n");
-    if let Some(size) = vm.owner.shape.cache_bytes {
-        text.push_str(&format!("{MARKER_CACHE_MOUNTED} {size}\n"));
+    let mut text = String::new();
+    let mut said = vm.clone();
+    // What it has not said yet (all of it, unpaced) comes first.
+    for _ in 0..3 {
+        let Some(marker) = next_boot_marker(&said) else {
+            break;
+        };
+        text.push_str(&format!("{marker}\n"));
+        said.guest = crate::model::guest::line_stage(&marker);
     }
     text.push_str(&format!(
         "{MARKER_RUNNER_STARTED} {} {}\n",
         vm.name,
         labels.join(",")
     ));
+    append_console(host, vm, &text);
+}
+
+fn append_console(host: &SandboxHost, vm: &ObservedVm, text: &str) {
+    use std::io::Write;
+    let path = host
+        .libvirt()
+        .console_log_path(&vm.name, vm.owner.generation);
     let written = std::fs::OpenOptions::new()
         .create(true)
         .append(true)

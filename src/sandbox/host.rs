@@ -51,7 +51,7 @@ impl SandboxHost {
         let refused = |e: state::StateError| {
             ProviderError::new(name, ErrorKind::Refused, format!("sandbox state: {e}"))
         };
-        state::ensure_dir(&dir.join("console")).map_err(refused)?;
+        state::ensure_dir(&dir.join("console").join(name)).map_err(refused)?;
         let node_file = std::path::absolute(dir.join(format!("{name}.xml"))).map_err(err)?;
         if !node_file_present(&node_file).map_err(refused)? {
             let xml = node::initial(
@@ -68,7 +68,9 @@ impl SandboxHost {
             storage_pool: storage_pool.to_string(),
             network: NetworkAttachment::None,
             domain_type: None,
-            console_dir: Some(dir.join("console")),
+            // One directory per host: a host takes every console log in
+            // its directory without a VM of its own for a leftover.
+            console_dir: Some(dir.join("console").join(name)),
             volume_record: Some(dir.join(format!("{name}.volumes.json"))),
             image_dirs: Vec::new(),
         };

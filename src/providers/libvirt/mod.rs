@@ -38,6 +38,7 @@ mod listing;
 mod made;
 mod observe;
 mod seed;
+pub mod survey;
 pub mod test_node;
 mod volumes;
 pub mod xml;
