@@ -160,6 +160,7 @@ async fn the_provider_works_over_qemu_ssh_to_a_remote_session_libvirtd() {
                 domain_type: Some(DomainType::Qemu),
                 console_dir: Some(CONSOLES.into()),
                 volume_record: None,
+                image_dirs: Vec::new(),
             })
         }
     })
@@ -263,6 +264,8 @@ async fn a_remote_host_that_stops_answering_fails_its_calls_within_the_deadline(
                 network: NetworkAttachment::None,
                 domain_type: Some(DomainType::Qemu),
                 console_dir: Some(CONSOLES.into()),
+                volume_record: None,
+                image_dirs: Vec::new(),
             })
         }
     })

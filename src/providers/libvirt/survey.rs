@@ -40,6 +40,8 @@ pub fn survey(uri: &str) -> Result<Survey, ProviderError> {
         network: crate::model::host::NetworkAttachment::None,
         domain_type: None,
         console_dir: None,
+        volume_record: None,
+        image_dirs: Vec::new(),
     };
     // The connection closes when dropped.
     let conn = open(&config, "connect to")?;
