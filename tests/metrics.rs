@@ -77,21 +77,15 @@ fn promtool_check_metrics(body: &str) {
 fn the_daemon_serves_metrics_promtool_accepts_with_values_the_file_implies() {
     let sb = Sandbox::new();
     let file = quickstart();
-    let mut child = sb
-        .command(&[
-            "reconcile",
-            "-f",
-            file.to_str().unwrap(),
-            "--every",
-            "1s",
-            "--metrics",
-            "127.0.0.1:0",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let rx = stderr_lines(&mut child);
+    let (mut child, rx) = sb.spawn(&[
+        "reconcile",
+        "-f",
+        file.to_str().unwrap(),
+        "--every",
+        "1s",
+        "--metrics",
+        "127.0.0.1:0",
+    ]);
     let mut seen = Vec::new();
     wait_for_line(&rx, &mut seen, "serving metrics on http://");
     let addr = seen

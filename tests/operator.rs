@@ -118,13 +118,7 @@ fn github_sim(sb: &Sandbox, token: &str) -> (std::process::Child, String) {
         .unwrap()
         .port();
     let listen = format!("127.0.0.1:{port}");
-    let mut sim = sb
-        .command(&["github-sim", "--listen", &listen, "--token", token])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let rx = stderr_lines(&mut sim);
+    let (sim, rx) = sb.spawn(&["github-sim", "--listen", &listen, "--token", token]);
     wait_for_line(&rx, &mut Vec::new(), "listening");
     (sim, listen)
 }
@@ -149,21 +143,15 @@ fn the_daemon_picks_up_a_rotated_token_file() {
     let token = sb.state.path().join("token");
     std::fs::write(&token, "the-old-token\n").unwrap();
     let file = with_token_file(&sb, &listen, &token);
-    let mut child = sb
-        .command(&[
-            "reconcile",
-            "-f",
-            file.to_str().unwrap(),
-            "--every",
-            "1s",
-            "--max-passes",
-            "60",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let rx = stderr_lines(&mut child);
+    let (mut child, rx) = sb.spawn(&[
+        "reconcile",
+        "-f",
+        file.to_str().unwrap(),
+        "--every",
+        "1s",
+        "--max-passes",
+        "60",
+    ]);
     let mut seen = Vec::new();
     wait_for_line(&rx, &mut seen, "could not observe");
     write_atomically(&token, "the-new-token\n");

@@ -208,6 +208,16 @@ pub async fn run(cli: Cli) -> ExitStatus {
             output::write_stdout(&String::from_utf8_lossy(&script));
             Ok(ExitStatus::Ok)
         }
+        Command::Man => {
+            let mut page = Vec::new();
+            match clap_mangen::Man::new(Cli::command()).render(&mut page) {
+                Ok(()) => {
+                    output::write_stdout(&String::from_utf8_lossy(&page));
+                    Ok(ExitStatus::Ok)
+                }
+                Err(e) => Err(error::ExpectedError::Usage(format!("man page: {e}"))),
+            }
+        }
     };
     finish(result, stderr_color)
 }

@@ -38,6 +38,18 @@ impl Sandbox {
         c
     }
 
+    /// Start `hangar ARGS` with its stderr read line by line on a thread.
+    pub fn spawn(&self, args: &[&str]) -> (Child, mpsc::Receiver<String>) {
+        let mut child = self
+            .command(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let rx = stderr_lines(&mut child);
+        (child, rx)
+    }
+
     pub fn run(&self, args: &[&str]) -> Run {
         let out = self.command(args).output().unwrap();
         Run::from(out, args)
