@@ -10,9 +10,16 @@ cd "$(dirname "$0")/.."
 .ci/start-libvirtd
 # A second host, remote over ssh (tests/remote_system.rs, tests/e2e_remote.rs).
 .ci/start-remote-libvirtd
+# GitHub's OpenAPI description, cached: tests/contract.rs holds the
+# simulator to it.
+.ci/fetch-openapi >/dev/null
 .ci/start-remote-libvirtd
+# GitHub's OpenAPI description, cached: tests/contract.rs holds the
+# simulator to it.
+.ci/fetch-openapi >/dev/null
 
 export HANGAR_REQUIRE_LIBVIRTD=1
+export HANGAR_REQUIRE_OPENAPI=1
 export PROPTEST_CASES="${PROPTEST_CASES:-256}"
 cargo test --all-targets -- --test-threads=4
 cargo test --features failpoints --test reliability -- --test-threads=2
