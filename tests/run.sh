@@ -13,10 +13,6 @@ cd "$(dirname "$0")/.."
 # GitHub's OpenAPI description, cached: tests/contract.rs holds the
 # simulator to it.
 .ci/fetch-openapi >/dev/null
-.ci/start-remote-libvirtd
-# GitHub's OpenAPI description, cached: tests/contract.rs holds the
-# simulator to it.
-.ci/fetch-openapi >/dev/null
 
 export HANGAR_REQUIRE_LIBVIRTD=1
 export HANGAR_REQUIRE_OPENAPI=1
