@@ -346,6 +346,45 @@ async fn exercise(sim: &SimHandle) {
     raw(sim, "DELETE", &labels, auth, None).await;
     raw(sim, "DELETE", &runner, auth, None).await;
     raw(sim, "GET", "/orgs/acme/actions/runner-groups", auth, None).await;
+    let widgets = hangar::sim::repo_id("acme/widgets");
+    let created = raw_http::http(
+        sim,
+        "POST",
+        "/orgs/acme/actions/runner-groups",
+        &[("authorization", auth)],
+        Some(json!({ "name": "gpu", "visibility": "selected",
+                     "selected_repository_ids": [widgets], "runners": [id] })),
+    )
+    .await;
+    assert_eq!(created.status, 201, "{}", created.body);
+    let group = format!("/orgs/acme/actions/runner-groups/{}", created.json()["id"]);
+    raw(sim, "GET", &group, auth, None).await;
+    raw(
+        sim,
+        "PATCH",
+        &group,
+        auth,
+        Some(json!({ "allows_public_repositories": false, "name": "gpus" })),
+    )
+    .await;
+    raw(sim, "GET", &format!("{group}/runners"), auth, None).await;
+    let repos = raw_http::http(
+        sim,
+        "GET",
+        &format!("{group}/repositories"),
+        &[("authorization", auth)],
+        None,
+    )
+    .await;
+    assert_eq!(repos.json()["total_count"], 1, "{}", repos.body);
+    raw(
+        sim,
+        "GET",
+        "/orgs/acme/actions/runner-groups/999",
+        auth,
+        None,
+    )
+    .await;
     raw(sim, "GET", "/rate_limit", auth, None).await;
     raw(sim, "GET", "/rate_limit", "", None).await;
     let jwt = app_jwt();
