@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::extract::{Path, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -15,7 +15,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::api::{runner_json, scope_of};
-use super::layer::{gh_error, json_with_etag, sim_error, Sim};
+use super::layer::{base_url, gh_error, json_with_etag, sim_error, simple_user, Sim};
 use super::world::{sha256_hex, SimError, SimGroup};
 use super::Shared;
 
@@ -37,14 +37,6 @@ pub(crate) fn routes() -> Router<Arc<Shared>> {
             &format!("{g}/{{runner_group_id}}/repositories"),
             get(group_repositories),
         )
-}
-
-fn base(headers: &HeaderMap) -> String {
-    let host = headers
-        .get(header::HOST)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("127.0.0.1");
-    format!("http://{host}")
 }
 
 fn group_json(base: &str, key: &str, g: &SimGroup) -> Value {
@@ -85,7 +77,7 @@ async fn list_groups(State(shared): Sim, Path(params): Params, headers: HeaderMa
     let Some(key) = scope_of(&params) else {
         return gh_error(StatusCode::NOT_FOUND, "Not Found", DOC_GROUPS);
     };
-    let base = base(&headers);
+    let base = base_url(&headers);
     let groups: Vec<Value> = shared.change(|w| {
         w.scope_mut(&key)
             .groups
@@ -173,7 +165,7 @@ async fn create_group(
     match result {
         Ok(g) => (
             StatusCode::CREATED,
-            Json(group_json(&base(&headers), &key, &g)),
+            Json(group_json(&base_url(&headers), &key, &g)),
         )
             .into_response(),
         Err(e) => sim_error(e, DOC_GROUPS),
@@ -192,7 +184,7 @@ async fn get_group(State(shared): Sim, Path(params): Params, headers: HeaderMap)
             .cloned()
     });
     match found {
-        Some(g) => Json(group_json(&base(&headers), &key, &g)).into_response(),
+        Some(g) => Json(group_json(&base_url(&headers), &key, &g)).into_response(),
         None => gh_error(StatusCode::NOT_FOUND, "Not Found", DOC_GROUPS),
     }
 }
@@ -217,7 +209,7 @@ async fn update_group(
         Ok::<_, SimError>(g.clone())
     });
     match result {
-        Ok(g) => Json(group_json(&base(&headers), &key, &g)).into_response(),
+        Ok(g) => Json(group_json(&base_url(&headers), &key, &g)).into_response(),
         Err(e) => sim_error(e, DOC_GROUPS),
     }
 }
@@ -251,7 +243,7 @@ async fn group_repositories(
     let Some((key, id)) = group_of(&params) else {
         return gh_error(StatusCode::NOT_FOUND, "Not Found", DOC_GROUPS);
     };
-    let base = base(&headers);
+    let base = base_url(&headers);
     let repos: Option<Vec<Value>> = shared.change(|w| {
         let ids = w
             .scope_mut(&key)
@@ -279,24 +271,11 @@ async fn group_repositories(
 fn minimal_repository(base: &str, full: &str) -> Value {
     let (owner, name) = full.split_once('/').unwrap_or((full, full));
     let api = format!("{base}/repos/{full}");
-    let user = format!("{base}/users/{owner}");
     let mut v = json!({
         "id": repo_id(full), "node_id": format!("R_sim{}", repo_id(full)),
         "name": name, "full_name": full, "private": false, "fork": false,
         "description": null, "html_url": format!("{base}/{full}"), "url": api,
-        "owner": {
-            "login": owner, "id": repo_id(owner), "node_id": format!("O_sim{}", repo_id(owner)),
-            "avatar_url": "", "gravatar_id": "", "url": user, "html_url": format!("{base}/{owner}"),
-            "followers_url": format!("{user}/followers"),
-            "following_url": format!("{user}/following{{/other_user}}"),
-            "gists_url": format!("{user}/gists{{/gist_id}}"),
-            "starred_url": format!("{user}/starred{{/owner}}{{/repo}}"),
-            "subscriptions_url": format!("{user}/subscriptions"),
-            "organizations_url": format!("{user}/orgs"), "repos_url": format!("{user}/repos"),
-            "events_url": format!("{user}/events{{/privacy}}"),
-            "received_events_url": format!("{user}/received_events"),
-            "type": "Organization", "site_admin": false,
-        },
+        "owner": simple_user(base, owner, repo_id(owner), "Organization"),
     });
     // The `*_url` links GitHub gives every repository, as URI templates.
     for (field, tail) in [
