@@ -193,53 +193,19 @@ impl Spec {
     }
 }
 
+#[path = "support/raw_http.rs"]
+mod raw_http;
+
 /// A raw request, for routes hangar itself does not call.
 async fn raw(sim: &SimHandle, method: &str, path: &str, auth: &str, body: Option<Value>) -> u16 {
-    let client = reqwest_free::Client;
-    client.send(sim, method, path, auth, body).await
-}
-
-/// A small HTTP/1.1 client over tokio (one request per connection), so the
-/// test needs no HTTP client crate.
-mod reqwest_free {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-    pub struct Client;
-
-    impl Client {
-        pub async fn send(
-            &self,
-            sim: &hangar::sim::SimHandle,
-            method: &str,
-            path: &str,
-            auth: &str,
-            body: Option<serde_json::Value>,
-        ) -> u16 {
-            let addr = sim.base_url.trim_start_matches("http://");
-            let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-            let body = body.map(|b| b.to_string()).unwrap_or_default();
-            let mut req = format!(
-                "{method} {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\ncontent-length: {}\r\n",
-                body.len()
-            );
-            if !auth.is_empty() {
-                req.push_str(&format!("authorization: {auth}\r\n"));
-            }
-            if !body.is_empty() {
-                req.push_str("content-type: application/json\r\n");
-            }
-            req.push_str("\r\n");
-            req.push_str(&body);
-            s.write_all(req.as_bytes()).await.unwrap();
-            let mut out = Vec::new();
-            s.read_to_end(&mut out).await.unwrap();
-            let head = String::from_utf8_lossy(&out[..out.len().min(32)]).into_owned();
-            head.split(' ')
-                .nth(1)
-                .and_then(|c| c.parse().ok())
-                .unwrap_or(0)
-        }
-    }
+    let headers: Vec<(&str, &str)> = if auth.is_empty() {
+        Vec::new()
+    } else {
+        vec![("authorization", auth)]
+    };
+    raw_http::http(sim, method, path, &headers, body)
+        .await
+        .status
 }
 
 fn app_jwt() -> String {
@@ -380,6 +346,45 @@ async fn exercise(sim: &SimHandle) {
     raw(sim, "DELETE", &labels, auth, None).await;
     raw(sim, "DELETE", &runner, auth, None).await;
     raw(sim, "GET", "/orgs/acme/actions/runner-groups", auth, None).await;
+    let widgets = hangar::sim::repo_id("acme/widgets");
+    let created = raw_http::http(
+        sim,
+        "POST",
+        "/orgs/acme/actions/runner-groups",
+        &[("authorization", auth)],
+        Some(json!({ "name": "gpu", "visibility": "selected",
+                     "selected_repository_ids": [widgets], "runners": [id] })),
+    )
+    .await;
+    assert_eq!(created.status, 201, "{}", created.body);
+    let group = format!("/orgs/acme/actions/runner-groups/{}", created.json()["id"]);
+    raw(sim, "GET", &group, auth, None).await;
+    raw(
+        sim,
+        "PATCH",
+        &group,
+        auth,
+        Some(json!({ "allows_public_repositories": false, "name": "gpus" })),
+    )
+    .await;
+    raw(sim, "GET", &format!("{group}/runners"), auth, None).await;
+    let repos = raw_http::http(
+        sim,
+        "GET",
+        &format!("{group}/repositories"),
+        &[("authorization", auth)],
+        None,
+    )
+    .await;
+    assert_eq!(repos.json()["total_count"], 1, "{}", repos.body);
+    raw(
+        sim,
+        "GET",
+        "/orgs/acme/actions/runner-groups/999",
+        auth,
+        None,
+    )
+    .await;
     raw(sim, "GET", "/rate_limit", auth, None).await;
     raw(sim, "GET", "/rate_limit", "", None).await;
     let jwt = app_jwt();

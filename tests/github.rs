@@ -25,35 +25,7 @@ const INSTALLATION_ID: u64 = 77;
 const TEST_APP_KEY: &str = include_str!("fixtures/github-app/private-key.pem");
 const TEST_APP_PUBLIC_KEY: &str = include_str!("fixtures/github-app/public-key.pem");
 /// A key the simulator does not know.
-const OTHER_KEY: &str = "\
------BEGIN RSA PRIVATE KEY-----
-MIIEpAIBAAKCAQEA5grro27U2m/E2ako2D/D97RGcpZur4YPjxpizyrqS4p7KPHK
-MjBuJC8Ar56k1g5SvemMtchDz7sNiNClRT1BLGHPcxe0Q0g6Aw5PMb4wYlcT2uv+
-+CXASYj057qKP1+Z8VRNZJZj+I4a22jRUg11tIVfqGpDSIO1CvE/vW4QWQls7xiC
-N/fKhle+IZE5NnQ04MmX1JOY9zvkcY/kVW7SUI96D5KuFmRP2zWbLV0H0xfyJq1P
-3ryrP2bBcSIZc7Ar1PfeiV+G0EXuOsWooa1I4bSoe9zmaJS58+1Xshoce8mqSFpI
-izahcEUv8JQ59zvpKGVL/FTevu0cRmKIAmQ+LQIDAQABAoIBAFfSSHY6vBjuPYTo
-/vZblZlNoe1h/7yTngIATUOQuyR+qBkQAaSad5nptcXV91De4/irnjPR0g2OeBLI
-sKeXxHdImfVy0bcz7i23e0VeucL5QlO777lVVCzek7yZquiZuz/18pvZjC3aNmeY
-Av1jtRFnL4cwliIrYeTdB/vt9mC+rqQqI3rthjIj5UuEac/6NN5JVYg3PiKj4iMt
-xXOwK3hpgE0JHLRhxwWMrKpdv7tthOSvreYEFScH/XHVI56JBDQuEMm4IBMQwoSc
-ki9JFcOGGeMRBC6wg3V6YOMAjusp8J9b/nhCE4YZfE8RUCbeVD1EnRepbfXjX5MP
-xCVhFpMCgYEA8/564A3WlMZH1HysPbz7KXTchvyBErZ6jeQSCQDkFkgEy48S9ZGu
-aiKdvW7jytoxBqi61troIGpTv0WTr8PttD8kXqLgNqQU0zZpvHncvdWOWSQ3MObF
-lwezykWsDs3VS9Ampe5USzeFMNT0FNvnbIaoTbyt8k/vMbU6q4c/d6sCgYEA8Vyy
-5jOinj+IHnz/aINcpGFO6U1ITjFi9IJEnhTwPqeMLv7J2rqt9AMIxjmu7f/vGNvQ
-oSNIniOT9S6yWSJtsUGK0miRUDtolSsOP4mn0bgJ6XCih4hR3pFdu/cRtyPS4b5H
-lEPUS6uw93QtZU5ClbbvdXrDHyu/rN+sOHSFaYcCgYAJtprLqqFdQNuBMQlmV8yj
-5NwWn5y/0vXkCi1RoHB0Fp/iPqrhjdAkt4YSEYUOAUusWTE+9m4BRFpbJfjwKVug
-LldTUSad5kBR/DuPXkaUZBkLoW51CurYzVyx874axMT2BK5VMry2Vdp+jCu/XNXE
-s0Ol/JnsKJR8JRvV0keLiwKBgQC1Dj69ZPqWDz6C8G1/7xqtzLkvVePplC6REK98
-jmRx+6mzDzpItEUNiMEqQdcxfg3T7gEg/6DX0ASLpg3vw13Z3DrQ/9QSBZ68V2IG
-07JqJc55qR6i4OXZOd7Aw+QsJ9lnsh9r3z3/zbmgxyvOlNhqCqKy0/ZPCbhtbBR6
-/R2fPQKBgQDfsg0t1y5Oq4QQO9N3/4exdejTVz5jkcFsn3+DTM1tFVT1X4G0mpba
-aeSqjI3o32KwARw86hZTr7saMzfhLrGerj0//tAWwK37IJ5oLs2jfUWpxFufEmIl
-/l97FRj9AdTZo6VnKPfVV6ll+TVuH2g2Y67O6o6ebgNmc/gUYhjL0g==
------END RSA PRIVATE KEY-----
-";
+const OTHER_KEY: &str = include_str!("fixtures/github-app/other-private-key.pem");
 
 fn repo() -> Scope {
     Scope::Repository {
@@ -691,41 +663,6 @@ async fn no_secret_reaches_a_log_line_an_error_or_debug_output() {
             assert!(!out.contains(canary.as_str()), "a secret is in {out}");
         }
     }
-}
-
-/// The JIT config names the pool's `runner.workFolder` (it was `_work`
-/// whatever the file said); a name that is no slot of the fleet gets `_work`.
-#[tokio::test]
-async fn jit_configs_carry_the_pools_work_folder() {
-    use base64::Engine;
-    let sim = start_sim().await;
-    let fleet = hangar::fleet::load_str(
-        "fleet.yaml",
-        "apiVersion: hangar/v1\nkind: Fleet\nmetadata:\n  name: wf\nspec:\n  github:\n    \
-         repository: o/r\n    simulator: true\n  hosts:\n    - name: h\n      uri: sandbox\n  \
-         pools:\n    - name: gpu\n      count: 1\n      ephemeral: true\n      runner:\n        \
-         workFolder: jobs/here\n      vm: {cpus: 1, memory: 512MiB, disk: 4GiB, image: b.qcow2}\n",
-    )
-    .unwrap();
-    let reg = registry(&sim, repo(), token(TOKEN)).with_pools(&fleet.fleet);
-    let folder = |config: &str| -> String {
-        let b64 = base64::engine::general_purpose::STANDARD;
-        let doc: serde_json::Value = serde_json::from_slice(&b64.decode(config).unwrap()).unwrap();
-        let runner = b64.decode(doc[".runner"].as_str().unwrap()).unwrap();
-        let runner: serde_json::Value = serde_json::from_slice(&runner).unwrap();
-        runner["WorkFolder"].as_str().unwrap().to_string()
-    };
-    let labels = vec!["gpu".to_string()];
-    let jit = reg
-        .jit_config("wf-gpu-0", &labels, "Default")
-        .await
-        .unwrap();
-    assert_eq!(folder(jit.config.expose()), "jobs/here");
-    let other = reg
-        .jit_config("elsewhere-1", &labels, "Default")
-        .await
-        .unwrap();
-    assert_eq!(folder(other.config.expose()), "_work");
 }
 
 /// A 422 on runner delete means busy only when GitHub's message says the

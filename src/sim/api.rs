@@ -53,7 +53,7 @@ pub(crate) fn routes() -> Router<Arc<Shared>> {
                 axum::routing::delete(remove_label),
             );
     }
-    r.route("/orgs/{org}/actions/runner-groups", get(list_groups))
+    r
 }
 
 fn not_found() -> Response {
@@ -61,7 +61,7 @@ fn not_found() -> Response {
 }
 
 /// The scope key of a route's path parameters.
-fn scope_of(params: &HashMap<String, String>) -> Option<String> {
+pub(crate) fn scope_of(params: &HashMap<String, String>) -> Option<String> {
     let path = match (params.get("org"), params.get("owner"), params.get("repo")) {
         (Some(org), _, _) => format!("orgs/{org}"),
         (None, Some(owner), Some(repo)) => format!("repos/{owner}/{repo}"),
@@ -377,39 +377,4 @@ async fn remove_label(State(shared): Sim, Path(params): Path<HashMap<String, Str
         }
         Ok(())
     })
-}
-
-/// `GET /orgs/{org}/actions/runner-groups`, with an `ETag` like every list.
-async fn list_groups(
-    State(shared): Sim,
-    Path(params): Path<HashMap<String, String>>,
-    headers: HeaderMap,
-) -> Response {
-    let Some(key) = scope_of(&params) else {
-        return not_found();
-    };
-    let groups: Vec<Value> = shared.change(|w| {
-        w.scope_mut(&key)
-            .groups
-            .iter()
-            .map(|g| {
-                json!({
-                    "id": g.id,
-                    "name": g.name,
-                    "visibility": "all",
-                    "default": g.default,
-                    "runners_url": format!("/{key}/actions/runner-groups/{}/runners", g.id),
-                    "inherited": false,
-                    "allows_public_repositories": false,
-                    "restricted_to_workflows": false,
-                    "selected_workflows": [],
-                    "workflow_restrictions_read_only": false,
-                })
-            })
-            .collect()
-    });
-    json_with_etag(
-        json!({ "total_count": groups.len(), "runner_groups": groups }).to_string(),
-        &headers,
-    )
 }

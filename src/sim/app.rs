@@ -10,7 +10,7 @@ use axum::{Json, Router};
 use chrono::Utc;
 use serde_json::{json, Value};
 
-use super::layer::{gh_error, Sim, DOC_AUTH};
+use super::layer::{base_url, gh_error, simple_user, Sim, DOC_AUTH};
 use super::world::TokenKind;
 
 const DOC_APP_TOKEN: &str =
@@ -76,49 +76,19 @@ fn permissions() -> Value {
     json!({ "administration": "write", "organization_self_hosted_runners": "write" })
 }
 
-/// The `simple-user` (here: an organization) that owns the App and that it
-/// is installed on.
-fn account(base: &str) -> Value {
-    let login = "hangar-sim";
-    let url = format!("{base}/users/{login}");
-    json!({
-        "login": login, "id": 1, "node_id": "O_sim1",
-        "avatar_url": "https://avatars.githubusercontent.com/u/1?v=4",
-        "gravatar_id": "", "url": url, "html_url": format!("{base}/{login}"),
-        "followers_url": format!("{url}/followers"),
-        "following_url": format!("{url}/following{{/other_user}}"),
-        "gists_url": format!("{url}/gists{{/gist_id}}"),
-        "starred_url": format!("{url}/starred{{/owner}}{{/repo}}"),
-        "subscriptions_url": format!("{url}/subscriptions"),
-        "organizations_url": format!("{url}/orgs"),
-        "repos_url": format!("{url}/repos"),
-        "events_url": format!("{url}/events{{/privacy}}"),
-        "received_events_url": format!("{url}/received_events"),
-        "type": "Organization", "site_admin": false,
-    })
-}
-
-fn base(headers: &HeaderMap) -> String {
-    let host = headers
-        .get(header::HOST)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("127.0.0.1");
-    format!("http://{host}")
-}
-
 /// `GET /app`: the `integration` schema.
 async fn get_app(State(shared): Sim, headers: HeaderMap) -> Response {
     let app = match app_of(&shared, &headers) {
         Ok(app) => app,
         Err(r) => return *r,
     };
-    let base = base(&headers);
+    let base = base_url(&headers);
     Json(json!({
         "id": app.app_id,
         "slug": "hangar-sim",
         "node_id": format!("A_sim{}", app.app_id),
         "client_id": format!("Iv1.sim{}", app.app_id),
-        "owner": account(&base),
+        "owner": simple_user(&base, "hangar-sim", 1, "Organization"),
         "name": "hangar simulator",
         "description": "the GitHub App of hangar's simulator",
         "external_url": base,
@@ -137,7 +107,7 @@ fn installation_json(app: &super::SimApp, base: &str) -> Value {
     let id = app.installation_id;
     json!({
         "id": id,
-        "account": account(base),
+        "account": simple_user(base, "hangar-sim", 1, "Organization"),
         "repository_selection": "all",
         "access_tokens_url": format!("{base}/app/installations/{id}/access_tokens"),
         "repositories_url": format!("{base}/installation/repositories"),
@@ -170,7 +140,7 @@ async fn get_installation(
     if id != Some(app.installation_id) {
         return gh_error(StatusCode::NOT_FOUND, "Not Found", DOC_APPS);
     }
-    Json(installation_json(&app, &base(&headers))).into_response()
+    Json(installation_json(&app, &base_url(&headers))).into_response()
 }
 
 /// `GET /repos/{owner}/{repo}/installation`, `GET /orgs/{org}/installation`:
@@ -178,7 +148,7 @@ async fn get_installation(
 /// organization (`repository_selection: all`).
 async fn scope_installation(State(shared): Sim, headers: HeaderMap) -> Response {
     match app_of(&shared, &headers) {
-        Ok(app) => Json(installation_json(&app, &base(&headers))).into_response(),
+        Ok(app) => Json(installation_json(&app, &base_url(&headers))).into_response(),
         Err(r) => *r,
     }
 }

@@ -316,3 +316,33 @@ pub(crate) fn link_pages(
         }
     }
 }
+
+/// `http://HOST` of the request: the simulator's URLs point back at it.
+pub(crate) fn base_url(headers: &HeaderMap) -> String {
+    let host = headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("127.0.0.1");
+    format!("http://{host}")
+}
+
+/// GitHub's `simple-user` schema for `login` (`type` is `User`, `Bot` or
+/// `Organization`).
+pub(crate) fn simple_user(base: &str, login: &str, id: u64, kind: &str) -> serde_json::Value {
+    let url = format!("{base}/users/{login}");
+    json!({
+        "login": login, "id": id, "node_id": format!("U_sim{id}"),
+        "avatar_url": format!("https://avatars.githubusercontent.com/u/{id}?v=4"),
+        "gravatar_id": "", "url": url, "html_url": format!("{base}/{login}"),
+        "followers_url": format!("{url}/followers"),
+        "following_url": format!("{url}/following{{/other_user}}"),
+        "gists_url": format!("{url}/gists{{/gist_id}}"),
+        "starred_url": format!("{url}/starred{{/owner}}{{/repo}}"),
+        "subscriptions_url": format!("{url}/subscriptions"),
+        "organizations_url": format!("{url}/orgs"),
+        "repos_url": format!("{url}/repos"),
+        "events_url": format!("{url}/events{{/privacy}}"),
+        "received_events_url": format!("{url}/received_events"),
+        "type": kind, "site_admin": false,
+    })
+}

@@ -15,6 +15,7 @@
 mod api;
 mod app;
 mod control;
+mod groups;
 mod layer;
 mod releases;
 mod tarball;
@@ -28,6 +29,7 @@ use std::time::Duration;
 use chrono::Utc;
 use serde::{Deserialize, Serialize};
 
+pub use groups::repo_id;
 pub use releases::{
     PublishRelease, SimAsset, SimRelease, RUNNER_ARCHES, RUNNER_REPO, SEED_RUNNER_VERSION,
 };
@@ -312,6 +314,7 @@ fn app(shared: Arc<Shared>) -> axum::Router {
     axum::Router::new()
         .merge(api::routes())
         .merge(app::routes())
+        .merge(groups::routes())
         .merge(releases::routes())
         .route_layer(axum::middleware::from_fn_with_state(
             shared.clone(),

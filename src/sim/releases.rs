@@ -20,7 +20,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use super::layer::{gh_error, json_with_etag, link_pages, paging, Sim};
+use super::layer::{base_url, gh_error, json_with_etag, link_pages, paging, simple_user, Sim};
 use super::world::{sha256_hex, SimError, SimWorld};
 use super::Shared;
 
@@ -192,42 +192,13 @@ fn not_found() -> Response {
     gh_error(StatusCode::NOT_FOUND, "Not Found", DOC_RELEASES)
 }
 
-fn base(headers: &HeaderMap) -> String {
-    let host = headers
-        .get(header::HOST)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("127.0.0.1");
-    format!("http://{host}")
-}
-
 fn time(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Secs, true)
 }
 
-/// The `simple-user` GitHub shows as a release's author and uploader.
-fn bot(base: &str) -> Value {
-    let login = "github-actions[bot]";
-    let url = format!("{base}/users/{login}");
-    json!({
-        "login": login, "id": 41898282, "node_id": "MDM6Qm90NDE4OTgyODI=",
-        "avatar_url": "https://avatars.githubusercontent.com/in/15368?v=4",
-        "gravatar_id": "", "url": url, "html_url": format!("{base}/apps/github-actions"),
-        "followers_url": format!("{url}/followers"),
-        "following_url": format!("{url}/following{{/other_user}}"),
-        "gists_url": format!("{url}/gists{{/gist_id}}"),
-        "starred_url": format!("{url}/starred{{/owner}}{{/repo}}"),
-        "subscriptions_url": format!("{url}/subscriptions"),
-        "organizations_url": format!("{url}/orgs"),
-        "repos_url": format!("{url}/repos"),
-        "events_url": format!("{url}/events{{/privacy}}"),
-        "received_events_url": format!("{url}/received_events"),
-        "type": "Bot", "site_admin": false,
-    })
-}
-
 pub(crate) fn release_json(base: &str, repo: &str, r: &SimRelease) -> Value {
     let api = format!("{base}/repos/{repo}/releases");
-    let author = bot(base);
+    let author = simple_user(base, "github-actions[bot]", 41898282, "Bot");
     let assets: Vec<Value> = r
         .assets
         .iter()
@@ -278,7 +249,7 @@ pub(crate) fn release_json(base: &str, repo: &str, r: &SimRelease) -> Value {
 /// taken from the newest actions/runner release the simulator holds
 /// (https://docs.github.com/rest/actions/self-hosted-runners#list-runner-applications-for-a-repository).
 async fn runner_downloads(State(shared): Sim, headers: HeaderMap) -> Response {
-    let base = base(&headers);
+    let base = base_url(&headers);
     let latest = {
         let inner = shared.lock();
         inner
@@ -333,7 +304,7 @@ async fn list_releases(
         return not_found();
     };
     let (per_page, page) = paging(q.per_page.as_deref(), q.page.as_deref());
-    let base = base(&headers);
+    let base = base_url(&headers);
     let (total, items): (u64, Vec<Value>) = {
         let inner = shared.lock();
         let all = inner.world.releases.get(&repo).cloned().unwrap_or_default();
@@ -376,7 +347,10 @@ fn one_release(
             .and_then(|l| l.iter().find(|r| pick(r)).cloned())
     };
     match found {
-        Some(r) => json_with_etag(release_json(&base(headers), &repo, &r).to_string(), headers),
+        Some(r) => json_with_etag(
+            release_json(&base_url(headers), &repo, &r).to_string(),
+            headers,
+        ),
         None => not_found(),
     }
 }
@@ -445,7 +419,7 @@ pub(crate) async fn publish(
             let repo = repo_key(&req.repo).unwrap_or_default();
             (
                 StatusCode::CREATED,
-                Json(release_json(&base(&headers), &repo, &r)),
+                Json(release_json(&base_url(&headers), &repo, &r)),
             )
                 .into_response()
         }

@@ -78,6 +78,37 @@ pub struct SimGroup {
     pub id: u64,
     pub name: String,
     pub default: bool,
+    /// `all`, `selected` or `private`.
+    #[serde(default = "all")]
+    pub visibility: String,
+    #[serde(default)]
+    pub allows_public_repositories: bool,
+    #[serde(default)]
+    pub restricted_to_workflows: bool,
+    #[serde(default)]
+    pub selected_workflows: Vec<String>,
+    /// Repository ids allowed when `visibility` is `selected`.
+    #[serde(default)]
+    pub selected_repository_ids: Vec<u64>,
+}
+
+fn all() -> String {
+    "all".into()
+}
+
+impl SimGroup {
+    pub fn new(id: u64, name: &str, default: bool) -> Self {
+        SimGroup {
+            id,
+            name: name.to_string(),
+            default,
+            visibility: all(),
+            allows_public_repositories: false,
+            restricted_to_workflows: false,
+            selected_workflows: Vec::new(),
+            selected_repository_ids: Vec::new(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -189,11 +220,7 @@ impl SimWorld {
             .entry(key.to_string())
             .or_insert_with(|| SimScope {
                 runners: BTreeMap::new(),
-                groups: vec![SimGroup {
-                    id: 1,
-                    name: "Default".into(),
-                    default: true,
-                }],
+                groups: vec![SimGroup::new(1, "Default", true)],
             })
     }
 
@@ -265,11 +292,9 @@ impl SimWorld {
         }
         self.next_group_id = self.next_group_id.max(1) + 1;
         let id = self.next_group_id;
-        self.scope_mut(&key).groups.push(SimGroup {
-            id,
-            name: name.to_string(),
-            default: false,
-        });
+        self.scope_mut(&key)
+            .groups
+            .push(SimGroup::new(id, name, false));
         Ok(id)
     }
 

@@ -388,6 +388,10 @@ impl RunnerRegistry for GithubRegistry {
                 let cache = self.pages.lock().unwrap_or_else(|e| e.into_inner());
                 cache.get(&p).map(|c| c.etag.clone())
             };
+            // GitHub's description declares 304 only for some routes, not
+            // this one; GitHub's guidance answers every conditional GET with
+            // an unchanged ETag by 304, free of the rate limit
+            // (https://docs.github.com/rest/using-the-rest-api/best-practices-for-using-the-rest-api#use-conditional-requests-if-appropriate).
             let mut extra = Vec::new();
             if let Some(tag) = etag.as_deref().and_then(|t| HeaderValue::from_str(t).ok()) {
                 extra.push((IF_NONE_MATCH, tag));
