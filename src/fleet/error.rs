@@ -53,7 +53,10 @@ impl FleetError {
         debug_assert!(!problems.is_empty());
         FleetError {
             problems,
-            source_code: source.map(|(name, text)| NamedSource::new(name, text)),
+            // Bare `\r` becomes `\n` (same length, offsets kept) so that the
+            // snippet shows the lines the error's line number counts.
+            source_code: source
+                .map(|(name, text)| NamedSource::new(name, bare_cr_as_newline(&text))),
         }
     }
 
@@ -161,16 +164,54 @@ impl Locator<'_> {
     }
 }
 
+/// Where the line break at or after `from` starts and how long it is.
+/// Line breaks are YAML's (and editors'): `\n`, `\r\n`, and a bare `\r`, so
+/// a file with old Mac line ends is located as its editor shows it.
+pub(crate) fn next_break(text: &str, from: usize) -> Option<(usize, usize)> {
+    let i = from + text[from..].find(['\n', '\r'])?;
+    let len = if text[i..].starts_with("\r\n") { 2 } else { 1 };
+    Some((i, len))
+}
+
+/// The 1-based line of byte `offset`, counting line breaks as
+/// [`next_break`] does.
+pub fn line_of(text: &str, offset: usize) -> u32 {
+    let mut line = 1;
+    let mut at = 0;
+    while let Some((i, len)) = next_break(text, at) {
+        if i + len > offset {
+            break;
+        }
+        line += 1;
+        at = i + len;
+    }
+    line
+}
+
+/// `text` with every bare `\r` replaced by `\n`.
+pub(crate) fn bare_cr_as_newline(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\r' && chars.peek() != Some(&'\n') {
+            out.push('\n');
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// Byte offset of a 1-based line and character column, clamped to the text.
 pub(crate) fn byte_offset(text: &str, pos: Pos) -> usize {
     let mut offset = 0;
     for _ in 1..pos.line {
-        match text[offset..].find('\n') {
-            Some(i) => offset += i + 1,
+        match next_break(text, offset) {
+            Some((i, len)) => offset = i + len,
             None => return text.len(),
         }
     }
-    let line_end = text[offset..].find('\n').map_or(text.len(), |i| offset + i);
+    let line_end = next_break(text, offset).map_or(text.len(), |(i, _)| i);
     text[offset..line_end]
         .char_indices()
         .nth(pos.column.saturating_sub(1) as usize)
@@ -206,6 +247,16 @@ mod tests {
             FleetError::file("f.yaml", "cannot read: gone").to_string(),
             "f.yaml: cannot read: gone"
         );
+    }
+
+    #[test]
+    fn a_bare_carriage_return_is_a_line_break() {
+        let text = "a: 1\rb: 2\r\nc: 3\nd";
+        assert_eq!(byte_offset(text, Pos { line: 2, column: 1 }), 5);
+        assert_eq!(byte_offset(text, Pos { line: 3, column: 2 }), 12);
+        assert_eq!(line_of(text, 12), 3);
+        assert_eq!(line_of(text, text.len()), 4);
+        assert_eq!(bare_cr_as_newline(text), "a: 1\nb: 2\r\nc: 3\nd");
     }
 
     #[test]

@@ -84,8 +84,8 @@ pub fn too_large(file: &str) -> FleetError {
 fn not_utf8(file: &str, e: std::string::FromUtf8Error) -> FleetError {
     let at = e.utf8_error().valid_up_to();
     let valid = String::from_utf8_lossy(&e.as_bytes()[..at]).into_owned();
-    let line = valid.matches('\n').count() as u32 + 1;
-    let line_start = valid.rfind('\n').map_or(0, |i| i + 1);
+    let line = super::error::line_of(&valid, valid.len());
+    let line_start = valid.rfind(['\n', '\r']).map_or(0, |i| i + 1);
     let column = valid[line_start..].chars().count() as u32 + 1;
     FleetError::new(
         vec![Problem {
@@ -174,9 +174,7 @@ fn mask(text: &str, secrets: &[Problem]) -> String {
                 column: 1,
             },
         );
-        let end = text[offset + len..]
-            .find('\n')
-            .map_or(text.len(), |i| offset + len + i);
+        let end = super::error::next_break(text, offset + len).map_or(text.len(), |(i, _)| i);
         for b in &mut bytes[line_start..end] {
             if !b.is_ascii_whitespace() {
                 *b = b'*';
