@@ -22,6 +22,9 @@ use hangar::secret::Secret;
 use virt::connect::Connect;
 use virt::storage_pool::StoragePool;
 
+#[path = "libvirt_cases/domain_type.rs"]
+mod domain_type;
+
 const POOL: &str = "hangar-test";
 const FLEET: &str = "ci";
 
@@ -146,6 +149,7 @@ fn vm(owner: Ownership) -> VmCreate {
         owner,
         boot: None,
         network: NetworkAttachment::User,
+        cpu_model: Default::default(),
     }
 }
 

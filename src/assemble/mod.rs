@@ -496,16 +496,20 @@ impl Provisioner for FleetProvisioner {
             owner,
             boot: direct_boot(pool),
             network: host.network_attachment_in(&self.fleet.metadata.name),
+            cpu_model: pool.vm.cpu_model,
         })
     }
 }
 
 /// What `hangar render` prints for a slot: the user-data with placeholders
-/// for secrets, or the domain XML of the slot's next VM.
+/// for secrets, or the domain XML of the slot's next VM. The domain type is
+/// the one the slot's host chose (`facts`, with its reason in a comment);
+/// without facts (host unreachable) the fleet file's, `auto` read as qemu.
 pub fn render(
     fleet: &LoadedFleet,
     slot: &DesiredSlot,
     domain: bool,
+    facts: Option<&HostFacts>,
 ) -> Result<String, ProvisionError> {
     let f = &fleet.fleet;
     let err = |what: &'static str| ProvisionError::NotInFile {
@@ -530,14 +534,18 @@ pub fn render(
         boot_failures: 0,
         shape: slot.vm.clone(),
     };
-    let domain_type = match host.domain_type {
-        DomainTypeSpec::Kvm => DomainType::Kvm,
-        _ if host.uri == SANDBOX_URI => DomainType::Test,
-        _ => DomainType::Qemu,
+    let (domain_type, reason) = match (facts, host.domain_type) {
+        (Some(f), _) => (f.domain_type, f.domain_type_reason.clone()),
+        (None, DomainTypeSpec::Kvm) => (DomainType::Kvm, "kvm asked for".into()),
+        (None, _) if host.uri == SANDBOX_URI => (DomainType::Test, "sandbox".into()),
+        (None, _) => (
+            DomainType::Qemu,
+            "host not reached: its kvm support is unknown".into(),
+        ),
     };
     let console: PathBuf =
         PathBuf::from("/var/log/hangar").join(crate::model::names::console_log_name(&slot.name, 1));
-    let spec = crate::providers::libvirt::xml::DomainSpec::for_vm(
+    let mut spec = crate::providers::libvirt::xml::DomainSpec::for_vm(
         domain_type,
         &host.storage_pool,
         &owner,
@@ -546,7 +554,12 @@ pub fn render(
         true,
         Some(console.display().to_string()),
     );
-    Ok(crate::model::xml::with_declaration(
-        &crate::providers::libvirt::xml::domain_xml(&spec),
-    ))
+    spec.cpu_model = pool.vm.cpu_model;
+    let xml = crate::providers::libvirt::xml::domain_xml(&spec);
+    // `--` may not appear inside an XML comment.
+    let reason = reason.replace("--", "- -");
+    Ok(crate::model::xml::with_declaration(&format!(
+        "<!-- domain type {}: {reason} -->\n{xml}",
+        format!("{domain_type:?}").to_lowercase()
+    )))
 }

@@ -373,7 +373,7 @@ pub async fn render_cmd(
     let engine = assemble(ctx, &fleet, &stop).await?;
     let planned = engine.plan(&fleet).await;
     engine.shutdown().await;
-    let (_, desired, _) = planned?;
+    let (snapshot, desired, _) = planned?;
     let Some(s) = desired.slot(slot) else {
         return Err(ExpectedError::NoSlot {
             slot: slot.to_string(),
@@ -383,7 +383,12 @@ pub async fn render_cmd(
     };
     crate::out!(
         "{}",
-        assemble::render(&fleet, s, what == RenderWhat::Domain)?
+        assemble::render(
+            &fleet,
+            s,
+            what == RenderWhat::Domain,
+            snapshot.known_facts().get(&s.host)
+        )?
     );
     Ok(ExitStatus::Ok)
 }

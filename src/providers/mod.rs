@@ -74,6 +74,8 @@ pub struct VmCreate {
     pub owner: Ownership,
     pub boot: Option<DirectBoot>,
     pub network: NetworkAttachment,
+    /// The guest CPU under kvm (`vm.cpuModel`).
+    pub cpu_model: crate::model::host::CpuModel,
     pub seed: Seed,
 }
 

@@ -116,6 +116,7 @@ impl Inner {
             Some(console.display().to_string()),
         );
         spec.uuid = uuid;
+        spec.cpu_model = vm.cpu_model;
         let text = domain_xml(&spec);
         let dom = self.call(&format!("define domain {slot}"), || {
             conn.define_domain_xml(&text)

@@ -58,6 +58,7 @@ use crate::model::host::{DomainType, HostFacts, NetworkAttachment};
 use crate::plan::model::{Leftover, ObservedHost, ObservedVm, VmRef};
 
 use self::connection::uri_is_local;
+pub use self::facts::{choose_domain_type, DomainTypeChoice};
 pub use self::xml::{domain_xml, volume_xml};
 
 /// Where serial console logs go on a host unless configured otherwise.
@@ -141,6 +142,12 @@ impl LibvirtHost {
         let local = uri_is_local(&config.uri);
         let conn = connection::open(&config, "connect to")?;
         let choice = facts::decide_domain_type(&conn, &config)?;
+        tracing::info!(
+            host = %config.name,
+            domain_type = ?choice.domain_type,
+            reason = %choice.reason,
+            "domain type chosen"
+        );
         Ok(LibvirtHost {
             inner: Arc::new(Inner {
                 config,
