@@ -24,6 +24,8 @@ use virt::storage_pool::StoragePool;
 
 #[path = "libvirt_cases/domain_type.rs"]
 mod domain_type;
+#[path = "libvirt_cases/runner_volume.rs"]
+mod runner_volume;
 
 const POOL: &str = "hangar-test";
 const FLEET: &str = "ci";
@@ -150,6 +152,7 @@ fn vm(owner: Ownership) -> VmCreate {
         boot: None,
         network: NetworkAttachment::User,
         cpu_model: Default::default(),
+        runner_volume: None,
     }
 }
 

@@ -103,6 +103,7 @@ fn vm(owner: Ownership) -> VmCreate {
         boot: None,
         network: NetworkAttachment::None,
         cpu_model: Default::default(),
+        runner_volume: None,
     }
 }
 

@@ -18,6 +18,8 @@ use crate::model::credential::RunnerCredential;
 use crate::model::host::{DirectBoot, DomainType, HostFacts};
 use crate::model::network::IsolatedNetwork;
 use crate::model::ownership::Ownership;
+use crate::model::runner::{runner_volume_name, LocalTarball, RunnerTarball};
+use crate::plan::model::RunnerVolume;
 use crate::plan::model::{DesiredSlot, Leftover, ObservedHost, ObservedVm, VmRef};
 use crate::providers::github::{self, GithubConfig, GithubRegistry};
 use crate::providers::libvirt::{HostConfig, LibvirtHost};
@@ -213,7 +215,10 @@ pub async fn assemble(
             hosts,
             registry,
         },
-        provisioner: Arc::new(FleetProvisioner { fleet: f.clone() }),
+        provisioner: Arc::new(FleetProvisioner {
+            fleet: f.clone(),
+            runner_dir: Some(state_dir.join("runner")),
+        }),
         clock,
         limits: Limits {
             global: concurrency.global as usize,
@@ -375,6 +380,14 @@ impl Hypervisor for LazyHost {
         self.get().await?.ensure_network(network, filter).await
     }
 
+    async fn ensure_runner_volume(
+        &self,
+        volume: &str,
+        local: &crate::model::runner::LocalTarball,
+    ) -> Result<(), ProviderError> {
+        self.get().await?.ensure_runner_volume(volume, local).await
+    }
+
     async fn remove_network(&self, network: &str, filter: &str) -> Result<(), ProviderError> {
         self.get().await?.remove_network(network, filter).await
     }
@@ -387,6 +400,10 @@ impl Hypervisor for LazyHost {
 /// Turns the fleet file's pool settings into a guest and a VM.
 pub struct FleetProvisioner {
     pub fleet: Fleet,
+    /// Where the verified runner tarballs are kept
+    /// (`<state dir>/runner/actions-runner-linux-<arch>-<version>.tar.gz`);
+    /// `None`: none are supplied and guests download the runner.
+    pub runner_dir: Option<PathBuf>,
 }
 
 impl FleetProvisioner {
@@ -420,9 +437,14 @@ pub fn guest(
     slot: &DesiredSlot,
 ) -> Result<provision::Guest, ProvisionError> {
     let runner = match pool.runner.install() {
-        Some(crate::fleet::RunnerInstall::Download { version, sha256 }) => {
-            provision::RunnerInstall::Download { version, sha256 }
-        }
+        Some(crate::fleet::RunnerInstall::Download { version, sha256 }) => match &slot.runner {
+            Some(r) => provision::RunnerInstall::Volume {
+                version: r.local.tarball.version.clone(),
+                sha256: r.local.tarball.sha256.clone(),
+                size: r.local.tarball.size,
+            },
+            None => provision::RunnerInstall::Download { version, sha256 },
+        },
         Some(crate::fleet::RunnerInstall::Preinstalled { path }) => {
             provision::RunnerInstall::Preinstalled { path }
         }
@@ -480,6 +502,30 @@ fn direct_boot(pool: &Pool) -> Option<DirectBoot> {
 }
 
 impl Provisioner for FleetProvisioner {
+    /// A pinned `runner.version` + `runner.sha256` whose tarball is in the
+    /// runner directory: its size is the file's, its checksum the pin's (the
+    /// upload checks the file against both).
+    fn runner_volume(&self, slot: &DesiredSlot) -> Option<RunnerVolume> {
+        let dir = self.runner_dir.as_ref()?;
+        let (pool, _) = self.pool_and_host(slot).ok()?;
+        let Some(crate::fleet::RunnerInstall::Download { version, sha256 }) = pool.runner.install()
+        else {
+            return None;
+        };
+        let mut tarball = RunnerTarball {
+            version,
+            arch: "x64".into(),
+            sha256: sha256.to_ascii_lowercase(),
+            size: 0,
+        };
+        let path = dir.join(tarball.file_name());
+        tarball.size = std::fs::metadata(&path).ok()?.len();
+        Some(RunnerVolume {
+            volume: runner_volume_name(&self.fleet.metadata.name, &tarball),
+            local: LocalTarball { tarball, path },
+        })
+    }
+
     fn vm_create(
         &self,
         slot: &DesiredSlot,
@@ -497,6 +543,12 @@ impl Provisioner for FleetProvisioner {
             boot: direct_boot(pool),
             network: host.network_attachment_in(&self.fleet.metadata.name),
             cpu_model: pool.vm.cpu_model,
+            runner_volume: match guest.runner {
+                provision::RunnerInstall::Volume { .. } => {
+                    slot.runner.as_ref().map(|r| r.volume.clone())
+                }
+                _ => None,
+            },
         })
     }
 }

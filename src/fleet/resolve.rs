@@ -240,6 +240,8 @@ impl LoadedFleet {
                     runner_group: pool.runner_group.clone(),
                     vm,
                     spec_hash,
+                    // Supplied by the engine (the tarball source).
+                    runner: None,
                 }
             })
             .collect();

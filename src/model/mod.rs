@@ -9,6 +9,7 @@ pub mod host;
 pub mod names;
 pub mod network;
 pub mod ownership;
+pub mod runner;
 pub mod tree;
 pub mod units;
 pub mod xml;

@@ -36,6 +36,7 @@ pub mod isolation;
 mod leftovers;
 mod listing;
 mod observe;
+mod runner_volume;
 mod seed;
 pub mod test_node;
 mod volumes;
@@ -59,6 +60,7 @@ use crate::plan::model::{Leftover, ObservedHost, ObservedVm, VmRef};
 
 use self::connection::uri_is_local;
 pub use self::facts::{choose_domain_type, DomainTypeChoice};
+pub use self::runner_volume::runner_disk;
 pub use self::xml::{domain_xml, volume_xml};
 
 /// Where serial console logs go on a host unless configured otherwise.
@@ -265,6 +267,14 @@ impl Hypervisor for LibvirtHost {
 
     fn host_state(&self) -> ObservedHost {
         self.last_host_state()
+    }
+
+    async fn ensure_runner_volume(
+        &self,
+        volume: &str,
+        local: &crate::model::runner::LocalTarball,
+    ) -> Result<(), ProviderError> {
+        self.upload_runner_volume(volume, local).await
     }
 
     async fn ensure_network(&self, network: &str, filter: &str) -> Result<(), ProviderError> {

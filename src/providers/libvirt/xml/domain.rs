@@ -222,10 +222,17 @@ fn write_disk(w: &mut Xw, disk: &DiskSpec) -> io::Result<()> {
         .with_attribute(("type", "volume"))
         .with_attribute(("device", "disk"))
         .write_inner_content(|w| {
-            w.create_element("driver")
+            let driver = w
+                .create_element("driver")
                 .with_attribute(("name", "qemu"))
-                .with_attribute(("type", disk.format.as_str()))
-                .write_empty()?;
+                .with_attribute(("type", disk.format.as_str()));
+            // A guest's discards free the volume's space (and the bytes:
+            // the guest trims what it scrubbed, see `scrub-secrets`).
+            if disk.readonly {
+                driver.write_empty()?;
+            } else {
+                driver.with_attribute(("discard", "unmap")).write_empty()?;
+            }
             w.create_element("source")
                 .with_attribute(("pool", disk.pool.as_str()))
                 .with_attribute(("volume", disk.volume.as_str()))
