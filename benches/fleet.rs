@@ -19,7 +19,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use async_trait::async_trait;
 use chrono::Utc;
 use hangar::assemble::FleetProvisioner;
 use hangar::fleet::{load_str, LoadedFleet};
@@ -27,15 +26,13 @@ use hangar::model::host::{DomainType, HostFacts, NetworkAttachment};
 use hangar::model::names::ownership_label;
 use hangar::model::ownership::Ownership;
 use hangar::plan::model::{
-    Action, Desired, Observation, Observed, ObservedRunner, ObservedVm, RunnerStatus, VmRef,
-    VmState,
+    Action, Desired, Observation, Observed, ObservedRunner, ObservedVm, RunnerStatus, VmState,
 };
 use hangar::plan::planner;
 use hangar::providers::github::{Auth, GithubConfig, GithubRegistry, Scope};
+use hangar::providers::hooked::{Hook, Hooked, HvCall, HvOp, Made};
 use hangar::providers::libvirt::{HostConfig, LibvirtHost};
-use hangar::providers::{
-    CacheUsage, Hypervisor, ProviderError, RetryPolicy, Retrying, RunnerRegistry, VmCreate,
-};
+use hangar::providers::{Hypervisor, RetryPolicy, Retrying, RunnerRegistry};
 use hangar::reconcile::engine::{Engine, PassResult};
 use hangar::reconcile::event::Ignore;
 use hangar::reconcile::{Limits, SystemClock, World};
@@ -58,137 +55,51 @@ const PAGE: u64 = 100;
 // ---------------------------------------------------------------------------
 // The counting, slowable hypervisor.
 
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Call {
-    Facts,
-    Observe,
-    Create,
-    Start,
-    Delete,
-    RemoveSeed,
-    CacheUsage,
-}
-
-const CALLS: [Call; 7] = [
-    Call::Facts,
-    Call::Observe,
-    Call::Create,
-    Call::Start,
-    Call::Delete,
-    Call::RemoveSeed,
-    Call::CacheUsage,
-];
-
-impl Call {
-    fn mutating(self) -> bool {
-        matches!(
-            self,
-            Call::Create | Call::Start | Call::Delete | Call::RemoveSeed
-        )
-    }
-}
-
-/// A host as the engine sees it, with every trait call counted by kind and
-/// delayed by the injected latency (reads and mutations apart).
-struct Metered {
-    inner: LibvirtHost,
-    calls: [AtomicU64; 7],
-    read_ms: AtomicU64,
+/// Counts every call made of a host by kind, and delays the mutating ones by
+/// the injected latency.
+#[derive(Default)]
+struct Meter {
+    calls: [AtomicU64; HvOp::ALL.len()],
     mutation_ms: AtomicU64,
 }
 
-impl Metered {
-    fn new(inner: LibvirtHost) -> Self {
-        Metered {
-            inner,
-            calls: Default::default(),
-            read_ms: AtomicU64::new(0),
-            mutation_ms: AtomicU64::new(0),
-        }
-    }
+/// A host as the engine sees it, metered.
+type Metered = Hooked<LibvirtHost, Meter>;
 
-    async fn enter(&self, call: Call) {
-        self.calls[call as usize].fetch_add(1, Ordering::Relaxed);
-        let ms = if call.mutating() {
-            self.mutation_ms.load(Ordering::Relaxed)
-        } else {
-            self.read_ms.load(Ordering::Relaxed)
-        };
-        if ms > 0 {
-            tokio::time::sleep(Duration::from_millis(ms)).await;
-        }
-    }
-
-    fn count(&self, call: Call) -> u64 {
-        self.calls[call as usize].load(Ordering::Relaxed)
+impl Meter {
+    fn count(&self, op: HvOp) -> u64 {
+        self.calls[op as usize].load(Ordering::Relaxed)
     }
 
     fn mutations(&self) -> u64 {
-        CALLS
+        HvOp::ALL
             .iter()
-            .filter(|c| c.mutating())
-            .map(|c| self.count(*c))
+            .filter(|op| op.mutating())
+            .map(|op| self.count(*op))
             .sum()
     }
 }
 
-#[async_trait]
-impl Hypervisor for Metered {
-    fn host(&self) -> &str {
-        self.inner.host()
-    }
-
-    async fn facts(&self) -> Result<HostFacts, ProviderError> {
-        self.enter(Call::Facts).await;
-        self.inner.facts().await
-    }
-
-    async fn observe(&self, fleet: &str) -> Result<Vec<ObservedVm>, ProviderError> {
-        self.enter(Call::Observe).await;
-        self.inner.observe(fleet).await
-    }
-
-    async fn create(&self, vm: &VmCreate) -> Result<(), ProviderError> {
-        self.enter(Call::Create).await;
-        self.inner.create(vm).await
-    }
-
-    async fn start(&self, vm: &VmRef) -> Result<(), ProviderError> {
-        self.enter(Call::Start).await;
-        self.inner.start(vm).await
-    }
-
-    async fn delete(&self, vm: &VmRef, remove_cache: bool) -> Result<(), ProviderError> {
-        self.enter(Call::Delete).await;
-        self.inner.delete(vm, remove_cache).await
-    }
-
-    async fn remove_seed(&self, vm: &VmRef) -> Result<(), ProviderError> {
-        self.enter(Call::RemoveSeed).await;
-        self.inner.remove_seed(vm).await
-    }
-
-    async fn cache_usage(&self, fleet: &str) -> Result<Vec<CacheUsage>, ProviderError> {
-        self.enter(Call::CacheUsage).await;
-        self.inner.cache_usage(fleet).await
-    }
-    fn host_state(&self) -> hangar::plan::model::ObservedHost {
-        self.inner.host_state()
-    }
-
-    async fn ensure_network(&self, network: &str, filter: &str) -> Result<(), ProviderError> {
-        self.inner.ensure_network(network, filter).await
-    }
-
-    async fn remove_network(&self, network: &str, filter: &str) -> Result<(), ProviderError> {
-        self.inner.remove_network(network, filter).await
-    }
-
-    async fn remove_leftover(
-        &self,
-        leftover: &hangar::plan::model::Leftover,
-    ) -> Result<(), ProviderError> {
-        self.inner.remove_leftover(leftover).await
+impl Hook for Meter {
+    fn around<'a, T: Send + 'a>(
+        &'a self,
+        _host: &'a str,
+        call: HvCall<'a>,
+        made: Made<'a, T>,
+    ) -> Made<'a, T> {
+        let op = call.op();
+        self.calls[op as usize].fetch_add(1, Ordering::Relaxed);
+        let ms = if op.mutating() {
+            self.mutation_ms.load(Ordering::Relaxed)
+        } else {
+            0
+        };
+        Box::pin(async move {
+            if ms > 0 {
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+            }
+            made.await
+        })
     }
 }
 
@@ -310,10 +221,11 @@ impl Rig {
                 network: NetworkAttachment::None,
                 domain_type: None,
                 console_dir: Some(dir.path().join("console")),
+                volume_record: None,
             })
             .unwrap_or_else(|e| panic!("test driver host {name}: {e}"));
             assert_eq!(lv.domain_type(), DomainType::Test);
-            let m = Arc::new(Metered::new(lv));
+            let m = Arc::new(Metered::new(Arc::new(lv), Meter::default()));
             metered.push(m.clone());
             let retrying: Arc<dyn Hypervisor> = Arc::new(Retrying::<dyn Hypervisor>::new(
                 m.clone() as Arc<dyn Hypervisor>,
@@ -439,7 +351,7 @@ impl Rig {
 
     fn tally(&self) -> Tally {
         let mut by_kind = BTreeMap::new();
-        for (call, name) in CALLS.iter().zip([
+        for (op, name) in HvOp::ALL.iter().zip([
             "facts",
             "observe",
             "create",
@@ -447,20 +359,25 @@ impl Rig {
             "delete",
             "remove_seed",
             "cache_usage",
+            "ensure_network",
+            "remove_network",
+            "remove_leftover",
         ]) {
-            by_kind.insert(name, self.hosts.iter().map(|h| h.count(*call)).sum());
+            by_kind.insert(name, self.hosts.iter().map(|h| h.hook.count(*op)).sum());
         }
         Tally {
             libvirt: self.hosts.iter().map(|h| h.inner.libvirt_calls()).collect(),
             by_kind,
-            mutations: self.hosts.iter().map(|h| h.mutations()).sum(),
+            mutations: self.hosts.iter().map(|h| h.hook.mutations()).sum(),
             github: self.sim.stats(),
         }
     }
 
     fn set_latency(&self, libvirt_mutation_ms: u64, github_ms: u64) {
         for h in &self.hosts {
-            h.mutation_ms.store(libvirt_mutation_ms, Ordering::Relaxed);
+            h.hook
+                .mutation_ms
+                .store(libvirt_mutation_ms, Ordering::Relaxed);
         }
         self.sim.set_latency((github_ms > 0).then_some(Latency {
             ms: github_ms,
@@ -940,6 +857,7 @@ fn synthetic(n: usize, hosts: usize) -> (Desired, Observed) {
                     pool_free_bytes: None,
                     domain_type: DomainType::Test,
                     domain_type_reason: "synthetic".into(),
+                    identity: None,
                 },
             )
         })

@@ -16,6 +16,7 @@ pub mod plan;
 pub mod providers;
 pub mod provision;
 pub mod reconcile;
+pub mod runner_dist;
 pub mod sandbox;
 pub mod secret;
 pub mod sim;

@@ -14,111 +14,15 @@ use std::process::{Command, Output, Stdio};
 
 use hangar::sim::{self, RegisterRunner, SimConfig, SimHandle};
 
-const URI: &str = "qemu:///system";
+#[path = "kit/virsh.rs"]
+mod virsh;
+use virsh::{console_logs, domains, running, virsh, volumes, Cleanup, SYSTEM as URI};
+
 const BIN: &str = env!("CARGO_BIN_EXE_hangar");
 const TOKEN: &str = "apply-system-token";
 const TOKEN_ENV: &str = "HANGAR_APPLY_SYSTEM_TOKEN";
 const SCOPE: &str = "repos/acme/widgets";
 const CONSOLE_DIR: &str = hangar::providers::libvirt::DEFAULT_CONSOLE_DIR;
-
-fn virsh(args: &[&str]) -> Result<String, String> {
-    let out = Command::new("virsh")
-        .arg("-c")
-        .arg(URI)
-        .args(args)
-        .output()
-        .map_err(|e| format!("virsh: {e}"))?;
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    } else {
-        Err(format!(
-            "virsh {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
-    }
-}
-
-/// Removes whatever the run left, in the order libvirt needs.
-struct Cleanup {
-    prefix: String,
-    pool: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        if let Ok(names) = virsh(&["list", "--all", "--name"]) {
-            for name in names.lines().filter(|n| n.starts_with(&self.prefix)) {
-                let _ = virsh(&["destroy", name]);
-                let _ = virsh(&["undefine", name, "--nvram"]);
-                let _ = virsh(&["undefine", name]);
-            }
-        }
-        if let Ok(vols) = virsh(&["vol-list", &self.pool]) {
-            for line in vols.lines().skip(2) {
-                if let Some(vol) = line.split_whitespace().next() {
-                    let _ = virsh(&["vol-delete", vol, "--pool", &self.pool]);
-                }
-            }
-        }
-        let net = format!("hangar-{}", self.prefix.trim_end_matches('-'));
-        let filter = format!("hangar-isolated-{}", self.prefix.trim_end_matches('-'));
-        let _ = virsh(&["net-destroy", &net]);
-        let _ = virsh(&["net-undefine", &net]);
-        let _ = virsh(&["nwfilter-undefine", &filter]);
-        let _ = virsh(&["pool-destroy", &self.pool]);
-        let _ = virsh(&["pool-undefine", &self.pool]);
-        for log in console_logs(&self.prefix) {
-            let _ = std::fs::remove_file(log);
-        }
-    }
-}
-
-/// Serial console logs of the run's VMs, where hangar writes them by default.
-fn console_logs(prefix: &str) -> Vec<PathBuf> {
-    let Ok(dir) = std::fs::read_dir(CONSOLE_DIR) else {
-        return Vec::new();
-    };
-    dir.filter_map(Result::ok)
-        .filter(|e| e.file_name().to_string_lossy().starts_with(prefix))
-        .map(|e| e.path())
-        .collect()
-}
-
-fn domains(prefix: &str) -> Vec<String> {
-    let mut v: Vec<String> = virsh(&["list", "--all", "--name"])
-        .unwrap()
-        .lines()
-        .filter(|n| n.starts_with(prefix))
-        .map(str::to_string)
-        .collect();
-    v.sort();
-    v
-}
-
-fn running(prefix: &str) -> Vec<String> {
-    let mut v: Vec<String> = virsh(&["list", "--state-running", "--name"])
-        .unwrap()
-        .lines()
-        .filter(|n| n.starts_with(prefix))
-        .map(str::to_string)
-        .collect();
-    v.sort();
-    v
-}
-
-fn volumes(pool: &str) -> Vec<String> {
-    virsh(&["pool-refresh", pool]).unwrap();
-    let mut v: Vec<String> = virsh(&["vol-list", pool])
-        .unwrap()
-        .lines()
-        .skip(2)
-        .filter_map(|l| l.split_whitespace().next().map(str::to_string))
-        .collect();
-    v.sort();
-    v
-}
 
 struct Run {
     args: String,
@@ -199,11 +103,7 @@ impl System {
     /// With `isolated`, the host's network mode is `isolated`: hangar makes
     /// a NAT network and an nwfilter of the fleet's (a private subnet).
     async fn start_with(isolated: bool) -> Option<System> {
-        if let Err(why) = virsh(&["version"]) {
-            if std::env::var("HANGAR_REQUIRE_LIBVIRTD").as_deref() == Ok("1") {
-                panic!("libvirtd is required (HANGAR_REQUIRE_LIBVIRTD=1) but unreachable: {why}");
-            }
-            eprintln!("SKIPPED: no libvirtd at {URI}: {why}");
+        if !virsh::usable() {
             return None;
         }
         let id = format!(
@@ -217,22 +117,14 @@ impl System {
         let pool_dir = dir.path().join("pool");
         let state = dir.path().join("state");
         std::fs::create_dir_all(&pool_dir).unwrap();
-        let pool_path = pool_dir.display().to_string();
         let guard = Cleanup {
             prefix: format!("{fleet}-"),
-            pool: pool.clone(),
-            _dir: dir,
+            pool: Some(pool.clone()),
+            fleet: Some(fleet.clone()),
+            console_dir: Some(PathBuf::from(CONSOLE_DIR)),
+            dir: Some(dir),
         };
-        virsh(&["pool-define-as", &pool, "dir", "--target", &pool_path]).unwrap();
-        virsh(&["pool-start", &pool]).unwrap();
-        let made = Command::new("qemu-img")
-            .args(["create", "-q", "-f", "qcow2"])
-            .arg(pool_dir.join("base.qcow2"))
-            .arg("64M")
-            .status()
-            .expect("run qemu-img");
-        assert!(made.success());
-        virsh(&["pool-refresh", &pool]).unwrap();
+        virsh::make_pool(&pool, &pool_dir);
 
         let sim = sim::start(SimConfig::new(TOKEN)).await.unwrap();
         let file: PathBuf = state.with_file_name("fleet.yaml");
@@ -330,7 +222,7 @@ impl System {
             "only the base image is left"
         );
         assert_eq!(
-            console_logs(&format!("{}-", self.fleet)),
+            console_logs(Path::new(CONSOLE_DIR), &format!("{}-", self.fleet)),
             Vec::<PathBuf>::new()
         );
         for s in &self.slots {
@@ -419,5 +311,70 @@ async fn destroy_removes_the_isolated_network_and_filter_on_real_libvirtd() {
     let nets = virsh(&["net-list", "--all", "--name"]).unwrap();
     assert!(nets.lines().any(|n| n == network), "{nets}");
     assert!(virsh(&["nwfilter-list"]).unwrap().contains(filter.as_str()));
+    sys.destroy().await;
+}
+
+/// Issue 17, defect 1: one libvirtd listed twice (`local` and `other`, as
+/// `qemu:///system` twice or as `qemu+unix:///system`) never destroys data.
+/// Each host would see the other's VMs as moved off it; hangar reads every
+/// host's identity and refuses the file, located at the second entry and
+/// naming both, before anything is planned: pass after pass, the fleet's VMs
+/// (same UUIDs) and volumes are left exactly as they were.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_libvirtd_listed_twice_never_destroys_data() {
+    let Some(sys) = System::start().await else {
+        return;
+    };
+    let r = sys.hangar(&["apply", "--wait", "0s"]).await;
+    assert!(r.stdout.contains("Plan: 2 to create"), "{r}");
+    let world = || {
+        let uuids: Vec<String> = domains(&sys.fleet)
+            .iter()
+            .map(|d| virsh(&["domuuid", d]).unwrap().trim().to_string())
+            .collect();
+        (domains(&sys.fleet), uuids, volumes(&sys.pool))
+    };
+    let before = world();
+    assert_eq!(before.0, sys.slots);
+    let single = std::fs::read_to_string(&sys.file).unwrap();
+    let local_entry = single
+        .find("    - name: local")
+        .map(|i| &single[i..single.find("  pools:").unwrap()])
+        .unwrap()
+        .to_string();
+    for other_uri in ["qemu:///system", "qemu+unix:///system"] {
+        let other_entry = local_entry
+            .replace("name: local", "name: other")
+            .replace(&format!("uri: {URI}"), &format!("uri: {other_uri}"));
+        let twice = single.replace("  pools:", &format!("{other_entry}  pools:"));
+        std::fs::write(&sys.file, &twice).unwrap();
+        let other_line = twice
+            .lines()
+            .position(|l| l.contains("name: other"))
+            .unwrap()
+            + 2;
+        for pass in 0..3 {
+            for args in [
+                &["diff"][..],
+                &["apply", "--wait", "0s"],
+                &["reconcile", "--once"],
+            ] {
+                let r = sys.hangar(args).await;
+                assert_eq!(r.code, 2, "{other_uri}, pass {pass}: {r}");
+                assert!(
+                    r.stderr.contains("hosts `local`")
+                        && r.stderr.contains("and `other`")
+                        && r.stderr.contains("are the same libvirtd"),
+                    "{r}"
+                );
+                assert!(
+                    r.stderr.contains(&format!("fleet.yaml:{other_line}:")),
+                    "located at the second entry's uri (line {other_line}): {r}"
+                );
+                assert_eq!(world(), before, "{other_uri}, pass {pass}: {r}");
+            }
+        }
+    }
+    std::fs::write(&sys.file, &single).unwrap();
     sys.destroy().await;
 }

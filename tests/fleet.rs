@@ -243,6 +243,7 @@ fn sandbox_facts(names: &[&str]) -> BTreeMap<String, HostFacts> {
                     pool_free_bytes: None,
                     domain_type: DomainType::Test,
                     domain_type_reason: "sandbox".into(),
+                    identity: None,
                 },
             )
         })

@@ -60,6 +60,7 @@ impl Node {
             network: NetworkAttachment::None,
             domain_type,
             console_dir: Some(dir.path().join("consoles")),
+            volume_record: Some(dir.path().join("volumes.json")),
         })?;
         Ok(Node { _dir: dir, host })
     }
@@ -275,7 +276,20 @@ async fn create_is_idempotent() {
 async fn a_half_created_vm_with_volumes_but_no_domain_is_adopted() {
     let n = Node::new();
     let o = owner(2, 4, Some(1 << 30));
-    // A crash after the volumes, before define.
+    // A crash after the volumes, before define: hangar recorded them (its
+    // intent) before it made them.
+    let record: Vec<String> = [
+        hangar::model::names::root_volume_name(&o.slot, 4),
+        hangar::model::names::cache_volume_name(&o.slot),
+    ]
+    .iter()
+    .map(|v| format!("{POOL}/{v}"))
+    .collect();
+    std::fs::write(
+        n._dir.path().join("volumes.json"),
+        serde_json::to_vec(&record).unwrap(),
+    )
+    .unwrap();
     let pool = n.pool();
     let base = pool.lookup_storage_vol_by_name("base.qcow2").unwrap();
     for spec in [

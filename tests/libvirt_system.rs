@@ -19,58 +19,10 @@ use hangar::providers::libvirt::{HostConfig, LibvirtHost};
 use hangar::providers::{Hypervisor, Seed, VmCreate};
 use hangar::secret::Secret;
 
-const URI: &str = "qemu:///system";
+#[path = "kit/virsh.rs"]
+mod virsh;
+use virsh::{virsh, vol_field, volumes, Cleanup, SYSTEM as URI};
 const MIB: u64 = 1 << 20;
-
-fn virsh(args: &[&str]) -> Result<String, String> {
-    let out = Command::new("virsh")
-        .arg("-c")
-        .arg(URI)
-        .args(args)
-        .output()
-        .map_err(|e| format!("virsh: {e}"))?;
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    } else {
-        Err(format!(
-            "virsh {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
-    }
-}
-
-/// `Some(reason)` when the daemon cannot be used here.
-fn unavailable() -> Option<String> {
-    virsh(&["version"]).err()
-}
-
-/// Removes everything the run made, in the order libvirt needs.
-struct Cleanup {
-    prefix: String,
-    pool: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        if let Ok(names) = virsh(&["list", "--all", "--name"]) {
-            for name in names.lines().filter(|n| n.starts_with(&self.prefix)) {
-                let _ = virsh(&["destroy", name]);
-                let _ = virsh(&["undefine", name]);
-            }
-        }
-        if let Ok(vols) = virsh(&["vol-list", &self.pool]) {
-            for line in vols.lines().skip(2) {
-                if let Some(vol) = line.split_whitespace().next() {
-                    let _ = virsh(&["vol-delete", vol, "--pool", &self.pool]);
-                }
-            }
-        }
-        let _ = virsh(&["pool-destroy", &self.pool]);
-        let _ = virsh(&["pool-undefine", &self.pool]);
-    }
-}
 
 fn owner(fleet: &str, index: u32, generation: u64, cache: u64) -> Ownership {
     Ownership {
@@ -107,25 +59,6 @@ fn vm(owner: Ownership) -> VmCreate {
     }
 }
 
-fn vol_names(pool: &str) -> Vec<String> {
-    virsh(&["pool-refresh", pool]).unwrap();
-    let mut v: Vec<String> = virsh(&["vol-list", pool])
-        .unwrap()
-        .lines()
-        .skip(2)
-        .filter_map(|l| l.split_whitespace().next().map(str::to_string))
-        .collect();
-    v.sort();
-    v
-}
-
-fn vol_field(pool: &str, vol: &str, field: &str) -> String {
-    let info = virsh(&["vol-info", vol, "--pool", pool, "--bytes"]).unwrap();
-    info.lines()
-        .find_map(|l| l.strip_prefix(field).map(|v| v.trim().to_string()))
-        .unwrap_or_else(|| panic!("{field} missing in {info}"))
-}
-
 /// A private pool on the real daemon (with an empty qcow2 `base.qcow2`) and
 /// a provider connected to it; `None` (after saying why) when there is no
 /// daemon and none is required.
@@ -138,11 +71,7 @@ struct Rig {
 }
 
 async fn rig() -> Option<Rig> {
-    if let Some(why) = unavailable() {
-        if std::env::var("HANGAR_REQUIRE_LIBVIRTD").as_deref() == Ok("1") {
-            panic!("libvirtd is required (HANGAR_REQUIRE_LIBVIRTD=1) but unreachable: {why}");
-        }
-        eprintln!("SKIPPED: no libvirtd at {URI}: {why}");
+    if !virsh::usable() {
         return None;
     }
     let id = format!(
@@ -158,20 +87,12 @@ async fn rig() -> Option<Rig> {
     std::fs::create_dir_all(&pool_dir).unwrap();
     let guard = Cleanup {
         prefix: format!("{fleet}-"),
-        pool: pool.clone(),
-        _dir: dir,
+        pool: Some(pool.clone()),
+        fleet: None,
+        console_dir: None,
+        dir: Some(dir),
     };
-    let pool_path = pool_dir.display().to_string();
-    virsh(&["pool-define-as", &pool, "dir", "--target", &pool_path]).unwrap();
-    virsh(&["pool-start", &pool]).unwrap();
-    let made = Command::new("qemu-img")
-        .args(["create", "-q", "-f", "qcow2"])
-        .arg(pool_dir.join("base.qcow2"))
-        .arg("64M")
-        .status()
-        .expect("run qemu-img");
-    assert!(made.success());
-    virsh(&["pool-refresh", &pool]).unwrap();
+    virsh::make_pool(&pool, &pool_dir);
 
     let host = tokio::task::spawn_blocking({
         let pool = pool.clone();
@@ -183,6 +104,7 @@ async fn rig() -> Option<Rig> {
                 network: NetworkAttachment::None,
                 domain_type: None,
                 console_dir: Some(console_dir),
+                volume_record: None,
             })
         }
     })
@@ -272,7 +194,7 @@ async fn two_vms_created_observed_replaced_and_deleted_on_real_libvirtd() {
     host.delete(&b_old, false).await.unwrap();
     let b2 = owner(&fleet, 1, 2, 96 * MIB);
     host.create(&vm(b2.clone())).await.unwrap();
-    let vols = vol_names(&pool);
+    let vols = volumes(&pool);
     assert!(
         vols.contains(&hangar::model::names::root_volume_name(&b2.slot, 2)),
         "{vols:?}"
@@ -307,7 +229,7 @@ async fn two_vms_created_observed_replaced_and_deleted_on_real_libvirtd() {
         !inactive.contains(hangar::model::names::SEED_DISK_SERIAL),
         "{inactive}"
     );
-    assert!(!vol_names(&pool).contains(&hangar::model::names::seed_volume_name(&a1.slot, 1)));
+    assert!(!volumes(&pool).contains(&hangar::model::names::seed_volume_name(&a1.slot, 1)));
     assert!(!host.observe(&fleet).await.unwrap()[0].seed_attached);
 
     // Delete both: nothing of ours is left.
@@ -315,7 +237,7 @@ async fn two_vms_created_observed_replaced_and_deleted_on_real_libvirtd() {
         host.delete(&v.vm_ref(), true).await.unwrap();
     }
     assert!(host.observe(&fleet).await.unwrap().is_empty());
-    assert_eq!(vol_names(&pool), vec!["base.qcow2".to_string()]);
+    assert_eq!(volumes(&pool), vec!["base.qcow2".to_string()]);
     let left: Vec<String> = virsh(&["list", "--all", "--name"])
         .unwrap()
         .lines()
@@ -374,7 +296,7 @@ async fn a_url_image_is_uploaded_verified_into_the_real_pool() {
     host.create(&vm(o.clone())).await.unwrap();
 
     let name = format!("hangar-image-{}.qcow2", &sha[..16]);
-    let vols = vol_names(&pool);
+    let vols = volumes(&pool);
     assert!(vols.contains(&name), "{vols:?}");
     assert!(!vols.iter().any(|v| v.ends_with(".partial")), "{vols:?}");
     let copy = pool_dir.with_file_name("downloaded.qcow2");
@@ -409,5 +331,5 @@ async fn a_url_image_is_uploaded_verified_into_the_real_pool() {
 
     let seen = host.observe(&fleet).await.unwrap();
     host.delete(&seen[0].vm_ref(), true).await.unwrap();
-    assert_eq!(vol_names(&pool), vec!["base.qcow2".to_string(), name]);
+    assert_eq!(volumes(&pool), vec!["base.qcow2".to_string(), name]);
 }

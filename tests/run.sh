@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
 # The test suite, as the README gives it: installs what the tests need (as
-# root), starts a real libvirtd, then runs every test. Tests that need the
-# daemon are required here (HANGAR_REQUIRE_LIBVIRTD=1), skipped elsewhere.
+# root), starts a real libvirtd and a second one reached over ssh, then runs
+# every test. Tests that need the daemons are required here
+# (HANGAR_REQUIRE_LIBVIRTD=1), skipped elsewhere.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 .ci/install-deps
 .ci/start-libvirtd
+# A second host, remote over ssh (tests/remote_system.rs, tests/e2e_remote.rs).
+.ci/start-remote-libvirtd
+.ci/start-remote-libvirtd
 
 export HANGAR_REQUIRE_LIBVIRTD=1
 export PROPTEST_CASES="${PROPTEST_CASES:-256}"

@@ -61,6 +61,12 @@ pub enum AssembleError {
         #[source]
         source: std::io::Error,
     },
+    #[error("{field}: {source}")]
+    UnsafeSecretFile {
+        field: &'static str,
+        #[source]
+        source: crate::files::state::StateError,
+    },
     /// The sandbox's state or the GitHub client could not be set up.
     #[error(transparent)]
     Provider(#[from] ProviderError),
@@ -83,6 +89,7 @@ impl AssembleError {
             AssembleError::Incomplete(_)
                 | AssembleError::TokenEnv { .. }
                 | AssembleError::SecretFile { .. }
+                | AssembleError::UnsafeSecretFile { .. }
         )
     }
 }
@@ -151,7 +158,7 @@ pub async fn assemble(
             hosts.insert(host.name.clone(), retrying(sb));
         } else {
             let lazy = LazyHost::new(
-                host_config(host, &f.metadata.name),
+                host_config(host, &f.metadata.name, state_dir),
                 host.isolated_network(&f.metadata.name),
             );
             hosts.insert(host.name.clone(), retrying(Arc::new(lazy)));
@@ -174,9 +181,9 @@ pub async fn assemble(
         AuthRef::Simulator => {
             let token = random_token();
             let mut config = SimConfig::new(token.clone());
-            std::fs::create_dir_all(state_dir).map_err(|source| AssembleError::StateDir {
+            crate::files::state::ensure_dir(state_dir).map_err(|e| AssembleError::StateDir {
                 path: state_dir.to_path_buf(),
-                source,
+                source: std::io::Error::other(e),
             })?;
             config.state_file = Some(state_dir.join("github-sim.json"));
             let handle = sim::start(config).await.map_err(AssembleError::Simulator)?;
@@ -270,14 +277,24 @@ fn credentials(auth: AuthRef) -> Result<github::Auth, AssembleError> {
 }
 
 fn read_secret_file(path: &str, field: &'static str) -> Result<String, AssembleError> {
-    std::fs::read_to_string(path).map_err(|source| AssembleError::SecretFile {
+    use crate::files::state;
+    let unsafe_file = |source| AssembleError::UnsafeSecretFile { field, source };
+    let (bytes, meta) = state::read_named(Path::new(path), 1 << 20).map_err(unsafe_file)?;
+    // As ssh says of a private key; a warning, not a refusal: the secret
+    // is exposed already, and a fleet must not stop over a chmod.
+    if let Some(why) = state::readable_by_others(&meta) {
+        tracing::warn!(
+            "{field}: {path} {why}: anyone who can read it holds the fleet's GitHub credentials"
+        );
+    }
+    String::from_utf8(bytes).map_err(|e| AssembleError::SecretFile {
         field,
         path: path.to_string(),
-        source,
+        source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
     })
 }
 
-fn host_config(host: &Host, fleet: &str) -> HostConfig {
+fn host_config(host: &Host, fleet: &str, state_dir: &Path) -> HostConfig {
     HostConfig {
         name: host.name.clone(),
         uri: host.uri.clone(),
@@ -289,6 +306,7 @@ fn host_config(host: &Host, fleet: &str) -> HostConfig {
             DomainTypeSpec::Qemu => Some(DomainType::Qemu),
         },
         console_dir: None,
+        volume_record: Some(state_dir.join(format!("{fleet}.{}.volumes.json", host.name))),
     }
 }
 
@@ -434,10 +452,11 @@ impl FleetProvisioner {
 pub fn guest(
     fleet: &Fleet,
     pool: &Pool,
-    slot: &DesiredSlot,
+    slot_name: &str,
+    runner: Option<&RunnerVolume>,
 ) -> Result<provision::Guest, ProvisionError> {
     let runner = match pool.runner.install() {
-        Some(crate::fleet::RunnerInstall::Download { version, sha256 }) => match &slot.runner {
+        Some(crate::fleet::RunnerInstall::Download { version, sha256 }) => match runner {
             Some(r) => provision::RunnerInstall::Volume {
                 version: r.local.tarball.version.clone(),
                 sha256: r.local.tarball.sha256.clone(),
@@ -454,10 +473,10 @@ pub fn guest(
             })
         }
     };
-    let mut labels = slot.labels.clone();
+    let mut labels = pool.labels.clone();
     labels.push(crate::model::names::ownership_label(&fleet.metadata.name));
     Ok(provision::Guest {
-        hostname: slot.name.clone(),
+        hostname: slot_name.to_string(),
         user: provision::GuestUser {
             name: pool.user.name.clone(),
             sudo: pool.user.sudo,
@@ -533,7 +552,7 @@ impl Provisioner for FleetProvisioner {
         credential: &RunnerCredential,
     ) -> Result<VmCreate, ProvisionError> {
         let (pool, host) = self.pool_and_host(slot)?;
-        let guest = guest(&self.fleet, pool, slot)?;
+        let guest = guest(&self.fleet, pool, &slot.name, slot.runner.as_ref())?;
         Ok(VmCreate {
             seed: Seed {
                 user_data: provision::user_data(&guest, credential),
@@ -551,6 +570,17 @@ impl Provisioner for FleetProvisioner {
             },
         })
     }
+}
+
+/// A slot's user-data with placeholders for secrets: from the file alone,
+/// without contacting anything.
+pub fn render_user_data(
+    fleet: &LoadedFleet,
+    pool: &Pool,
+    slot_name: &str,
+) -> Result<String, ProvisionError> {
+    let g = guest(&fleet.fleet, pool, slot_name, None)?;
+    Ok(provision::user_data_redacted(&g, pool.ephemeral))
 }
 
 /// What `hangar render` prints for a slot: the user-data with placeholders
@@ -571,8 +601,7 @@ pub fn render(
     let pool = fleet.pool(&slot.pool).ok_or_else(|| err("pool"))?;
     let host = fleet.host(&slot.host).ok_or_else(|| err("host"))?;
     if !domain {
-        let g = guest(f, pool, slot)?;
-        return Ok(provision::user_data_redacted(&g, slot.ephemeral));
+        return render_user_data(fleet, pool, &slot.name);
     }
     let owner = Ownership {
         fleet: f.metadata.name.clone(),

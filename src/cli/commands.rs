@@ -15,6 +15,7 @@ use super::status;
 use crate::assemble::{self, Assembly};
 use crate::exit::ExitStatus;
 use crate::fleet::{self, FleetError, LoadedFleet};
+use crate::model::names::slot_name;
 use crate::plan::render;
 use crate::reconcile::converge::{self, ConvergeSettings};
 use crate::reconcile::daemon::{self, DaemonSettings, FleetSource};
@@ -37,6 +38,10 @@ fn load(path: &Path) -> Result<LoadedFleet> {
 }
 
 fn parse_duration(flag: &str, value: &str) -> Result<Duration> {
+    // A bare 0 needs no unit: `--wait 0` means one pass.
+    if value == "0" {
+        return Ok(Duration::ZERO);
+    }
     value
         .parse::<fleet::units::Duration>()
         .map(|d| d.std())
@@ -242,6 +247,33 @@ impl FleetSource for FleetFile {
     fn load(&self) -> std::result::Result<LoadedFleet, FleetError> {
         crate::files::fleet::load(&self.0)
     }
+
+    /// Inode, size and mtime of each credential file: a rotation by rename
+    /// or by rewrite in place changes one of them.
+    fn credentials_version(&self, fleet: &LoadedFleet) -> String {
+        use std::os::unix::fs::MetadataExt;
+        let files = match fleet.fleet.spec.github.auth_ref() {
+            Some(fleet::AuthRef::TokenFile { path }) => vec![path],
+            Some(fleet::AuthRef::App {
+                private_key_file, ..
+            }) => vec![private_key_file],
+            _ => Vec::new(),
+        };
+        files
+            .iter()
+            .map(|f| match std::fs::metadata(f) {
+                Ok(m) => format!(
+                    "{f}:{}:{}:{}.{}",
+                    m.ino(),
+                    m.len(),
+                    m.mtime(),
+                    m.mtime_nsec()
+                ),
+                Err(e) => format!("{f}:{e}"),
+            })
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
 }
 
 pub async fn reconcile(ctx: &Ctx, file: &Path, args: ReconcileArgs) -> Result<ExitStatus> {
@@ -362,6 +394,8 @@ pub async fn destroy(ctx: &Ctx, file: &Path, args: DestroyArgs) -> Result<ExitSt
     Ok(ExitStatus::Ok)
 }
 
+/// `user-data` comes from the file alone; `domain` needs the host's facts
+/// (its memory, for a share; where the slot lives) and says that it asks.
 pub async fn render_cmd(
     ctx: &Ctx,
     what: RenderWhat,
@@ -369,26 +403,45 @@ pub async fn render_cmd(
     slot: &str,
 ) -> Result<ExitStatus> {
     let fleet = load(file)?;
+    let f = &fleet.fleet;
+    let slots: Vec<(String, &fleet::Pool)> = f
+        .spec
+        .pools
+        .iter()
+        .flat_map(|p| (0..p.count).map(move |i| (slot_name(&f.metadata.name, &p.name, i), p)))
+        .collect();
+    let Some((_, pool)) = slots.iter().find(|(name, _)| name == slot) else {
+        return Err(ExpectedError::NoSlot {
+            slot: slot.to_string(),
+            fleet: f.metadata.name.clone(),
+            slots: slots.into_iter().map(|(name, _)| name).collect(),
+        });
+    };
+    if what == RenderWhat::UserData {
+        crate::out!("{}", assemble::render_user_data(&fleet, pool, slot)?);
+        return Ok(ExitStatus::Ok);
+    }
+    eprintln!("render domain: asking the hosts for their facts (memory, where {slot} lives)");
     let stop = stop_signal();
     let engine = assemble(ctx, &fleet, &stop).await?;
     let planned = engine.plan(&fleet).await;
     engine.shutdown().await;
     let (snapshot, desired, _) = planned?;
     let Some(s) = desired.slot(slot) else {
-        return Err(ExpectedError::NoSlot {
-            slot: slot.to_string(),
-            fleet: desired.fleet.clone(),
-            slots: desired.slots.iter().map(|s| s.name.clone()).collect(),
-        });
+        // In the file but not placed: its host (or every allowed one) could
+        // not be seen.
+        return Err(Error::Unobserved {
+            failures: snapshot
+                .failures()
+                .into_iter()
+                .map(|(w, e)| (w, e.clone()))
+                .collect(),
+        }
+        .into());
     };
     crate::out!(
         "{}",
-        assemble::render(
-            &fleet,
-            s,
-            what == RenderWhat::Domain,
-            snapshot.known_facts().get(&s.host)
-        )?
+        assemble::render(&fleet, s, true, snapshot.known_facts().get(&s.host))?
     );
     Ok(ExitStatus::Ok)
 }

@@ -62,9 +62,9 @@ impl ExpectedError {
             ExpectedError::Engine(e) => match e {
                 E::Fleet(_) | E::PruneNotConfirmed { .. } => ExitStatus::InvalidInput,
                 E::Lock(LockError::Held { .. }) | E::DaemonRunning { .. } => ExitStatus::LockHeld,
-                E::Lock(LockError::Io { .. }) | E::Stuck { .. } | E::Unobserved { .. } => {
-                    ExitStatus::ProviderError
-                }
+                E::Lock(LockError::Io { .. } | LockError::Unsafe(_))
+                | E::Stuck { .. }
+                | E::Unobserved { .. } => ExitStatus::ProviderError,
                 E::NotConverged { .. } => ExitStatus::NotConverged,
                 E::Interrupted => ExitStatus::Interrupted,
             },

@@ -164,7 +164,11 @@ pub async fn run(cli: Cli) -> ExitStatus {
             token,
         } => Ok(github_sim(listen, state, token).await),
         Command::Completions { shell } => {
-            clap_complete::generate(shell, &mut Cli::command(), "hangar", &mut std::io::stdout());
+            // Into a buffer, then out through the pipe-tolerant writer:
+            // `hangar completions bash | head` must not panic.
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "hangar", &mut script);
+            output::write_stdout(&String::from_utf8_lossy(&script));
             Ok(ExitStatus::Ok)
         }
     };

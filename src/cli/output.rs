@@ -172,6 +172,9 @@ impl EventView {
                 "warning: could not observe {what}: {}; nothing destructive is planned there",
                 error.message
             )),
+            Event::RunnerVersionWarning { pool, message } => {
+                self.say(&format!("warning: pool {pool}: {message}"))
+            }
             Event::Planned { plan } => {
                 let show = match self.plans {
                     Plans::First => self.plans_shown.fetch_add(1, Ordering::Relaxed) == 0,

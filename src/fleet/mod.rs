@@ -10,6 +10,7 @@ pub mod error;
 mod load;
 pub mod node;
 mod resolve;
+mod same_daemon;
 pub mod types;
 pub mod units;
 pub mod validate;

@@ -60,7 +60,9 @@ impl LoadedFleet {
     /// to the allowed host with the most free memory, then the most free
     /// vCPUs, then the smallest name, after the slots already placed. New
     /// slots are placed in pool-name, index order. Hosts without facts take
-    /// no new slots. Overcommit is an error naming host, pools and numbers.
+    /// no new slots, and while one of a pool's hosts has none, the pool's
+    /// unseen slots are not placed at all (they may live there).
+    /// Overcommit is an error naming host, pools and numbers.
     pub fn resolve(
         &self,
         facts: &BTreeMap<String, HostFacts>,
@@ -90,7 +92,11 @@ impl LoadedFleet {
             .map(|(i, p)| (p.name.as_str(), i))
             .collect();
 
-        let mut problems: Vec<Problem> = Vec::new();
+        let mut problems: Vec<Problem> =
+            super::same_daemon::same_daemon_problems(&fleet.spec.hosts, facts, &loc);
+        if !problems.is_empty() {
+            return Err(self.error(problems));
+        }
         let mut usage: BTreeMap<&str, Usage> = BTreeMap::new();
         let mut placed: BTreeMap<String, (&Pool, u32, &Host, u64)> = BTreeMap::new();
         let mut unplaced: Vec<(&Pool, u32, String)> = Vec::new();
@@ -126,6 +132,13 @@ impl LoadedFleet {
 
         for (pool, i, slot) in unplaced {
             let allowed = allowed_hosts(pool, &host_index);
+            // A slot not seen anywhere may live on a host not seen this
+            // pass: placing it elsewhere would make a second VM for it
+            // when that host answers again. It waits (the plan names the
+            // unobserved host) instead.
+            if allowed.iter().any(|h| !facts.contains_key(*h)) {
+                continue;
+            }
             let best = allowed
                 .iter()
                 .filter_map(|h| {
@@ -390,6 +403,7 @@ mod tests {
             pool_free_bytes: None,
             domain_type: DomainType::Kvm,
             domain_type_reason: "test".into(),
+            identity: None,
         }
     }
 
@@ -495,6 +509,31 @@ mod tests {
         let yaml = fleet(&[("a", ""), ("b", "")], &[("p", 2, 1, "4GiB", Some("b"))]);
         let d = resolve(&yaml, &f, &placement).unwrap();
         assert!(d.slots.iter().all(|s| s.host == "b"));
+    }
+
+    /// A slot with no VM seen may live on a host that is down: it is not
+    /// placed elsewhere (that would be a second VM for it once the host
+    /// answers), while slots seen on the hosts that answer stay.
+    #[test]
+    fn a_slot_unseen_while_one_of_its_hosts_is_down_is_not_placed_elsewhere() {
+        let only_b: BTreeMap<String, HostFacts> = [("b".to_string(), facts(64, 8))].into();
+        let placement: BTreeMap<String, String> = [("f-p-1".to_string(), "b".to_string())].into();
+        let yaml = fleet(&[("a", ""), ("b", "")], &[("p", 2, 1, "4GiB", None)]);
+        let d = resolve(&yaml, &only_b, &placement).unwrap();
+        assert_eq!(hosts_of(&d), [("f-p-1".into(), "b".into())]);
+        // A pool that may not use the down host places as usual.
+        let yaml = fleet(&[("a", ""), ("b", "")], &[("p", 2, 1, "4GiB", Some("b"))]);
+        let d = resolve(&yaml, &only_b, &placement).unwrap();
+        assert_eq!(d.slots.len(), 2);
+        // The host answers again: the slot is placed once.
+        let both: BTreeMap<String, HostFacts> = [
+            ("a".to_string(), facts(64, 8)),
+            ("b".to_string(), facts(64, 8)),
+        ]
+        .into();
+        let yaml = fleet(&[("a", ""), ("b", "")], &[("p", 2, 1, "4GiB", None)]);
+        let d = resolve(&yaml, &both, &placement).unwrap();
+        assert_eq!(d.slots.len(), 2);
     }
 
     #[test]

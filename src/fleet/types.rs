@@ -7,11 +7,17 @@ use serde::{Deserialize, Serialize};
 
 use super::units::{ByteSize, Duration, MemorySpec, Percent};
 
-/// The version of the actions/runner release installed when a pool does not
-/// choose one, and the SHA-256 of its `actions-runner-linux-x64` tarball.
+/// The fallback actions/runner release, and the SHA-256 of its
+/// `actions-runner-linux-x64` tarball: what a guest installs by itself
+/// while the pass does not yet hand it a resolved tarball. A pool's
+/// default is `latest` ([`RUNNER_LATEST`]).
 pub const DEFAULT_RUNNER_VERSION: &str = "2.330.0";
 pub const DEFAULT_RUNNER_SHA256: &str =
     "af5c33fa94f3cc33b8e97937939136a6b04197e6dadfcfb3b6e33ae1bf41e79a";
+
+/// `runner.version: latest`: the newest release of actions/runner, read
+/// from the fleet's GitHub API and re-checked hourly.
+pub const RUNNER_LATEST: &str = "latest";
 
 /// The repository a `simulator: true` fleet registers its runners with when
 /// neither `repository` nor `organization` is given.
@@ -386,11 +392,13 @@ pub(crate) fn default_cache_mount() -> String {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct RunnerSpec {
-    /// Release of actions/runner to download (`2.330.0`).
+    /// Release of actions/runner: `latest` (the default: the newest
+    /// release, re-checked hourly) or a release like `2.330.0`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<String>,
-    /// SHA-256 of `actions-runner-linux-x64-<version>.tar.gz`, 64 hex
-    /// digits; required with any `version` but the default one.
+    /// SHA-256 of `actions-runner-linux-<arch>-<version>.tar.gz`, 64 hex
+    /// digits; only with a pinned `version`. Without it, the digest GitHub
+    /// publishes with the release asset is used.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sha256: Option<String>,
     /// The runner is already installed in the image, in this directory.
@@ -623,20 +631,40 @@ pub enum RunnerInstall {
 }
 
 impl RunnerSpec {
-    /// `None` only for a file that failed validation.
+    /// The release the pool asks for; `None` when the runner is
+    /// preinstalled (or for a file that failed validation).
+    pub fn choice(&self) -> Option<crate::model::runner::RunnerChoice> {
+        use crate::model::runner::{RunnerChoice, RunnerVersion};
+        if self.preinstalled.is_some() {
+            return None;
+        }
+        match self.version.as_deref() {
+            None | Some(RUNNER_LATEST) if self.sha256.is_none() => Some(RunnerChoice::Latest),
+            Some(v) => Some(RunnerChoice::Pinned {
+                version: RunnerVersion::parse(v)?,
+                sha256: self.sha256.as_ref().map(|s| s.to_ascii_lowercase()),
+            }),
+            None => None,
+        }
+    }
+
+    /// `None` only for a file that failed validation, or a pinned version
+    /// without `sha256` (its digest comes from [`RunnerSpec::choice`]'s
+    /// resolution).
     pub fn install(&self) -> Option<RunnerInstall> {
-        match (&self.version, &self.sha256, &self.preinstalled) {
+        let version = self.version.as_deref().filter(|v| *v != RUNNER_LATEST);
+        match (version, &self.sha256, &self.preinstalled) {
             (None, None, Some(path)) => Some(RunnerInstall::Preinstalled { path: path.clone() }),
             (None, None, None) => Some(RunnerInstall::Download {
                 version: DEFAULT_RUNNER_VERSION.to_string(),
                 sha256: DEFAULT_RUNNER_SHA256.to_string(),
             }),
             (Some(v), None, None) if v == DEFAULT_RUNNER_VERSION => Some(RunnerInstall::Download {
-                version: v.clone(),
+                version: v.to_string(),
                 sha256: DEFAULT_RUNNER_SHA256.to_string(),
             }),
             (Some(v), Some(sha), None) => Some(RunnerInstall::Download {
-                version: v.clone(),
+                version: v.to_string(),
                 sha256: sha.to_ascii_lowercase(),
             }),
             _ => None,

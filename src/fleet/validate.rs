@@ -5,8 +5,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::error::{Locator, Problem};
 use super::node::{FieldPath, Node, Value};
-use super::types::{Fleet, GitHub, Host, NetworkMode, Pool, DEFAULT_RUNNER_VERSION, SANDBOX_URI};
-use super::units::{ByteSize, MemorySpec};
+use super::types::{Fleet, GitHub, Host, NetworkMode, Pool, RUNNER_LATEST, SANDBOX_URI};
+use super::units::{ByteSize, MemorySpec, Percent};
 use crate::model::names::{ownership_label, slot_name};
 
 /// GitHub refuses runner names longer than this; ours are also VM names and
@@ -126,6 +126,7 @@ pub(crate) fn validate(fleet: &Fleet, loc: &Locator<'_>) -> Vec<Problem> {
         v.pool(&p, pool, &fleet.metadata.name, &host_names);
     }
     v.policy(&spec.key("policy"), fleet);
+    v.pinned_memory(&spec, fleet);
     v.problems
 }
 
@@ -342,6 +343,44 @@ impl Validator<'_, '_> {
         }
     }
 
+    /// The pools that can only land on one host (pinned to it, or the
+    /// fleet's only host) with memory given as a share: their VMs' shares
+    /// together must fit in 100% of that host. Known without contacting it.
+    fn pinned_memory(&mut self, spec: &FieldPath, fleet: &Fleet) {
+        for host in &fleet.spec.hosts {
+            let mut pinned = Vec::new();
+            let mut total: u64 = 0;
+            for (i, pool) in fleet.spec.pools.iter().enumerate() {
+                let only_here = match &pool.hosts {
+                    Some(h) => h.len() == 1 && h[0] == host.name,
+                    None => fleet.spec.hosts.len() == 1,
+                };
+                if let (true, MemorySpec::Percent(pct)) = (only_here, pool.vm.memory) {
+                    total += u64::from(pct.hundredths()) * u64::from(pool.count);
+                    pinned.push((i, pool, pct));
+                }
+            }
+            if total <= 100 * 100 || pinned.is_empty() {
+                continue;
+            }
+            let parts: Vec<String> = pinned
+                .iter()
+                .map(|(_, p, pct)| format!("{} ({} x {pct})", p.name, p.count))
+                .collect();
+            let (first, _, _) = pinned[0];
+            self.at_path(
+                &spec.key("pools").index(first).key("vm").key("memory"),
+                format!(
+                    "pools that can only run on host `{}` ask for {} of its memory: {}; \
+                     at most 100% fits",
+                    host.name,
+                    Percent::from_hundredths(total.min(u64::from(u32::MAX)) as u32),
+                    parts.join(", ")
+                ),
+            );
+        }
+    }
+
     fn memory(&mut self, path: &FieldPath, m: MemorySpec, min: u64) {
         match m {
             MemorySpec::Percent(pct) if !pct.is_fraction() => self.at_path(
@@ -489,26 +528,26 @@ impl Validator<'_, '_> {
                 "set either `preinstalled` or `version` (with `sha256`), not both",
             ),
             (None, Some(_), None) => self.at_key(&rp.key("sha256"), "`sha256` needs `version`"),
-            (Some(v), None, None) if v != DEFAULT_RUNNER_VERSION => self.at_key(
-                &rp.key("version"),
-                format!(
-                    "runner {v} needs its `sha256` (the checksum of actions-runner-linux-x64-{v}.tar.gz); \
-                     only the default {DEFAULT_RUNNER_VERSION} is known to hangar"
-                ),
+            (Some(v), Some(_), None) if v == RUNNER_LATEST => self.at_key(
+                &rp.key("sha256"),
+                "`sha256` needs a pinned `version`: `latest` takes GitHub's digest",
             ),
             _ => {}
         }
-        if let Some(v) = &r.version {
-            let parts: Vec<&str> = v.split('.').collect();
-            if parts.len() != 3
-                || parts
-                    .iter()
-                    .any(|x| x.is_empty() || !x.bytes().all(|b| b.is_ascii_digit()))
-            {
-                self.at_path(
+        if let Some(v) = r.version.as_deref().filter(|v| *v != RUNNER_LATEST) {
+            match crate::model::runner::RunnerVersion::parse(v) {
+                None => self.at_path(
                     &rp.key("version"),
-                    format!("`{v}` is not a release like 2.330.0"),
-                );
+                    format!("`{v}` is neither `latest` nor a release like 2.330.0"),
+                ),
+                Some(parsed) if parsed < crate::model::runner::MINIMUM_RUNNER => self.at_path(
+                    &rp.key("version"),
+                    format!(
+                        "runner {v} is below {}, the oldest GitHub lets register",
+                        crate::model::runner::MINIMUM_RUNNER
+                    ),
+                ),
+                Some(_) => {}
             }
         }
         if let Some(sha) = &r.sha256 {

@@ -38,6 +38,41 @@ pub struct HostFacts {
     pub domain_type: DomainType,
     /// Why that domain type was chosen, for `status` and logs.
     pub domain_type_reason: String,
+    /// Which libvirtd this is, read once per connection; `None` where the
+    /// provider cannot tell (then no two entries are compared).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub identity: Option<HostIdentity>,
+}
+
+/// What a libvirtd is, whatever URI reached it: two host entries with equal
+/// identities are one daemon, and would each see the other's VMs.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HostIdentity {
+    /// The `<host><uuid>` of libvirt's capabilities.
+    pub uuid: String,
+    /// `virConnectGetHostname`.
+    pub hostname: String,
+    /// Which daemon on that machine: `system`, `session of USER` (each
+    /// user's session daemon is its own), or `test node PATH` (each test
+    /// driver node file is its own hypervisor).
+    pub daemon: String,
+}
+
+impl std::fmt::Display for HostIdentity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "host uuid {}, hostname {}, {} daemon",
+            self.uuid,
+            if self.hostname.is_empty() {
+                "?"
+            } else {
+                &self.hostname
+            },
+            self.daemon
+        )
+    }
 }
 
 /// Kernel, initrd and command line for a direct kernel boot.

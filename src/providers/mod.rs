@@ -4,6 +4,7 @@
 //! `Hypervisor` per host and one `RunnerRegistry` for the fleet's scope.
 
 pub mod github;
+pub mod hooked;
 pub mod libvirt;
 pub mod retry;
 

@@ -109,7 +109,20 @@ pub async fn converge(
         }
         let now = Instant::now();
         if now >= deadline {
-            return Err(not_converged(NotConverged::WaitEnded(settings.wait)));
+            if r.report.is_none() {
+                return Err(not_converged(NotConverged::WaitEnded(settings.wait)));
+            }
+            // The pass changed the world: what is left is what a fresh look
+            // shows, not the plan it executed (`--wait 0`: one pass, then
+            // an honest answer).
+            let (_, _, left) = engine.plan(fleet).await?;
+            if left.in_sync() {
+                return Ok(Converged { passes, last: r });
+            }
+            return Err(Error::NotConverged {
+                why: NotConverged::WaitEnded(settings.wait),
+                remaining: left.actions,
+            });
         }
         let nap = if r.requeue.because == Because::RateLimited {
             if now + r.requeue.after > deadline {

@@ -22,6 +22,13 @@ pub trait FleetSource: Send + Sync {
     /// The file's name, for messages.
     fn describe(&self) -> String;
     fn load(&self) -> Result<LoadedFleet, FleetError>;
+    /// What identifies the current version of the credential files a
+    /// version of the file names (`tokenFile`, an app's key): a rotated
+    /// token is picked up at the next pass although the fleet file stayed
+    /// the same. Sources without such files give the same value each time.
+    fn credentials_version(&self, _fleet: &LoadedFleet) -> String {
+        String::new()
+    }
 }
 
 /// Builds an engine for a version of the fleet file (the composition
@@ -75,22 +82,33 @@ pub async fn daemon(
     };
     let every = settings.every;
     let mut passes = 0u64;
+    let mut credentials = source.credentials_version(&fleet);
     let result = loop {
         match source.load() {
-            Ok(f) if f.fleet != fleet.fleet => match assembler.engine(&f).await {
-                Ok(e) => {
-                    events.emit(Event::FileChanged {
-                        file: source.describe(),
-                    });
-                    std::mem::replace(&mut engine, e).shutdown().await;
-                    fleet = f;
+            Ok(f) => {
+                let now = source.credentials_version(&f);
+                let file = if f.fleet != fleet.fleet {
+                    Some(source.describe())
+                } else if now != credentials {
+                    Some(format!("{}'s credentials file", source.describe()))
+                } else {
+                    None
+                };
+                if let Some(file) = file {
+                    match assembler.engine(&f).await {
+                        Ok(e) => {
+                            events.emit(Event::FileChanged { file });
+                            std::mem::replace(&mut engine, e).shutdown().await;
+                            fleet = f;
+                            credentials = now;
+                        }
+                        Err(e) => events.emit(Event::FileRejected {
+                            file,
+                            error: e.to_string(),
+                        }),
+                    }
                 }
-                Err(e) => events.emit(Event::FileRejected {
-                    file: source.describe(),
-                    error: e.to_string(),
-                }),
-            },
-            Ok(_) => {}
+            }
             Err(e) => events.emit(Event::FileRejected {
                 file: source.describe(),
                 error: e.to_string(),

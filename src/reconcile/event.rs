@@ -24,6 +24,12 @@ pub enum Event {
         what: String,
         error: Failure,
     },
+    /// A pool's runner release is one GitHub stops (or stopped) sending
+    /// jobs to: a newer release is out and the 30-day window runs.
+    RunnerVersionWarning {
+        pool: String,
+        message: String,
+    },
     /// The plan of a pass, before any of it is executed.
     Planned {
         plan: Plan,

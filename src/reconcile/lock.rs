@@ -3,9 +3,11 @@
 //! The lock is held by an open file descriptor, so a crashed or killed run
 //! releases it with its process; there is no stale lock to clean up.
 
-use std::fs::{File, OpenOptions, TryLockError};
+use std::fs::{File, TryLockError};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+
+use crate::files::state::{self, StateError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum LockError {
@@ -22,6 +24,8 @@ pub enum LockError {
         #[source]
         source: std::io::Error,
     },
+    #[error("lock file {0}")]
+    Unsafe(#[from] StateError),
 }
 
 /// A held fleet lock; released on drop.
@@ -58,14 +62,10 @@ fn lock_with_pid(state_dir: &Path, path: &Path) -> Result<Option<File>, LockErro
         path: path.to_path_buf(),
         source,
     };
-    std::fs::create_dir_all(state_dir).map_err(io)?;
-    let mut file = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .read(true)
-        .write(true)
-        .open(path)
-        .map_err(io)?;
+    state::ensure_dir(state_dir)?;
+    // Never through a symlink: hangar runs as root, and a planted link
+    // would have it truncate and write any file.
+    let mut file = state::open_lock(path)?;
     match file.try_lock() {
         Ok(()) => {}
         Err(TryLockError::WouldBlock) => return Ok(None),
@@ -103,10 +103,8 @@ impl DaemonRecord {
     /// The pid of the daemon that runs `fleet` now, if one does.
     pub fn running(state_dir: &Path, fleet: &str) -> Result<Option<u32>, LockError> {
         let path = daemon_path(state_dir, fleet);
-        let file = match OpenOptions::new().read(true).write(true).open(&path) {
-            Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(source) => return Err(LockError::Io { path, source }),
+        let Some(file) = state::open_existing_lock(&path)? else {
+            return Ok(None);
         };
         match file.try_lock_shared() {
             Ok(()) => Ok(None),
@@ -117,8 +115,10 @@ impl DaemonRecord {
 }
 
 fn read_pid(path: &Path) -> u32 {
-    std::fs::read_to_string(path)
+    state::read(path, 64)
         .ok()
+        .flatten()
+        .and_then(|b| String::from_utf8(b).ok())
         .and_then(|t| t.trim().parse().ok())
         .unwrap_or(0)
 }

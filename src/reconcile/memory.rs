@@ -14,6 +14,7 @@ use chrono::{DateTime, Utc};
 use async_trait::async_trait;
 
 use super::Clock;
+use crate::files::state;
 use crate::model::guest::GuestStage;
 use crate::model::host::HostFacts;
 use crate::plan::model::{Leftover, ObservedHost, ObservedRunner, ObservedVm, RunnerStatus, VmRef};
@@ -36,10 +37,7 @@ impl OfflineMemory {
     }
 
     fn load(&self) -> BTreeMap<u64, DateTime<Utc>> {
-        std::fs::read(&self.path)
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())
-            .unwrap_or_default()
+        load(&self.path)
     }
 
     /// Fill `offline_since` of every offline runner (the earlier of what the
@@ -135,10 +133,7 @@ impl StageMemory {
     /// booting (when it was first seen there, `now` for a new stage),
     /// forget VMs that are gone, and save.
     pub fn apply(&self, vms: &mut [ObservedVm], now: DateTime<Utc>) {
-        let before: BTreeMap<String, Stage> = std::fs::read(&self.path)
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())
-            .unwrap_or_default();
+        let before: BTreeMap<String, Stage> = load(&self.path);
         let mut after = BTreeMap::new();
         for vm in vms.iter_mut() {
             let Some(stage) = vm.guest.filter(|g| *g != GuestStage::Booting) else {
@@ -157,18 +152,22 @@ impl StageMemory {
     }
 }
 
+/// What the file remembers; nothing when it is missing, unreadable or not
+/// a regular file (a symlink is not followed), which only costs memory.
+fn load<T: serde::de::DeserializeOwned + Default>(path: &Path) -> T {
+    match state::read(path, state::MAX_STATE_BYTES) {
+        Ok(Some(b)) => serde_json::from_slice(&b).unwrap_or_default(),
+        Ok(None) => T::default(),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read what the engine remembers");
+            T::default()
+        }
+    }
+}
+
 fn save<T: serde::Serialize>(path: &Path, value: &T) {
-    let saved = serde_json::to_vec(value)
-        .map_err(std::io::Error::other)
-        .and_then(|b| {
-            if let Some(dir) = path.parent() {
-                std::fs::create_dir_all(dir)?;
-            }
-            let tmp = path.with_extension(format!("json.{}.tmp", std::process::id()));
-            std::fs::write(&tmp, b)?;
-            std::fs::rename(&tmp, path)
-        });
-    if let Err(e) = saved {
+    let bytes = serde_json::to_vec(value).expect("remembered maps serialize");
+    if let Err(e) = state::write_atomic(path, &bytes) {
         tracing::warn!(path = %path.display(), error = %e, "cannot save what the engine remembers");
     }
 }

@@ -7,6 +7,7 @@ use std::time::SystemTime;
 
 use async_trait::async_trait;
 
+use crate::files::state;
 use crate::model::host::{HostFacts, NetworkAttachment};
 use crate::plan::model::{Leftover, ObservedHost, ObservedVm, VmRef};
 use crate::providers::libvirt::image::{url_volume_name, ImageSource};
@@ -47,16 +48,19 @@ impl SandboxHost {
                 format!("sandbox state in {}: {e}", dir.display()),
             )
         };
-        std::fs::create_dir_all(dir.join("console")).map_err(err)?;
+        let refused = |e: state::StateError| {
+            ProviderError::new(name, ErrorKind::Refused, format!("sandbox state: {e}"))
+        };
+        state::ensure_dir(&dir.join("console")).map_err(refused)?;
         let node_file = std::path::absolute(dir.join(format!("{name}.xml"))).map_err(err)?;
-        if !node_file.exists() {
+        if !node_file_present(&node_file).map_err(refused)? {
             let xml = node::initial(
                 SANDBOX_SHAPE,
                 storage_pool,
                 &format!("/sandbox/{name}/{storage_pool}"),
             )
             .map_err(|e| ProviderError::new(name, ErrorKind::Refused, e.to_string()))?;
-            write_atomically(&node_file, &xml).map_err(err)?;
+            state::write_atomic(&node_file, xml.as_bytes()).map_err(refused)?;
         }
         let config = HostConfig {
             name: name.to_string(),
@@ -65,6 +69,7 @@ impl SandboxHost {
             network: NetworkAttachment::None,
             domain_type: None,
             console_dir: Some(dir.join("console")),
+            volume_record: Some(dir.join(format!("{name}.volumes.json"))),
         };
         let seen = modified(&node_file);
         let inner = LibvirtHost::connect(config.clone())?;
@@ -93,6 +98,9 @@ impl SandboxHost {
         }
         let config = self.config.clone();
         let host = config.name.clone();
+        node_file_present(&self.node_file).map_err(|e| {
+            ProviderError::new(&host, ErrorKind::Refused, format!("sandbox state: {e}"))
+        })?;
         let fresh = tokio::task::spawn_blocking(move || LibvirtHost::connect(config))
             .await
             .map_err(|e| ProviderError::new(&host, ErrorKind::Transient, e.to_string()))??;
@@ -128,7 +136,7 @@ impl SandboxHost {
         let host = self.config.name.clone();
         tokio::task::spawn_blocking(move || {
             let xml = node::dump(&conn).map_err(|e| e.to_string())?;
-            write_atomically(&path, &xml).map_err(|e| e.to_string())
+            state::write_atomic(&path, xml.as_bytes()).map_err(|e| e.to_string())
         })
         .await
         .map_err(|e| ProviderError::new(&host, ErrorKind::Transient, e.to_string()))?
@@ -200,14 +208,11 @@ fn modified(path: &Path) -> Option<(u64, u64, SystemTime)> {
     Some((m.ino(), m.len(), m.modified().ok()?))
 }
 
-/// Write a file whole or not at all. The temporary name is this process's
-/// own: two processes opening a new sandbox at once (a daemon starting
-/// beside an `apply`) both write the same initial file, and neither may
-/// rename the other's temporary file away.
-fn write_atomically(path: &Path, text: &str) -> std::io::Result<()> {
-    let tmp = path.with_extension(format!("xml.{}.tmp", std::process::id()));
-    std::fs::write(&tmp, text)?;
-    std::fs::rename(&tmp, path)
+/// Whether the node file is there, checked before the test driver reads
+/// it (which would follow a symlink, and quote a foreign file's first line
+/// in its parse error): a symlink or a special file is refused.
+fn node_file_present(path: &Path) -> Result<bool, state::StateError> {
+    Ok(state::read(path, state::MAX_STATE_BYTES)?.is_some())
 }
 
 #[async_trait]

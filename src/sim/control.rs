@@ -31,6 +31,7 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/_sim/jit/run", post(jit_run))
         .route("/_sim/registration-token", post(registration_token))
         .route("/_sim/groups", post(add_group))
+        .route("/_sim/releases", post(super::releases::publish))
         .route("/_sim/faults", post(add_fault).delete(clear_faults))
         .route("/_sim/latency", put(set_latency).delete(clear_latency))
         .route("/_sim/rate", put(set_rate))

@@ -13,7 +13,11 @@
 //! calls [`serve`].
 
 mod api;
+mod app;
 mod control;
+mod layer;
+mod releases;
+mod tarball;
 mod world;
 
 use std::collections::BTreeMap;
@@ -24,6 +28,10 @@ use std::time::Duration;
 use chrono::Utc;
 use serde::{Deserialize, Serialize};
 
+pub use releases::{
+    PublishRelease, SimAsset, SimRelease, RUNNER_ARCHES, RUNNER_REPO, SEED_RUNNER_VERSION,
+};
+pub use tarball::fake_runner_tarball;
 pub use world::{
     check_labels, scope_key, IssuedToken, RegisterRunner, SimError, SimGroup, SimLabel, SimRunner,
     SimScope, SimWorld, TokenKind,
@@ -50,6 +58,10 @@ pub struct SimConfig {
     /// The primary rate limit per hour (`x-ratelimit-limit`); GitHub's is
     /// 5,000 for a token.
     pub rate_limit: u64,
+    /// Publish actions/runner [`SEED_RUNNER_VERSION`] (a fake runner) when
+    /// the world holds no runner release, so `runner.version: latest`
+    /// resolves without the internet.
+    pub seed_runner_release: bool,
 }
 
 impl SimConfig {
@@ -59,6 +71,7 @@ impl SimConfig {
             state_file: None,
             app: None,
             rate_limit: 5000,
+            seed_runner_release: true,
         }
     }
 }
@@ -211,17 +224,27 @@ pub(crate) struct Shared {
 impl Shared {
     fn load(config: SimConfig) -> std::io::Result<Shared> {
         let world = match &config.state_file {
-            Some(path) if path.exists() => {
-                let text = std::fs::read_to_string(path)?;
-                serde_json::from_str(&text).map_err(|e| {
-                    std::io::Error::new(
-                        std::io::ErrorKind::InvalidData,
-                        format!("{}: {e}", path.display()),
-                    )
-                })?
+            Some(path) => {
+                match crate::files::state::read(path, crate::files::state::MAX_STATE_BYTES)
+                    .map_err(std::io::Error::other)?
+                {
+                    Some(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
+                        std::io::Error::new(
+                            std::io::ErrorKind::InvalidData,
+                            format!("{}: {e}", path.display()),
+                        )
+                    })?,
+                    None => SimWorld::default(),
+                }
             }
-            _ => SimWorld::default(),
+            None => SimWorld::default(),
         };
+        let mut world = world;
+        if config.seed_runner_release && !world.releases.contains_key(RUNNER_REPO) {
+            world
+                .publish_release(&PublishRelease::runner(SEED_RUNNER_VERSION), Utc::now())
+                .map_err(std::io::Error::other)?;
+        }
         let rate = RateWindow::fresh(config.rate_limit);
         Ok(Shared {
             config,
@@ -254,9 +277,7 @@ impl Shared {
         let result = serde_json::to_vec_pretty(world)
             .map_err(std::io::Error::other)
             .and_then(|bytes| {
-                let tmp = path.with_extension("tmp");
-                std::fs::write(&tmp, bytes)?;
-                std::fs::rename(&tmp, path)
+                crate::files::state::write_atomic(path, &bytes).map_err(std::io::Error::other)
             });
         if let Err(e) = result {
             tracing::warn!(target: "hangar::sim", path = %path.display(), error = %e, "saving state failed");
@@ -265,7 +286,16 @@ impl Shared {
 }
 
 fn app(shared: Arc<Shared>) -> axum::Router {
-    api::router(shared.clone()).merge(control::router(shared))
+    axum::Router::new()
+        .merge(api::routes())
+        .merge(app::routes())
+        .merge(releases::routes())
+        .route_layer(axum::middleware::from_fn_with_state(
+            shared.clone(),
+            layer::github_layer,
+        ))
+        .with_state(shared.clone())
+        .merge(control::router(shared))
 }
 
 /// Serve the simulator on `listener` until the process ends.
@@ -391,6 +421,11 @@ impl SimHandle {
     /// Returns the runner as left; `None` when it was ephemeral and is gone.
     pub fn finish_job(&self, runner_id: u64) -> Result<Option<SimRunner>, SimError> {
         self.shared.change(|w| w.finish_job(runner_id))
+    }
+
+    /// Publish a release ("a new runner release appears").
+    pub fn publish_release(&self, req: &PublishRelease) -> Result<SimRelease, SimError> {
+        self.shared.change(|w| w.publish_release(req, Utc::now()))
     }
 
     pub fn add_runner_group(&self, org: &str, name: &str) -> Result<u64, SimError> {

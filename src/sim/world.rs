@@ -34,6 +34,11 @@ pub struct SimWorld {
     pub scopes: BTreeMap<String, SimScope>,
     /// Registration, remove and installation tokens issued and not expired.
     pub tokens: Vec<IssuedToken>,
+    /// Releases by `owner/repo` (lowercased), newest first.
+    #[serde(default)]
+    pub releases: BTreeMap<String, Vec<super::releases::SimRelease>>,
+    #[serde(default)]
+    pub next_release_id: u64,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

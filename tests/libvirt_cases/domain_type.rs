@@ -63,6 +63,7 @@ fn render_example(choice: &DomainTypeChoice) -> String {
         pool_free_bytes: Some(4 << 40),
         domain_type: choice.domain_type,
         domain_type_reason: choice.reason.clone(),
+        identity: None,
     };
     let host = fleet.fleet.spec.hosts[0].name.clone();
     let desired = fleet
@@ -107,6 +108,7 @@ fn cpu_model_host_model_is_honoured_under_kvm_and_changes_the_slot() {
         pool_free_bytes: None,
         domain_type: choice.domain_type,
         domain_type_reason: choice.reason.clone(),
+        identity: None,
     };
     let hash_and_xml = |text: &str| {
         let fleet = hangar::fleet::load_str(path, text).unwrap();

@@ -15,15 +15,14 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use async_trait::async_trait;
 use chrono::Utc;
 use hangar::assemble::FleetProvisioner;
-use hangar::model::host::{DomainType, HostFacts, NetworkAttachment};
+use hangar::model::host::{DomainType, NetworkAttachment};
 use hangar::model::names::ownership_label;
-use hangar::plan::model::{ObservedVm, VmRef};
 use hangar::providers::github::{Auth, GithubConfig, GithubRegistry, Scope};
+use hangar::providers::hooked::{Hook, Hooked, HvCall, HvOp, Made};
 use hangar::providers::libvirt::{HostConfig, LibvirtHost};
-use hangar::providers::{CacheUsage, Hypervisor, ProviderError, VmCreate};
+use hangar::providers::Hypervisor;
 use hangar::providers::{RetryPolicy, Retrying};
 use hangar::reconcile::engine::Engine;
 use hangar::reconcile::{Limits, SystemClock, World};
@@ -224,82 +223,39 @@ fn qemu_img(args: &[&str]) {
     assert!(o.status.success(), "qemu-img {args:?}: {}", text(&o.stderr));
 }
 
-/// A hypervisor that restarts the daemon right before the call named in
-/// `restart_before` (once), so the call meets a connection that died
-/// under it: the daemon restarted mid-pass.
+/// A hook that restarts the daemon right before the call `restart_before`
+/// (once), so the call meets a connection that died under it: the daemon
+/// restarted mid-pass.
 struct Restarting {
-    inner: LibvirtHost,
     daemon: Arc<Mutex<Daemon>>,
-    restart_before: Mutex<Option<&'static str>>,
+    restart_before: Mutex<Option<HvOp>>,
 }
 
-impl Restarting {
-    async fn maybe(&self, op: &'static str) {
+impl Hook for Restarting {
+    fn around<'a, T: Send + 'a>(
+        &'a self,
+        _host: &'a str,
+        call: HvCall<'a>,
+        made: Made<'a, T>,
+    ) -> Made<'a, T> {
         let hit = {
             let mut r = self.restart_before.lock().unwrap();
-            if *r == Some(op) {
+            let hit = *r == Some(call.op());
+            if hit {
                 *r = None;
-                true
-            } else {
-                false
             }
+            hit
         };
-        if hit {
-            let d = self.daemon.clone();
+        if !hit {
+            return made;
+        }
+        let d = self.daemon.clone();
+        Box::pin(async move {
             tokio::task::spawn_blocking(move || d.lock().unwrap().restart())
                 .await
                 .unwrap();
-        }
-    }
-}
-
-#[async_trait]
-impl Hypervisor for Restarting {
-    fn host(&self) -> &str {
-        self.inner.host()
-    }
-    async fn facts(&self) -> Result<HostFacts, ProviderError> {
-        self.inner.facts().await
-    }
-    async fn observe(&self, fleet: &str) -> Result<Vec<ObservedVm>, ProviderError> {
-        self.maybe("observe").await;
-        self.inner.observe(fleet).await
-    }
-    async fn create(&self, vm: &VmCreate) -> Result<(), ProviderError> {
-        self.maybe("create").await;
-        self.inner.create(vm).await
-    }
-    async fn start(&self, vm: &VmRef) -> Result<(), ProviderError> {
-        self.inner.start(vm).await
-    }
-    async fn delete(&self, vm: &VmRef, remove_cache: bool) -> Result<(), ProviderError> {
-        self.maybe("delete").await;
-        self.inner.delete(vm, remove_cache).await
-    }
-    async fn remove_seed(&self, vm: &VmRef) -> Result<(), ProviderError> {
-        self.maybe("remove_seed").await;
-        self.inner.remove_seed(vm).await
-    }
-    async fn cache_usage(&self, fleet: &str) -> Result<Vec<CacheUsage>, ProviderError> {
-        self.inner.cache_usage(fleet).await
-    }
-    fn host_state(&self) -> hangar::plan::model::ObservedHost {
-        self.inner.host_state()
-    }
-
-    async fn ensure_network(&self, network: &str, filter: &str) -> Result<(), ProviderError> {
-        self.inner.ensure_network(network, filter).await
-    }
-
-    async fn remove_network(&self, network: &str, filter: &str) -> Result<(), ProviderError> {
-        self.inner.remove_network(network, filter).await
-    }
-
-    async fn remove_leftover(
-        &self,
-        leftover: &hangar::plan::model::Leftover,
-    ) -> Result<(), ProviderError> {
-        self.inner.remove_leftover(leftover).await
+            made.await
+        })
     }
 }
 
@@ -363,16 +319,19 @@ async fn s09_libvirtd_restarted_mid_pass() {
             network: NetworkAttachment::None,
             domain_type: Some(DomainType::Qemu),
             console_dir: Some(console_dir),
+            volume_record: None,
         })
     })
     .await
     .unwrap()
     .expect("connect");
-    let restarting = Arc::new(Restarting {
-        inner: host,
-        daemon: daemon.clone(),
-        restart_before: Mutex::new(None),
-    });
+    let restarting = Arc::new(Hooked::new(
+        Arc::new(host),
+        Restarting {
+            daemon: daemon.clone(),
+            restart_before: Mutex::new(None),
+        },
+    ));
     let mut fleet = hangar::fleet::load_str("fleet.yaml", &real_yaml(1)).unwrap();
     let mut engine = Engine {
         world: World {
@@ -460,23 +419,23 @@ async fn s09_libvirtd_restarted_mid_pass() {
     let first = uuid_of("rel-p-0");
     let mut notes = Vec::new();
     for (op, count) in [
-        ("observe", 1u32),
-        ("create", 2),
-        ("delete", 1),
-        ("remove_seed", 2),
+        (HvOp::Observe, 1u32),
+        (HvOp::Create, 2),
+        (HvOp::Delete, 1),
+        (HvOp::RemoveSeed, 2),
     ] {
         fleet = hangar::fleet::load_str("fleet.yaml", &real_yaml(count)).unwrap();
         engine.provisioner = Arc::new(FleetProvisioner {
             fleet: fleet.fleet.clone(),
             runner_dir: None,
         });
-        *restarting.restart_before.lock().unwrap() = Some(op);
+        *restarting.hook.restart_before.lock().unwrap() = Some(op);
         let (passes, failed) = converge(&engine, &fleet, &cancel, &play).await;
         assert!(
-            restarting.restart_before.lock().unwrap().is_none(),
-            "the restart before {op} did not happen"
+            restarting.hook.restart_before.lock().unwrap().is_none(),
+            "the restart before {op:?} did not happen"
         );
-        notes.push(format!("{op}: {passes} pass(es), {failed} failure(s)"));
+        notes.push(format!("{op:?}: {passes} pass(es), {failed} failure(s)"));
         // The untouched VM lives on across the restart.
         assert_eq!(
             uuid_of("rel-p-0"),
@@ -491,13 +450,13 @@ async fn s09_libvirtd_restarted_mid_pass() {
             .iter()
             .map(|d| d.name().unwrap())
             .collect();
-        assert_eq!(names.len(), count as usize, "{op}: {names:?}");
+        assert_eq!(names.len(), count as usize, "{op:?}: {names:?}");
         let p = conn.lookup_storage_pool_by_name("rel").unwrap();
         p.refresh(0).unwrap();
         let vols = p.list_volumes().unwrap();
         let ours: Vec<&String> = vols.iter().filter(|v| v.starts_with("rel-")).collect();
         // One root overlay per VM (seeds removed once the runner was up).
-        assert_eq!(ours.len(), count as usize, "{op}: volumes {vols:?}");
+        assert_eq!(ours.len(), count as usize, "{op:?}: volumes {vols:?}");
     }
     let restarts = daemon.lock().unwrap().restarts;
     assert_eq!(restarts, 4);

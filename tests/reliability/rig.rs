@@ -7,16 +7,13 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use async_trait::async_trait;
 use chrono::{TimeZone, Utc};
 use hangar::assemble::FleetProvisioner;
 use hangar::fleet::{self, LoadedFleet};
-use hangar::model::host::HostFacts;
-use hangar::plan::model::{Action, ObservedVm, VmRef};
+use hangar::plan::model::{Action, ObservedVm};
 use hangar::providers::github::{Auth, GithubConfig, GithubRegistry, Scope};
-use hangar::providers::{
-    CacheUsage, ErrorKind, Hypervisor, ProviderError, RetryPolicy, Retrying, VmCreate,
-};
+use hangar::providers::hooked::{Hook, Hooked, HvCall, HvOp, Made};
+use hangar::providers::{ErrorKind, Hypervisor, ProviderError, RetryPolicy, Retrying};
 use hangar::reconcile::engine::{Engine, GuestPlay, PassResult};
 use hangar::reconcile::{Limits, TokioClock, World};
 use hangar::sandbox::guest::SandboxGuests;
@@ -98,9 +95,8 @@ pub struct Call {
     pub ok: bool,
 }
 
-/// A sandbox host that records mutating calls and fails on demand.
+/// Records a sandbox host's mutating calls and fails them on demand.
 pub struct Faulty {
-    pub inner: Arc<SandboxHost>,
     pub calls: Arc<Mutex<Vec<Call>>>,
     pub faults: Arc<Mutex<HostFaults>>,
 }
@@ -138,114 +134,52 @@ impl Faulty {
         }
         s
     }
-
-    async fn run<F>(
-        &self,
-        op: Op,
-        name: &str,
-        generation: u64,
-        call: F,
-    ) -> Result<(), ProviderError>
-    where
-        F: std::future::Future<Output = Result<(), ProviderError>>,
-    {
-        let strike = self.strike(op);
-        let err =
-            |kind| ProviderError::new(self.inner.host(), kind, format!("injected {op:?} failure"));
-        let result = match strike {
-            Some(Strike::Before(kind)) => Err(err(kind)),
-            Some(Strike::After(kind)) => {
-                let _ = call.await;
-                Err(err(kind))
-            }
-            None => call.await,
-        };
-        self.calls.lock().unwrap().push(Call {
-            op,
-            name: name.to_string(),
-            generation,
-            ok: result.is_ok(),
-        });
-        result
-    }
 }
 
-#[async_trait]
-impl Hypervisor for Faulty {
-    fn host(&self) -> &str {
-        self.inner.host()
-    }
-
-    async fn facts(&self) -> Result<HostFacts, ProviderError> {
-        self.inner.facts().await
-    }
-
-    async fn observe(&self, fleet: &str) -> Result<Vec<ObservedVm>, ProviderError> {
-        if let Some(Strike::Before(kind) | Strike::After(kind)) = self.strike(Op::Observe) {
-            return Err(ProviderError::new(
-                self.inner.host(),
-                kind,
-                "injected observe failure",
-            ));
+impl Hook for Faulty {
+    fn around<'a, T: Send + 'a>(
+        &'a self,
+        host: &'a str,
+        call: HvCall<'a>,
+        made: Made<'a, T>,
+    ) -> Made<'a, T> {
+        let op = match call.op() {
+            HvOp::Observe => Op::Observe,
+            HvOp::Create => Op::Create,
+            HvOp::Start => Op::Start,
+            HvOp::Delete => Op::Delete,
+            HvOp::RemoveSeed => Op::RemoveSeed,
+            _ => return made,
+        };
+        let strike = self.strike(op);
+        let err = move |kind| ProviderError::new(host, kind, format!("injected {op:?} failure"));
+        if op == Op::Observe {
+            return match strike {
+                Some(Strike::Before(kind) | Strike::After(kind)) => {
+                    Box::pin(async move { Err(err(kind)) })
+                }
+                None => made,
+            };
         }
-        self.inner.observe(fleet).await
-    }
-
-    async fn create(&self, vm: &VmCreate) -> Result<(), ProviderError> {
-        self.run(
-            Op::Create,
-            &vm.owner.slot,
-            vm.owner.generation,
-            self.inner.create(vm),
-        )
-        .await
-    }
-
-    async fn start(&self, vm: &VmRef) -> Result<(), ProviderError> {
-        self.run(Op::Start, &vm.name, vm.generation, self.inner.start(vm))
-            .await
-    }
-
-    async fn delete(&self, vm: &VmRef, remove_cache: bool) -> Result<(), ProviderError> {
-        self.run(
-            Op::Delete,
-            &vm.name,
-            vm.generation,
-            self.inner.delete(vm, remove_cache),
-        )
-        .await
-    }
-
-    async fn remove_seed(&self, vm: &VmRef) -> Result<(), ProviderError> {
-        self.run(
-            Op::RemoveSeed,
-            &vm.name,
-            vm.generation,
-            self.inner.remove_seed(vm),
-        )
-        .await
-    }
-
-    async fn cache_usage(&self, fleet: &str) -> Result<Vec<CacheUsage>, ProviderError> {
-        self.inner.cache_usage(fleet).await
-    }
-    fn host_state(&self) -> hangar::plan::model::ObservedHost {
-        self.inner.host_state()
-    }
-
-    async fn ensure_network(&self, network: &str, filter: &str) -> Result<(), ProviderError> {
-        self.inner.ensure_network(network, filter).await
-    }
-
-    async fn remove_network(&self, network: &str, filter: &str) -> Result<(), ProviderError> {
-        self.inner.remove_network(network, filter).await
-    }
-
-    async fn remove_leftover(
-        &self,
-        leftover: &hangar::plan::model::Leftover,
-    ) -> Result<(), ProviderError> {
-        self.inner.remove_leftover(leftover).await
+        let (name, generation) = call.vm().expect("a mutating call names its VM");
+        let name = name.to_string();
+        Box::pin(async move {
+            let result = match strike {
+                Some(Strike::Before(kind)) => Err(err(kind)),
+                Some(Strike::After(kind)) => {
+                    let _ = made.await;
+                    Err(err(kind))
+                }
+                None => made.await,
+            };
+            self.calls.lock().unwrap().push(Call {
+                op,
+                name,
+                generation,
+                ok: result.is_ok(),
+            });
+            result
+        })
     }
 }
 
@@ -301,11 +235,13 @@ impl Rig {
         for (name, h) in &hosts {
             let f = Arc::new(Mutex::new(HostFaults::default()));
             faults.insert(name.clone(), f.clone());
-            let faulty: Arc<dyn Hypervisor> = Arc::new(Faulty {
-                inner: h.clone(),
-                calls: calls.clone(),
-                faults: f,
-            });
+            let faulty: Arc<dyn Hypervisor> = Arc::new(Hooked::new(
+                h.clone(),
+                Faulty {
+                    calls: calls.clone(),
+                    faults: f,
+                },
+            ));
             world_hosts.insert(
                 name.clone(),
                 Arc::new(

@@ -3,7 +3,7 @@
 //! temp dir) and the GitHub simulator, with a [`TokioClock`] so that
 //! `tokio::time::pause()` / `advance()` move the engine's time.
 //!
-//! Every hypervisor is wrapped in a [`Recorded`] host that logs the mutating
+//! Every hypervisor is wrapped in a [`Recorder`] hook that logs the mutating
 //! calls the engine makes, so a test can say "this pass changed nothing" from
 //! what was asked of libvirt, besides what libvirt holds afterwards.
 
@@ -17,12 +17,10 @@ use async_trait::async_trait;
 use chrono::Utc;
 use hangar::assemble::FleetProvisioner;
 use hangar::fleet::{self, LoadedFleet};
-use hangar::model::host::HostFacts;
-use hangar::plan::model::{Action, ObservedVm, VmRef};
+use hangar::plan::model::{Action, ObservedVm};
 use hangar::providers::github::{Auth, GithubConfig, GithubRegistry, Scope};
-use hangar::providers::{
-    CacheUsage, Hypervisor, ProviderError, RetryPolicy, Retrying, RunnerRegistry, VmCreate,
-};
+use hangar::providers::hooked::{Hook, Hooked, HvCall as Call, Made};
+use hangar::providers::{Hypervisor, RetryPolicy, Retrying, RunnerRegistry};
 use hangar::reconcile::daemon::Assembler;
 use hangar::reconcile::engine::{Engine, GuestPlay, PassResult};
 use hangar::reconcile::event::Ignore;
@@ -94,87 +92,50 @@ pub enum HvCall {
     },
 }
 
-/// A sandbox host that logs every mutating call before passing it on.
-pub struct Recorded {
-    pub inner: Arc<SandboxHost>,
+impl HvCall {
+    /// The VM the call was about.
+    pub fn name(&self) -> &str {
+        match self {
+            HvCall::Create { name, .. }
+            | HvCall::Start { name }
+            | HvCall::Delete { name, .. }
+            | HvCall::RemoveSeed { name } => name,
+        }
+    }
+}
+
+/// Logs every mutating call of a sandbox host before it is made.
+pub struct Recorder {
     pub log: Arc<Mutex<Vec<HvCall>>>,
 }
 
-impl Recorded {
-    fn push(&self, call: HvCall) {
-        self.log.lock().unwrap().push(call);
-    }
-}
-
-#[async_trait]
-impl Hypervisor for Recorded {
-    fn host(&self) -> &str {
-        self.inner.host()
-    }
-
-    fn simulated(&self) -> bool {
-        true
-    }
-
-    async fn facts(&self) -> Result<HostFacts, ProviderError> {
-        self.inner.facts().await
-    }
-
-    async fn observe(&self, fleet: &str) -> Result<Vec<ObservedVm>, ProviderError> {
-        self.inner.observe(fleet).await
-    }
-
-    async fn create(&self, vm: &VmCreate) -> Result<(), ProviderError> {
-        self.push(HvCall::Create {
-            name: vm.owner.slot.clone(),
-            generation: vm.owner.generation,
-        });
-        self.inner.create(vm).await
-    }
-
-    async fn start(&self, vm: &VmRef) -> Result<(), ProviderError> {
-        self.push(HvCall::Start {
-            name: vm.name.clone(),
-        });
-        self.inner.start(vm).await
-    }
-
-    async fn delete(&self, vm: &VmRef, remove_cache: bool) -> Result<(), ProviderError> {
-        self.push(HvCall::Delete {
-            name: vm.name.clone(),
-            generation: vm.generation,
-            remove_cache,
-        });
-        self.inner.delete(vm, remove_cache).await
-    }
-
-    async fn remove_seed(&self, vm: &VmRef) -> Result<(), ProviderError> {
-        self.push(HvCall::RemoveSeed {
-            name: vm.name.clone(),
-        });
-        self.inner.remove_seed(vm).await
-    }
-
-    async fn cache_usage(&self, fleet: &str) -> Result<Vec<CacheUsage>, ProviderError> {
-        self.inner.cache_usage(fleet).await
-    }
-    fn host_state(&self) -> hangar::plan::model::ObservedHost {
-        self.inner.host_state()
-    }
-
-    async fn ensure_network(&self, network: &str, filter: &str) -> Result<(), ProviderError> {
-        self.inner.ensure_network(network, filter).await
-    }
-
-    async fn remove_network(&self, network: &str, filter: &str) -> Result<(), ProviderError> {
-        self.inner.remove_network(network, filter).await
-    }
-
-    async fn remove_leftover(
-        &self,
-        leftover: &hangar::plan::model::Leftover,
-    ) -> Result<(), ProviderError> {
-        self.inner.remove_leftover(leftover).await
+impl Hook for Recorder {
+    fn around<'a, T: Send + 'a>(
+        &'a self,
+        _host: &'a str,
+        call: Call<'a>,
+        made: Made<'a, T>,
+    ) -> Made<'a, T> {
+        let recorded = match call {
+            Call::Create(vm) => Some(HvCall::Create {
+                name: vm.owner.slot.clone(),
+                generation: vm.owner.generation,
+            }),
+            Call::Start(vm) => Some(HvCall::Start {
+                name: vm.name.clone(),
+            }),
+            Call::Delete { vm, remove_cache } => Some(HvCall::Delete {
+                name: vm.name.clone(),
+                generation: vm.generation,
+                remove_cache,
+            }),
+            Call::RemoveSeed(vm) => Some(HvCall::RemoveSeed {
+                name: vm.name.clone(),
+            }),
+            _ => None,
+        };
+        self.log.lock().unwrap().extend(recorded);
+        made
     }
 }
 
@@ -251,10 +212,12 @@ impl RigWiring {
             .hosts
             .iter()
             .map(|(name, h)| {
-                let rec: Arc<dyn Hypervisor> = Arc::new(Recorded {
-                    inner: h.clone(),
-                    log: self.log.clone(),
-                });
+                let rec: Arc<dyn Hypervisor> = Arc::new(Hooked::new(
+                    h.clone(),
+                    Recorder {
+                        log: self.log.clone(),
+                    },
+                ));
                 let retrying: Arc<dyn Hypervisor> = Arc::new(
                     Retrying::<dyn Hypervisor>::new(rec, FAST_RETRY)
                         .stopped_by(self.cancel.clone()),

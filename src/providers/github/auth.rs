@@ -148,7 +148,7 @@ async fn mint(
             WHAT,
             Method::POST,
             &format!("/app/installations/{installation_id}/access_tokens"),
-            &Secret::new(format!("Bearer {}", jwt.expose())),
+            Some(&Secret::new(format!("Bearer {}", jwt.expose()))),
             &[],
             None,
         )

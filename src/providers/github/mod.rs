@@ -14,6 +14,7 @@
 //! `POST /app/installations/{id}/access_tokens`.
 
 mod auth;
+pub mod releases;
 mod transport;
 
 use std::collections::HashMap;
@@ -252,7 +253,14 @@ impl GithubRegistry {
             let authorization = self.credentials.authorization(&self.transport).await?;
             let answer = self
                 .transport
-                .send(what, method.clone(), path, &authorization, extra, body)
+                .send(
+                    what,
+                    method.clone(),
+                    path,
+                    Some(&authorization),
+                    extra,
+                    body,
+                )
                 .await?;
             if answer.status == StatusCode::UNAUTHORIZED
                 && !retried

@@ -102,23 +102,25 @@ impl Transport {
         what: &str,
         method: Method,
         path: &str,
-        authorization: &Secret<String>,
+        authorization: Option<&Secret<String>>,
         extra: &[(HeaderName, HeaderValue)],
         body: Option<&Value>,
     ) -> Result<Answer, ProviderError> {
-        let mut auth = HeaderValue::from_str(authorization.expose()).map_err(|_| {
-            ProviderError::new(
-                &self.target,
-                ErrorKind::Refused,
-                "credential is not a valid header value",
-            )
-        })?;
-        auth.set_sensitive(true);
         let mut builder = http::Request::builder()
             .method(method.clone())
             .uri(path)
-            .header(ACCEPT, "application/vnd.github+json")
-            .header(AUTHORIZATION, auth);
+            .header(ACCEPT, "application/vnd.github+json");
+        if let Some(authorization) = authorization {
+            let mut auth = HeaderValue::from_str(authorization.expose()).map_err(|_| {
+                ProviderError::new(
+                    &self.target,
+                    ErrorKind::Refused,
+                    "credential is not a valid header value",
+                )
+            })?;
+            auth.set_sensitive(true);
+            builder = builder.header(AUTHORIZATION, auth);
+        }
         for (name, value) in extra {
             builder = builder.header(name, value);
         }

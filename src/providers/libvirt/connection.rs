@@ -14,6 +14,7 @@ use virt::connect::Connect;
 
 use super::errors::map_error;
 use super::{HostConfig, Inner, LibvirtHost};
+use crate::model::host::HostIdentity;
 use crate::providers::{ErrorKind, ProviderError};
 
 static QUIET_LIBVIRT: Once = Once::new();
@@ -75,6 +76,9 @@ impl Inner {
         self.forget_facts();
         self.calls.fetch_add(1, Ordering::Relaxed);
         let c = Arc::new(open(&self.config, "reconnect to")?);
+        self.calls.fetch_add(3, Ordering::Relaxed);
+        let identity = super::facts::read_identity(&c, &self.config)?;
+        self.check_identity(identity);
         *guard = Some(c.clone());
         Ok(c)
     }
@@ -94,6 +98,32 @@ impl Inner {
             }
             err
         })
+    }
+
+    /// A reconnect reached `now`: if that is not the libvirtd the host was,
+    /// the host went away (whatever answers under its name now), and the
+    /// next facts read says so instead of observing it. The pass after
+    /// takes the new daemon as the host; resolution still refuses it if
+    /// another entry of the file is that daemon.
+    fn check_identity(&self, now: HostIdentity) {
+        let mut known = self.identity.lock().expect("identity lock");
+        if *known != now {
+            tracing::warn!(host = %self.config.name, was = %*known, now = %now, "host identity changed");
+            *self.identity_changed.lock().expect("identity lock") = Some(format!(
+                "the libvirtd at {} is not the one seen before ({}; now {}): \
+                 treated as a host that went away for this pass",
+                self.config.uri, *known, now
+            ));
+            *known = now;
+        }
+    }
+
+    /// Take the news of an identity change (see [`Inner::check_identity`]).
+    pub(super) fn identity_change(&self) -> Result<(), ProviderError> {
+        match self.identity_changed.lock().expect("identity lock").take() {
+            Some(message) => Err(self.err(ErrorKind::Refused, message)),
+            None => Ok(()),
+        }
     }
 
     /// Forget the connection: the next call reopens it.

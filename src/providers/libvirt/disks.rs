@@ -23,6 +23,9 @@ impl Inner {
     ) -> Result<(), ProviderError> {
         let name = root_volume_name(&owner.slot, owner.generation);
         if let Some(vol) = self.lookup_volume(pool, &name)? {
+            if !self.made_here(&name)? {
+                return Err(self.not_made_here(&name));
+            }
             let facts = self.volume_facts(&vol, &name)?;
             if facts.format.as_deref() == Some("qcow2")
                 && facts.backing_path.as_deref() == Some(base.backing.path.as_str())
@@ -38,6 +41,7 @@ impl Inner {
             ));
         }
         let capacity = owner.shape.disk_bytes.max(base.capacity_bytes.unwrap_or(0));
+        self.record_made([name.as_str()])?;
         self.create_volume(
             pool,
             &VolumeSpec {
@@ -62,6 +66,11 @@ impl Inner {
         let name = cache_volume_name(&owner.slot);
         match self.lookup_volume(pool, &name)? {
             Some(vol) => {
+                // A name is not ownership: a cache volume someone else
+                // made is neither attached nor, later, deleted.
+                if !self.made_here(&name)? {
+                    return Err(self.not_made_here(&name));
+                }
                 let facts = self.volume_facts(&vol, &name)?;
                 if facts.format.as_deref() != Some("qcow2") || facts.backing_path.is_some() {
                     return Err(self.err(
@@ -75,6 +84,7 @@ impl Inner {
                 Ok(())
             }
             None => {
+                self.record_made([name.as_str()])?;
                 self.create_volume(
                     pool,
                     &VolumeSpec {
@@ -101,8 +111,12 @@ impl Inner {
         let name = seed_volume_name(&owner.slot, owner.generation);
         let iso = seed::seed_iso(&vm.seed).map_err(|e| self.err(ErrorKind::Refused, e))?;
         if let Some(old) = self.lookup_volume(pool, &name)? {
+            if !self.made_here(&name)? {
+                return Err(self.not_made_here(&name));
+            }
             self.call(&format!("delete old seed {name}"), || old.delete(0))?;
         }
+        self.record_made([name.as_str()])?;
         let vol = self.create_volume(
             pool,
             &VolumeSpec {

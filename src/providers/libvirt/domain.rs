@@ -192,8 +192,11 @@ impl Inner {
             doomed.push(root);
         }
         // The seed may already be detached (a remove_seed cut short between
-        // detach and delete); its name still says whose it is.
-        doomed.push(seed);
+        // detach and delete): then hangar's record says whose it is, as its
+        // name cannot.
+        if referenced(&seed) || self.made_here(&seed)? {
+            doomed.push(seed);
+        }
         if remove_cache && referenced(&cache) {
             doomed.push(cache);
         }
@@ -229,6 +232,9 @@ impl Inner {
                 .map_err(|e| self.err(ErrorKind::Refused, format!("domain {}: {e}", vm.name)))?;
             Ok(facts.seed_attached)
         };
+        // Attached to our domain, or in hangar's record: the proof that the
+        // seed volume is ours to delete.
+        let ours = has_seed(sys::VIR_DOMAIN_XML_INACTIVE)? || self.made_here(&disk.volume)?;
         if self.domain_type == DomainType::Test {
             // The test driver cannot detach devices: redefine the persistent
             // config without the seed (same UUID, same ownership). Nothing
@@ -262,7 +268,9 @@ impl Inner {
                 })?;
             }
         }
-        self.delete_volume(&pool, &disk.volume)?;
+        if ours {
+            self.delete_volume(&pool, &disk.volume)?;
+        }
         if let Some(Known::Ours { seed_attached, .. }) = self
             .known
             .lock()

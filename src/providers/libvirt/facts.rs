@@ -9,7 +9,7 @@ use virt::connect::Connect;
 
 use super::errors::map_error;
 use super::{HostConfig, Inner};
-use crate::model::host::{DomainType, HostFacts};
+use crate::model::host::{DomainType, HostFacts, HostIdentity};
 use crate::model::tree;
 use crate::providers::{ErrorKind, ProviderError};
 
@@ -190,6 +190,7 @@ impl Inner {
     /// [`POOL_FREE_MAX_AGE`]. In steady state this costs no round trip.
     pub(super) fn facts(&self) -> Result<HostFacts, ProviderError> {
         let conn = self.conn()?;
+        self.identity_change()?;
         let cached = *self.facts.lock().expect("facts lock");
         let (memory_bytes, cpus) = match cached {
             Some(c) => (c.memory_bytes, c.cpus),
@@ -220,6 +221,7 @@ impl Inner {
             pool_free_bytes: Some(pool_free.0),
             domain_type: self.domain_type,
             domain_type_reason: self.domain_type_reason.clone(),
+            identity: Some(self.identity.lock().expect("identity lock").clone()),
         })
     }
 
@@ -234,5 +236,111 @@ impl Inner {
     /// A new connection may be a new host (or one resized): read all again.
     pub(super) fn forget_facts(&self) {
         *self.facts.lock().expect("facts lock") = None;
+    }
+}
+
+/// Which libvirtd `conn` reached (see [`HostIdentity`]): the capabilities'
+/// host UUID, the hostname, and which daemon the URI names. Read once per
+/// connection.
+pub(super) fn read_identity(
+    conn: &Connect,
+    config: &HostConfig,
+) -> Result<HostIdentity, ProviderError> {
+    let name = &config.name;
+    let caps = conn
+        .capabilities()
+        .map_err(|e| map_error(name, "read capabilities", &e))?;
+    let driver = conn
+        .driver_type()
+        .map_err(|e| map_error(name, "read driver type", &e))?;
+    let test_driver = driver.eq_ignore_ascii_case("test");
+    // A test driver node file may declare no host UUID: its path alone
+    // tells it from the others.
+    let uuid = match capability_host_uuid(&caps) {
+        Ok(uuid) => uuid,
+        Err(_) if test_driver => String::new(),
+        Err(e) => {
+            return Err(ProviderError::new(
+                name,
+                ErrorKind::Refused,
+                format!("capabilities: {e}"),
+            ))
+        }
+    };
+    let hostname = conn
+        .hostname()
+        .map_err(|e| map_error(name, "read hostname", &e))?;
+    Ok(HostIdentity {
+        uuid,
+        hostname,
+        daemon: uri_daemon(&config.uri, test_driver),
+    })
+}
+
+/// The `<host><uuid>` of a capabilities document.
+pub fn capability_host_uuid(caps_xml: &str) -> Result<String, String> {
+    let root = tree::parse(caps_xml)?;
+    root.child("host")
+        .and_then(|h| h.child_text("uuid"))
+        .filter(|u| !u.is_empty())
+        .map(str::to_string)
+        .ok_or_else(|| "no <host><uuid>".to_string())
+}
+
+/// Which daemon of a machine a URI names: the system daemon, one user's
+/// session daemon (the URI's user, else the local user, as ssh does), or a
+/// test driver node (each is its own hypervisor).
+pub fn uri_daemon(uri: &str, test_driver: bool) -> String {
+    let (scheme, rest) = uri.split_once("://").unwrap_or(("", uri));
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let path = path.split('?').next().unwrap_or("");
+    if test_driver {
+        return format!("test node {path}");
+    }
+    match path.trim_end_matches('/') {
+        "/session" => {
+            let user = authority
+                .rsplit_once('@')
+                .map(|(u, _)| u.to_string())
+                .or_else(|| std::env::var("USER").ok())
+                .unwrap_or_else(|| "the local user".to_string());
+            format!("session of {user}")
+        }
+        "/system" | "" => "system".to_string(),
+        other => format!("{} {other}", scheme.split('+').next().unwrap_or(scheme)),
+    }
+}
+
+#[cfg(test)]
+mod identity_tests {
+    use super::*;
+
+    #[test]
+    fn the_daemon_a_uri_names() {
+        assert_eq!(uri_daemon("qemu:///system", false), "system");
+        assert_eq!(uri_daemon("qemu+unix:///system", false), "system");
+        assert_eq!(
+            uri_daemon("qemu+ssh://ci@127.0.0.1:2222/session?keyfile=/k", false),
+            "session of ci"
+        );
+        assert_eq!(
+            uri_daemon("qemu+ssh://root@b1/system?keyfile=/k", false),
+            "system"
+        );
+        assert_eq!(
+            uri_daemon("test:///tmp/a/node.xml", true),
+            "test node /tmp/a/node.xml"
+        );
+    }
+
+    #[test]
+    fn the_host_uuid_comes_from_the_capabilities() {
+        let caps = "<capabilities><host><uuid> 284115ce-482b-45c3-81fd-ca26e3190061 </uuid>\
+                    <cpu/></host><guest/></capabilities>";
+        assert_eq!(
+            capability_host_uuid(caps).unwrap(),
+            "284115ce-482b-45c3-81fd-ca26e3190061"
+        );
+        assert!(capability_host_uuid("<capabilities><host/></capabilities>").is_err());
     }
 }

@@ -84,6 +84,8 @@ impl Inner {
             .map(|vm| (vm.name.as_str(), vm.owner.generation))
             .collect();
         if let Some(used) = used {
+            // Only what hangar made is a leftover: a name is not ownership.
+            let made = self.made_in_pool()?;
             for name in self.generation_volumes(conn)? {
                 if parse_runner_volume(fleet, &name).is_some() {
                     state.runner_volumes.push(name);
@@ -92,7 +94,10 @@ impl Inner {
                 let Some((slot, generation)) = generation_volume(&name) else {
                     continue;
                 };
-                if parse_slot_name(fleet, slot).is_none() || used.contains(&name) {
+                if parse_slot_name(fleet, slot).is_none()
+                    || used.contains(&name)
+                    || !made.contains(&name)
+                {
                     continue;
                 }
                 state.leftovers.push(Leftover::Volume {
@@ -192,8 +197,11 @@ impl Inner {
                 let conn = self.conn()?;
                 let pool = self.pool(&conn)?;
                 let Some(vol) = self.lookup_volume(&pool, name)? else {
-                    return Ok(());
+                    return self.forget_made(name);
                 };
+                if !self.made_here(name)? {
+                    return Err(self.not_made_here(name));
+                }
                 // Checked again, by the tests adoption uses: a qcow2
                 // overlay, or a raw seed. Anything else is not ours.
                 let facts = self.volume_facts(&vol, name)?;

@@ -35,6 +35,7 @@ pub mod image;
 pub mod isolation;
 mod leftovers;
 mod listing;
+mod made;
 mod observe;
 mod runner_volume;
 mod seed;
@@ -55,7 +56,7 @@ use self::facts::CachedFacts;
 use self::image::ImageSource;
 use self::observe::Known;
 use super::{CacheUsage, Hypervisor, ProviderError, VmCreate};
-use crate::model::host::{DomainType, HostFacts, NetworkAttachment};
+use crate::model::host::{DomainType, HostFacts, HostIdentity, NetworkAttachment};
 use crate::plan::model::{Leftover, ObservedHost, ObservedVm, VmRef};
 
 use self::connection::uri_is_local;
@@ -87,6 +88,9 @@ pub struct HostConfig {
     /// Directory of the serial console logs on the host; default
     /// [`DEFAULT_CONSOLE_DIR`].
     pub console_dir: Option<PathBuf>,
+    /// File of hangar's record of the volumes it made on this host (see
+    /// `made`); `None`: kept in memory, for this process only.
+    pub volume_record: Option<PathBuf>,
 }
 
 /// A libvirt host. Cheap to clone (shared state).
@@ -124,6 +128,13 @@ struct Inner {
     volumes: Mutex<Option<leftovers::ListedVolumes>>,
     /// What the last observation found besides VMs.
     host_state: Mutex<crate::plan::model::ObservedHost>,
+    /// The volumes hangar made here: the proof of their ownership.
+    made: made::MadeVolumes,
+    /// Which libvirtd the connection reached (read once per connection).
+    identity: Mutex<HostIdentity>,
+    /// Set when a reconnect reached another libvirtd under this name: the
+    /// next facts read reports the host as gone for that pass.
+    identity_changed: Mutex<Option<String>>,
 }
 
 impl LibvirtHost {
@@ -150,8 +161,11 @@ impl LibvirtHost {
             reason = %choice.reason,
             "domain type chosen"
         );
+        let made = made::MadeVolumes::new(config.volume_record.clone());
+        let identity = facts::read_identity(&conn, &config)?;
         Ok(LibvirtHost {
             inner: Arc::new(Inner {
+                made,
                 config,
                 conn: Mutex::new(Some(Arc::new(conn))),
                 domain_type: choice.domain_type,
@@ -167,6 +181,8 @@ impl LibvirtHost {
                 network_present: Mutex::new(None),
                 volumes: Mutex::new(None),
                 host_state: Mutex::new(Default::default()),
+                identity: Mutex::new(identity),
+                identity_changed: Mutex::new(None),
             }),
         })
     }
@@ -177,6 +193,11 @@ impl LibvirtHost {
 
     pub fn domain_type(&self) -> DomainType {
         self.inner.domain_type
+    }
+
+    /// Which libvirtd the current connection reached.
+    pub fn identity(&self) -> HostIdentity {
+        self.inner.identity.lock().expect("identity lock").clone()
     }
 
     /// libvirt API calls made since `connect` that reach the driver (for a

@@ -11,6 +11,7 @@ use super::errors::optional;
 use super::listing::list_domains;
 use super::{xml, Inner};
 use crate::model::guest::GuestStage;
+use crate::model::names::{cache_volume_name, root_volume_name, seed_volume_name};
 use crate::model::ownership::Ownership;
 use crate::plan::model::{ObservedVm, VmRef};
 use crate::providers::{ErrorKind, ProviderError};
@@ -65,6 +66,9 @@ impl Inner {
         };
         let facts = xml::parse_domain(&text)
             .map_err(|e| self.err(ErrorKind::Refused, format!("domain {name}: {e}")))?;
+        if let Some(owner) = &facts.owner {
+            self.record_referenced(owner, &facts.volumes)?;
+        }
         let volumes = facts.volumes.into_iter().map(|(_, v)| v).collect();
         Ok(Some(match facts.owner {
             Some(owner) => Known::Ours {
@@ -74,6 +78,27 @@ impl Inner {
             },
             None => Known::Foreign { volumes },
         }))
+    }
+
+    /// Our domain's own volumes that it references are ours: recorded,
+    /// so that they stay adoptable once the domain is gone (a fleet made
+    /// before hangar kept a record gets one this way).
+    fn record_referenced(
+        &self,
+        owner: &Ownership,
+        volumes: &[(String, String)],
+    ) -> Result<(), ProviderError> {
+        let own = [
+            root_volume_name(&owner.slot, owner.generation),
+            seed_volume_name(&owner.slot, owner.generation),
+            cache_volume_name(&owner.slot),
+        ];
+        self.record_made(
+            volumes
+                .iter()
+                .filter(|(p, v)| *p == self.config.storage_pool && own.contains(v))
+                .map(|(_, v)| v.as_str()),
+        )
     }
 
     pub(super) fn observe(&self, fleet: &str) -> Result<Vec<ObservedVm>, ProviderError> {
@@ -133,6 +158,15 @@ impl Inner {
                 foreign.push(d.name);
                 continue;
             }
+            if owner.slot != d.name {
+                // hangar names a domain after its slot: this one is a copy
+                // (or a rename) whose metadata names another slot. Not
+                // ours to act on; the planner waits on the name it holds.
+                tracing::warn!(host = %self.config.name, domain = %d.name, slot = %owner.slot,
+                    "domain carries another slot's ownership (a copy?): left alone");
+                foreign.push(d.name);
+                continue;
+            }
             let guest = self.guest_stage(&d.uuid, &owner);
             out.push(ObservedVm {
                 name: d.name,
@@ -182,13 +216,16 @@ impl Inner {
         else {
             return Ok(None);
         };
-        let known = match self.cached_known(&vm.uuid) {
-            Some(k) => k,
-            None => match self.read_known(&dom, &vm.name)? {
-                Some(k) => k,
-                None => return Ok(None),
-            },
+        // Read afresh, not from the cache: every caller is about to change
+        // the domain, and a domain redefined under the same UUID (what
+        // `virsh edit` does) may no longer be ours.
+        let Some(known) = self.read_known(&dom, &vm.name)? else {
+            return Ok(None);
         };
+        self.known
+            .lock()
+            .expect("ownership cache lock")
+            .insert(vm.uuid.clone(), known.clone());
         match known {
             Known::Ours { owner, .. } if owner.slot == vm.name => Ok(Some((dom, *owner))),
             _ => Err(self.err(

@@ -66,7 +66,8 @@ impl Inner {
         })
     }
 
-    /// Delete `name` if it exists; already gone is fine.
+    /// Delete `name` if it exists; already gone is fine. The caller has
+    /// the proof that it is ours (see `made`); the record forgets it.
     pub(super) fn delete_volume(
         &self,
         pool: &StoragePool,
@@ -75,7 +76,7 @@ impl Inner {
         if let Some(vol) = self.lookup_volume(pool, name)? {
             optional(self.call(&format!("delete volume {name}"), || vol.delete(0)))?;
         }
-        Ok(())
+        self.forget_made(name)
     }
 
     /// Stream `len` bytes of `content` into `vol`, from its start.
@@ -134,7 +135,11 @@ impl Inner {
         let pool = self.pool(&conn)?;
         let partial = partial_name(name);
         if let Some(old) = self.lookup_volume(&pool, &partial)? {
+            if !self.made_here(&partial)? {
+                return Err(self.not_made_here(&partial));
+            }
             self.call(&format!("delete {partial}"), || old.delete(0))?;
+            self.forget_made(&partial)?;
         }
         Ok(self.lookup_volume(&pool, name)?.is_some())
     }
@@ -154,6 +159,7 @@ impl Inner {
         let pool = self.pool(&conn)?;
         self.pool_changed();
         let partial = partial_name(&spec.name);
+        self.record_made([partial.as_str()])?;
         let part = self.create_volume(
             &pool,
             &VolumeSpec {
@@ -171,7 +177,7 @@ impl Inner {
         let removed = self.call(&format!("delete {partial}"), || part.delete(0));
         done?;
         removed?;
-        Ok(())
+        self.forget_made(&partial)
     }
 }
 

@@ -1,0 +1,13 @@
+//! Trust boundaries (issue 17): hangar never touches what is not its own,
+//! never follows what it did not make, never runs what the fleet file
+//! names, and keeps secrets out of logs and core dumps. Each test is named
+//! after the defect it guards.
+//!
+//! The libvirt ones run against the real libvirtd at `qemu:///system`
+//! (skipped when none answers, unless `HANGAR_REQUIRE_LIBVIRTD=1`), each in
+//! a private pool with names prefixed `trust`.
+
+#[path = "trust/ownership.rs"]
+mod ownership;
+#[path = "trust/state.rs"]
+mod state;
