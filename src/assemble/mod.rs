@@ -224,7 +224,7 @@ pub async fn assemble(
         },
         provisioner: Arc::new(FleetProvisioner {
             fleet: f.clone(),
-            runner_dir: Some(state_dir.join("runner")),
+            runner_dir: Some(state_dir.join(crate::runner_dist::RUNNERS_DIR)),
         }),
         clock,
         limits: Limits {
@@ -418,8 +418,9 @@ impl Hypervisor for LazyHost {
 /// Turns the fleet file's pool settings into a guest and a VM.
 pub struct FleetProvisioner {
     pub fleet: Fleet,
-    /// Where the verified runner tarballs are kept
-    /// (`<state dir>/runner/actions-runner-linux-<arch>-<version>.tar.gz`);
+    /// Where the verified runner tarballs are kept, as
+    /// [`crate::runner_dist::RunnerDist`] stores them
+    /// (`<state dir>/runners/actions-runner-linux-<arch>-<version>.tar.gz`);
     /// `None`: none are supplied and guests download the runner.
     pub runner_dir: Option<PathBuf>,
 }
