@@ -261,6 +261,7 @@ impl Rig {
             },
             provisioner: Arc::new(FleetProvisioner {
                 fleet: fleet.fleet.clone(),
+                runner_dir: None,
             }),
             clock: Arc::new(SystemClock),
             limits: Limits {

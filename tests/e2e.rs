@@ -1,7 +1,10 @@
 //! Guest-boot proof on a real libvirtd (`qemu:///system`): one ephemeral
 //! runner guest made only from hangar's rendered user-data boots the e2e base
 //! image (tests/e2e/build-image.sh), provisions itself, "runs a job" with the
-//! JIT config it was given, and powers off, which ends the domain.
+//! JIT config it was given, and powers off, which ends the domain. The
+//! runner comes as hangar hands it over (a tarball on a read-only disk, its
+//! sha256 checked in the guest); after power-off the guest's whole root disk
+//! is searched for the JIT config, which must be gone.
 //!
 //! Drives virsh directly, not hangar's libvirt provider. Runs when
 //! HANGAR_REQUIRE_LIBVIRTD=1 (`.ci/run`), is skipped with a message
@@ -128,6 +131,28 @@ fn ephemeral_guest_provisions_runs_one_job_and_powers_off() {
     let pool_dir = dir.path().join("pool");
     std::fs::create_dir(&pool_dir).unwrap();
     let console = dir.path().join("console.log");
+    // The runner reaches the guest as hangar hands it over: a tarball on a
+    // read-only disk with serial `hangar-runner` (here the stand-in runner,
+    // packed like a release), checked by sha256 and unpacked in the guest.
+    let runner_tar = dir.path().join("runner.tar.gz");
+    let packed = Command::new("tar")
+        .args(["-czf"])
+        .arg(&runner_tar)
+        .args([
+            "-C",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/tests/e2e/runner"),
+        ])
+        .args([
+            "--mode=0755",
+            "--owner=0",
+            "--group=0",
+            "config.sh",
+            "run.sh",
+        ])
+        .status()
+        .expect("run tar");
+    assert!(packed.success(), "tar failed");
+    let runner_bytes = std::fs::read(&runner_tar).unwrap();
 
     let guest = Guest {
         hostname: name.clone(),
@@ -136,8 +161,10 @@ fn ephemeral_guest_provisions_runs_one_job_and_powers_off() {
             sudo: false,
         },
         docker: DockerSource::Preinstalled,
-        runner: RunnerInstall::Preinstalled {
-            path: base.runner_dir.clone(),
+        runner: RunnerInstall::Volume {
+            version: "2.330.0".to_string(),
+            sha256: hex::encode(Sha256::digest(&runner_bytes)),
+            size: runner_bytes.len() as u64,
         },
         work_folder: "_work".to_string(),
         labels: vec!["UMN".to_string(), "hangar-e2e".to_string()],
@@ -218,6 +245,22 @@ fn ephemeral_guest_provisions_runs_one_job_and_powers_off() {
         "seed.iso",
         seed_file.to_str().unwrap(),
     ]);
+    must(&[
+        "vol-create-as",
+        &name,
+        "runner.tar.gz",
+        &runner_bytes.len().to_string(),
+        "--format",
+        "raw",
+    ]);
+    made.volumes.push("runner.tar.gz".to_string());
+    must(&[
+        "vol-upload",
+        "--pool",
+        &name,
+        "runner.tar.gz",
+        runner_tar.to_str().unwrap(),
+    ]);
     let path = |vol: &str| must(&["vol-path", "--pool", &name, vol]);
 
     let xml = format!(
@@ -225,6 +268,7 @@ fn ephemeral_guest_provisions_runs_one_job_and_powers_off() {
   <name>{name}</name>
   <memory unit='MiB'>1536</memory>
   <vcpu>2</vcpu>
+  <cpu mode='maximum'/>
   <os>
     <type arch='x86_64' machine='pc'>hvm</type>
     <kernel>{kernel}</kernel>
@@ -237,7 +281,7 @@ fn ephemeral_guest_provisions_runs_one_job_and_powers_off() {
   <on_crash>destroy</on_crash>
   <devices>
     <disk type='file' device='disk'>
-      <driver name='qemu' type='qcow2'/>
+      <driver name='qemu' type='qcow2' discard='unmap'/>
       <source file='{root}'/>
       <target dev='vda' bus='virtio'/>
     </disk>
@@ -253,6 +297,13 @@ fn ephemeral_guest_provisions_runs_one_job_and_powers_off() {
       <target dev='vdc' bus='virtio'/>
       <readonly/>
     </disk>
+    <disk type='file' device='disk'>
+      <driver name='qemu' type='raw'/>
+      <source file='{runner}'/>
+      <target dev='vdd' bus='virtio'/>
+      <readonly/>
+      <serial>{runner_serial}</serial>
+    </disk>
     <serial type='file'>
       <source path='{console}'/>
       <target port='0'/>
@@ -267,6 +318,8 @@ fn ephemeral_guest_provisions_runs_one_job_and_powers_off() {
         root = xml_escape(&path("root.qcow2")),
         cache = xml_escape(&path("cache.raw")),
         seed = xml_escape(&path("seed.iso")),
+        runner = xml_escape(&path("runner.tar.gz")),
+        runner_serial = hangar::model::runner::RUNNER_DISK_SERIAL,
         serial = CACHE_DISK_SERIAL,
         console = xml_escape(console.to_str().unwrap()),
     );
@@ -371,11 +424,71 @@ fn ephemeral_guest_provisions_runs_one_job_and_powers_off() {
         "the guest did not end the domain; {}",
         show()
     );
+    // Powered off: the guest's whole root disk (overlay and base, as raw
+    // bytes, free blocks included) holds no copy of the JIT config. The
+    // stand-in runner keeps none in its own directory either.
+    let raw = dir.path().join("root.raw");
+    let converted = Command::new("qemu-img")
+        .args(["convert", "-O", "raw", &path("root.qcow2")])
+        .arg(&raw)
+        .status()
+        .expect("run qemu-img");
+    assert!(converted.success(), "qemu-img convert failed");
+    let hits = byte_offsets(&raw, &jit);
+    let around: Vec<String> = hits.iter().map(|at| context(&raw, at, &jit)).collect();
+    std::fs::remove_file(&raw).ok();
+    assert!(
+        hits.is_empty(),
+        "the JIT config is still on the guest's disk at byte offsets {hits:?}:\n{}",
+        around.join("\n")
+    );
     drop(made);
     assert!(
         virsh(&["dominfo", &name]).is_err(),
         "the domain is still defined after cleanup"
     );
+}
+
+/// Byte offsets of `needle` in the file at `path` (`grep -obaF`: the raw
+/// image is gigabytes).
+fn byte_offsets(path: &Path, needle: &str) -> Vec<String> {
+    let out = Command::new("grep")
+        .args(["-obaF", needle])
+        .arg(path)
+        .output()
+        .expect("run grep");
+    // grep: 0 found, 1 not found, 2 error.
+    assert!(
+        out.status.code() != Some(2),
+        "grep failed on {}",
+        path.display()
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| l.split(':').next().unwrap_or_default().to_string())
+        .collect()
+}
+
+/// The printable bytes around offset `at` of `path`, the needle masked
+/// (to tell which file held it).
+fn context(path: &Path, at: &str, needle: &str) -> String {
+    use std::io::{Read, Seek, SeekFrom};
+    let at: u64 = at.parse().unwrap_or(0);
+    let mut f = std::fs::File::open(path).unwrap();
+    f.seek(SeekFrom::Start(at.saturating_sub(600))).unwrap();
+    let mut buf = vec![0u8; 1200];
+    let n = f.read(&mut buf).unwrap_or(0);
+    let text: String = buf[..n]
+        .iter()
+        .map(|&b| {
+            if (0x20..0x7f).contains(&b) || b == b'\n' {
+                b as char
+            } else {
+                '.'
+            }
+        })
+        .collect();
+    format!("@{at}: {}", text.replace(needle, "<JIT>"))
 }
 
 fn read_log(path: &Path) -> String {

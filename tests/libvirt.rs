@@ -22,6 +22,11 @@ use hangar::secret::Secret;
 use virt::connect::Connect;
 use virt::storage_pool::StoragePool;
 
+#[path = "libvirt_cases/domain_type.rs"]
+mod domain_type;
+#[path = "libvirt_cases/runner_volume.rs"]
+mod runner_volume;
+
 const POOL: &str = "hangar-test";
 const FLEET: &str = "ci";
 
@@ -148,6 +153,8 @@ fn vm(owner: Ownership) -> VmCreate {
         owner,
         boot: None,
         network: NetworkAttachment::User,
+        cpu_model: Default::default(),
+        runner_volume: None,
     }
 }
 

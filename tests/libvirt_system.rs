@@ -54,6 +54,8 @@ fn vm(owner: Ownership) -> VmCreate {
         owner,
         boot: None,
         network: NetworkAttachment::None,
+        cpu_model: Default::default(),
+        runner_volume: None,
     }
 }
 
@@ -132,12 +134,20 @@ async fn two_vms_created_observed_replaced_and_deleted_on_real_libvirtd() {
         return;
     };
     let facts = host.facts().await.unwrap();
-    assert_eq!(
-        facts.domain_type,
-        DomainType::Qemu,
-        "{}",
-        facts.domain_type_reason
-    );
+    // `auto` here: kvm only where this machine's CPU has hardware
+    // virtualisation (on the project's machines /dev/kvm exists, vmx/svm
+    // do not, and guests would hang under kvm).
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let hw = cpuinfo
+        .lines()
+        .filter(|l| l.starts_with("flags"))
+        .any(|l| l.split_whitespace().any(|f| f == "vmx" || f == "svm"));
+    let expected = if hw && std::path::Path::new("/dev/kvm").exists() {
+        DomainType::Kvm
+    } else {
+        DomainType::Qemu
+    };
+    assert_eq!(facts.domain_type, expected, "{}", facts.domain_type_reason);
     assert!(facts.cpus > 0 && facts.memory_bytes > 0);
     assert!(facts.pool_free_bytes.unwrap() > 0);
 

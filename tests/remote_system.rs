@@ -183,6 +183,8 @@ async fn the_provider_works_over_qemu_ssh_to_a_remote_session_libvirtd() {
         owner: a.clone(),
         boot: None,
         network: NetworkAttachment::None,
+        cpu_model: Default::default(),
+        runner_volume: None,
     };
     host.create(&create).await.unwrap();
     // Again: the create already happened, nothing changes.

@@ -18,6 +18,8 @@ use crate::model::credential::RunnerCredential;
 use crate::model::host::{DirectBoot, DomainType, HostFacts};
 use crate::model::network::IsolatedNetwork;
 use crate::model::ownership::Ownership;
+use crate::model::runner::{runner_volume_name, LocalTarball, RunnerTarball};
+use crate::plan::model::RunnerVolume;
 use crate::plan::model::{DesiredSlot, Leftover, ObservedHost, ObservedVm, VmRef};
 use crate::providers::github::{self, GithubConfig, GithubRegistry};
 use crate::providers::libvirt::{HostConfig, LibvirtHost};
@@ -221,7 +223,10 @@ pub async fn assemble(
             hosts,
             registry,
         },
-        provisioner: Arc::new(FleetProvisioner { fleet: f.clone() }),
+        provisioner: Arc::new(FleetProvisioner {
+            fleet: f.clone(),
+            runner_dir: Some(state_dir.join(crate::runner_dist::RUNNERS_DIR)),
+        }),
         clock,
         limits: Limits {
             global: concurrency.global as usize,
@@ -405,6 +410,14 @@ impl Hypervisor for LazyHost {
         self.get().await?.ensure_network(network, filter).await
     }
 
+    async fn ensure_runner_volume(
+        &self,
+        volume: &str,
+        local: &crate::model::runner::LocalTarball,
+    ) -> Result<(), ProviderError> {
+        self.get().await?.ensure_runner_volume(volume, local).await
+    }
+
     async fn remove_network(&self, network: &str, filter: &str) -> Result<(), ProviderError> {
         self.get().await?.remove_network(network, filter).await
     }
@@ -417,6 +430,11 @@ impl Hypervisor for LazyHost {
 /// Turns the fleet file's pool settings into a guest and a VM.
 pub struct FleetProvisioner {
     pub fleet: Fleet,
+    /// Where the verified runner tarballs are kept, as
+    /// [`crate::runner_dist::RunnerDist`] stores them
+    /// (`<state dir>/runners/actions-runner-linux-<arch>-<version>.tar.gz`);
+    /// `None`: none are supplied and guests download the runner.
+    pub runner_dir: Option<PathBuf>,
 }
 
 impl FleetProvisioner {
@@ -448,11 +466,17 @@ pub fn guest(
     fleet: &Fleet,
     pool: &Pool,
     slot_name: &str,
+    runner: Option<&RunnerVolume>,
 ) -> Result<provision::Guest, ProvisionError> {
     let runner = match pool.runner.install() {
-        Some(crate::fleet::RunnerInstall::Download { version, sha256 }) => {
-            provision::RunnerInstall::Download { version, sha256 }
-        }
+        Some(crate::fleet::RunnerInstall::Download { version, sha256 }) => match runner {
+            Some(r) => provision::RunnerInstall::Volume {
+                version: r.local.tarball.version.clone(),
+                sha256: r.local.tarball.sha256.clone(),
+                size: r.local.tarball.size,
+            },
+            None => provision::RunnerInstall::Download { version, sha256 },
+        },
         Some(crate::fleet::RunnerInstall::Preinstalled { path }) => {
             provision::RunnerInstall::Preinstalled { path }
         }
@@ -510,6 +534,30 @@ fn direct_boot(pool: &Pool) -> Option<DirectBoot> {
 }
 
 impl Provisioner for FleetProvisioner {
+    /// A pinned `runner.version` + `runner.sha256` whose tarball is in the
+    /// runner directory: its size is the file's, its checksum the pin's (the
+    /// upload checks the file against both).
+    fn runner_volume(&self, slot: &DesiredSlot) -> Option<RunnerVolume> {
+        let dir = self.runner_dir.as_ref()?;
+        let (pool, _) = self.pool_and_host(slot).ok()?;
+        let Some(crate::fleet::RunnerInstall::Download { version, sha256 }) = pool.runner.install()
+        else {
+            return None;
+        };
+        let mut tarball = RunnerTarball {
+            version,
+            arch: "x64".into(),
+            sha256: sha256.to_ascii_lowercase(),
+            size: 0,
+        };
+        let path = dir.join(tarball.file_name());
+        tarball.size = std::fs::metadata(&path).ok()?.len();
+        Some(RunnerVolume {
+            volume: runner_volume_name(&self.fleet.metadata.name, &tarball),
+            local: LocalTarball { tarball, path },
+        })
+    }
+
     fn vm_create(
         &self,
         slot: &DesiredSlot,
@@ -517,7 +565,7 @@ impl Provisioner for FleetProvisioner {
         credential: &RunnerCredential,
     ) -> Result<VmCreate, ProvisionError> {
         let (pool, host) = self.pool_and_host(slot)?;
-        let guest = guest(&self.fleet, pool, &slot.name)?;
+        let guest = guest(&self.fleet, pool, &slot.name, slot.runner.as_ref())?;
         Ok(VmCreate {
             seed: Seed {
                 user_data: provision::user_data(&guest, credential),
@@ -526,6 +574,13 @@ impl Provisioner for FleetProvisioner {
             owner,
             boot: direct_boot(pool),
             network: host.network_attachment_in(&self.fleet.metadata.name),
+            cpu_model: pool.vm.cpu_model,
+            runner_volume: match guest.runner {
+                provision::RunnerInstall::Volume { .. } => {
+                    slot.runner.as_ref().map(|r| r.volume.clone())
+                }
+                _ => None,
+            },
         })
     }
 }
@@ -537,16 +592,19 @@ pub fn render_user_data(
     pool: &Pool,
     slot_name: &str,
 ) -> Result<String, ProvisionError> {
-    let g = guest(&fleet.fleet, pool, slot_name)?;
+    let g = guest(&fleet.fleet, pool, slot_name, None)?;
     Ok(provision::user_data_redacted(&g, pool.ephemeral))
 }
 
 /// What `hangar render` prints for a slot: the user-data with placeholders
-/// for secrets, or the domain XML of the slot's next VM.
+/// for secrets, or the domain XML of the slot's next VM. The domain type is
+/// the one the slot's host chose (`facts`, with its reason in a comment);
+/// without facts (host unreachable) the fleet file's, `auto` read as qemu.
 pub fn render(
     fleet: &LoadedFleet,
     slot: &DesiredSlot,
     domain: bool,
+    facts: Option<&HostFacts>,
 ) -> Result<String, ProvisionError> {
     let f = &fleet.fleet;
     let err = |what: &'static str| ProvisionError::NotInFile {
@@ -570,14 +628,18 @@ pub fn render(
         boot_failures: 0,
         shape: slot.vm.clone(),
     };
-    let domain_type = match host.domain_type {
-        DomainTypeSpec::Kvm => DomainType::Kvm,
-        _ if host.uri == SANDBOX_URI => DomainType::Test,
-        _ => DomainType::Qemu,
+    let (domain_type, reason) = match (facts, host.domain_type) {
+        (Some(f), _) => (f.domain_type, f.domain_type_reason.clone()),
+        (None, DomainTypeSpec::Kvm) => (DomainType::Kvm, "kvm asked for".into()),
+        (None, _) if host.uri == SANDBOX_URI => (DomainType::Test, "sandbox".into()),
+        (None, _) => (
+            DomainType::Qemu,
+            "host not reached: its kvm support is unknown".into(),
+        ),
     };
     let console: PathBuf =
         PathBuf::from("/var/log/hangar").join(crate::model::names::console_log_name(&slot.name, 1));
-    let spec = crate::providers::libvirt::xml::DomainSpec::for_vm(
+    let mut spec = crate::providers::libvirt::xml::DomainSpec::for_vm(
         domain_type,
         &host.storage_pool,
         &owner,
@@ -586,7 +648,12 @@ pub fn render(
         true,
         Some(console.display().to_string()),
     );
-    Ok(crate::model::xml::with_declaration(
-        &crate::providers::libvirt::xml::domain_xml(&spec),
-    ))
+    spec.cpu_model = pool.vm.cpu_model;
+    let xml = crate::providers::libvirt::xml::domain_xml(&spec);
+    // `--` may not appear inside an XML comment.
+    let reason = reason.replace("--", "- -");
+    Ok(crate::model::xml::with_declaration(&format!(
+        "<!-- domain type {}: {reason} -->\n{xml}",
+        format!("{domain_type:?}").to_lowercase()
+    )))
 }

@@ -471,6 +471,9 @@ pub async fn render_cmd(
         }
         .into());
     };
-    crate::out!("{}", assemble::render(&fleet, s, true)?);
+    crate::out!(
+        "{}",
+        assemble::render(&fleet, s, true, snapshot.known_facts().get(&s.host))?
+    );
     Ok(ExitStatus::Ok)
 }

@@ -112,7 +112,18 @@ pub fn human(doc: &StatusView) -> String {
             ]),
         };
     }
-    out.push_str(&format!("{h}\n\n"));
+    out.push_str(&format!("{h}\n"));
+    for host in &doc.hosts {
+        if let Some(f) = &host.facts {
+            out.push_str(&format!(
+                "{}: {} ({})\n",
+                host.host,
+                format!("{:?}", f.domain_type).to_lowercase(),
+                f.domain_type_reason
+            ));
+        }
+    }
+    out.push('\n');
     out.push_str(&match (&doc.github_error, &doc.rate_limit) {
         (Some(e), _) => format!("GitHub {}: unreachable: {}\n", doc.github_scope, e.message),
         (None, Some(r)) => format!(

@@ -253,6 +253,8 @@ impl LoadedFleet {
                     runner_group: pool.runner_group.clone(),
                     vm,
                     spec_hash,
+                    // Supplied by the engine (the tarball source).
+                    runner: None,
                 }
             })
             .collect();
@@ -329,6 +331,9 @@ struct HashInput<'a> {
     ephemeral: bool,
     network: NetworkAttachment,
     domain_type: DomainTypeSpec,
+    /// Only when not the default, so existing slots keep their hash.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cpu_model: Option<crate::model::host::CpuModel>,
     storage_pool: &'a str,
 }
 
@@ -394,6 +399,7 @@ pub fn spec_hash(pool: &Pool, host: &Host, vm: &VmShape) -> SpecHash {
         ephemeral: pool.ephemeral,
         network: host.network_attachment(),
         domain_type: host.domain_type,
+        cpu_model: (pool.vm.cpu_model != Default::default()).then_some(pool.vm.cpu_model),
         storage_pool: &host.storage_pool,
     };
     let json = serde_json::to_vec(&input).expect("hash input serializes");

@@ -322,6 +322,12 @@ pub struct VmSpec {
     /// Boot a kernel directly instead of the image's boot loader.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub boot: Option<BootSpec>,
+    /// The CPU a guest sees under kvm: `host-passthrough` (the host's CPU,
+    /// the default) or `host-model` (libvirt's nearest named model, for
+    /// VMs that migrate between hosts). Under qemu emulation the guest gets
+    /// qemu's `max` model whatever this says.
+    #[serde(default)]
+    pub cpu_model: crate::model::host::CpuModel,
     /// Foreign architectures the VM can run through qemu-user emulation
     /// (binfmt_misc), e.g. for multi-architecture Docker builds.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

@@ -1,6 +1,7 @@
 //! What hangar knows about a host and how a VM attaches to it.
 
-use serde::Serialize;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 
 /// Which libvirt domain type a host runs its VMs with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -10,6 +11,20 @@ pub enum DomainType {
     Qemu,
     /// libvirt's test driver (the sandbox and fast tests).
     Test,
+}
+
+/// The CPU a kvm guest sees (fleet file `vm.cpuModel`). Under qemu
+/// emulation the guest always gets TCG's `max` model (libvirt's
+/// `maximum` mode): every feature qemu can emulate.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum CpuModel {
+    /// The host's CPU exactly (fastest; a VM cannot move to another CPU).
+    #[default]
+    HostPassthrough,
+    /// libvirt's closest named model to the host's CPU, plus its extra
+    /// features (for users who migrate VMs between hosts).
+    HostModel,
 }
 
 /// A host's capacity, read once per pass.

@@ -16,7 +16,7 @@ pub mod xml;
 
 pub use credential::RunnerCredential;
 pub use guest::GuestStage;
-pub use host::{DirectBoot, DomainType, HostFacts, NetworkAttachment};
+pub use host::{CpuModel, DirectBoot, DomainType, HostFacts, NetworkAttachment};
 pub use names::{ownership_label, parse_slot_name, slot_name};
 pub use network::{IsolatedNetwork, Subnet};
 pub use ownership::{Ownership, OwnershipError, SpecHash, VmShape};

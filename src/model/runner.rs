@@ -9,8 +9,14 @@ use std::path::PathBuf;
 
 use chrono::{DateTime, Duration, Utc};
 
+/// Serial of the read-only runner disk: the guest finds it at
+/// `/dev/disk/by-id/virtio-hangar-runner`.
+pub const RUNNER_DISK_SERIAL: &str = "hangar-runner";
+
 /// One runner tarball, `actions-runner-linux-<arch>-<version>.tar.gz`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub struct RunnerTarball {
     /// `2.331.0`.
     pub version: String,
@@ -50,10 +56,32 @@ pub fn default_labels(arch: &str) -> [String; 3] {
 }
 
 /// A tarball on hangar's machine whose SHA-256 was checked.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub struct LocalTarball {
     pub tarball: RunnerTarball,
     pub path: PathBuf,
+}
+
+/// The fleet's volume holding `tarball` on a host:
+/// `<fleet>-runner-<version>-<arch>.tar.gz`. A version has dots and a slot
+/// index none, so no slot volume (`<fleet>-<pool>-<index>-…`) reads as one.
+pub fn runner_volume_name(fleet: &str, tarball: &RunnerTarball) -> String {
+    format!("{fleet}-runner-{}-{}.tar.gz", tarball.version, tarball.arch)
+}
+
+/// `(version, arch)` of a fleet's runner volume name, `None` for any other
+/// name.
+pub fn parse_runner_volume<'a>(fleet: &str, name: &'a str) -> Option<(&'a str, &'a str)> {
+    let rest = name
+        .strip_prefix(fleet)?
+        .strip_prefix("-runner-")?
+        .strip_suffix(".tar.gz")?;
+    let (version, arch) = rest.rsplit_once('-')?;
+    let version_ok = version.contains('.') && RunnerVersion::parse(version).is_some();
+    (version_ok && !version.starts_with('v') && matches!(arch, "x64" | "arm64" | "arm"))
+        .then_some((version, arch))
 }
 
 /// A runner release number, `MAJOR.MINOR.PATCH`.
@@ -170,6 +198,29 @@ pub fn version_verdict(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn runner_volume_names_round_trip_and_slot_volumes_are_not_runner_volumes() {
+        let t = RunnerTarball {
+            version: "2.330.0".into(),
+            arch: "x64".into(),
+            sha256: "0".repeat(64),
+            size: 1,
+        };
+        let name = runner_volume_name("ci", &t);
+        assert_eq!(name, "ci-runner-2.330.0-x64.tar.gz");
+        assert_eq!(parse_runner_volume("ci", &name), Some(("2.330.0", "x64")));
+        assert_eq!(parse_runner_volume("other", &name), None);
+        for not_ours in [
+            "ci-runner-0-cache.qcow2",
+            "ci-runner-0-g1-root.qcow2",
+            "ci-runner-2-x64.tar.gz",
+            "ci-runner-2.330.0-riscv.tar.gz",
+            "ci-runner-2.330.0-x64.tar.gz.partial",
+        ] {
+            assert_eq!(parse_runner_volume("ci", not_ours), None, "{not_ours}");
+        }
+    }
 
     fn at(day: &str) -> DateTime<Utc> {
         format!("{day}T12:00:00Z").parse().unwrap()

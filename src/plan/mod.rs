@@ -9,4 +9,6 @@ pub use planner::{destroy, plan};
 #[cfg(test)]
 mod proptests;
 #[cfg(test)]
+mod runner_tests;
+#[cfg(test)]
 mod tests;

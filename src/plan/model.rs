@@ -89,6 +89,18 @@ pub struct DesiredSlot {
     pub runner_group: String,
     pub vm: VmShape,
     pub spec_hash: SpecHash,
+    /// The runner tarball the VM installs from a read-only volume (`None`:
+    /// preinstalled in the image, or no tarball supplied).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runner: Option<RunnerVolume>,
+}
+
+/// A runner tarball and the fleet's volume that holds it on a host.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct RunnerVolume {
+    /// [`crate::model::runner::runner_volume_name`].
+    pub volume: String,
+    pub local: crate::model::runner::LocalTarball,
 }
 
 /// Lifecycle state of a domain, as libvirt reports it.
@@ -289,6 +301,9 @@ pub struct ObservedHost {
     pub network: Option<NetworkSeen>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub leftovers: Vec<Leftover>,
+    /// The fleet's runner volumes present on the host.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub runner_volumes: Vec<String>,
 }
 
 /// The world as observed at the start of a pass.
@@ -471,6 +486,9 @@ pub enum Action {
         network: String,
         filter: String,
     },
+    /// Upload a runner tarball into the fleet's read-only volume on a host,
+    /// before the VMs there that install it are created.
+    EnsureRunnerVolume { host: String, runner: RunnerVolume },
     /// Remove a volume or console log of the fleet that nothing uses.
     RemoveLeftover { host: String, leftover: Leftover },
     /// Nothing is done this pass.
@@ -503,6 +521,7 @@ impl Action {
             | Action::Replace { vm, .. }
             | Action::Delete { vm, .. } => Some(&vm.host),
             Action::EnsureNetwork { host, .. }
+            | Action::EnsureRunnerVolume { host, .. }
             | Action::RemoveNetwork { host, .. }
             | Action::RemoveLeftover { host, .. } => Some(host),
             Action::RemoveRunner { .. } | Action::Wait { .. } => None,
@@ -521,6 +540,7 @@ impl Action {
             Action::EnsureNetwork { network, .. } | Action::RemoveNetwork { network, .. } => {
                 network
             }
+            Action::EnsureRunnerVolume { runner, .. } => &runner.volume,
             // A log goes before the create that would write it again; a
             // volume of another generation is its own subject, so that one
             // refused removal holds up nothing else.

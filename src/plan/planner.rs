@@ -40,7 +40,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 use super::model::{
     Action, CreateReason, DeleteReason, Desired, DesiredSlot, ErrorKind, Failure, FieldChange,
     Leftover, Observation, Observed, ObservedRunner, ObservedVm, Plan, Policy, RemoveRunnerReason,
-    ReplaceReason, RunnerStatus, VmState, WaitReason,
+    ReplaceReason, RunnerStatus, RunnerVolume, VmState, WaitReason,
 };
 
 use super::model::BOOT_CAP_FACTOR;
@@ -152,6 +152,28 @@ fn host_actions(
                     filter: net.filter.clone(),
                 });
             }
+        }
+        // The runner tarballs this pass's creates here install, each
+        // uploaded once before them.
+        let mut runners: Vec<&RunnerVolume> = actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Create { slot, .. } | Action::Replace { slot, .. }
+                    if &slot.host == host =>
+                {
+                    slot.runner.as_ref()
+                }
+                _ => None,
+            })
+            .filter(|r| !state.runner_volumes.contains(&r.volume))
+            .collect();
+        runners.sort();
+        runners.dedup();
+        for r in runners {
+            extra.push(Action::EnsureRunnerVolume {
+                host: host.clone(),
+                runner: r.clone(),
+            });
         }
         for l in state.leftovers.iter().filter(|l| ours(l.slot())) {
             if let Leftover::Volume {
@@ -808,7 +830,7 @@ pub fn shape_changes(from: &VmShape, to: &VmShape) -> Vec<FieldChange> {
 /// and old VMs go before the VM that reuses their name.
 fn kind_rank(action: &Action) -> u8 {
     match action {
-        Action::EnsureNetwork { .. } => 0,
+        Action::EnsureNetwork { .. } | Action::EnsureRunnerVolume { .. } => 0,
         Action::RemoveRunner { .. } => 1,
         Action::Delete { .. } => 2,
         Action::RemoveLeftover { .. } => 3,

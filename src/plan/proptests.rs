@@ -327,6 +327,11 @@ fn apply(desired: &Desired, observed: &Observed, plan: &Plan) -> Observed {
                 remove_runner(&mut world, runner);
             }
             Action::RemoveRunner { runner, .. } => remove_runner(&mut world, &Some(runner.clone())),
+            Action::EnsureRunnerVolume { host, runner } => {
+                if let Some(s) = world.host_state.get_mut(host) {
+                    s.runner_volumes.push(runner.volume.clone());
+                }
+            }
             Action::EnsureNetwork { host, .. } | Action::RemoveNetwork { host, .. } => {
                 let present = matches!(action, Action::EnsureNetwork { .. });
                 if let Some(n) = world
@@ -483,6 +488,7 @@ fn check_safety(observed: &Observed, plan: &Plan, forced: bool) -> Result<(), Te
             Action::Create { .. }
             | Action::Wait { .. }
             | Action::EnsureNetwork { .. }
+            | Action::EnsureRunnerVolume { .. }
             | Action::RemoveNetwork { .. }
             | Action::RemoveLeftover { .. } => {}
         }

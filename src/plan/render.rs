@@ -59,6 +59,7 @@ fn marker(action: &Action) -> (char, &'static str, &'static str) {
         Action::RemoveSeed { .. } => ('-', "unseed", RED),
         Action::RemoveRunner { .. } => ('-', "remove", RED),
         Action::EnsureNetwork { .. } => ('+', "network", GREEN),
+        Action::EnsureRunnerVolume { .. } => ('+', "runner", GREEN),
         Action::RemoveNetwork { .. } => ('-', "network", RED),
         Action::RemoveLeftover { .. } => ('-', "remove", RED),
         Action::Wait { .. } => ('=', "wait", ""),
@@ -135,6 +136,13 @@ fn describe(action: &Action) -> String {
             network,
             filter,
         } => format!("{network} on {host} (and filter {filter}: no VM of the fleet left)"),
+        Action::EnsureRunnerVolume { host, runner } => format!(
+            "volume {} on {host} (runner {} {}, {}, read-only)",
+            runner.volume,
+            runner.local.tarball.version,
+            runner.local.tarball.arch,
+            crate::model::units::bytes(runner.local.tarball.size)
+        ),
         Action::RemoveLeftover { host, leftover } => match leftover {
             Leftover::Volume { name, .. } => format!("volume {name} on {host} (no domain uses it)"),
             Leftover::ConsoleLog { name, .. } => {
@@ -222,6 +230,11 @@ fn summary(plan: &Plan) -> String {
             count(|a| matches!(a, Action::EnsureNetwork { .. })),
             "network to ensure",
             "networks to ensure",
+        ),
+        (
+            count(|a| matches!(a, Action::EnsureRunnerVolume { .. })),
+            "runner volume to upload",
+            "runner volumes to upload",
         ),
         (
             count(|a| matches!(a, Action::RemoveNetwork { .. })),

@@ -43,6 +43,7 @@ pub(super) fn slot(pool: &str, index: u32, host: &str) -> DesiredSlot {
         runner_group: "Default".into(),
         vm: shape(),
         spec_hash: SpecHash("s1".into()),
+        runner: None,
     }
 }
 

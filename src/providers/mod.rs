@@ -75,6 +75,11 @@ pub struct VmCreate {
     pub owner: Ownership,
     pub boot: Option<DirectBoot>,
     pub network: NetworkAttachment,
+    /// The guest CPU under kvm (`vm.cpuModel`).
+    pub cpu_model: crate::model::host::CpuModel,
+    /// The fleet's runner volume attached read-only (made before by
+    /// `EnsureRunnerVolume`), if the guest installs the runner from it.
+    pub runner_volume: Option<String>,
     pub seed: Seed,
 }
 
@@ -135,6 +140,21 @@ pub trait Hypervisor: Send + Sync {
             self.host(),
             ErrorKind::Refused,
             format!("network {network}: this host has no isolated network to ensure"),
+        ))
+    }
+
+    /// Make the read-only volume `volume` hold the runner tarball `local`
+    /// (uploaded once; kept while its size matches). Idempotent.
+    async fn ensure_runner_volume(
+        &self,
+        volume: &str,
+        local: &crate::model::runner::LocalTarball,
+    ) -> Result<(), ProviderError> {
+        let _ = local;
+        Err(ProviderError::new(
+            self.host(),
+            ErrorKind::Refused,
+            format!("runner volume {volume}: this host takes no runner volumes"),
         ))
     }
 

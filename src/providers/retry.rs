@@ -270,6 +270,21 @@ impl<H: Hypervisor + ?Sized> Hypervisor for Retrying<H> {
         .await
     }
 
+    async fn ensure_runner_volume(
+        &self,
+        volume: &str,
+        local: &crate::model::runner::LocalTarball,
+    ) -> Result<(), ProviderError> {
+        self.retry(
+            self.host(),
+            "ensure runner volume",
+            Call::Change,
+            any,
+            || self.inner.ensure_runner_volume(volume, local),
+        )
+        .await
+    }
+
     async fn remove_network(&self, network: &str, filter: &str) -> Result<(), ProviderError> {
         self.retry(self.host(), "remove network", Call::Change, any, || {
             self.inner.remove_network(network, filter)

@@ -20,6 +20,9 @@ use crate::secret::Secret;
 pub const CACHE_DISK_SERIAL: &str = "hangar-cache";
 /// Where the guest finds the cache disk: by serial, not by device order.
 pub const CACHE_DEVICE: &str = "/dev/disk/by-id/virtio-hangar-cache";
+/// Where the guest finds the read-only runner disk
+/// ([`crate::model::runner::RUNNER_DISK_SERIAL`]).
+pub const RUNNER_DEVICE: &str = "/dev/disk/by-id/virtio-hangar-runner";
 /// Every console marker starts with this.
 pub const MARKER_PREFIX: &str = "hangar: ";
 
@@ -68,6 +71,15 @@ pub enum RunnerInstall {
     /// (of the linux tarball for the guest's architecture), unpacked in the
     /// user's home (`~/actions-runner`).
     Download { version: String, sha256: String },
+    /// The release's tarball on the read-only runner disk (serial
+    /// `hangar-runner`): `size` bytes from its start, checked against
+    /// `sha256` before they are unpacked into `~/actions-runner`. Nothing in
+    /// the guest downloads the runner.
+    Volume {
+        version: String,
+        sha256: String,
+        size: u64,
+    },
     /// A runner directory already in the image.
     Preinstalled { path: String },
 }
@@ -207,6 +219,7 @@ const SCRIPTS: &[(&str, &str)] = &[
     ("runner-start", include_str!("guest/runner-start")),
     ("runner-run", include_str!("guest/runner-run")),
     ("runner-exited", include_str!("guest/runner-exited")),
+    ("scrub-secrets", include_str!("guest/scrub-secrets")),
     ("provision.sh", include_str!("guest/provision.sh")),
 ];
 
@@ -319,7 +332,9 @@ fn render(guest: &Guest, credential: &Credential<'_>) -> String {
 
 fn runner_dir(guest: &Guest) -> String {
     match &guest.runner {
-        RunnerInstall::Download { .. } => format!("/home/{}/actions-runner", guest.user.name),
+        RunnerInstall::Download { .. } | RunnerInstall::Volume { .. } => {
+            format!("/home/{}/actions-runner", guest.user.name)
+        }
         RunnerInstall::Preinstalled { path } => path.clone(),
     }
 }
@@ -327,11 +342,21 @@ fn runner_dir(guest: &Guest) -> String {
 /// `/etc/hangar/guest.env`: the settings the guest scripts source. No secret
 /// goes here (the file is world-readable); values are single-quoted for sh.
 fn guest_env(guest: &Guest, credential: &Credential<'_>) -> String {
-    let (install, version, sha256) = match &guest.runner {
+    let (install, version, sha256, size) = match &guest.runner {
         RunnerInstall::Download { version, sha256 } => {
-            ("download", version.as_str(), sha256.as_str())
+            ("download", version.as_str(), sha256.as_str(), String::new())
         }
-        RunnerInstall::Preinstalled { .. } => ("preinstalled", "", ""),
+        RunnerInstall::Volume {
+            version,
+            sha256,
+            size,
+        } => (
+            "volume",
+            version.as_str(),
+            sha256.as_str(),
+            size.to_string(),
+        ),
+        RunnerInstall::Preinstalled { .. } => ("preinstalled", "", "", String::new()),
     };
     let (kind, url) = match credential {
         Credential::Jit { .. } => ("jit", ""),
@@ -343,7 +368,7 @@ fn guest_env(guest: &Guest, credential: &Credential<'_>) -> String {
         DockerSource::Preinstalled => "preinstalled",
     };
     let cache = guest.cache.as_ref();
-    let vars: [(&str, String); 17] = [
+    let vars: [(&str, String); 19] = [
         ("HANGAR_NAME", guest.hostname.clone()),
         ("HANGAR_USER", guest.user.name.clone()),
         ("HANGAR_LABELS", guest.labels.join(",")),
@@ -357,6 +382,8 @@ fn guest_env(guest: &Guest, credential: &Credential<'_>) -> String {
         ("HANGAR_RUNNER_INSTALL", install.to_string()),
         ("HANGAR_RUNNER_VERSION", version.to_string()),
         ("HANGAR_RUNNER_SHA256", sha256.to_string()),
+        ("HANGAR_RUNNER_SIZE", size),
+        ("HANGAR_RUNNER_DEVICE", RUNNER_DEVICE.to_string()),
         ("HANGAR_RUNNER_DIR", runner_dir(guest)),
         ("HANGAR_CREDENTIAL", kind.to_string()),
         ("HANGAR_RUNNER_URL", url.to_string()),
@@ -419,21 +446,21 @@ fn runner_unit(guest: &Guest, credential: &Credential<'_>) -> String {
          User={user}\n\
          ExecStartPre=+{SCRIPT_DIR}/runner-start\n\
          ExecStart={SCRIPT_DIR}/runner-run\n\
+         ExecStartPost=+{SCRIPT_DIR}/scrub-secrets\n\
          ExecStopPost=+{SCRIPT_DIR}/runner-exited\n\
          KillMode=process\n\
          KillSignal=SIGTERM\n\
          TimeoutStopSec=5min\n\
-         StandardOutput=journal+console\n\
-         StandardError=journal+console\n",
+         StandardOutput=tty\n\
+         StandardError=tty\n\
+         TTYPath=/dev/console\n",
         user = guest.user.name
     ));
     if jit {
         // systemd copies the root-only file into a credential only this
-        // service can read; the file itself goes once the runner started.
-        unit.push_str(&format!(
-            "LoadCredential=jitconfig:{JIT_CONFIG_FILE}\n\
-             ExecStartPost=+/bin/rm -f {JIT_CONFIG_FILE}\n"
-        ));
+        // service can read; the file itself goes once the runner started
+        // (`scrub-secrets`).
+        unit.push_str(&format!("LoadCredential=jitconfig:{JIT_CONFIG_FILE}\n"));
     }
     if !one_job {
         unit.push_str("Restart=always\nRestartSec=10\n\n[Install]\nWantedBy=multi-user.target\n");

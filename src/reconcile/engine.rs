@@ -75,7 +75,10 @@ impl Engine {
     /// Observe, resolve and plan; changes nothing.
     pub async fn plan(&self, fleet: &LoadedFleet) -> Result<(Snapshot, Desired, Plan), Error> {
         let snapshot = self.world.observe(self.clock.as_ref()).await;
-        let desired = fleet.resolve(&snapshot.known_facts(), &snapshot.placement())?;
+        let mut desired = fleet.resolve(&snapshot.known_facts(), &snapshot.placement())?;
+        for slot in &mut desired.slots {
+            slot.runner = self.provisioner.runner_volume(slot);
+        }
         let plan = plan::plan(&desired, &snapshot.observed, snapshot.taken_at);
         Ok((snapshot, desired, plan))
     }

@@ -147,7 +147,12 @@ pub async fn execute(ex: &Execution<'_>, plan: &Plan) -> Report {
     let ensures: Vec<&Action> = plan
         .actions
         .iter()
-        .filter(|a| matches!(a, Action::EnsureNetwork { .. }))
+        .filter(|a| {
+            matches!(
+                a,
+                Action::EnsureNetwork { .. } | Action::EnsureRunnerVolume { .. }
+            )
+        })
         .collect();
     let mut outcomes: Vec<ActionOutcome> = join_all(
         ensures
@@ -170,7 +175,9 @@ pub async fn execute(ex: &Execution<'_>, plan: &Plan) -> Report {
     for action in plan.actions.iter().filter(|a| {
         !matches!(
             a,
-            Action::EnsureNetwork { .. } | Action::RemoveNetwork { .. }
+            Action::EnsureNetwork { .. }
+                | Action::EnsureRunnerVolume { .. }
+                | Action::RemoveNetwork { .. }
         )
     }) {
         let i = *index.entry(action.subject()).or_insert_with(|| {
@@ -345,6 +352,13 @@ async fn run(ex: &Execution<'_>, action: &Action, token: &OnceCell<Secret<String
         } => match hypervisor(ex, host) {
             Ok(hv) => hv
                 .ensure_network(network, filter)
+                .await
+                .map_err(Failure::from),
+            Err(e) => Err(e),
+        },
+        Action::EnsureRunnerVolume { host, runner } => match hypervisor(ex, host) {
+            Ok(hv) => hv
+                .ensure_runner_volume(&runner.volume, &runner.local)
                 .await
                 .map_err(Failure::from),
             Err(e) => Err(e),

@@ -97,6 +97,13 @@ pub trait Provisioner: Send + Sync {
         owner: Ownership,
         credential: &RunnerCredential,
     ) -> Result<VmCreate, ProvisionError>;
+
+    /// The runner tarball `slot`'s VM installs from a read-only volume, if
+    /// one is supplied (see `assemble::FleetProvisioner`).
+    fn runner_volume(&self, slot: &DesiredSlot) -> Option<crate::plan::model::RunnerVolume> {
+        let _ = slot;
+        None
+    }
 }
 
 /// The outside world of one fleet, as the engine sees it.

@@ -282,6 +282,16 @@ impl Hypervisor for SandboxHost {
         self.saving(r).await
     }
 
+    async fn ensure_runner_volume(
+        &self,
+        volume: &str,
+        local: &crate::model::runner::LocalTarball,
+    ) -> Result<(), ProviderError> {
+        let _change = self.changes.lock().await;
+        let r = self.libvirt().ensure_runner_volume(volume, local).await;
+        self.saving(r).await
+    }
+
     async fn remove_network(&self, network: &str, filter: &str) -> Result<(), ProviderError> {
         let _change = self.changes.lock().await;
         let r = self.libvirt().remove_network(network, filter).await;

@@ -353,6 +353,7 @@ async fn s09_libvirtd_restarted_mid_pass() {
         },
         provisioner: Arc::new(FleetProvisioner {
             fleet: fleet.fleet.clone(),
+            runner_dir: None,
         }),
         clock: Arc::new(SystemClock),
         limits: Limits::default(),
@@ -427,6 +428,7 @@ async fn s09_libvirtd_restarted_mid_pass() {
         fleet = hangar::fleet::load_str("fleet.yaml", &real_yaml(count)).unwrap();
         engine.provisioner = Arc::new(FleetProvisioner {
             fleet: fleet.fleet.clone(),
+            runner_dir: None,
         });
         *restarting.hook.restart_before.lock().unwrap() = Some(op);
         let (passes, failed) = converge(&engine, &fleet, &cancel, &play).await;

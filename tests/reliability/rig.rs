@@ -282,6 +282,7 @@ impl Rig {
             },
             provisioner: Arc::new(FleetProvisioner {
                 fleet: fleet.fleet.clone(),
+                runner_dir: None,
             }),
             clock: Arc::new(TokioClock::starting_at(
                 Utc.with_ymd_and_hms(2030, 1, 1, 0, 0, 0).unwrap(),
@@ -308,6 +309,7 @@ impl Rig {
         self.fleet = fleet::load_str("fleet.yaml", yaml).unwrap_or_else(|e| panic!("{e}"));
         self.engine.provisioner = Arc::new(FleetProvisioner {
             fleet: self.fleet.fleet.clone(),
+            runner_dir: None,
         });
     }
 

@@ -234,6 +234,7 @@ impl RigWiring {
             },
             provisioner: Arc::new(FleetProvisioner {
                 fleet: fleet.fleet.clone(),
+                runner_dir: None,
             }),
             clock: self.clock.clone(),
             limits: Limits::default(),
@@ -316,6 +317,7 @@ impl Rig {
         self.fleet = load(yaml);
         self.engine.provisioner = Arc::new(FleetProvisioner {
             fleet: self.fleet.fleet.clone(),
+            runner_dir: None,
         });
     }
 

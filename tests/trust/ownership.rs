@@ -174,6 +174,8 @@ fn vm(owner: Ownership) -> VmCreate {
         owner,
         boot: None,
         network: NetworkAttachment::None,
+        cpu_model: Default::default(),
+        runner_volume: None,
     }
 }
 

@@ -116,6 +116,18 @@ impl Inner {
             Some(console.display().to_string()),
         );
         spec.uuid = uuid;
+        spec.cpu_model = vm.cpu_model;
+        if let Some(volume) = &vm.runner_volume {
+            // Refused here rather than at start: the plan ensures it first.
+            if self.lookup_volume(&pool, volume)?.is_none() {
+                return Err(self.err(
+                    ErrorKind::Refused,
+                    format!("runner volume {volume} is not in the pool: ensure it before creating {slot}"),
+                ));
+            }
+            spec.disks
+                .push(super::runner_disk(&self.config.storage_pool, volume));
+        }
         let text = domain_xml(&spec);
         let dom = self.call(&format!("define domain {slot}"), || {
             conn.define_domain_xml(&text)

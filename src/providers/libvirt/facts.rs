@@ -37,12 +37,10 @@ pub struct DomainTypeChoice {
     pub reason: String,
 }
 
-/// Decide the domain type on a fresh connection to `config`'s host.
-///
-/// The test driver always uses `test`. Otherwise `kvm` only when asked for
-/// (and offered by the host's capabilities); when not asked, `qemu`:
-/// `/dev/kvm` may open and guests still hang right after the kernel starts
-/// on this project's machines, so kvm is never assumed.
+/// Decide the domain type on a fresh connection to `config`'s host: the
+/// driver, the capabilities and the host CPU's full feature list (one
+/// `virConnectBaselineCPU` with expanded features, since a CPU model such
+/// as `EPYC` carries `svm` inside it), read once per connection.
 pub(super) fn decide_domain_type(
     conn: &Connect,
     config: &HostConfig,
@@ -61,33 +59,75 @@ pub(super) fn decide_domain_type(
             ))),
         };
     }
+    if config.domain_type == Some(DomainType::Test) {
+        return Err(refuse(format!(
+            "domain type test needs the test driver, {} is not",
+            config.uri
+        )));
+    }
     let caps = conn
         .capabilities()
         .map_err(|e| map_error(name, "read capabilities", &e))?;
-    let types = capability_domain_types(&caps).map_err(|e| refuse(format!("capabilities: {e}")))?;
+    // Without the expansion (an old libvirt, a CPU it cannot name) the
+    // features the capabilities list by name still count.
+    let expanded = host_cpu_xml(&caps).and_then(|cpu| {
+        conn.baseline_cpu(
+            &[cpu.as_str()],
+            virt::sys::VIR_CONNECT_BASELINE_CPU_EXPAND_FEATURES,
+        )
+        .ok()
+    });
+    choose_domain_type(&caps, expanded.as_deref(), config.domain_type).map_err(refuse)
+}
+
+/// The domain type for a qemu host, from its capabilities XML and
+/// (optionally) the host CPU with expanded features, as
+/// `virConnectBaselineCPU` returns it; `asked` is the fleet file's
+/// `domainType` (`None`: auto). Pure, so fixtures can test it.
+///
+/// `auto` is kvm only when the capabilities offer a kvm domain *and* the
+/// host CPU has hardware virtualisation (`vmx` or `svm`): a `/dev/kvm` on a
+/// CPU without them (some nested or CI machines) hangs guests.
+pub fn choose_domain_type(
+    caps_xml: &str,
+    expanded_cpu_xml: Option<&str>,
+    asked: Option<DomainType>,
+) -> Result<DomainTypeChoice, String> {
+    let types = capability_domain_types(caps_xml).map_err(|e| format!("capabilities: {e}"))?;
     let has_kvm = types.iter().any(|t| t == "kvm");
-    match config.domain_type {
-        Some(DomainType::Kvm) if has_kvm => {
-            Ok(choice(DomainType::Kvm, "kvm asked for in the host config"))
-        }
-        Some(DomainType::Kvm) => Err(refuse(
-            "kvm asked for, but the host's capabilities offer no kvm domain".into(),
-        )),
-        Some(DomainType::Qemu) => Ok(choice(
+    let mut features = host_cpu_features(caps_xml)?;
+    if let Some(cpu) = expanded_cpu_xml {
+        features.extend(cpu_features(&tree::parse(cpu)?));
+    }
+    let hw = features.iter().find(|f| *f == "vmx" || *f == "svm");
+    match (asked, has_kvm, hw) {
+        (Some(DomainType::Test), ..) => Err("domain type test needs the test driver".into()),
+        (Some(DomainType::Qemu), ..) => Ok(choice(
             DomainType::Qemu,
             "qemu (software emulation) asked for in the host config",
         )),
-        Some(DomainType::Test) => Err(refuse(format!(
-            "domain type test needs the test driver, {} is not",
-            config.uri
-        ))),
-        None if has_kvm => Ok(choice(
-            DomainType::Qemu,
-            "auto: kvm is offered but not proven to boot guests here \
-             (guests were seen to hang under kvm on this kind of machine); \
-             using qemu software emulation, set the domain type to kvm to use it",
+        (Some(DomainType::Kvm), false, _) => {
+            Err("kvm asked for, but the host's capabilities offer no kvm domain".into())
+        }
+        (Some(DomainType::Kvm), true, Some(f)) => Ok(choice(
+            DomainType::Kvm,
+            &format!("kvm asked for in the host config (host CPU has {f})"),
         )),
-        None => Ok(choice(
+        (Some(DomainType::Kvm), true, None) => Ok(choice(
+            DomainType::Kvm,
+            "kvm asked for in the host config; the host CPU shows no vmx/svm, \
+             guests may hang (set domainType: qemu if they do)",
+        )),
+        (None, true, Some(f)) => Ok(choice(
+            DomainType::Kvm,
+            &format!("auto: the host offers kvm and its CPU has {f}"),
+        )),
+        (None, true, None) => Ok(choice(
+            DomainType::Qemu,
+            "auto: the host offers a kvm domain but its CPU shows no hardware \
+             virtualisation (no vmx/svm); using qemu software emulation",
+        )),
+        (None, false, _) => Ok(choice(
             DomainType::Qemu,
             "auto: the host offers no kvm; using qemu software emulation",
         )),
@@ -99,6 +139,30 @@ fn choice(domain_type: DomainType, reason: &str) -> DomainTypeChoice {
         domain_type,
         reason: reason.to_string(),
     }
+}
+
+/// The `<cpu>` of the capabilities' `<host>`, as XML (for the baseline).
+fn host_cpu_xml(caps_xml: &str) -> Option<String> {
+    let root = tree::parse(caps_xml).ok()?;
+    Some(root.child("host")?.child("cpu")?.to_xml())
+}
+
+/// Feature names the capabilities list on the host CPU.
+fn host_cpu_features(caps_xml: &str) -> Result<Vec<String>, String> {
+    let root = tree::parse(caps_xml).map_err(|e| format!("capabilities: {e}"))?;
+    Ok(root
+        .child("host")
+        .and_then(|h| h.child("cpu"))
+        .map(cpu_features)
+        .unwrap_or_default())
+}
+
+/// Names of a `<cpu>`'s features that are present (not `disable`d).
+fn cpu_features(cpu: &tree::Element) -> Vec<String> {
+    cpu.children_named("feature")
+        .filter(|f| !matches!(f.attr("policy"), Some("disable" | "forbid")))
+        .filter_map(|f| f.attr("name").map(str::to_string))
+        .collect()
 }
 
 /// The domain types the host's capabilities offer for x86_64 (or any arch

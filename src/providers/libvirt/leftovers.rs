@@ -14,6 +14,7 @@ use virt::connect::Connect;
 use super::isolation::{self, addresses::host_addresses};
 use super::{Inner, LibvirtHost};
 use crate::model::names::parse_slot_name;
+use crate::model::runner::parse_runner_volume;
 use crate::plan::model::{Leftover, NetworkSeen, ObservedHost, ObservedVm};
 use crate::providers::{ErrorKind, ProviderError};
 
@@ -36,6 +37,12 @@ fn generation_volume(name: &str) -> Option<(&str, u64)> {
         .or_else(|| name.strip_suffix("-seed.iso"))?;
     let (slot, generation) = stem.rsplit_once("-g")?;
     Some((slot, generation.parse().ok()?))
+}
+
+/// Some fleet's runner volume (`<fleet>-runner-<version>-<arch>.tar.gz`).
+fn is_runner_volume(name: &str) -> bool {
+    name.split_once("-runner-")
+        .is_some_and(|(fleet, _)| parse_runner_volume(fleet, name).is_some())
 }
 
 /// `<slot>-g<N>.console.log` → (slot, N).
@@ -80,6 +87,10 @@ impl Inner {
             // Only what hangar made is a leftover: a name is not ownership.
             let made = self.made_in_pool()?;
             for name in self.generation_volumes(conn)? {
+                if parse_runner_volume(fleet, &name).is_some() {
+                    state.runner_volumes.push(name);
+                    continue;
+                }
                 let Some((slot, generation)) = generation_volume(&name) else {
                     continue;
                 };
@@ -147,7 +158,7 @@ impl Inner {
                 .is_some_and(|u| u == net.filter_uuid()))
     }
 
-    /// The pool's root and seed volume names, listed again only after our
+    /// The pool's root, seed and runner volume names, listed again only after our
     /// own change of the pool or when the last listing is old.
     fn generation_volumes(&self, conn: &Connect) -> Result<Vec<String>, ProviderError> {
         if let Some(l) = self.volumes.lock().expect("volume cache lock").as_ref() {
@@ -159,7 +170,7 @@ impl Inner {
         let names: Vec<String> = self
             .call("list volumes", || pool.list_volumes())?
             .into_iter()
-            .filter(|n| generation_volume(n).is_some())
+            .filter(|n| generation_volume(n).is_some() || is_runner_volume(n))
             .collect();
         *self.volumes.lock().expect("volume cache lock") = Some(ListedVolumes {
             names: names.clone(),

@@ -37,6 +37,7 @@ mod leftovers;
 mod listing;
 mod made;
 mod observe;
+mod runner_volume;
 mod seed;
 pub mod survey;
 pub mod test_node;
@@ -61,6 +62,8 @@ use crate::plan::model::{Leftover, ObservedHost, ObservedVm, VmRef};
 
 pub use self::connection::uri_is_local;
 pub use self::connection::REMOTE_CALL_TIMEOUT;
+pub use self::facts::{choose_domain_type, DomainTypeChoice};
+pub use self::runner_volume::runner_disk;
 pub use self::xml::{domain_xml, volume_xml};
 
 /// Where serial console logs go on a host unless configured otherwise.
@@ -161,6 +164,12 @@ impl LibvirtHost {
         let local = uri_is_local(&config.uri);
         let conn = connection::open(&config, "connect to")?;
         let choice = facts::decide_domain_type(&conn, &config)?;
+        tracing::info!(
+            host = %config.name,
+            domain_type = ?choice.domain_type,
+            reason = %choice.reason,
+            "domain type chosen"
+        );
         let made = made::MadeVolumes::new(config.volume_record.clone());
         let identity = facts::read_identity(&conn, &config)?;
         Ok(LibvirtHost {
@@ -290,6 +299,14 @@ impl Hypervisor for LibvirtHost {
 
     fn host_state(&self) -> ObservedHost {
         self.last_host_state()
+    }
+
+    async fn ensure_runner_volume(
+        &self,
+        volume: &str,
+        local: &crate::model::runner::LocalTarball,
+    ) -> Result<(), ProviderError> {
+        self.upload_runner_volume(volume, local).await
     }
 
     async fn ensure_network(&self, network: &str, filter: &str) -> Result<(), ProviderError> {

@@ -118,6 +118,23 @@ case "$HANGAR_RUNNER_INSTALL" in
     rm -f "$tarball"
     "$HANGAR_RUNNER_DIR/bin/installdependencies.sh"
     ;;
+  volume)
+    # The tarball hangar verified, on the read-only runner disk: its first
+    # HANGAR_RUNNER_SIZE bytes, checked again before anything is unpacked.
+    for _ in $(seq 1 30); do
+      [ -e "$HANGAR_RUNNER_DEVICE" ] && break
+      sleep 1
+    done
+    tarball=$(mktemp)
+    head -c "$HANGAR_RUNNER_SIZE" "$HANGAR_RUNNER_DEVICE" > "$tarball"
+    echo "$HANGAR_RUNNER_SHA256  $tarball" | sha256sum --check --quiet
+    mkdir -p "$HANGAR_RUNNER_DIR"
+    tar -xzf "$tarball" -C "$HANGAR_RUNNER_DIR"
+    rm -f "$tarball"
+    if [ -x "$HANGAR_RUNNER_DIR/bin/installdependencies.sh" ]; then
+      "$HANGAR_RUNNER_DIR/bin/installdependencies.sh"
+    fi
+    ;;
   preinstalled)
     ;;
 esac
@@ -148,7 +165,7 @@ case "$HANGAR_CREDENTIAL" in
       --labels "$HANGAR_LABELS" --runnergroup "$HANGAR_RUNNER_GROUP" --work "$HANGAR_WORK" \
       --replace --disableupdate "${ephemeral[@]}")
     unset token
-    rm -f /etc/hangar/registration-token
+    shred --zero --remove /etc/hangar/registration-token
     ;;
 esac
 systemctl daemon-reload

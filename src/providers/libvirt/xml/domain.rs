@@ -7,7 +7,7 @@ use quick_xml::events::BytesText;
 use quick_xml::Writer;
 
 use super::volume::VolumeFormat;
-use crate::model::host::{DirectBoot, DomainType, NetworkAttachment};
+use crate::model::host::{CpuModel, DirectBoot, DomainType, NetworkAttachment};
 use crate::model::names::{
     cache_volume_name, root_volume_name, seed_volume_name, CACHE_DISK_SERIAL, SEED_DISK_SERIAL,
 };
@@ -35,6 +35,8 @@ pub struct DiskSpec {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DomainSpec {
     pub domain_type: DomainType,
+    /// Used under kvm; qemu guests get the `maximum` mode, test ones none.
+    pub cpu_model: CpuModel,
     pub name: String,
     /// Carried forward when redefining an existing domain of ours.
     pub uuid: Option<String>,
@@ -82,6 +84,7 @@ impl DomainSpec {
         }
         DomainSpec {
             domain_type,
+            cpu_model: CpuModel::default(),
             name: owner.slot.clone(),
             uuid: None,
             owner: owner.clone(),
@@ -137,6 +140,7 @@ fn write_domain(w: &mut Xw, spec: &DomainSpec) -> io::Result<()> {
             w.create_element("vcpu")
                 .with_attribute(("placement", "static"))
                 .write_text_content(BytesText::new(&spec.owner.shape.cpus.to_string()))?;
+            write_cpu(w, spec.domain_type, spec.cpu_model)?;
             w.create_element("os").write_inner_content(|w| {
                 let ty = w.create_element("type");
                 // The test driver only knows i686; qemu/kvm guests are x86_64.
@@ -198,15 +202,37 @@ fn write_domain(w: &mut Xw, spec: &DomainSpec) -> io::Result<()> {
     Ok(())
 }
 
+/// The guest's CPU: without a `<cpu>` element qemu gives `qemu64`, not
+/// even x86-64-v2.
+fn write_cpu(w: &mut Xw, domain_type: DomainType, model: CpuModel) -> io::Result<()> {
+    let mode = match (domain_type, model) {
+        (DomainType::Test, _) => return Ok(()),
+        (DomainType::Qemu, _) => "maximum",
+        (DomainType::Kvm, CpuModel::HostPassthrough) => "host-passthrough",
+        (DomainType::Kvm, CpuModel::HostModel) => "host-model",
+    };
+    w.create_element("cpu")
+        .with_attribute(("mode", mode))
+        .write_empty()?;
+    Ok(())
+}
+
 fn write_disk(w: &mut Xw, disk: &DiskSpec) -> io::Result<()> {
     w.create_element("disk")
         .with_attribute(("type", "volume"))
         .with_attribute(("device", "disk"))
         .write_inner_content(|w| {
-            w.create_element("driver")
+            let driver = w
+                .create_element("driver")
                 .with_attribute(("name", "qemu"))
-                .with_attribute(("type", disk.format.as_str()))
-                .write_empty()?;
+                .with_attribute(("type", disk.format.as_str()));
+            // A guest's discards free the volume's space (and the bytes:
+            // the guest trims what it scrubbed, see `scrub-secrets`).
+            if disk.readonly {
+                driver.write_empty()?;
+            } else {
+                driver.with_attribute(("discard", "unmap")).write_empty()?;
+            }
             w.create_element("source")
                 .with_attribute(("pool", disk.pool.as_str()))
                 .with_attribute(("volume", disk.volume.as_str()))
