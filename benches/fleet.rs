@@ -363,6 +363,7 @@ impl Rig {
             "ensure_network",
             "remove_network",
             "remove_leftover",
+            "ensure_runner_volume",
         ]) {
             by_kind.insert(name, self.hosts.iter().map(|h| h.hook.count(*op)).sum());
         }

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use super::{CacheUsage, Hypervisor, ProviderError, VmCreate};
+use crate::model::runner::LocalTarball;
 use crate::model::HostFacts;
 use crate::plan::model::{Leftover, ObservedHost, ObservedVm, VmRef};
 
@@ -30,10 +31,11 @@ pub enum HvOp {
     EnsureNetwork,
     RemoveNetwork,
     RemoveLeftover,
+    EnsureRunnerVolume,
 }
 
 impl HvOp {
-    pub const ALL: [HvOp; 10] = [
+    pub const ALL: [HvOp; 11] = [
         HvOp::Facts,
         HvOp::Observe,
         HvOp::Create,
@@ -44,6 +46,7 @@ impl HvOp {
         HvOp::EnsureNetwork,
         HvOp::RemoveNetwork,
         HvOp::RemoveLeftover,
+        HvOp::EnsureRunnerVolume,
     ];
 
     /// Whether the call changes the world (a read only looks).
@@ -56,15 +59,32 @@ impl HvOp {
 #[derive(Debug, Clone, Copy)]
 pub enum HvCall<'a> {
     Facts,
-    Observe { fleet: &'a str },
+    Observe {
+        fleet: &'a str,
+    },
     Create(&'a VmCreate),
     Start(&'a VmRef),
-    Delete { vm: &'a VmRef, remove_cache: bool },
+    Delete {
+        vm: &'a VmRef,
+        remove_cache: bool,
+    },
     RemoveSeed(&'a VmRef),
-    CacheUsage { fleet: &'a str },
-    EnsureNetwork { network: &'a str, filter: &'a str },
-    RemoveNetwork { network: &'a str, filter: &'a str },
+    CacheUsage {
+        fleet: &'a str,
+    },
+    EnsureNetwork {
+        network: &'a str,
+        filter: &'a str,
+    },
+    RemoveNetwork {
+        network: &'a str,
+        filter: &'a str,
+    },
     RemoveLeftover(&'a Leftover),
+    EnsureRunnerVolume {
+        volume: &'a str,
+        local: &'a LocalTarball,
+    },
 }
 
 impl HvCall<'_> {
@@ -80,6 +100,7 @@ impl HvCall<'_> {
             HvCall::EnsureNetwork { .. } => HvOp::EnsureNetwork,
             HvCall::RemoveNetwork { .. } => HvOp::RemoveNetwork,
             HvCall::RemoveLeftover(_) => HvOp::RemoveLeftover,
+            HvCall::EnsureRunnerVolume { .. } => HvOp::EnsureRunnerVolume,
         }
     }
 
@@ -203,6 +224,18 @@ impl<H: Hypervisor + ?Sized, K: Hook> Hypervisor for Hooked<H, K> {
         self.around(
             HvCall::RemoveLeftover(leftover),
             self.inner.remove_leftover(leftover),
+        )
+        .await
+    }
+
+    async fn ensure_runner_volume(
+        &self,
+        volume: &str,
+        local: &LocalTarball,
+    ) -> Result<(), ProviderError> {
+        self.around(
+            HvCall::EnsureRunnerVolume { volume, local },
+            self.inner.ensure_runner_volume(volume, local),
         )
         .await
     }
