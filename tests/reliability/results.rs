@@ -146,21 +146,43 @@ fn render(run: &Run) {
 }
 
 const FUZZ_NOTE: &str = "
-## Fuzzing the fleet parser
+## Trust boundaries (issue 17)
+
+Checked by `tests/trust.rs` (`HANGAR_REQUIRE_LIBVIRTD=1 cargo test --test trust`;
+the libvirt rows against the real libvirtd), one test per defect, each named
+after it; every one failed on the code before the fix.
+
+| # | scenario | outcome | test |
+|---|---|---|---|
+| 1 | one libvirtd listed twice | helper `remote` (host identity) | — |
+| 2 | foreign `…-g1-seed.iso`, `…-g7-seed.iso`, plain `…-cache.qcow2` made before the first apply | never leftovers, never deleted or attached: a volume is ours only if our domain uses it or hangar's record (`<fleet>.<host>.volumes.json`, written before the volume is made) names it; the create that would reuse one is refused naming it | `defect_02_foreign_volumes_named_like_ours_are_never_deleted_or_adopted` |
+| 3 | our domain redefined without metadata, same UUID, under a daemon that cached it | ownership re-read right before acting: the delete is refused, the domain and its volumes stay | `defect_03_a_domain_redefined_without_our_metadata_is_not_deleted` |
+| 4 | a copy of our domain (new UUID) named like slot 1, metadata naming slot 0 | foreign: not one of the fleet's VMs; slot 1 waits (`DomainNameTaken`), no failing create | `defect_04_a_copy_naming_another_slot_is_foreign_so_the_slot_waits` |
+| 5 | symlinks planted as `<fleet>.lock`, the offline memory's and the simulator's temp files, `sandbox/<host>.xml`; a state dir mode 0777 | nothing written through a link (`O_NOFOLLOW`, temp files `O_EXCL` with a random name); the sandbox link refused before libvirt reads it, its target never quoted; the open dir refused, saying why | `defect_05_*` (5 tests) |
+| 6 | a save that fails (4 times) | no `*.tmp` left: the temp file is removed on any failure | `defect_06_failed_save_leaves_no_temporary_file` |
+| 7 | `qemu+ext://…?command=`, `qemu+ssh://…?command=`, `netcat=`, `socket=` | `validate` exits 2 at the `uri` line unless the host sets `allowUnsafeUri: true` | `defect_07_host_uris_that_run_programs_are_refused_unless_allowed` |
+| 8 | `vm.image` a host file outside pools, through a symlink in an allowed dir, with `..` | refused (exit 2 for `..`; at create for the rest, naming `imageDirs`); a file inside `imageDirs` works | `defect_08_*` (2 tests) |
+| 9 | `cache.mountPath` with a newline or a space, `preinstalled` with `;`, `workFolder` with `$(…)`, a label with a quote | `validate` exits 2 at the field's line | `defect_09_values_written_into_guest_files_keep_their_syntax` |
+| 10–12 | FIFO and `/dev/zero` as the fleet file, signals, destroy beside the daemon | fixed before this issue's branch (`src/files/fleet.rs`; signals: `tests/engine.rs` `issue_17_item_11_sigterm_ends_a_daemon_that_waits_out_a_rate_limit` and `apply_ends_when_its_wait_ends_or_the_stop_signal_comes`; `destroy` refuses beside the daemon) | — |
+| 13 | `apiUrl: http://user:PASSWORD@…` at `-vvv` | refused at its line with the snippet masked; every log line redacted anyway (userinfo, token-like query parameters, GitHub tokens) by `src/logging.rs` | `defect_13_*` (2 tests) |
+| 14 | core dumps of a running hangar | `RLIMIT_CORE` 0 and not dumpable unless `HANGAR_ALLOW_CORE_DUMPS=1` | `defect_14_core_dumps_are_off_unless_asked_for` |
+| 15 | a token file mode 0644 | a warning on every run, as ssh warns (not refused) | `defect_15_a_token_file_others_can_read_is_warned_about` |
+
+## Fuzzing
 
 `fuzz/` is a `cargo fuzz` crate of its own (not part of the workspace
-build). Its target `fleet` feeds arbitrary bytes to `hangar::fleet::load_str`
-and checks that every error is located (a line and a column inside the
-input) and that nothing panics. With a nightly toolchain and
-`cargo install cargo-fuzz` (0.13.2 installs from crates.io on this kind of
-machine), a bounded run is:
+build) with two targets. `fleet` feeds arbitrary bytes to
+`hangar::fleet::load_str` and checks that nothing panics, that every error
+names a line inside the input, and that its snippet points at that line.
+Lines are counted as YAML and editors count them: `\\n`, `\\r\\n` and a bare
+`\\r` each end a line (`hangar::fleet::error::line_of`); the snippet is
+rendered from the text with bare `\\r` shown as a line break. `state` feeds
+arbitrary bytes to the readers of the state files hangar reads back
+(offline and stage memory, the lock's pid, the simulator's state) and checks
+that none panics.
 
-    cd fuzz && cargo +nightly fuzz run fleet -- -max_total_time=300
-
-The fuzz run is not part of this suite (its sanitizer build of every
-dependency takes longer than the whole suite on two cores).
-
-Its seed corpus is `fuzz/corpus/fleet/` (the example fleets and the
-malformed files of `tests/fixtures/fleet/bad/`); crashes land in
-`fuzz/artifacts/fleet/`.
+`.ci/fuzz` runs each target for `FUZZ_SECONDS` (90) on nightly Rust,
+installing cargo-fuzz if absent, with the corpus cached in
+`/var/cache/hangar-ci/fuzz/<target>` (seeded from `fuzz/corpus/<target>/`);
+crashes land in `fuzz/artifacts/<target>/`.
 ";

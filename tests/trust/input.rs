@@ -6,6 +6,25 @@ use std::process::Command;
 /// A valid fleet file with `host` as its one host's extra lines, `vm` as
 /// the pool's extra vm lines and `pool` as the pool's extra lines.
 fn fleet(api_url: &str, host: &str, image: &str, pool: &str) -> String {
+    fleet_file(
+        api_url,
+        "tokenEnv: GITHUB_TOKEN",
+        "qemu:///system",
+        host,
+        image,
+        pool,
+    )
+}
+
+/// The fleet file of these tests: one host, one pool of one VM.
+pub(crate) fn fleet_file(
+    api_url: &str,
+    auth: &str,
+    uri: &str,
+    host: &str,
+    image: &str,
+    pool: &str,
+) -> String {
     format!(
         "apiVersion: hangar/v1
 kind: Fleet
@@ -16,10 +35,10 @@ spec:
     repository: o/r
     apiUrl: {api_url}
     auth:
-      tokenEnv: GITHUB_TOKEN
+      {auth}
   hosts:
     - name: h1
-      uri: qemu:///system
+      uri: {uri}
 {host}  pools:
     - name: p
       count: 1
@@ -168,4 +187,21 @@ fn defect_13_credentials_in_urls_are_refused_and_never_echoed() {
         "credentials",
     );
     assert!(!err.contains("PASSWORD"), "{err}");
+}
+
+#[test]
+fn bare_carriage_returns_end_lines_in_errors_and_snippets_alike() {
+    // Old Mac line ends: YAML and editors count each `\r` as a line break.
+    let yaml = ok_fleet().replace("cpus: 1", "cpus: 0").replace('\n', "\r");
+    let (code, err) = validate(&yaml);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("fleet.yaml:19:15: spec.pools[0].vm.cpus"),
+        "{err}"
+    );
+    let snippet_line = err
+        .lines()
+        .find(|l| l.contains("19 │"))
+        .unwrap_or_else(|| panic!("no line 19 in the snippet: {err}"));
+    assert!(snippet_line.contains("cpus: 0"), "{err}");
 }

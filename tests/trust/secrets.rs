@@ -9,31 +9,7 @@ use std::time::{Duration, Instant};
 const PASSWORD: &str = "PASSWORD-4d1b9c";
 
 fn fleet(api_url: &str, auth: &str) -> String {
-    format!(
-        "apiVersion: hangar/v1
-kind: Fleet
-metadata:
-  name: t
-spec:
-  github:
-    repository: o/r
-    apiUrl: {api_url}
-    auth:
-      {auth}
-  hosts:
-    - name: h1
-      uri: sandbox
-  pools:
-    - name: p
-      count: 1
-      labels: [L]
-      vm:
-        cpus: 1
-        memory: 1GiB
-        disk: 10GiB
-        image: base.qcow2
-"
-    )
+    super::input::fleet_file(api_url, auth, "sandbox", "", "base.qcow2", "")
 }
 
 /// `hangar ARGS… -f fleet.yaml` in a private state dir: (exit, stderr).
