@@ -11,6 +11,8 @@
 mod input;
 #[path = "trust/ownership.rs"]
 mod ownership;
+#[path = "kit/virsh.rs"]
+mod virsh;
 #[path = "trust/secrets.rs"]
 mod secrets;
 #[path = "trust/state.rs"]

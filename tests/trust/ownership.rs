@@ -3,7 +3,6 @@
 //! create.
 
 use std::path::PathBuf;
-use std::process::Command;
 
 use chrono::Utc;
 use hangar::model::host::NetworkAttachment;
@@ -14,26 +13,8 @@ use hangar::providers::libvirt::{HostConfig, LibvirtHost};
 use hangar::providers::{ErrorKind, Hypervisor, Seed, VmCreate};
 use hangar::secret::Secret;
 
-const URI: &str = "qemu:///system";
+use super::virsh::{self as kit, virsh, SYSTEM as URI};
 const MIB: u64 = 1 << 20;
-
-fn virsh(args: &[&str]) -> Result<String, String> {
-    let out = Command::new("virsh")
-        .arg("-c")
-        .arg(URI)
-        .args(args)
-        .output()
-        .map_err(|e| format!("virsh: {e}"))?;
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    } else {
-        Err(format!(
-            "virsh {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
-    }
-}
 
 /// A private pool (with an empty `base.qcow2`) on the real daemon, removed
 /// with every domain named after the fleet on drop.
@@ -45,33 +26,14 @@ struct Rig {
 
 impl Drop for Rig {
     fn drop(&mut self) {
-        if let Ok(names) = virsh(&["list", "--all", "--name"]) {
-            for name in names.lines().filter(|n| n.starts_with(&self.fleet)) {
-                let _ = virsh(&["destroy", name]);
-                let _ = virsh(&["undefine", name]);
-            }
-        }
-        if let Ok(vols) = virsh(&["vol-list", &self.pool]) {
-            for vol in vols
-                .lines()
-                .skip(2)
-                .filter_map(|l| l.split_whitespace().next())
-            {
-                let _ = virsh(&["vol-delete", vol, "--pool", &self.pool]);
-            }
-        }
-        let _ = virsh(&["pool-destroy", &self.pool]);
-        let _ = virsh(&["pool-undefine", &self.pool]);
+        kit::remove_domains(&self.fleet);
+        kit::remove_pool(&self.pool);
     }
 }
 
 impl Rig {
     fn new() -> Option<Rig> {
-        if let Err(why) = virsh(&["version"]) {
-            if std::env::var("HANGAR_REQUIRE_LIBVIRTD").as_deref() == Ok("1") {
-                panic!("libvirtd is required (HANGAR_REQUIRE_LIBVIRTD=1) but unreachable: {why}");
-            }
-            eprintln!("SKIPPED: no libvirtd at {URI}: {why}");
+        if !kit::usable() {
             return None;
         }
         let id = format!(
@@ -105,15 +67,7 @@ impl Rig {
     }
 
     fn volumes(&self) -> Vec<String> {
-        virsh(&["pool-refresh", &self.pool]).unwrap();
-        let mut v: Vec<String> = virsh(&["vol-list", &self.pool])
-            .unwrap()
-            .lines()
-            .skip(2)
-            .filter_map(|l| l.split_whitespace().next().map(str::to_string))
-            .collect();
-        v.sort();
-        v
+        kit::volumes(&self.pool)
     }
 
     fn record(&self) -> PathBuf {
