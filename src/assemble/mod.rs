@@ -319,6 +319,8 @@ pub struct LazyHost {
     config: HostConfig,
     isolation: Option<IsolatedNetwork>,
     host: Mutex<Option<Arc<LibvirtHost>>>,
+    /// The deadline of a remote host's connect and calls.
+    call_timeout: Duration,
 }
 
 impl LazyHost {
@@ -327,7 +329,14 @@ impl LazyHost {
             config,
             isolation,
             host: Mutex::new(None),
+            call_timeout: crate::providers::libvirt::REMOTE_CALL_TIMEOUT,
         }
+    }
+
+    /// A remote host's deadline other than the default (the bench).
+    pub fn with_call_timeout(mut self, limit: Duration) -> Self {
+        self.call_timeout = limit;
+        self
     }
 
     pub async fn get(&self) -> Result<Arc<LibvirtHost>, ProviderError> {

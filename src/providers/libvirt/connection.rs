@@ -13,9 +13,11 @@
 //! a host that stops answering fails its calls in that time instead of
 //! holding up the pass for the other hosts, and while the stuck call has
 //! not returned, further calls fail at once (no second thread is parked on
-//! it). The pass treats the host as unobserved.
+//! it). These failures are not retried within the pass (retrying would
+//! multiply the wait); the pass treats the host as unobserved and the next
+//! pass looks again.
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Once};
 use std::time::{Duration, Instant};
 
@@ -98,20 +100,28 @@ impl LibvirtHost {
     {
         let inner = self.inner.clone();
         let limit = *inner.call_timeout.lock().expect("deadline lock");
-        if let Some(since) = *inner.stuck_since.lock().expect("deadline lock") {
-            return Err(inner.err(
-                ErrorKind::Transient,
-                format!(
-                    "not answering: a libvirt call has waited {}s",
-                    since.elapsed().as_secs()
-                ),
-            ));
+        {
+            let mut stuck = inner.stuck.lock().expect("deadline lock");
+            match stuck.as_ref() {
+                Some((_, done)) if done.load(Ordering::Acquire) => *stuck = None,
+                Some((since, _)) => {
+                    return Err(inner.err(
+                        ErrorKind::Refused,
+                        format!(
+                            "not answering: a libvirt call has waited {}s",
+                            since.elapsed().as_secs()
+                        ),
+                    ))
+                }
+                None => {}
+            }
         }
+        let done = Arc::new(AtomicBool::new(false));
         let task = tokio::task::spawn_blocking({
-            let inner = inner.clone();
+            let (inner, done) = (inner.clone(), done.clone());
             move || {
                 let r = f(&inner);
-                *inner.stuck_since.lock().expect("deadline lock") = None;
+                done.store(true, Ordering::Release);
                 r
             }
         });
@@ -120,10 +130,10 @@ impl LibvirtHost {
             Some(limit) => match tokio::time::timeout(limit, task).await {
                 Ok(joined) => joined,
                 Err(_) => {
-                    *inner.stuck_since.lock().expect("deadline lock") =
-                        Some(Instant::now() - limit);
+                    *inner.stuck.lock().expect("deadline lock") =
+                        Some((Instant::now() - limit, done));
                     return Err(inner.err(
-                        ErrorKind::Transient,
+                        ErrorKind::Refused,
                         format!("not answering: no reply within {}s", limit.as_secs()),
                     ));
                 }

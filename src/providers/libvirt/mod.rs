@@ -140,10 +140,11 @@ struct Inner {
     /// Set when a reconnect reached another libvirtd under this name: the
     /// next facts read reports the host as gone for that pass.
     identity_changed: Mutex<Option<String>>,
-    /// See `connection`: the deadline of each call, and since when a call
-    /// past it has not returned.
+    /// See `connection`: the deadline of each call, and the call past it
+    /// (since when, and whether it has returned since).
     call_timeout: Mutex<Option<std::time::Duration>>,
-    stuck_since: Mutex<Option<std::time::Instant>>,
+    #[allow(clippy::type_complexity)]
+    stuck: Mutex<Option<(std::time::Instant, Arc<std::sync::atomic::AtomicBool>)>>,
 }
 
 impl LibvirtHost {
@@ -193,7 +194,7 @@ impl LibvirtHost {
                 identity: Mutex::new(identity),
                 identity_changed: Mutex::new(None),
                 call_timeout: Mutex::new((!local).then_some(connection::REMOTE_CALL_TIMEOUT)),
-                stuck_since: Mutex::new(None),
+                stuck: Mutex::new(None),
             }),
         })
     }
