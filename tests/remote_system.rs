@@ -19,6 +19,10 @@ use hangar::providers::libvirt::{HostConfig, LibvirtHost};
 use hangar::providers::{Hypervisor, Seed, VmCreate};
 use hangar::secret::Secret;
 
+#[path = "kit/virsh.rs"]
+mod kit;
+use kit::virsh_at as virsh;
+
 const URI_FILE: &str = "/var/lib/hangar-ci/remote/uri";
 const POOL: &str = "hangar-ci";
 const CONSOLES: &str = "/var/lib/hangar-remote/consoles";
@@ -26,24 +30,6 @@ const MIB: u64 = 1 << 20;
 
 /// One test at a time on the remote daemon: one of them stops it.
 static REMOTE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-fn virsh(uri: &str, args: &[&str]) -> Result<String, String> {
-    let out = Command::new("virsh")
-        .arg("-c")
-        .arg(uri)
-        .args(args)
-        .output()
-        .map_err(|e| format!("virsh: {e}"))?;
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    } else {
-        Err(format!(
-            "virsh {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
-    }
-}
 
 /// The remote host's URI, or `None` (after saying why) when it is not
 /// running here and not required.
