@@ -11,9 +11,9 @@
 mod input;
 #[path = "trust/ownership.rs"]
 mod ownership;
-#[path = "kit/virsh.rs"]
-mod virsh;
 #[path = "trust/secrets.rs"]
 mod secrets;
 #[path = "trust/state.rs"]
 mod state;
+#[path = "kit/virsh.rs"]
+mod virsh;
