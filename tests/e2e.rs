@@ -11,16 +11,16 @@
 //! otherwise. Needs root (the image build and qemu:///system).
 
 use std::collections::BTreeMap;
-use std::io::Cursor;
 use std::path::Path;
 use std::process::Command;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hangar::model::credential::RunnerCredential;
+use hangar::providers::libvirt::seed::seed_iso;
+use hangar::providers::Seed;
 use hangar::provision::{
-    meta_data, user_data, DockerSource, Guest, GuestCache, GuestUser, RunnerInstall,
-    CACHE_DISK_SERIAL,
+    credential_file, meta_data, user_data, DockerSource, Guest, GuestCache, GuestUser,
+    RunnerInstall, CACHE_DISK_SERIAL,
 };
 use hangar::secret::Secret;
 use sha2::{Digest, Sha256};
@@ -65,43 +65,6 @@ impl Drop for Made {
             }
         }
     }
-}
-
-/// A NoCloud seed: ISO 9660 labelled CIDATA with Rock Ridge names, built in
-/// memory with hadris-iso (as hangar's provider does).
-fn seed_iso(user_data: &str, meta_data: &str) -> Vec<u8> {
-    use hadris_iso::read::PathSeparator;
-    use hadris_iso::write::options::{CreationFeatures, IsoFormatOptions};
-    use hadris_iso::write::{File, InputFiles, IsoImageWriter};
-
-    let files = InputFiles {
-        path_separator: PathSeparator::ForwardSlash,
-        files: vec![
-            File::File {
-                name: Arc::new("user-data".to_string()),
-                contents: user_data.as_bytes().to_vec(),
-            },
-            File::File {
-                name: Arc::new("meta-data".to_string()),
-                contents: meta_data.as_bytes().to_vec(),
-            },
-        ],
-    };
-    let options = IsoFormatOptions {
-        volume_name: "CIDATA".to_string(),
-        system_id: None,
-        volume_set_id: None,
-        publisher_id: None,
-        preparer_id: None,
-        application_id: None,
-        sector_size: 2048,
-        features: CreationFeatures::rock_ridge(),
-        path_separator: PathSeparator::ForwardSlash,
-        strict_charset: false,
-    };
-    IsoImageWriter::create(Cursor::new(Vec::new()), files, options)
-        .expect("seed ISO builds")
-        .into_inner()
 }
 
 fn xml_escape(s: &str) -> String {
@@ -184,10 +147,12 @@ fn ephemeral_guest_provisions_runs_one_job_and_powers_off() {
         runner_id: 1,
         config: Secret::new(jit.clone()),
     };
-    let seed = seed_iso(
-        user_data(&guest, &credential).expose(),
-        &meta_data(&name, 1),
-    );
+    let seed = seed_iso(&Seed {
+        user_data: user_data(&guest, &credential),
+        meta_data: meta_data(&name, 1),
+        credential: credential_file(&credential),
+    })
+    .expect("build the seed image");
     let seed_file = dir.path().join("seed.iso");
     std::fs::write(&seed_file, &seed).unwrap();
 
@@ -296,6 +261,7 @@ fn ephemeral_guest_provisions_runs_one_job_and_powers_off() {
       <source file='{seed}'/>
       <target dev='vdc' bus='virtio'/>
       <readonly/>
+      <serial>{seed_serial}</serial>
     </disk>
     <disk type='file' device='disk'>
       <driver name='qemu' type='raw'/>
@@ -321,6 +287,7 @@ fn ephemeral_guest_provisions_runs_one_job_and_powers_off() {
         runner = xml_escape(&path("runner.tar.gz")),
         runner_serial = hangar::model::runner::RUNNER_DISK_SERIAL,
         serial = CACHE_DISK_SERIAL,
+        seed_serial = hangar::model::names::SEED_DISK_SERIAL,
         console = xml_escape(console.to_str().unwrap()),
     );
     let xml_file = dir.path().join("domain.xml");

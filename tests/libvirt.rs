@@ -147,8 +147,9 @@ fn owner(index: u32, generation: u64, cache: Option<u64>) -> Ownership {
 fn vm(owner: Ownership) -> VmCreate {
     VmCreate {
         seed: Seed {
-            user_data: Secret::new("#cloud-config\n# token: ghs_canary_secret\n".to_string()),
+            user_data: "#cloud-config\n".to_string(),
             meta_data: format!("instance-id: {}-g{}\n", owner.slot, owner.generation),
+            credential: Secret::new("ghs_canary_secret".to_string()),
         },
         owner,
         boot: None,

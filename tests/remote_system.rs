@@ -163,8 +163,9 @@ async fn the_provider_works_over_qemu_ssh_to_a_remote_session_libvirtd() {
     let a = owner(&fleet, &base, 0);
     let create = VmCreate {
         seed: Seed {
-            user_data: Secret::new("#cloud-config\n# token: ghs_canary_secret\n".into()),
+            user_data: "#cloud-config\n".into(),
             meta_data: format!("instance-id: {}-g1\n", a.slot),
+            credential: Secret::new("ghs_canary_secret".into()),
         },
         owner: a.clone(),
         boot: None,

@@ -579,6 +579,7 @@ impl Provisioner for FleetProvisioner {
             seed: Seed {
                 user_data: provision::user_data(&guest, credential),
                 meta_data: provision::meta_data(&slot.name, owner.generation),
+                credential: provision::credential_file(credential),
             },
             owner,
             boot: direct_boot(pool),

@@ -31,8 +31,14 @@ pub fn parse_slot_name<'a>(fleet: &str, name: &'a str) -> Option<(&'a str, u32)>
 /// Serial of the cache disk: the guest finds it at
 /// `/dev/disk/by-id/virtio-hangar-cache`.
 pub const CACHE_DISK_SERIAL: &str = "hangar-cache";
-/// Serial of the NoCloud seed disk.
+/// Serial of the NoCloud seed disk: the guest finds it at
+/// `/dev/disk/by-id/virtio-hangar-seed`.
 pub const SEED_DISK_SERIAL: &str = "hangar-seed";
+/// The file on the seed disk, beside `user-data` and `meta-data`, that holds
+/// the runner's credential (a JIT config or a registration token). cloud-init
+/// never reads it, so none of cloud-init's copies of the user-data on the
+/// root disk carries a secret; the guest copies it to a tmpfs.
+pub const SEED_CREDENTIAL_FILE: &str = "hangar-credential";
 
 /// Root overlay of one VM generation.
 pub fn root_volume_name(slot: &str, generation: u64) -> String {

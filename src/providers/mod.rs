@@ -57,14 +57,17 @@ impl From<&ProviderError> for Failure {
     }
 }
 
-/// The NoCloud seed: what cloud-init reads on first boot.
+/// The NoCloud seed: what cloud-init reads on first boot, and the runner's
+/// credential beside it.
 #[derive(Debug, Clone)]
 pub struct Seed {
-    /// `#cloud-config` user-data; carries the JIT config or registration
-    /// token, so it is a secret as a whole.
-    pub user_data: Secret<String>,
+    /// `#cloud-config` user-data. It carries no secret.
+    pub user_data: String,
     /// `instance-id` = VM name + generation, and `local-hostname`.
     pub meta_data: String,
+    /// The JIT config or registration token, as the seed's
+    /// [`SEED_CREDENTIAL_FILE`](crate::model::names::SEED_CREDENTIAL_FILE).
+    pub credential: Secret<String>,
 }
 
 /// Everything needed to make one VM generation. Idempotent: a half-done

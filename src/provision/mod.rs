@@ -14,6 +14,7 @@ use cloud_config::{CloudConfig, FsSetup, User, WriteFile};
 use serde::Serialize;
 
 use crate::model::credential::RunnerCredential;
+use crate::model::names::SEED_CREDENTIAL_FILE;
 use crate::secret::Secret;
 
 /// The serial of the cache disk in the domain XML (`<serial>`).
@@ -23,6 +24,10 @@ pub const CACHE_DEVICE: &str = "/dev/disk/by-id/virtio-hangar-cache";
 /// Where the guest finds the read-only runner disk
 /// ([`crate::model::runner::RUNNER_DISK_SERIAL`]).
 pub const RUNNER_DEVICE: &str = "/dev/disk/by-id/virtio-hangar-runner";
+/// Where the guest finds the seed disk, whose
+/// [`SEED_CREDENTIAL_FILE`] holds the runner's credential
+/// ([`crate::model::names::SEED_DISK_SERIAL`]).
+pub const SEED_DEVICE: &str = "/dev/disk/by-id/virtio-hangar-seed";
 /// Every console marker starts with this.
 pub const MARKER_PREFIX: &str = "hangar: ";
 
@@ -145,39 +150,39 @@ impl Marker {
     }
 }
 
-/// The user-data for one VM generation, carrying the runner's credential.
-pub fn user_data(guest: &Guest, credential: &RunnerCredential) -> Secret<String> {
+/// The user-data for one VM generation. It names the credential's kind
+/// (and a registration's URL) but not the credential: that travels beside it
+/// on the seed disk ([`credential_file`]), so none of the copies cloud-init
+/// keeps on the root disk carries a secret.
+pub fn user_data(guest: &Guest, credential: &RunnerCredential) -> String {
     let credential = match credential {
-        RunnerCredential::Jit { config, .. } => Credential::Jit {
-            config: config.expose(),
-        },
-        RunnerCredential::Registration { url, token } => Credential::Registration {
-            url,
-            token: token.expose(),
-        },
+        RunnerCredential::Jit { .. } => Credential::Jit,
+        RunnerCredential::Registration { url, .. } => Credential::Registration { url },
     };
-    Secret::new(render(guest, &credential))
+    render(guest, &credential)
 }
 
-/// Placeholder for the JIT config in [`user_data_redacted`].
-pub const JIT_CONFIG_PLACEHOLDER: &str = "<jit-config>";
-/// Placeholder for the registration token in [`user_data_redacted`].
-pub const REGISTRATION_TOKEN_PLACEHOLDER: &str = "<registration-token>";
+/// The seed's credential file: the JIT config, or the registration token.
+pub fn credential_file(credential: &RunnerCredential) -> Secret<String> {
+    match credential {
+        RunnerCredential::Jit { config, .. } => config.clone(),
+        RunnerCredential::Registration { token, .. } => token.clone(),
+    }
+}
+
 /// Placeholder for the registration URL in [`user_data_redacted`].
 pub const REGISTRATION_URL_PLACEHOLDER: &str = "<registration-url>";
 
-/// The user-data with placeholders instead of secrets, for
-/// `hangar render user-data`: `ephemeral` picks the credential kind (a JIT
-/// config, or a registration URL and token for `config.sh`).
+/// The user-data as [`user_data`] renders it, for `hangar render
+/// user-data`: `ephemeral` picks the credential kind (a JIT config, or a
+/// registration URL and token for `config.sh`), with a placeholder for the
+/// registration URL.
 pub fn user_data_redacted(guest: &Guest, ephemeral: bool) -> String {
     let credential = if ephemeral {
-        Credential::Jit {
-            config: JIT_CONFIG_PLACEHOLDER,
-        }
+        Credential::Jit
     } else {
         Credential::Registration {
             url: REGISTRATION_URL_PLACEHOLDER,
-            token: REGISTRATION_TOKEN_PLACEHOLDER,
         }
     };
     render(guest, &credential)
@@ -199,15 +204,16 @@ pub fn meta_data(vm_name: &str, generation: u64) -> String {
     serde_saphyr::to_string(&meta).expect("meta-data serializes to YAML")
 }
 
+/// The credential's kind, as the user-data names it.
 enum Credential<'a> {
-    Jit { config: &'a str },
-    Registration { url: &'a str, token: &'a str },
+    Jit,
+    Registration { url: &'a str },
 }
 
 const SCRIPT_DIR: &str = "/usr/local/lib/hangar";
 const GUEST_ENV: &str = "/etc/hangar/guest.env";
-const JIT_CONFIG_FILE: &str = "/etc/hangar/jitconfig";
-const REGISTRATION_TOKEN_FILE: &str = "/etc/hangar/registration-token";
+/// Where `provision.sh` puts the seed's credential: a tmpfs, root only.
+const CREDENTIAL_FILE: &str = "/run/hangar/credential";
 const RUNNER_UNIT: &str = "/etc/systemd/system/hangar-runner.service";
 
 /// The guest's scripts: (name under SCRIPT_DIR, contents).
@@ -297,14 +303,6 @@ fn render(guest: &Guest, credential: &Credential<'_>) -> String {
         "0644",
         runner_unit(guest, credential),
     ));
-    match credential {
-        Credential::Jit { config } => {
-            write_files.push(WriteFile::new(JIT_CONFIG_FILE, "0600", *config));
-        }
-        Credential::Registration { token, .. } => {
-            write_files.push(WriteFile::new(REGISTRATION_TOKEN_FILE, "0600", *token));
-        }
-    }
     if let Some(cache) = guest.cache.as_ref().filter(|c| c.docker_data_root) {
         let daemon = serde_json::json!({ "data-root": format!("{}/docker", cache.mount_path) });
         write_files.push(WriteFile::new(
@@ -359,8 +357,8 @@ fn guest_env(guest: &Guest, credential: &Credential<'_>) -> String {
         RunnerInstall::Preinstalled { .. } => ("preinstalled", "", "", String::new()),
     };
     let (kind, url) = match credential {
-        Credential::Jit { .. } => ("jit", ""),
-        Credential::Registration { url, .. } => ("registration", *url),
+        Credential::Jit => ("jit", ""),
+        Credential::Registration { url } => ("registration", *url),
     };
     let docker = match guest.docker {
         DockerSource::Distro => "distro",
@@ -368,7 +366,7 @@ fn guest_env(guest: &Guest, credential: &Credential<'_>) -> String {
         DockerSource::Preinstalled => "preinstalled",
     };
     let cache = guest.cache.as_ref();
-    let vars: [(&str, String); 19] = [
+    let vars: [(&str, String); 21] = [
         ("HANGAR_NAME", guest.hostname.clone()),
         ("HANGAR_USER", guest.user.name.clone()),
         ("HANGAR_LABELS", guest.labels.join(",")),
@@ -376,7 +374,7 @@ fn guest_env(guest: &Guest, credential: &Credential<'_>) -> String {
         ("HANGAR_WORK", guest.work_folder.clone()),
         (
             "HANGAR_EPHEMERAL",
-            bit(guest.ephemeral || matches!(credential, Credential::Jit { .. })),
+            bit(guest.ephemeral || matches!(credential, Credential::Jit)),
         ),
         ("HANGAR_DOCKER", docker.to_string()),
         ("HANGAR_RUNNER_INSTALL", install.to_string()),
@@ -388,6 +386,8 @@ fn guest_env(guest: &Guest, credential: &Credential<'_>) -> String {
         ("HANGAR_CREDENTIAL", kind.to_string()),
         ("HANGAR_RUNNER_URL", url.to_string()),
         ("HANGAR_CACHE_DEVICE", CACHE_DEVICE.to_string()),
+        ("HANGAR_SEED_DEVICE", SEED_DEVICE.to_string()),
+        ("HANGAR_SEED_CREDENTIAL", SEED_CREDENTIAL_FILE.to_string()),
         (
             "HANGAR_CACHE_DIR",
             cache.map(|c| c.mount_path.clone()).unwrap_or_default(),
@@ -431,7 +431,7 @@ fn sh_quote(s: &str) -> String {
 /// Ordered after cloud-final, so the runner (and an ephemeral poweroff) waits
 /// until cloud-init is done.
 fn runner_unit(guest: &Guest, credential: &Credential<'_>) -> String {
-    let jit = matches!(credential, Credential::Jit { .. });
+    let jit = matches!(credential, Credential::Jit);
     let one_job = guest.ephemeral || jit;
     let mut unit = String::from(
         "[Unit]\n\
@@ -457,10 +457,11 @@ fn runner_unit(guest: &Guest, credential: &Credential<'_>) -> String {
         user = guest.user.name
     ));
     if jit {
-        // systemd copies the root-only file into a credential only this
-        // service can read; the file itself goes once the runner started
+        // systemd copies the root-only file (on a tmpfs, taken from the
+        // seed by `provision.sh`) into a credential only this service can
+        // read; the file itself goes once the runner started
         // (`scrub-secrets`).
-        unit.push_str(&format!("LoadCredential=jitconfig:{JIT_CONFIG_FILE}\n"));
+        unit.push_str(&format!("LoadCredential=jitconfig:{CREDENTIAL_FILE}\n"));
     }
     if !one_job {
         unit.push_str("Restart=always\nRestartSec=10\n\n[Install]\nWantedBy=multi-user.target\n");

@@ -112,33 +112,44 @@ fn guest_scripts_are_valid_shell() {
 }
 
 #[test]
-fn user_data_is_a_cloud_config_with_the_credential_in_a_root_only_file() {
-    let credential = RunnerCredential::Jit {
+fn the_credential_travels_beside_the_user_data_not_in_it() {
+    let jit = RunnerCredential::Jit {
         runner_id: 7,
         config: Secret::new("eyJjYW5hcnkiOiJqaXQifQ==".to_string()),
     };
-    let rendered = user_data(&guest(), &credential);
-    assert_eq!(format!("{rendered:?}"), "<redacted>");
-    let text = rendered.expose();
+    let text = user_data(&guest(), &jit);
     assert!(text.starts_with("#cloud-config\n"));
-    let doc = parse(text);
-    let jit = file(&doc, JIT_CONFIG_FILE);
-    assert_eq!(jit["content"], "eyJjYW5hcnkiOiJqaXQifQ==");
-    assert_eq!(jit["permissions"], "0600");
-    assert_eq!(jit["owner"], "root:root");
-    assert_eq!(text.matches("eyJjYW5hcnkiOiJqaXQifQ==").count(), 1);
+    assert!(!text.contains("eyJjYW5hcnkiOiJqaXQifQ=="));
+    let doc = parse(&text);
+    assert!(!doc["write_files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|f| f["path"].as_str().unwrap().contains("credential")
+            || f["path"].as_str().unwrap().contains("jitconfig")));
     assert_eq!(doc["runcmd"][0][0], "/usr/local/lib/hangar/provision.sh");
     assert_eq!(doc["users"][0]["groups"][0], "docker");
     assert_eq!(doc["users"][0]["sudo"], "ALL=(ALL) NOPASSWD:ALL");
+    let file = credential_file(&jit);
+    assert_eq!(format!("{file:?}"), "<redacted>");
+    assert_eq!(file.expose(), "eyJjYW5hcnkiOiJqaXQifQ==");
+
+    let registration = RunnerCredential::Registration {
+        url: "https://github.com/o/r".to_string(),
+        token: Secret::new("AABBCANARY".to_string()),
+    };
+    let text = user_data(&guest(), &registration);
+    assert!(!text.contains("AABBCANARY"));
+    assert!(text.contains("HANGAR_RUNNER_URL='https://github.com/o/r'"));
+    assert_eq!(credential_file(&registration).expose(), "AABBCANARY");
 }
 
 #[test]
 fn ephemeral_unit_powers_off_and_persistent_unit_restarts() {
-    let jit = Credential::Jit { config: "x" };
-    let ephemeral = runner_unit(&guest(), &jit);
+    let ephemeral = runner_unit(&guest(), &Credential::Jit);
     assert!(ephemeral.contains("SuccessAction=poweroff\n"));
     assert!(ephemeral.contains("FailureAction=poweroff\n"));
-    assert!(ephemeral.contains("LoadCredential=jitconfig:/etc/hangar/jitconfig\n"));
+    assert!(ephemeral.contains("LoadCredential=jitconfig:/run/hangar/credential\n"));
     assert!(!ephemeral.contains("Restart="));
 
     let persistent_guest = Guest {
@@ -147,7 +158,6 @@ fn ephemeral_unit_powers_off_and_persistent_unit_restarts() {
     };
     let registration = Credential::Registration {
         url: "https://github.com/o/r",
-        token: "t",
     };
     let persistent = runner_unit(&persistent_guest, &registration);
     assert!(persistent.contains("Restart=always\n"));
@@ -157,13 +167,13 @@ fn ephemeral_unit_powers_off_and_persistent_unit_restarts() {
 }
 
 #[test]
-fn guest_env_carries_settings_but_no_secret() {
+fn guest_env_carries_settings() {
     let registration = Credential::Registration {
         url: "https://github.com/o/r",
-        token: "AABBCANARY",
     };
     let env = guest_env(&guest(), &registration);
-    assert!(!env.contains("AABBCANARY"));
+    assert!(env.contains("HANGAR_SEED_DEVICE='/dev/disk/by-id/virtio-hangar-seed'\n"));
+    assert!(env.contains("HANGAR_SEED_CREDENTIAL='hangar-credential'\n"));
     assert!(env.contains("HANGAR_RUNNER_URL='https://github.com/o/r'\n"));
     assert!(env.contains("HANGAR_LABELS='UMN,hangar-umn'\n"));
     assert!(env.contains("HANGAR_CACHE_DIR='/var/cache/hangar'\n"));

@@ -122,8 +122,9 @@ impl Rig {
 fn vm(owner: Ownership) -> VmCreate {
     VmCreate {
         seed: Seed {
-            user_data: Secret::new("#cloud-config\n".to_string()),
+            user_data: "#cloud-config\n".to_string(),
             meta_data: format!("instance-id: {}-g{}\n", owner.slot, owner.generation),
+            credential: Secret::new("jit".to_string()),
         },
         owner,
         boot: None,

@@ -38,7 +38,7 @@ mod listing;
 mod made;
 mod observe;
 mod runner_volume;
-mod seed;
+pub mod seed;
 pub mod survey;
 pub mod test_node;
 mod volumes;

@@ -1,5 +1,6 @@
 //! The NoCloud seed: an ISO9660 image labelled `CIDATA` holding `user-data`
-//! and `meta-data`, built in memory. Rock Ridge and Joliet carry the
+//! and `meta-data` for cloud-init, and the runner's credential in a file of
+//! its own that only hangar's guest scripts read, built in memory. Rock Ridge and Joliet carry the
 //! lowercase, hyphenated names cloud-init looks for.
 
 use std::io::Cursor;
@@ -9,12 +10,13 @@ use hadris_iso::read::PathSeparator;
 use hadris_iso::write::options::{CreationFeatures, IsoFormatOptions};
 use hadris_iso::write::{File as IsoFile, InputFiles, IsoImageWriter};
 
+use crate::model::names::SEED_CREDENTIAL_FILE;
 use crate::providers::Seed;
 
 /// The volume label cloud-init's NoCloud datasource looks for.
 pub const SEED_LABEL: &str = "CIDATA";
 
-/// The seed image's bytes. They contain the user-data (a secret): hand
+/// The seed image's bytes. They contain the credential (a secret): hand
 /// them only to the seed volume.
 pub fn seed_iso(seed: &Seed) -> Result<Vec<u8>, String> {
     let files = InputFiles {
@@ -22,7 +24,11 @@ pub fn seed_iso(seed: &Seed) -> Result<Vec<u8>, String> {
         files: vec![
             IsoFile::File {
                 name: Arc::new("user-data".to_string()),
-                contents: seed.user_data.expose().as_bytes().to_vec(),
+                contents: seed.user_data.as_bytes().to_vec(),
+            },
+            IsoFile::File {
+                name: Arc::new(SEED_CREDENTIAL_FILE.to_string()),
+                contents: seed.credential.expose().as_bytes().to_vec(),
             },
             IsoFile::File {
                 name: Arc::new("meta-data".to_string()),
@@ -54,10 +60,11 @@ mod tests {
     use crate::secret::Secret;
 
     #[test]
-    fn seed_is_a_cidata_iso_with_both_files() {
+    fn seed_is_a_cidata_iso_with_the_cloud_init_files_and_the_credential() {
         let seed = Seed {
-            user_data: Secret::new("#cloud-config\nusers: []\n".to_string()),
+            user_data: "#cloud-config\nusers: []\n".to_string(),
             meta_data: "instance-id: ci-linux-0-g1\nlocal-hostname: ci-linux-0\n".into(),
+            credential: Secret::new("jit-config-canary".to_string()),
         };
         let iso = seed_iso(&seed).unwrap();
         assert_eq!(iso.len() % 2048, 0);
@@ -71,8 +78,10 @@ mod tests {
         let find = |needle: &[u8]| iso.windows(needle.len()).any(|w| w == needle);
         assert!(find(b"#cloud-config\nusers: []\n"));
         assert!(find(b"instance-id: ci-linux-0-g1"));
+        assert!(find(b"jit-config-canary"));
         // Rock Ridge names (NM entries) keep the exact lowercase file names.
         assert!(find(b"user-data"));
         assert!(find(b"meta-data"));
+        assert!(find(SEED_CREDENTIAL_FILE.as_bytes()));
     }
 }

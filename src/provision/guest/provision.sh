@@ -149,23 +149,34 @@ printf '%s\n' \
   "ACTIONS_RUNNER_HOOK_JOB_COMPLETED=/usr/local/lib/hangar/job-completed.sh" >> "$env_file"
 chown "$HANGAR_USER:" "$env_file"
 
+stage=credential
+# The credential is a file of its own on the read-only seed disk, which
+# cloud-init never reads: copied to a root-only tmpfs, it never touches the
+# root disk (hangar detaches and deletes the seed once the runner is up).
+install -d -m 0700 /run/hangar
+seed_mnt=$(mktemp -d /run/hangar/seed.XXXXXX)
+mount -o ro "$HANGAR_SEED_DEVICE" "$seed_mnt"
+credential=/run/hangar/credential
+install -m 0600 -o root -g root "$seed_mnt/$HANGAR_SEED_CREDENTIAL" "$credential"
+umount "$seed_mnt"
+rmdir "$seed_mnt"
+[ -s "$credential" ]
 case "$HANGAR_CREDENTIAL" in
   jit)
-    [ -s /etc/hangar/jitconfig ]
-    "$say" "jitconfig sha256 $(tr -d '\n' < /etc/hangar/jitconfig | sha256sum | cut -d' ' -f1)"
+    "$say" "jitconfig sha256 $(tr -d '\n' < "$credential" | sha256sum | cut -d' ' -f1)"
     ;;
   registration)
     ephemeral=()
     if [ "$HANGAR_EPHEMERAL" = 1 ]; then
       ephemeral=(--ephemeral)
     fi
-    token=$(cat /etc/hangar/registration-token)
+    token=$(cat "$credential")
     (cd "$HANGAR_RUNNER_DIR" && runuser -u "$HANGAR_USER" -- env HOME="$home" ./config.sh \
       --unattended --url "$HANGAR_RUNNER_URL" --token "$token" --name "$HANGAR_NAME" \
       --labels "$HANGAR_LABELS" --runnergroup "$HANGAR_RUNNER_GROUP" --work "$HANGAR_WORK" \
       --replace --disableupdate "${ephemeral[@]}")
     unset token
-    shred --zero --remove /etc/hangar/registration-token
+    rm -f "$credential"
     ;;
 esac
 systemctl daemon-reload

@@ -226,8 +226,8 @@ fn write_disk(w: &mut Xw, disk: &DiskSpec) -> io::Result<()> {
                 .create_element("driver")
                 .with_attribute(("name", "qemu"))
                 .with_attribute(("type", disk.format.as_str()));
-            // A guest's discards free the volume's space (and the bytes:
-            // the guest trims what it scrubbed, see `scrub-secrets`).
+            // A guest's discards (fstrim, `discard` mounts) free the
+            // volume's space on the host.
             if disk.readonly {
                 driver.write_empty()?;
             } else {
