@@ -259,10 +259,7 @@ impl Rig {
                 hosts: world_hosts,
                 registry,
             },
-            provisioner: Arc::new(FleetProvisioner {
-                fleet: fleet.fleet.clone(),
-                runner_dir: None,
-            }),
+            provisioner: Arc::new(FleetProvisioner::new(fleet.fleet.clone(), None)),
             clock: Arc::new(SystemClock),
             limits: Limits {
                 global: c.global as usize,

@@ -133,8 +133,10 @@ fn reconcile_once_converges_a_step_and_exits() {
     let f = file.to_str().unwrap();
     let r = sb.run(&["reconcile", "-f", f, "--once"]);
     assert_eq!(r.code, 0, "{r}");
+    // Four creates and, on each of the two hosts, the runner volume they
+    // install from.
     assert!(
-        r.stderr.contains("pass: 4 planned, 4 done, 0 failed"),
+        r.stderr.contains("pass: 6 planned, 6 done, 0 failed"),
         "{r}"
     );
     let status = sb.status(&file);
@@ -303,7 +305,7 @@ fn the_daemon_waits_for_the_lock_instead_of_failing() {
     assert_eq!(code, Some(0), "{}", seen.join("\n"));
     assert!(
         seen.iter()
-            .any(|l| l.starts_with("pass: 4 planned, 4 done")),
+            .any(|l| l.starts_with("pass: 6 planned, 6 done")),
         "{}",
         seen.join("\n")
     );

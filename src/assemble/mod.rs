@@ -18,9 +18,8 @@ use crate::model::credential::RunnerCredential;
 use crate::model::host::{DirectBoot, DomainType, HostFacts};
 use crate::model::network::IsolatedNetwork;
 use crate::model::ownership::Ownership;
-use crate::model::runner::{runner_volume_name, LocalTarball, RunnerTarball};
 use crate::plan::model::RunnerVolume;
-use crate::plan::model::{DesiredSlot, Leftover, ObservedHost, ObservedVm, VmRef};
+use crate::plan::model::{DesiredSlot, Leftover, ObservedHost, ObservedVm, PoolRunner, VmRef};
 use crate::providers::github::{self, GithubConfig, GithubRegistry};
 use crate::providers::libvirt::{HostConfig, LibvirtHost};
 use crate::providers::{
@@ -32,11 +31,15 @@ use crate::reconcile::daemon::Assembler;
 use crate::reconcile::engine::{Engine, GuestPlay, Service};
 use crate::reconcile::execute::Limits;
 use crate::reconcile::memory::{OfflineMemory, Remembering, RememberingStages, StageMemory};
-use crate::reconcile::{Clock, ProvisionError, Provisioner, SystemClock, World};
+use crate::reconcile::{Clock, ProvisionError, Provisioner, SlotRunner, SystemClock, World};
+use crate::runner_dist::RunnerSupply;
 use crate::sandbox::guest::{PacedGuests, SandboxGuests};
 use crate::sandbox::host::SandboxHost;
 use crate::secret::Secret;
 use crate::sim::{self, SimConfig, SimHandle};
+use runners::PoolRunners;
+
+mod runners;
 
 /// The `uri` that selects the embedded sandbox.
 pub const SANDBOX_URI: &str = "sandbox";
@@ -194,6 +197,13 @@ pub async fn assemble(
         other => (f.spec.github.api_url().to_string(), credentials(other)?),
     };
     let scope_path = scope.api_path();
+    // actions/runner's releases, from the same API (the simulator serves
+    // them too), and their tarballs kept in the state directory.
+    let supply = Arc::new(RunnerSupply::new(
+        &api_url,
+        state_dir,
+        Some(Duration::from_secs(30)),
+    )?);
     let registry = GithubRegistry::new(GithubConfig {
         scope,
         api_url,
@@ -223,10 +233,7 @@ pub async fn assemble(
             hosts,
             registry,
         },
-        provisioner: Arc::new(FleetProvisioner {
-            fleet: f.clone(),
-            runner_dir: Some(state_dir.join(crate::runner_dist::RUNNERS_DIR)),
-        }),
+        provisioner: Arc::new(FleetProvisioner::new(f.clone(), Some(supply))),
         clock,
         limits: Limits {
             global: concurrency.global as usize,
@@ -439,14 +446,19 @@ impl Hypervisor for LazyHost {
 /// Turns the fleet file's pool settings into a guest and a VM.
 pub struct FleetProvisioner {
     pub fleet: Fleet,
-    /// Where the verified runner tarballs are kept, as
-    /// [`crate::runner_dist::RunnerDist`] stores them
-    /// (`<state dir>/runners/actions-runner-linux-<arch>-<version>.tar.gz`);
-    /// `None`: none are supplied and guests download the runner.
-    pub runner_dir: Option<PathBuf>,
+    runners: PoolRunners,
 }
 
 impl FleetProvisioner {
+    /// `supply`: where runner releases are resolved and their tarballs
+    /// fetched; `None` supplies none (guests download a pinned release).
+    pub fn new(fleet: Fleet, supply: Option<Arc<RunnerSupply>>) -> Self {
+        FleetProvisioner {
+            fleet,
+            runners: PoolRunners::new(supply),
+        }
+    }
+
     fn pool_and_host(&self, slot: &DesiredSlot) -> Result<(&Pool, &Host), ProvisionError> {
         let err = |what: &'static str| ProvisionError::NotInFile {
             slot: slot.name.clone(),
@@ -477,19 +489,19 @@ pub fn guest(
     slot_name: &str,
     runner: Option<&RunnerVolume>,
 ) -> Result<provision::Guest, ProvisionError> {
-    let runner = match pool.runner.install() {
-        Some(crate::fleet::RunnerInstall::Download { version, sha256 }) => match runner {
-            Some(r) => provision::RunnerInstall::Volume {
-                version: r.local.tarball.version.clone(),
-                sha256: r.local.tarball.sha256.clone(),
-                size: r.local.tarball.size,
-            },
-            None => provision::RunnerInstall::Download { version, sha256 },
+    let runner = match (runner, pool.runner.install()) {
+        (Some(r), _) => provision::RunnerInstall::Volume {
+            version: r.local.tarball.version.clone(),
+            sha256: r.local.tarball.sha256.clone(),
+            size: r.local.tarball.size,
         },
-        Some(crate::fleet::RunnerInstall::Preinstalled { path }) => {
+        (None, Some(crate::fleet::RunnerInstall::Download { version, sha256 })) => {
+            provision::RunnerInstall::Download { version, sha256 }
+        }
+        (None, Some(crate::fleet::RunnerInstall::Preinstalled { path })) => {
             provision::RunnerInstall::Preinstalled { path }
         }
-        None => {
+        (None, None) => {
             return Err(ProvisionError::RunnerSettings {
                 pool: pool.name.clone(),
             })
@@ -542,29 +554,14 @@ fn direct_boot(pool: &Pool) -> Option<DirectBoot> {
     })
 }
 
+#[async_trait]
 impl Provisioner for FleetProvisioner {
-    /// A pinned `runner.version` + `runner.sha256` whose tarball is in the
-    /// runner directory: its size is the file's, its checksum the pin's (the
-    /// upload checks the file against both).
-    fn runner_volume(&self, slot: &DesiredSlot) -> Option<RunnerVolume> {
-        let dir = self.runner_dir.as_ref()?;
-        let (pool, _) = self.pool_and_host(slot).ok()?;
-        let Some(crate::fleet::RunnerInstall::Download { version, sha256 }) = pool.runner.install()
-        else {
-            return None;
-        };
-        let mut tarball = RunnerTarball {
-            version,
-            arch: "x64".into(),
-            sha256: sha256.to_ascii_lowercase(),
-            size: 0,
-        };
-        let path = dir.join(tarball.file_name());
-        tarball.size = std::fs::metadata(&path).ok()?.len();
-        Some(RunnerVolume {
-            volume: runner_volume_name(&self.fleet.metadata.name, &tarball),
-            local: LocalTarball { tarball, path },
-        })
+    async fn prepare(&self, now: chrono::DateTime<chrono::Utc>) -> Vec<PoolRunner> {
+        self.runners.prepare(&self.fleet, now).await
+    }
+
+    fn runner(&self, slot: &DesiredSlot) -> SlotRunner {
+        self.runners.for_pool(&slot.pool)
     }
 
     fn vm_create(

@@ -34,7 +34,7 @@ pub fn human(doc: &StatusView) -> String {
     let mut t = Table::new();
     t.load_preset(presets::NOTHING);
     t.set_header(vec![
-        "POOL", "SLOT", "HOST", "VM", "GUEST", "RUNNER", "AGE", "SPEC", "CACHE",
+        "POOL", "SLOT", "HOST", "VM", "GUEST", "RUNNER", "VERSION", "AGE", "SPEC", "CACHE",
     ]);
     for s in &doc.slots {
         let vm = match (s.vm, s.generation) {
@@ -74,6 +74,7 @@ pub fn human(doc: &StatusView) -> String {
             vm,
             s.guest.map(stage_name).unwrap_or("-").to_string(),
             runner,
+            s.runner_version.clone().unwrap_or_else(|| "-".into()),
             s.age_seconds
                 .map(|a| duration(std::time::Duration::from_secs(a.max(0) as u64)))
                 .unwrap_or_else(|| "-".into()),
@@ -121,6 +122,17 @@ pub fn human(doc: &StatusView) -> String {
                 format!("{:?}", f.domain_type).to_lowercase(),
                 f.domain_type_reason
             ));
+        }
+    }
+    for r in &doc.runners {
+        let release = match (&r.version, &r.error) {
+            (_, Some(e)) => format!("not at hand: {e}"),
+            (Some(v), None) => v.clone(),
+            (None, None) => "?".into(),
+        };
+        out.push_str(&format!("pool {}: runner {release}\n", r.pool));
+        if let Some(w) = &r.warning {
+            out.push_str(&format!("pool {}: warning: {w}\n", r.pool));
         }
     }
     out.push('\n');

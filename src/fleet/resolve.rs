@@ -255,6 +255,7 @@ impl LoadedFleet {
                     spec_hash,
                     // Supplied by the engine (the tarball source).
                     runner: None,
+                    runner_unavailable: None,
                 }
             })
             .collect();
@@ -265,6 +266,7 @@ impl LoadedFleet {
             pools: fleet.spec.pools.iter().map(|p| p.name.clone()).collect(),
             slots,
             policy: fleet.spec.policy.resolved(),
+            runners: Vec::new(),
         })
     }
 

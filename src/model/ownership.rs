@@ -17,6 +17,16 @@ use super::xml::{finish, text, Xw};
 #[serde(transparent)]
 pub struct SpecHash(pub String);
 
+impl SpecHash {
+    /// This hash with `extra` folded in: what the fleet file says plus what
+    /// it resolved to (the release `runner.version: latest` named).
+    pub fn with(&self, extra: &str) -> SpecHash {
+        use sha2::{Digest, Sha256};
+        let digest = Sha256::digest(format!("{}\0{extra}", self.0).as_bytes());
+        SpecHash(hex::encode(digest)[..16].to_string())
+    }
+}
+
 impl fmt::Display for SpecHash {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)

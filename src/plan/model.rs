@@ -63,6 +63,10 @@ pub struct Desired {
     /// One entry per runner slot, sorted by name.
     pub slots: Vec<DesiredSlot>,
     pub policy: Policy,
+    /// Each pool's runner release, as resolved by the engine (empty until
+    /// then, and for pools whose image has the runner preinstalled).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub runners: Vec<PoolRunner>,
 }
 
 impl Desired {
@@ -93,6 +97,25 @@ pub struct DesiredSlot {
     /// preinstalled in the image, or no tarball supplied).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub runner: Option<RunnerVolume>,
+    /// Why the pool's runner release is not at hand this pass (it could not
+    /// be resolved or fetched): no VM is created or replaced for the slot
+    /// until it is, and what runs stays.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runner_unavailable: Option<Failure>,
+}
+
+/// The runner release a pool's VMs get, as this pass resolved it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PoolRunner {
+    pub pool: String,
+    /// The release (`None`: not resolved, see `error`).
+    pub version: Option<String>,
+    /// GitHub stops (or stopped) sending jobs to this release.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warning: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<Failure>,
 }
 
 /// A runner tarball and the fleet's volume that holds it on a host.
@@ -277,18 +300,25 @@ pub enum Leftover {
         slot: String,
         generation: u64,
     },
+    /// One of the fleet's runner volumes (made by hangar) that no domain
+    /// uses: its release is no longer any VM's.
+    RunnerVolume { name: String },
 }
 
 impl Leftover {
-    pub fn slot(&self) -> &str {
+    /// The slot it was made for; a runner volume belongs to no slot.
+    pub fn slot(&self) -> Option<&str> {
         match self {
-            Leftover::Volume { slot, .. } | Leftover::ConsoleLog { slot, .. } => slot,
+            Leftover::Volume { slot, .. } | Leftover::ConsoleLog { slot, .. } => Some(slot),
+            Leftover::RunnerVolume { .. } => None,
         }
     }
 
     pub fn name(&self) -> &str {
         match self {
-            Leftover::Volume { name, .. } | Leftover::ConsoleLog { name, .. } => name,
+            Leftover::Volume { name, .. }
+            | Leftover::ConsoleLog { name, .. }
+            | Leftover::RunnerVolume { name } => name,
         }
     }
 }
@@ -416,6 +446,9 @@ pub enum WaitReason {
     ObservationFailed { what: String, error: Failure },
     /// An orphan inside its grace period.
     Grace { until: DateTime<Utc> },
+    /// The pool's runner release is not at hand (see
+    /// [`DesiredSlot::runner_unavailable`]).
+    RunnerUnavailable { error: Failure },
     /// A runner not owned by this fleet holds the slot's name.
     NameTaken { runner_id: u64 },
     /// A domain not owned by this fleet holds the slot's name on its host.
@@ -549,7 +582,7 @@ impl Action {
                 ..
             } => slot,
             Action::RemoveLeftover {
-                leftover: Leftover::Volume { name, .. },
+                leftover: Leftover::Volume { name, .. } | Leftover::RunnerVolume { name },
                 ..
             } => name,
             Action::Wait { subject, .. } => subject,

@@ -39,8 +39,8 @@ use chrono::{DateTime, TimeDelta, Utc};
 
 use super::model::{
     Action, CreateReason, DeleteReason, Desired, DesiredSlot, ErrorKind, Failure, FieldChange,
-    Leftover, Observation, Observed, ObservedRunner, ObservedVm, Plan, Policy, RemoveRunnerReason,
-    ReplaceReason, RunnerStatus, RunnerVolume, VmState, WaitReason,
+    Leftover, Observation, Observed, ObservedHost, ObservedRunner, ObservedVm, Plan, Policy,
+    RemoveRunnerReason, ReplaceReason, RunnerStatus, RunnerVolume, VmState, WaitReason,
 };
 
 use super::model::BOOT_CAP_FACTOR;
@@ -90,15 +90,43 @@ pub fn plan(desired: &Desired, observed: &Observed, now: DateTime<Utc>) -> Plan 
         }
     }
     planner.scope_waits(|host| desired.slots.iter().any(|s| s.host == host));
-    let mut actions = planner.actions;
+    let mut actions = without_runner_waits(planner.actions);
     let ours = |slot: &str| is_our_slot(&world, &desired.fleet, &desired.pools, slot);
     host_actions(
         observed,
         &mut actions,
         |host| desired.slots.iter().any(|s| s.host == host),
         ours,
+        |host, volume| {
+            desired
+                .slots
+                .iter()
+                .any(|s| s.host == host && s.runner.as_ref().is_some_and(|r| r.volume == volume))
+        },
     );
     finish(&desired.fleet, actions)
+}
+
+/// A create or replace whose slot's runner release is not at hand waits
+/// instead: what runs stays (the replaced VM too), nothing new is made.
+fn without_runner_waits(actions: Vec<Action>) -> Vec<Action> {
+    actions
+        .into_iter()
+        .map(|a| match &a {
+            Action::Create { slot, .. } | Action::Replace { slot, .. } => {
+                match &slot.runner_unavailable {
+                    Some(error) => Action::Wait {
+                        subject: slot.name.clone(),
+                        reason: WaitReason::RunnerUnavailable {
+                            error: error.clone(),
+                        },
+                    },
+                    None => a,
+                }
+            }
+            _ => a,
+        })
+        .collect()
 }
 
 /// Whether a leftover named for `slot` is this fleet's: its pool is one of
@@ -119,6 +147,7 @@ fn host_actions(
     actions: &mut Vec<Action>,
     has_slots: impl Fn(&str) -> bool,
     ours: impl Fn(&str) -> bool,
+    wants_runner: impl Fn(&str, &str) -> bool,
 ) {
     let mut creates: HashSet<(&str, &str, u64)> = HashSet::new();
     for a in actions.iter() {
@@ -139,10 +168,14 @@ fn host_actions(
         }
     }
     let mut extra = Vec::new();
-    for (host, state) in &observed.host_state {
+    // Every seen host: one with nothing besides VMs to report has no
+    // `host_state` entry, and still needs what its creates install.
+    let nothing = ObservedHost::default();
+    for host in observed.hosts.keys() {
         if !matches!(observed.hosts.get(host), Some(Observation::Seen { .. })) {
             continue;
         }
+        let state = observed.host_state.get(host).unwrap_or(&nothing);
         if let Some(net) = &state.network {
             let creating = creates.iter().any(|(h, _, _)| h == host);
             if (!net.present && has_slots(host)) || creating {
@@ -175,13 +208,27 @@ fn host_actions(
                 runner: r.clone(),
             });
         }
-        for l in state.leftovers.iter().filter(|l| ours(l.slot())) {
-            if let Leftover::Volume {
-                slot, generation, ..
-            } = l
-            {
-                if creates.contains(&(host.as_str(), slot.as_str(), *generation)) {
-                    continue;
+        for l in &state.leftovers {
+            match l {
+                // Reported only for this fleet's; kept while the file's
+                // slots here still install that release.
+                Leftover::RunnerVolume { name } => {
+                    if wants_runner(host, name) {
+                        continue;
+                    }
+                }
+                Leftover::Volume {
+                    slot, generation, ..
+                } => {
+                    if !ours(slot) || creates.contains(&(host.as_str(), slot.as_str(), *generation))
+                    {
+                        continue;
+                    }
+                }
+                Leftover::ConsoleLog { slot, .. } => {
+                    if !ours(slot) {
+                        continue;
+                    }
                 }
             }
             extra.push(Action::RemoveLeftover {
@@ -249,11 +296,10 @@ pub fn destroy(fleet: &str, pools: &[String], observed: &Observed, force: bool) 
         if world.failed_hosts.contains_key(host.as_str()) {
             continue;
         }
-        for l in state
-            .leftovers
-            .iter()
-            .filter(|l| is_our_slot(&world, fleet, pools, l.slot()))
-        {
+        for l in state.leftovers.iter().filter(|l| {
+            l.slot()
+                .is_none_or(|slot| is_our_slot(&world, fleet, pools, slot))
+        }) {
             actions.push(Action::RemoveLeftover {
                 host: host.clone(),
                 leftover: l.clone(),

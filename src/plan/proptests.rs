@@ -152,6 +152,7 @@ fn build(
         pools: POOLS[..2].iter().map(|p| p.to_string()).collect(),
         slots,
         policy: Policy::default(),
+        runners: Vec::new(),
     };
 
     let mut hosts: BTreeMap<String, Vec<ObservedVm>> =

@@ -145,6 +145,9 @@ fn describe(action: &Action) -> String {
         ),
         Action::RemoveLeftover { host, leftover } => match leftover {
             Leftover::Volume { name, .. } => format!("volume {name} on {host} (no domain uses it)"),
+            Leftover::RunnerVolume { name } => {
+                format!("runner volume {name} on {host} (no VM installs that release)")
+            }
             Leftover::ConsoleLog { name, .. } => {
                 format!("console log {name} on {host} (its VM is gone)")
             }
@@ -167,6 +170,9 @@ fn wait_reason(reason: &WaitReason) -> String {
         }
         WaitReason::ObservationFailed { what, error } => format!("{what} not observed: {error}"),
         WaitReason::Grace { until } => format!("grace period until {}", time(until)),
+        WaitReason::RunnerUnavailable { error } => {
+            format!("runner release not at hand: {error}")
+        }
         WaitReason::DomainNameTaken { host } => {
             format!("a domain on {host} not owned by this fleet has this name")
         }

@@ -44,6 +44,7 @@ pub(super) fn slot(pool: &str, index: u32, host: &str) -> DesiredSlot {
         vm: shape(),
         spec_hash: SpecHash("s1".into()),
         runner: None,
+        runner_unavailable: None,
     }
 }
 
@@ -54,6 +55,7 @@ pub(super) fn desired(slots: Vec<DesiredSlot>) -> Desired {
         pools: vec!["umn".into(), "gpu".into()],
         slots,
         policy: Policy::default(),
+        runners: Vec::new(),
     }
 }
 

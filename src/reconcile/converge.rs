@@ -89,7 +89,9 @@ pub async fn converge(
             return Ok(Converged { passes, last: r });
         }
         if let Some(rep) = &r.report {
-            if rep.done() == 0
+            // Preparing a host (its network, a runner volume) is no progress
+            // when every slot's action then fails for good.
+            if rep.slot_changes_done() == 0
                 && rep.failed() > 0
                 && rep.failures().all(
                     |f| matches!(&f.outcome, Outcome::Failed { error } if !error.is_retryable()),

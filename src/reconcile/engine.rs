@@ -11,7 +11,7 @@ use super::event::{Event, Events};
 use super::execute::{execute, Execution, Limits, Report};
 use super::policy::{self, Requeue};
 use super::progress;
-use super::{Clock, Error, Provisioner, Snapshot, World};
+use super::{Clock, Error, Provisioner, SlotRunner, Snapshot, World};
 use crate::fleet::LoadedFleet;
 use crate::plan::model::{Desired, Plan};
 use crate::plan::{self};
@@ -74,13 +74,45 @@ impl PassResult {
 impl Engine {
     /// Observe, resolve and plan; changes nothing.
     pub async fn plan(&self, fleet: &LoadedFleet) -> Result<(Snapshot, Desired, Plan), Error> {
-        let snapshot = self.world.observe(self.clock.as_ref()).await;
-        let mut desired = fleet.resolve(&snapshot.known_facts(), &snapshot.placement())?;
-        for slot in &mut desired.slots {
-            slot.runner = self.provisioner.runner_volume(slot);
-        }
+        let (snapshot, desired) = self.desired(fleet).await;
+        let desired = desired?;
         let plan = plan::plan(&desired, &snapshot.observed, snapshot.taken_at);
         Ok((snapshot, desired, plan))
+    }
+
+    /// Observe the world and resolve the file against it, with each pool's
+    /// runner release (prepared at the same time as the observation).
+    pub async fn desired(&self, fleet: &LoadedFleet) -> (Snapshot, Result<Desired, Error>) {
+        let (snapshot, runners) = tokio::join!(
+            self.world.observe(self.clock.as_ref()),
+            self.provisioner.prepare(self.clock.now())
+        );
+        let desired = fleet
+            .resolve(&snapshot.known_facts(), &snapshot.placement())
+            .map(|mut desired| {
+                for slot in &mut desired.slots {
+                    self.supply_runner(slot);
+                }
+                desired.runners = runners;
+                desired
+            })
+            .map_err(Error::from);
+        (snapshot, desired)
+    }
+
+    fn supply_runner(&self, slot: &mut crate::plan::model::DesiredSlot) {
+        match self.provisioner.runner(slot) {
+            SlotRunner::Guest => {}
+            SlotRunner::Volume { volume, latest } => {
+                if latest {
+                    let tarball = &volume.local.tarball;
+                    let release = format!("runner {} {}", tarball.version, tarball.sha256);
+                    slot.spec_hash = slot.spec_hash.with(&release);
+                }
+                slot.runner = Some(volume);
+            }
+            SlotRunner::Unavailable(failure) => slot.runner_unavailable = Some(failure),
+        }
     }
 
     /// A full pass. With `dry_run`, stops after planning. `stop` keeps
@@ -95,6 +127,14 @@ impl Engine {
         every: Duration,
     ) -> Result<PassResult, Error> {
         let (snapshot, desired, plan) = self.plan(fleet).await?;
+        for runner in &desired.runners {
+            if let Some(message) = &runner.warning {
+                events.emit(Event::RunnerVersionWarning {
+                    pool: runner.pool.clone(),
+                    message: message.clone(),
+                });
+            }
+        }
         for (what, error) in snapshot.failures() {
             events.emit(Event::ObservationFailed {
                 what,

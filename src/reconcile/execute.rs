@@ -88,6 +88,21 @@ impl Report {
         self.count(|o| matches!(o, Outcome::Failed { .. }))
     }
 
+    /// Actions done that change a slot (not a host's preparation for them:
+    /// its network, its runner volume).
+    pub fn slot_changes_done(&self) -> usize {
+        self.outcomes
+            .iter()
+            .filter(|o| matches!(o.outcome, Outcome::Done))
+            .filter(|o| {
+                !matches!(
+                    o.action,
+                    Action::EnsureNetwork { .. } | Action::EnsureRunnerVolume { .. }
+                )
+            })
+            .count()
+    }
+
     pub fn skipped(&self) -> usize {
         self.count(|o| matches!(o, Outcome::Skipped { .. }))
     }

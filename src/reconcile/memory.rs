@@ -232,6 +232,14 @@ impl<H: Hypervisor + ?Sized> Hypervisor for RememberingStages<H> {
         self.inner.ensure_network(network, filter).await
     }
 
+    async fn ensure_runner_volume(
+        &self,
+        volume: &str,
+        local: &crate::model::runner::LocalTarball,
+    ) -> Result<(), ProviderError> {
+        self.inner.ensure_runner_volume(volume, local).await
+    }
+
     async fn remove_network(&self, network: &str, filter: &str) -> Result<(), ProviderError> {
         self.inner.remove_network(network, filter).await
     }

@@ -24,6 +24,7 @@ pub mod status;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use futures::future::join_all;
 use serde::Serialize;
@@ -88,8 +89,27 @@ pub enum ProvisionError {
     RunnerSettings { pool: String },
 }
 
+/// What a slot's VM installs its runner from, as the provisioner knows it
+/// after [`Provisioner::prepare`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SlotRunner {
+    /// Nothing hangar supplies: the runner is preinstalled in the image, or
+    /// the guest downloads its pinned release.
+    Guest,
+    /// The verified tarball on the fleet's read-only volume. `latest`: the
+    /// release `runner.version: latest` named, which becomes part of the
+    /// slot's spec hash (a new release, new VMs).
+    Volume {
+        volume: crate::plan::model::RunnerVolume,
+        latest: bool,
+    },
+    /// Not at hand this pass: no VM of the slot is made or replaced.
+    Unavailable(Failure),
+}
+
 /// Turns a slot and its credential into everything libvirt needs for one VM
 /// generation (domain settings and the seed's user-data).
+#[async_trait]
 pub trait Provisioner: Send + Sync {
     fn vm_create(
         &self,
@@ -98,11 +118,17 @@ pub trait Provisioner: Send + Sync {
         credential: &RunnerCredential,
     ) -> Result<VmCreate, ProvisionError>;
 
-    /// The runner tarball `slot`'s VM installs from a read-only volume, if
-    /// one is supplied (see `assemble::FleetProvisioner`).
-    fn runner_volume(&self, slot: &DesiredSlot) -> Option<crate::plan::model::RunnerVolume> {
+    /// Resolve and fetch what the VMs need from outside the file, before a
+    /// pass plans: each pool's runner release. Nothing by default.
+    async fn prepare(&self, now: DateTime<Utc>) -> Vec<crate::plan::model::PoolRunner> {
+        let _ = now;
+        Vec::new()
+    }
+
+    /// Where `slot`'s VM gets its runner from, as of the last `prepare`.
+    fn runner(&self, slot: &DesiredSlot) -> SlotRunner {
         let _ = slot;
-        None
+        SlotRunner::Guest
     }
 }
 

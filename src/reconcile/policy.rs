@@ -167,6 +167,9 @@ pub fn ends_by_itself(reason: &WaitReason) -> bool {
         | WaitReason::Grace { .. }
         | WaitReason::ObservationFailed { .. }
         | WaitReason::RunnerOffline { deadline: Some(_) } => true,
+        // GitHub or the download answering again; a release that does not
+        // exist needs the file changed.
+        WaitReason::RunnerUnavailable { error } => error.is_retryable(),
         WaitReason::Busy { .. }
         | WaitReason::NameTaken { .. }
         | WaitReason::DomainNameTaken { .. }

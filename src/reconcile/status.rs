@@ -12,7 +12,7 @@ use crate::fleet::LoadedFleet;
 use crate::model::guest::GuestStage;
 use crate::model::host::HostFacts;
 use crate::plan::model::{
-    Desired, Failure, Observation, ObservedRunner, ObservedVm, RunnerStatus, VmState,
+    Desired, Failure, Observation, ObservedRunner, ObservedVm, PoolRunner, RunnerStatus, VmState,
 };
 use crate::providers::{CacheUsage, RateBudget};
 
@@ -34,6 +34,9 @@ pub struct SlotRow {
     pub age_seconds: Option<i64>,
     /// The VM's spec hash equals its slot's.
     pub in_sync: Option<bool>,
+    /// The runner release the VM installed, where known: the release hangar
+    /// supplies its pool, for a VM made to the slot's present spec.
+    pub runner_version: Option<String>,
     pub cache_used_bytes: Option<u64>,
     pub cache_size_bytes: Option<u64>,
 }
@@ -60,6 +63,8 @@ pub struct StatusView {
     pub rate_limit: Option<RateBudget>,
     /// Parts of the world that could not be observed.
     pub unobserved: usize,
+    /// Each pool's runner release, as resolved for this observation.
+    pub runners: Vec<PoolRunner>,
 }
 
 /// What `status` needs besides the snapshot.
@@ -148,6 +153,12 @@ impl StatusView {
                         (Some(v), Some(w)) => Some(v.owner.spec_hash == w.spec_hash),
                         _ => None,
                     },
+                    runner_version: match (vm, want) {
+                        (Some(v), Some(w)) if v.owner.spec_hash == w.spec_hash => {
+                            w.runner.as_ref().map(|r| r.local.tarball.version.clone())
+                        }
+                        _ => None,
+                    },
                     cache_used_bytes: cache.map(|c| c.allocated_bytes),
                     cache_size_bytes: cache.map(|c| c.capacity_bytes),
                     slot,
@@ -182,17 +193,15 @@ impl StatusView {
             },
             rate_limit: i.rate_limit,
             unobserved: snap.failures().len(),
+            runners: i.desired.map(|d| d.runners.clone()).unwrap_or_default(),
         }
     }
 }
 
 /// Observe the world once and join it with the file.
 pub async fn status(engine: &Engine, fleet: &LoadedFleet) -> StatusView {
-    let snapshot = engine.world.observe(engine.clock.as_ref()).await;
-    let desired = fleet
-        .resolve(&snapshot.known_facts(), &snapshot.placement())
-        .ok();
-    status_of(engine, fleet.name(), desired.as_ref(), &snapshot).await
+    let (snapshot, desired) = engine.desired(fleet).await;
+    status_of(engine, fleet.name(), desired.ok().as_ref(), &snapshot).await
 }
 
 /// Join an observation already made (a pass's) with the file; asks the

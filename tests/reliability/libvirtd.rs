@@ -351,10 +351,7 @@ async fn s09_libvirtd_restarted_mid_pass() {
             )]),
             registry: Arc::new(Retrying::new(registry, RetryPolicy::GITHUB)),
         },
-        provisioner: Arc::new(FleetProvisioner {
-            fleet: fleet.fleet.clone(),
-            runner_dir: None,
-        }),
+        provisioner: Arc::new(FleetProvisioner::new(fleet.fleet.clone(), None)),
         clock: Arc::new(SystemClock),
         limits: Limits::default(),
         guests: None,
@@ -426,10 +423,7 @@ async fn s09_libvirtd_restarted_mid_pass() {
         (HvOp::RemoveSeed, 2),
     ] {
         fleet = hangar::fleet::load_str("fleet.yaml", &real_yaml(count)).unwrap();
-        engine.provisioner = Arc::new(FleetProvisioner {
-            fleet: fleet.fleet.clone(),
-            runner_dir: None,
-        });
+        engine.provisioner = Arc::new(FleetProvisioner::new(fleet.fleet.clone(), None));
         *restarting.hook.restart_before.lock().unwrap() = Some(op);
         let (passes, failed) = converge(&engine, &fleet, &cancel, &play).await;
         assert!(

@@ -280,10 +280,7 @@ impl Rig {
                     .stopped_by(cancel.clone()),
                 ),
             },
-            provisioner: Arc::new(FleetProvisioner {
-                fleet: fleet.fleet.clone(),
-                runner_dir: None,
-            }),
+            provisioner: Arc::new(FleetProvisioner::new(fleet.fleet.clone(), None)),
             clock: Arc::new(TokioClock::starting_at(
                 Utc.with_ymd_and_hms(2030, 1, 1, 0, 0, 0).unwrap(),
             )),
@@ -307,10 +304,7 @@ impl Rig {
 
     pub fn set_fleet(&mut self, yaml: &str) {
         self.fleet = fleet::load_str("fleet.yaml", yaml).unwrap_or_else(|e| panic!("{e}"));
-        self.engine.provisioner = Arc::new(FleetProvisioner {
-            fleet: self.fleet.fleet.clone(),
-            runner_dir: None,
-        });
+        self.engine.provisioner = Arc::new(FleetProvisioner::new(self.fleet.fleet.clone(), None));
     }
 
     /// Whether the stand-in guests act after each pass.

@@ -26,6 +26,7 @@ use hangar::reconcile::engine::{Engine, GuestPlay, PassResult};
 use hangar::reconcile::event::Ignore;
 use hangar::reconcile::memory::{OfflineMemory, Remembering};
 use hangar::reconcile::{Clock, Limits, TokioClock, World};
+use hangar::runner_dist::RunnerSupply;
 use hangar::sandbox::guest::SandboxGuests;
 use hangar::sandbox::host::SandboxHost;
 use hangar::secret::Secret;
@@ -176,6 +177,9 @@ pub struct RigWiring {
     pub guests: Arc<dyn GuestPlay>,
     /// The stop signal: ends the providers' retries.
     pub cancel: CancellationToken,
+    /// Runner releases from the simulator and tarballs in the state dir, as
+    /// `assemble` supplies them; `None`: guests get the runner themselves.
+    pub runners: Option<Arc<RunnerSupply>>,
 }
 
 /// Backoff short enough for tests; paused time runs it at once anyway.
@@ -232,10 +236,10 @@ impl RigWiring {
                 hosts,
                 registry,
             },
-            provisioner: Arc::new(FleetProvisioner {
-                fleet: fleet.fleet.clone(),
-                runner_dir: None,
-            }),
+            provisioner: Arc::new(FleetProvisioner::new(
+                fleet.fleet.clone(),
+                self.runners.clone(),
+            )),
             clock: self.clock.clone(),
             limits: Limits::default(),
             guests: Some(self.guests.clone()),
@@ -296,6 +300,7 @@ impl Rig {
             clock,
             guests: guests.clone(),
             cancel: cancel.clone(),
+            runners: None,
         };
         let engine = wiring.build(&fleet);
         Rig {
@@ -315,10 +320,23 @@ impl Rig {
     /// does when the file changes).
     pub fn set_fleet(&mut self, yaml: &str) {
         self.fleet = load(yaml);
-        self.engine.provisioner = Arc::new(FleetProvisioner {
-            fleet: self.fleet.fleet.clone(),
-            runner_dir: None,
-        });
+        self.engine.provisioner = Arc::new(FleetProvisioner::new(
+            self.fleet.fleet.clone(),
+            self.wiring.runners.clone(),
+        ));
+    }
+
+    /// From now on, resolve each pool's runner release from the simulator
+    /// and hand its tarball to the VMs on a runner volume, as `assemble`
+    /// does.
+    pub fn supply_runners(&mut self) {
+        let supply = RunnerSupply::new(&self.sim.base_url, self.dir.path(), None)
+            .expect("a runner supply on the simulator");
+        self.wiring.runners = Some(Arc::new(supply));
+        self.engine.provisioner = Arc::new(FleetProvisioner::new(
+            self.fleet.fleet.clone(),
+            self.wiring.runners.clone(),
+        ));
     }
 
     /// Whether the stand-in guests act after each pass.

@@ -139,7 +139,7 @@ fn leftover_names(host: &LibvirtHost) -> Vec<String> {
         .leftovers
         .iter()
         .filter_map(|l| match l {
-            Leftover::Volume { name, .. } => Some(name.clone()),
+            Leftover::Volume { name, .. } | Leftover::RunnerVolume { name } => Some(name.clone()),
             Leftover::ConsoleLog { .. } => None,
         })
         .collect()

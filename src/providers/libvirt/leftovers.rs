@@ -88,6 +88,11 @@ impl Inner {
             let made = self.made_in_pool()?;
             for name in self.generation_volumes(conn)? {
                 if parse_runner_volume(fleet, &name).is_some() {
+                    if !used.contains(&name) && made.contains(&name) {
+                        state
+                            .leftovers
+                            .push(Leftover::RunnerVolume { name: name.clone() });
+                    }
                     state.runner_volumes.push(name);
                     continue;
                 }
@@ -217,6 +222,26 @@ impl Inner {
                     ));
                 }
                 tracing::info!(host = %self.config.name, volume = %name, "removing a leftover volume");
+                self.delete_volume(&pool, name)
+            }
+            Leftover::RunnerVolume { name } => {
+                self.pool_changed();
+                let conn = self.conn()?;
+                let pool = self.pool(&conn)?;
+                let Some(vol) = self.lookup_volume(&pool, name)? else {
+                    return self.forget_made(name);
+                };
+                if !self.made_here(name)? {
+                    return Err(self.not_made_here(name));
+                }
+                let facts = self.volume_facts(&vol, name)?;
+                if facts.format.as_deref() != Some("raw") || facts.backing_path.is_some() {
+                    return Err(self.err(
+                        ErrorKind::Refused,
+                        format!("volume {name} does not look like hangar's: left alone"),
+                    ));
+                }
+                tracing::info!(host = %self.config.name, volume = %name, "removing a runner volume no VM uses");
                 self.delete_volume(&pool, name)
             }
             Leftover::ConsoleLog { name, .. } => {

@@ -73,6 +73,9 @@ impl Inner {
         let mut file = std::fs::File::open(&local.path)
             .map_err(|e| self.err(ErrorKind::Refused, format!("{}: {e}", local.path.display())))?;
         tracing::info!(host = %self.config.name, volume = %name, bytes = size, "uploading the runner tarball");
+        // Recorded first: a volume hangar made is one it may remove once no
+        // VM uses its release.
+        self.record_made([name.as_str()])?;
         self.create_complete(&spec, size, &mut file)
     }
 }
