@@ -302,7 +302,8 @@ fn read_secret_file(path: &str, field: &'static str) -> Result<String, AssembleE
     })
 }
 
-fn host_config(host: &Host, fleet: &str, state_dir: &Path) -> HostConfig {
+/// How the engine reaches a (non-sandbox) host of the file.
+pub fn host_config(host: &Host, fleet: &str, state_dir: &Path) -> HostConfig {
     HostConfig {
         name: host.name.clone(),
         uri: host.uri.clone(),

@@ -161,6 +161,32 @@ pub enum Command {
         #[arg(short, long, value_enum, default_value_t = Output::Human)]
         output: Output,
     },
+    /// Print a slot's serial console log (what its guest printed), read on
+    /// this machine; `--follow` keeps printing, across new generations
+    Logs {
+        /// Slot name, e.g. ldmx-umn-umn-0
+        slot: String,
+        #[command(flatten)]
+        fleet: FleetFile,
+        /// Keep printing what the guest prints (Ctrl-C to stop); on a remote
+        /// host, stream its live console over libvirt
+        #[arg(long, short = 'F')]
+        follow: bool,
+        /// The log of this VM generation instead of the newest
+        #[arg(long, value_name = "N")]
+        generation: Option<u64>,
+    },
+    /// Attach to a slot's serial console (as `virsh console` does);
+    /// Ctrl-] detaches
+    Console {
+        /// Slot name, e.g. ldmx-umn-umn-0
+        slot: String,
+        #[command(flatten)]
+        fleet: FleetFile,
+        /// Take the console over from another client attached to it
+        #[arg(long)]
+        force: bool,
+    },
     /// Remove everything the fleet owns (registrations, VMs, volumes, caches)
     Destroy {
         #[command(flatten)]

@@ -16,7 +16,6 @@ use crate::assemble::{self, Assembly};
 use crate::exit::ExitStatus;
 use crate::fleet::{self, FleetError, LoadedFleet};
 use crate::metrics::Metrics;
-use crate::model::names::slot_name;
 use crate::plan::render;
 use crate::reconcile::converge::{self, ConvergeSettings};
 use crate::reconcile::daemon::{self, DaemonSettings, FleetSource};
@@ -61,7 +60,7 @@ fn lock(ctx: &Ctx, fleet: &LoadedFleet) -> Result<FleetLock> {
 
 /// Cancelled on SIGTERM or Ctrl-C: actions under way finish, no new ones
 /// start, and the providers' retries give up.
-fn stop_signal() -> CancellationToken {
+pub(super) fn stop_signal() -> CancellationToken {
     let token = CancellationToken::new();
     let t = token.clone();
     tokio::spawn(async move {
@@ -435,20 +434,7 @@ pub async fn render_cmd(
     slot: &str,
 ) -> Result<ExitStatus> {
     let fleet = load(file)?;
-    let f = &fleet.fleet;
-    let slots: Vec<(String, &fleet::Pool)> = f
-        .spec
-        .pools
-        .iter()
-        .flat_map(|p| (0..p.count).map(move |i| (slot_name(&f.metadata.name, &p.name, i), p)))
-        .collect();
-    let Some((_, pool)) = slots.iter().find(|(name, _)| name == slot) else {
-        return Err(ExpectedError::NoSlot {
-            slot: slot.to_string(),
-            fleet: f.metadata.name.clone(),
-            slots: slots.into_iter().map(|(name, _)| name).collect(),
-        });
-    };
+    let pool = super::slot::find(&fleet, slot)?.pool;
     if what == RenderWhat::UserData {
         crate::out!("{}", assemble::render_user_data(&fleet, pool, slot)?);
         return Ok(ExitStatus::Ok);

@@ -33,6 +33,10 @@ pub enum ExpectedError {
         fleet: String,
         slots: Vec<String>,
     },
+    /// A slot's console or its log cannot be had (not there, not
+    /// readable, or on another machine: the message says where).
+    #[error("{0}")]
+    NoConsoleLog(String),
     /// A confirmation that only a person at a terminal can give.
     #[error("{0}; run again with --yes")]
     NotConfirmed(String),
@@ -60,9 +64,10 @@ impl ExpectedError {
             | ExpectedError::NoSlot { .. }
             | ExpectedError::NotConfirmed(_) => ExitStatus::InvalidInput,
             ExpectedError::Assemble(e) if e.is_usage() => ExitStatus::InvalidInput,
-            ExpectedError::Assemble(_) | ExpectedError::Runtime(_) | ExpectedError::Provider(_) => {
-                ExitStatus::ProviderError
-            }
+            ExpectedError::Assemble(_)
+            | ExpectedError::Runtime(_)
+            | ExpectedError::Provider(_)
+            | ExpectedError::NoConsoleLog(_) => ExitStatus::ProviderError,
             ExpectedError::Engine(e) => match e {
                 E::Fleet(_) | E::PruneNotConfirmed { .. } => ExitStatus::InvalidInput,
                 E::Lock(LockError::Held { .. }) | E::DaemonRunning { .. } => ExitStatus::LockHeld,

@@ -5,10 +5,13 @@
 
 pub(crate) mod args;
 mod commands;
+mod console;
 pub(crate) mod error;
 mod init;
+mod logs;
 pub mod output;
 mod progress;
+mod slot;
 mod status;
 
 use std::path::PathBuf;
@@ -170,6 +173,26 @@ pub async fn run(cli: Cli) -> ExitStatus {
                 commands::DestroyArgs { yes, force, wait },
             )
             .await
+        }
+        Command::Logs {
+            slot,
+            fleet,
+            follow,
+            generation,
+        } => {
+            logs::logs(
+                &ctx,
+                &fleet.file,
+                logs::LogsArgs {
+                    slot,
+                    follow,
+                    generation,
+                },
+            )
+            .await
+        }
+        Command::Console { slot, fleet, force } => {
+            console::console(&ctx, &fleet.file, console::ConsoleArgs { slot, force }).await
         }
         Command::Render { what, fleet, slot } => {
             commands::render_cmd(&ctx, what, &fleet.file, &slot).await

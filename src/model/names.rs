@@ -60,6 +60,20 @@ pub fn console_log_name(slot: &str, generation: u64) -> String {
     format!("{slot}-g{generation}.console.log")
 }
 
+/// The generation of `slot` whose console log file is called `file_name`
+/// ([`console_log_name`] read back).
+pub fn console_log_generation(slot: &str, file_name: &str) -> Option<u64> {
+    let generation = file_name
+        .strip_suffix(".console.log")?
+        .strip_prefix(slot)?
+        .strip_prefix("-g")?;
+    if generation.is_empty() || !generation.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let n: u64 = generation.parse().ok()?;
+    (console_log_name(slot, n) == file_name).then_some(n)
+}
+
 /// The default libvirt network of a fleet's `isolated` mode.
 pub fn default_network_name(fleet: &str) -> String {
     format!("hangar-{fleet}")
@@ -68,4 +82,28 @@ pub fn default_network_name(fleet: &str) -> String {
 /// The default nwfilter of a fleet's `isolated` mode.
 pub fn default_filter_name(fleet: &str) -> String {
     format!("hangar-isolated-{fleet}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn console_log_names_read_back_to_their_generation() {
+        assert_eq!(
+            console_log_generation("f-p-1", &console_log_name("f-p-1", 12)),
+            Some(12)
+        );
+        // Another slot whose name extends this one's is not this slot's.
+        assert_eq!(
+            console_log_generation("f-p-1", "f-p-10-g2.console.log"),
+            None
+        );
+        assert_eq!(
+            console_log_generation("f-p-1", "f-p-1-g02.console.log"),
+            None
+        );
+        assert_eq!(console_log_generation("f-p-1", "f-p-1-g.console.log"), None);
+        assert_eq!(console_log_generation("f-p-1", "f-p-1-g2.log"), None);
+    }
 }

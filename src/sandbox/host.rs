@@ -37,6 +37,11 @@ pub struct SandboxHost {
     changes: tokio::sync::Mutex<()>,
 }
 
+/// Where sandbox host `name` keeps its VMs' console logs.
+pub fn console_dir(state_dir: &Path, name: &str) -> PathBuf {
+    state_dir.join("sandbox").join("console").join(name)
+}
+
 impl SandboxHost {
     /// Open (or create) the sandbox host `name` under `state_dir/sandbox/`.
     pub fn open(state_dir: &Path, name: &str, storage_pool: &str) -> Result<Self, ProviderError> {
@@ -51,7 +56,7 @@ impl SandboxHost {
         let refused = |e: state::StateError| {
             ProviderError::new(name, ErrorKind::Refused, format!("sandbox state: {e}"))
         };
-        state::ensure_dir(&dir.join("console").join(name)).map_err(refused)?;
+        state::ensure_dir(&console_dir(state_dir, name)).map_err(refused)?;
         let node_file = std::path::absolute(dir.join(format!("{name}.xml"))).map_err(err)?;
         if !node_file_present(&node_file).map_err(refused)? {
             let xml = node::initial(
@@ -70,7 +75,7 @@ impl SandboxHost {
             domain_type: None,
             // One directory per host: a host takes every console log in
             // its directory without a VM of its own for a leftover.
-            console_dir: Some(dir.join("console").join(name)),
+            console_dir: Some(console_dir(state_dir, name)),
             volume_record: Some(dir.join(format!("{name}.volumes.json"))),
             image_dirs: Vec::new(),
         };

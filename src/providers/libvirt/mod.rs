@@ -18,7 +18,8 @@
 //!   one upload path; `disks`: a VM's root, cache and seed volumes;
 //!   `domain`: define, start, delete, remove the seed; [`xml`]: what is
 //!   written to and read from libvirt; `console`: the guest's progress from
-//!   its serial log; `seed`: the NoCloud image.
+//!   its serial log; `seed`: the NoCloud image; [`serial`]: a slot's
+//!   console for `hangar console` and `hangar logs`.
 //! - [`isolation`]: the fleet's NAT network and nwfilter.
 //! - Names are deterministic ([`crate::model::names::root_volume_name`] and
 //!   friends) so a create cut short is adopted by the next one, never
@@ -39,6 +40,7 @@ mod made;
 mod observe;
 mod runner_volume;
 pub mod seed;
+pub mod serial;
 pub mod survey;
 pub mod test_node;
 mod volumes;

@@ -166,6 +166,14 @@ fn write_domain(w: &mut Xw, spec: &DomainSpec) -> io::Result<()> {
                             .write_empty()?;
                     }
                 }
+                // The firmware's messages ("No bootable device") on the
+                // serial console too, so that `hangar logs` shows why a
+                // guest never started.
+                if spec.domain_type != DomainType::Test && spec.boot.is_none() {
+                    w.create_element("bios")
+                        .with_attribute(("useserial", "yes"))
+                        .write_empty()?;
+                }
                 Ok(())
             })?;
             // Without ACPI a guest's poweroff never ends the domain.
@@ -183,11 +191,17 @@ fn write_domain(w: &mut Xw, spec: &DomainSpec) -> io::Result<()> {
                 }
                 write_interface(w, &spec.network)?;
                 if let Some(path) = &spec.console_log {
+                    // A PTY that is also logged: `hangar console` attaches
+                    // to it (virDomainOpenConsole), and everything the guest
+                    // prints, attached or not, goes to the log that
+                    // observation and `hangar logs` read. libvirt adds the
+                    // matching `<console type='pty'>`.
                     w.create_element("serial")
-                        .with_attribute(("type", "file"))
+                        .with_attribute(("type", "pty"))
                         .write_inner_content(|w| {
-                            w.create_element("source")
-                                .with_attribute(("path", path.as_str()))
+                            w.create_element("log")
+                                .with_attribute(("file", path.as_str()))
+                                .with_attribute(("append", "on"))
                                 .write_empty()?;
                             w.create_element("target")
                                 .with_attribute(("port", "0"))
@@ -304,6 +318,10 @@ pub struct DomainFacts {
     pub volumes: Vec<(String, String)>,
     /// A disk with serial [`SEED_DISK_SERIAL`] is attached.
     pub seed_attached: bool,
+    /// Where the first serial port's output is written on the host: its
+    /// `<log file>` (a PTY, as hangar defines it), or its `<source path>`
+    /// (a `type='file'` serial, as older hangar defined it).
+    pub console_log: Option<String>,
 }
 
 /// Read ownership and disks from a full domain XML (`virDomainGetXMLDesc`).
@@ -336,10 +354,23 @@ pub fn parse_domain(xml: &str) -> Result<DomainFacts, OwnershipError> {
     let seed_attached = disks
         .iter()
         .any(|d| d.child_text("serial") == Some(SEED_DISK_SERIAL));
+    let console_log = root
+        .child("devices")
+        .and_then(|d| d.children_named("serial").next())
+        .and_then(
+            |serial| match serial.child("log").and_then(|l| l.attr("file")) {
+                Some(log) => Some(log.to_string()),
+                None if serial.attr("type") == Some("file") => {
+                    serial.child("source")?.attr("path").map(str::to_string)
+                }
+                None => None,
+            },
+        );
     Ok(DomainFacts {
         owner,
         volumes,
         seed_attached,
+        console_log,
     })
 }
 
@@ -420,6 +451,20 @@ mod tests {
                 ("default".into(), "ci-linux-0-g3-seed.iso".into()),
             ]
         );
+        assert_eq!(facts.console_log.as_deref(), Some("/var/log/hangar/x.log"));
+    }
+
+    #[test]
+    fn the_console_log_of_an_older_file_serial_is_read_back() {
+        let xml = r#"<domain><devices><serial type='file'><source path='/l/a.log'/>
+            <target port='0'/></serial></devices></domain>"#;
+        assert_eq!(
+            parse_domain(xml).unwrap().console_log.as_deref(),
+            Some("/l/a.log")
+        );
+        let pty =
+            "<domain><devices><serial type='pty'><target port='0'/></serial></devices></domain>";
+        assert_eq!(parse_domain(pty).unwrap().console_log, None);
     }
 
     #[test]
