@@ -271,6 +271,10 @@ pub enum Leftover {
         slot: String,
         generation: u64,
     },
+    /// A slot's cache volume that hangar made and no domain refers to: a
+    /// create cut short before its domain was defined. Only `destroy`
+    /// removes it (a slot of the file keeps its cache across generations).
+    Cache { name: String, slot: String },
     /// A generation's serial console log whose domain is gone.
     ConsoleLog {
         name: String,
@@ -282,13 +286,17 @@ pub enum Leftover {
 impl Leftover {
     pub fn slot(&self) -> &str {
         match self {
-            Leftover::Volume { slot, .. } | Leftover::ConsoleLog { slot, .. } => slot,
+            Leftover::Volume { slot, .. }
+            | Leftover::Cache { slot, .. }
+            | Leftover::ConsoleLog { slot, .. } => slot,
         }
     }
 
     pub fn name(&self) -> &str {
         match self {
-            Leftover::Volume { name, .. } | Leftover::ConsoleLog { name, .. } => name,
+            Leftover::Volume { name, .. }
+            | Leftover::Cache { name, .. }
+            | Leftover::ConsoleLog { name, .. } => name,
         }
     }
 }
@@ -549,7 +557,7 @@ impl Action {
                 ..
             } => slot,
             Action::RemoveLeftover {
-                leftover: Leftover::Volume { name, .. },
+                leftover: Leftover::Volume { name, .. } | Leftover::Cache { name, .. },
                 ..
             } => name,
             Action::Wait { subject, .. } => subject,

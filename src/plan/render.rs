@@ -145,6 +145,9 @@ fn describe(action: &Action) -> String {
         ),
         Action::RemoveLeftover { host, leftover } => match leftover {
             Leftover::Volume { name, .. } => format!("volume {name} on {host} (no domain uses it)"),
+            Leftover::Cache { name, .. } => {
+                format!("cache volume {name} on {host} (its VM was never defined)")
+            }
             Leftover::ConsoleLog { name, .. } => {
                 format!("console log {name} on {host} (its VM is gone)")
             }

@@ -39,6 +39,11 @@ fn generation_volume(name: &str) -> Option<(&str, u64)> {
     Some((slot, generation.parse().ok()?))
 }
 
+/// `<slot>-cache.qcow2` → slot.
+fn cache_volume(name: &str) -> Option<&str> {
+    name.strip_suffix("-cache.qcow2")
+}
+
 /// Some fleet's runner volume (`<fleet>-runner-<version>-<arch>.tar.gz`).
 fn is_runner_volume(name: &str) -> bool {
     name.split_once("-runner-")
@@ -89,6 +94,18 @@ impl Inner {
             for name in self.generation_volumes(conn)? {
                 if parse_runner_volume(fleet, &name).is_some() {
                     state.runner_volumes.push(name);
+                    continue;
+                }
+                if let Some(slot) = cache_volume(&name) {
+                    if parse_slot_name(fleet, slot).is_some()
+                        && !used.contains(&name)
+                        && made.contains(&name)
+                    {
+                        state.leftovers.push(Leftover::Cache {
+                            slot: slot.to_string(),
+                            name,
+                        });
+                    }
                     continue;
                 }
                 let Some((slot, generation)) = generation_volume(&name) else {
@@ -158,7 +175,7 @@ impl Inner {
                 .is_some_and(|u| u == net.filter_uuid()))
     }
 
-    /// The pool's root, seed and runner volume names, listed again only after our
+    /// The pool's root, seed, cache and runner volume names, listed again only after our
     /// own change of the pool or when the last listing is old.
     fn generation_volumes(&self, conn: &Connect) -> Result<Vec<String>, ProviderError> {
         if let Some(l) = self.volumes.lock().expect("volume cache lock").as_ref() {
@@ -170,7 +187,9 @@ impl Inner {
         let names: Vec<String> = self
             .call("list volumes", || pool.list_volumes())?
             .into_iter()
-            .filter(|n| generation_volume(n).is_some() || is_runner_volume(n))
+            .filter(|n| {
+                generation_volume(n).is_some() || cache_volume(n).is_some() || is_runner_volume(n)
+            })
             .collect();
         *self.volumes.lock().expect("volume cache lock") = Some(ListedVolumes {
             names: names.clone(),
@@ -217,6 +236,26 @@ impl Inner {
                     ));
                 }
                 tracing::info!(host = %self.config.name, volume = %name, "removing a leftover volume");
+                self.delete_volume(&pool, name)
+            }
+            Leftover::Cache { name, .. } => {
+                self.pool_changed();
+                let conn = self.conn()?;
+                let pool = self.pool(&conn)?;
+                let Some(vol) = self.lookup_volume(&pool, name)? else {
+                    return self.forget_made(name);
+                };
+                if !self.made_here(name)? {
+                    return Err(self.not_made_here(name));
+                }
+                let facts = self.volume_facts(&vol, name)?;
+                if facts.format.as_deref() != Some("qcow2") || facts.backing_path.is_some() {
+                    return Err(self.err(
+                        ErrorKind::Refused,
+                        format!("volume {name} is not a plain qcow2 cache volume: left alone"),
+                    ));
+                }
+                tracing::info!(host = %self.config.name, volume = %name, "removing a cache volume no domain uses");
                 self.delete_volume(&pool, name)
             }
             Leftover::ConsoleLog { name, .. } => {
@@ -308,5 +347,7 @@ mod tests {
         assert_eq!(generation_volume("base.qcow2"), None);
         assert_eq!(console_log("t-p-0-g2.console.log"), Some(("t-p-0", 2)));
         assert_eq!(console_log("t-p-0-g2.log"), None);
+        assert_eq!(cache_volume("t-p-0-cache.qcow2"), Some("t-p-0"));
+        assert_eq!(cache_volume("t-p-0-g1-root.qcow2"), None);
     }
 }
