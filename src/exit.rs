@@ -19,8 +19,9 @@ pub enum ExitStatus {
     /// `--wait` ran out, or only waits on others remain (a busy runner, a
     /// name another owner holds). What remains is printed.
     NotConverged = 5,
-    /// Stopped by SIGTERM or Ctrl-C: the actions under way finished, no
-    /// other started.
+    /// Stopped by SIGTERM or Ctrl-C: no other action started; the ones
+    /// under way finished or were abandoned after the stop grace (10 s), or
+    /// a second signal ended the process at once.
     Interrupted = 6,
 }
 

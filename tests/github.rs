@@ -468,6 +468,39 @@ async fn latency_is_waited_out_in_paused_time() {
     assert!(t0.elapsed() >= Duration::from_secs(5));
 }
 
+/// Issue 18: 50 pages at 300 ms took 15 s a pass, one after another. Once
+/// the first page says how many there are, the others go at once (8 in
+/// flight): 20 pages cost 1 + ⌈19/8⌉ = 4 latencies, not 20, and the
+/// unchanged list is still all 304s.
+#[tokio::test(start_paused = true)]
+async fn issue_18_runner_pages_are_fetched_concurrently() {
+    let sim = start_sim().await;
+    sim.add_runners("repos/ldmx/images", "other", 2_000, &labels(&["x"]))
+        .unwrap();
+    let reg = registry(&sim, repo(), token(TOKEN));
+    sim.set_latency(Some(Latency {
+        ms: 300,
+        route: Some("actions/runners".into()),
+    }));
+    for pass in 0..2 {
+        let t0 = Instant::now();
+        let runners = reg.observe().await.unwrap();
+        let took = t0.elapsed();
+        assert_eq!(runners.len(), 2_000);
+        let mut ids: Vec<u64> = runners.iter().map(|r| r.id).collect();
+        ids.sort();
+        ids.dedup();
+        assert_eq!(ids.len(), 2_000);
+        assert!(
+            took >= Duration::from_millis(4 * 300) && took < Duration::from_millis(5 * 300),
+            "pass {pass}: {took:?}"
+        );
+    }
+    let stats = sim.stats();
+    assert_eq!(stats.count(LIST), 40);
+    assert_eq!(stats.count_status(LIST, 304), 20);
+}
+
 #[tokio::test]
 async fn a_slow_answer_times_out_as_transient() {
     let sim = start_sim().await;

@@ -327,7 +327,7 @@ pub struct LazyHost {
     config: HostConfig,
     isolation: Option<IsolatedNetwork>,
     host: Mutex<Option<Arc<LibvirtHost>>>,
-    /// The deadline of a remote host's connect and calls.
+    /// The deadline of the host's connect and of each of its calls.
     call_timeout: Duration,
 }
 
@@ -337,11 +337,12 @@ impl LazyHost {
             config,
             isolation,
             host: Mutex::new(None),
-            call_timeout: crate::providers::libvirt::REMOTE_CALL_TIMEOUT,
+            call_timeout: crate::providers::libvirt::CALL_TIMEOUT,
         }
     }
 
-    /// A remote host's deadline other than the default (the bench).
+    /// A deadline other than [`crate::providers::libvirt::CALL_TIMEOUT`]
+    /// (the bench, tests).
     pub fn with_call_timeout(mut self, limit: Duration) -> Self {
         self.call_timeout = limit;
         self
@@ -355,20 +356,18 @@ impl LazyHost {
         let config = self.config.clone();
         let isolation = self.isolation.clone();
         let name = config.name.clone();
-        let remote = !crate::providers::libvirt::uri_is_local(&config.uri);
         let task =
             tokio::task::spawn_blocking(move || LibvirtHost::connect_isolated(config, isolation));
-        // A remote host that never answers must not hold up the pass.
-        let limit = crate::providers::libvirt::REMOTE_CALL_TIMEOUT;
-        let joined = match remote {
-            true => tokio::time::timeout(limit, task).await.map_err(|_| {
-                let msg = format!("not answering: no connection within {}s", limit.as_secs());
-                ProviderError::new(&name, ErrorKind::Transient, msg)
-            })?,
-            false => task.await,
-        };
+        // A host that never answers (remote, or a local libvirtd that
+        // hangs) must not hold up the pass.
+        let limit = self.call_timeout;
+        let joined = tokio::time::timeout(limit, task).await.map_err(|_| {
+            let msg = format!("not answering: no connection within {}s", limit.as_secs());
+            ProviderError::new(&name, ErrorKind::Transient, msg)
+        })?;
         let h = joined
             .map_err(|e| ProviderError::new(&name, ErrorKind::Transient, e.to_string()))??;
+        h.set_call_timeout(Some(limit));
         let h = Arc::new(h);
         *slot = Some(h.clone());
         Ok(h)

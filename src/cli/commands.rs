@@ -58,8 +58,10 @@ fn lock(ctx: &Ctx, fleet: &LoadedFleet) -> Result<FleetLock> {
     Ok(FleetLock::try_acquire(&ctx.state_dir, fleet.name())?)
 }
 
-/// Cancelled on SIGTERM or Ctrl-C: actions under way finish, no new ones
-/// start, and the providers' retries give up.
+/// Cancelled on SIGTERM or Ctrl-C: no new action starts, the providers'
+/// retries give up, reads in flight end, and changes under way get
+/// [`crate::providers::retry::STOP_GRACE`] to finish. A second signal exits
+/// at once (exit 6), naming what it left half done.
 pub(super) fn stop_signal() -> CancellationToken {
     let token = CancellationToken::new();
     let t = token.clone();
@@ -73,8 +75,27 @@ pub(super) fn stop_signal() -> CancellationToken {
             _ = term.recv() => {}
             _ = tokio::signal::ctrl_c() => {}
         }
-        tracing::info!("shutdown requested: finishing the actions under way");
+        tracing::info!(
+            "shutdown requested: finishing the actions under way (at most {}s); a second signal exits at once",
+            crate::providers::retry::STOP_GRACE.as_secs()
+        );
         t.cancel();
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+        let left = crate::reconcile::under_way::now();
+        if left.is_empty() {
+            eprintln!("interrupted again: exiting now; no action was under way");
+        } else {
+            eprintln!(
+                "interrupted again: exiting now; left half done (the next run finishes or removes it):"
+            );
+            for l in left {
+                eprintln!("  {l}");
+            }
+        }
+        std::process::exit(i32::from(crate::exit::ExitStatus::Interrupted.code()));
     });
     token
 }

@@ -88,7 +88,7 @@ impl ExpectedError {
                 output::diagnostic(e, color)
             }
             ExpectedError::Engine(E::Interrupted) => {
-                "interrupted: the actions under way finished; run the command again to go on\n"
+                "interrupted: no new action started; run the command again to go on\n"
                     .to_string()
             }
             ExpectedError::Engine(E::PruneNotConfirmed { pools }) => format!(

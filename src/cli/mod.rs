@@ -51,7 +51,12 @@ pub fn main() -> ExitStatus {
         Ok(rt) => rt,
         Err(e) => return finish(Err(error::ExpectedError::Runtime(e)), false),
     };
-    runtime.block_on(run(cli))
+    let status = runtime.block_on(run(cli));
+    // A libvirt call that never returned still holds its blocking thread
+    // (see providers::libvirt::connection): the process does not wait for
+    // it.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(100));
+    status
 }
 
 fn default_state_dir() -> PathBuf {

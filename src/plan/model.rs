@@ -294,6 +294,10 @@ pub enum Leftover {
         slot: String,
         generation: u64,
     },
+    /// A slot's cache volume that hangar made and no domain refers to: a
+    /// create cut short before its domain was defined. Only `destroy`
+    /// removes it (a slot of the file keeps its cache across generations).
+    Cache { name: String, slot: String },
     /// A generation's serial console log whose domain is gone.
     ConsoleLog {
         name: String,
@@ -309,7 +313,9 @@ impl Leftover {
     /// The slot it was made for; a runner volume belongs to no slot.
     pub fn slot(&self) -> Option<&str> {
         match self {
-            Leftover::Volume { slot, .. } | Leftover::ConsoleLog { slot, .. } => Some(slot),
+            Leftover::Volume { slot, .. }
+            | Leftover::Cache { slot, .. }
+            | Leftover::ConsoleLog { slot, .. } => Some(slot),
             Leftover::RunnerVolume { .. } => None,
         }
     }
@@ -317,6 +323,7 @@ impl Leftover {
     pub fn name(&self) -> &str {
         match self {
             Leftover::Volume { name, .. }
+            | Leftover::Cache { name, .. }
             | Leftover::ConsoleLog { name, .. }
             | Leftover::RunnerVolume { name } => name,
         }
@@ -582,7 +589,10 @@ impl Action {
                 ..
             } => slot,
             Action::RemoveLeftover {
-                leftover: Leftover::Volume { name, .. } | Leftover::RunnerVolume { name },
+                leftover:
+                    Leftover::Volume { name, .. }
+                    | Leftover::Cache { name, .. }
+                    | Leftover::RunnerVolume { name },
                 ..
             } => name,
             Action::Wait { subject, .. } => subject,

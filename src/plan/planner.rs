@@ -141,7 +141,7 @@ fn is_our_slot(world: &Ours<'_>, fleet: &str, pools: &[String], slot: &str) -> b
 /// Per observed host: the fleet's network ensured where a slot needs it and
 /// it is missing, or where a VM is about to be made (ensuring is cheap and
 /// catches a network changed by hand); leftovers removed, except a volume
-/// of the very generation a create of this plan adopts.
+/// of the very generation a create of this plan adopts and a cache volume.
 fn host_actions(
     observed: &Observed,
     actions: &mut Vec<Action>,
@@ -225,6 +225,8 @@ fn host_actions(
                         continue;
                     }
                 }
+                // A cache outlives its VMs: only `destroy` removes one.
+                Leftover::Cache { .. } => continue,
                 Leftover::ConsoleLog { slot, .. } => {
                     if !ours(slot) {
                         continue;

@@ -148,6 +148,9 @@ fn describe(action: &Action) -> String {
             Leftover::RunnerVolume { name } => {
                 format!("runner volume {name} on {host} (no VM installs that release)")
             }
+            Leftover::Cache { name, .. } => {
+                format!("cache volume {name} on {host} (its VM was never defined)")
+            }
             Leftover::ConsoleLog { name, .. } => {
                 format!("console log {name} on {host} (its VM is gone)")
             }

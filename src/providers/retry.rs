@@ -8,8 +8,11 @@
 //! `tokio::time`, so tests run them under paused time, and every sleep ends
 //! when the stop signal comes: a process asked to stop never sits out a
 //! two-minute `retry-after`. Reads in flight are dropped on the stop signal
-//! too; a change in flight is let finish (cutting it short would leave the
-//! world half-changed and the caller not knowing).
+//! too; a change in flight is given [`STOP_GRACE`] to finish (cutting it
+//! short may leave the world half-changed), and then abandoned: a call that
+//! hangs must not keep a process that was asked to stop. What it left half
+//! made is found by the next run (every change is idempotent, and a create
+//! records its volumes before it makes them).
 //!
 //! Which calls are sent again:
 //! - reads (`facts`, `observe`, `cache_usage`) and the idempotent changes:
@@ -37,6 +40,9 @@ use super::{
 use crate::model::HostFacts;
 use crate::plan::model::{Leftover, ObservedHost, ObservedRunner, ObservedVm, VmRef};
 use crate::secret::Secret;
+
+/// How long a change in flight may go on after the stop signal.
+pub const STOP_GRACE: Duration = Duration::from_secs(10);
 
 /// Bounds of the backoff.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -160,7 +166,23 @@ impl<P: ?Sized> Retrying<P> {
         let mut waited = Duration::ZERO;
         loop {
             let result = match call {
-                Call::Change => op().await,
+                Call::Change => {
+                    let grace = async {
+                        self.stop.cancelled().await;
+                        tokio::time::sleep(STOP_GRACE).await;
+                    };
+                    tokio::select! {
+                        r = op() => r,
+                        _ = grace => return Err(ProviderError::new(
+                            target,
+                            ErrorKind::Transient,
+                            format!(
+                                "{what}: abandoned {}s after the stop signal (left half done; the next run finishes or removes it)",
+                                STOP_GRACE.as_secs()
+                            ),
+                        )),
+                    }
+                }
                 Call::Read => tokio::select! {
                     biased;
                     _ = self.stop.cancelled() => return Err(self.stopped(target, what)),
@@ -490,6 +512,71 @@ mod tests {
         let e = reg.observe().await.unwrap_err();
         assert!(e.message.contains("stopped"), "{e}");
         assert_eq!(calls.load(Ordering::SeqCst), 1);
+    }
+
+    /// A registry whose every call never answers (issue 18: a libvirt
+    /// call waited over 200 s and SIGTERM was ignored).
+    struct Hung;
+
+    #[async_trait]
+    impl RunnerRegistry for Hung {
+        fn scope(&self) -> String {
+            "hung".into()
+        }
+        async fn observe(&self) -> Result<Vec<ObservedRunner>, ProviderError> {
+            std::future::pending().await
+        }
+        async fn jit_config(
+            &self,
+            _: &str,
+            _: &[String],
+            _: &str,
+        ) -> Result<JitRunner, ProviderError> {
+            std::future::pending().await
+        }
+        async fn registration_token(&self) -> Result<Secret<String>, ProviderError> {
+            std::future::pending().await
+        }
+        fn registration_url(&self) -> String {
+            String::new()
+        }
+        async fn remove(&self, _: u64) -> Result<RemoveOutcome, ProviderError> {
+            std::future::pending().await
+        }
+        fn rate_budget(&self) -> Option<RateBudget> {
+            None
+        }
+    }
+
+    /// Issue 18: a change that hangs is abandoned `STOP_GRACE` after the
+    /// stop signal, not waited for; a read ends at the signal.
+    #[tokio::test(start_paused = true)]
+    async fn issue_18_a_hung_change_is_abandoned_after_the_stop_grace() {
+        let stop = CancellationToken::new();
+        let reg = Arc::new(Retrying::new(Hung, RetryPolicy::GITHUB).stopped_by(stop.clone()));
+        let change = tokio::spawn({
+            let reg = reg.clone();
+            async move { reg.remove(7).await }
+        });
+        let read = tokio::spawn({
+            let reg = reg.clone();
+            async move { reg.observe().await }
+        });
+        // Without the signal a change is waited for, however long.
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+        assert!(!change.is_finished() && !read.is_finished());
+        let stopped = tokio::time::Instant::now();
+        stop.cancel();
+        let e = read.await.unwrap().unwrap_err();
+        assert!(e.message.contains("stopped"), "{e}");
+        assert!(stopped.elapsed() < Duration::from_secs(1));
+        let e = change.await.unwrap().unwrap_err();
+        assert!(e.message.contains("abandoned"), "{e}");
+        let took = stopped.elapsed();
+        assert!(
+            took >= STOP_GRACE && took < STOP_GRACE + Duration::from_secs(1),
+            "abandoned {took:?} after the signal"
+        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -23,9 +23,9 @@ pub enum Error {
         pools.join(", ")
     )]
     PruneNotConfirmed { pools: Vec<String> },
-    /// The stop signal came: the actions under way finished, no other
-    /// started.
-    #[error("interrupted: the actions under way finished")]
+    /// The stop signal came: no other action started; the ones under way
+    /// finished or were abandoned after the stop grace.
+    #[error("interrupted: no new action started")]
     Interrupted,
     /// The world is not yet what the file says and this run stopped
     /// waiting. `remaining` is the last plan's actions and waits.

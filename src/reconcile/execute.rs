@@ -283,6 +283,7 @@ async fn one(
             ex.events.emit(Event::ActionStarted {
                 action: action.clone(),
             });
+            let _under_way = super::under_way::begin(crate::plan::render::line(action, false));
             run(ex, action, token).await
         }
     };

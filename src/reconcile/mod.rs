@@ -20,6 +20,7 @@ pub mod metrics;
 pub mod policy;
 pub mod progress;
 pub mod status;
+pub mod under_way;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

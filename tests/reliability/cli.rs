@@ -212,6 +212,11 @@ impl Running {
         false
     }
 
+    #[allow(dead_code)] // tests/deadline.rs
+    pub fn child_id(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn kill9(mut self) -> Vec<String> {
         self.child.kill().expect("SIGKILL");
         self.child.wait().unwrap();

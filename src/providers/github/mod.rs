@@ -118,7 +118,16 @@ struct CachedPage {
     etag: String,
     runners: Vec<ObservedRunner>,
     next: Option<String>,
+    total: Option<u64>,
 }
+
+/// One page of the runner list: its runners, the next page's path, and
+/// how many runners the list says it has.
+type Page = (Vec<ObservedRunner>, Option<String>, Option<u64>);
+
+/// Pages of the runner list fetched at once after the first (GitHub's
+/// secondary limit allows 100 concurrent requests).
+const PAGES_IN_FLIGHT: usize = 8;
 
 pub struct GithubRegistry {
     scope: Scope,
@@ -145,6 +154,8 @@ impl std::fmt::Debug for GithubRegistry {
 
 #[derive(Deserialize)]
 struct RunnerList {
+    #[serde(default)]
+    total_count: Option<u64>,
     runners: Vec<ApiRunner>,
 }
 
@@ -363,20 +374,101 @@ impl GithubRegistry {
     }
 }
 
+impl GithubRegistry {
+    /// One page of the runner list, asked with the ETag of its last answer
+    /// (a 304 is free of the rate limit).
+    async fn runner_page(&self, p: &str) -> Result<Page, ProviderError> {
+        const WHAT: &str = "list runners";
+        let etag = {
+            let cache = self.pages.lock().unwrap_or_else(|e| e.into_inner());
+            cache.get(p).map(|c| c.etag.clone())
+        };
+        // GitHub's description declares 304 only for some routes, not
+        // this one; GitHub's guidance answers every conditional GET with
+        // an unchanged ETag by 304, free of the rate limit
+        // (https://docs.github.com/rest/using-the-rest-api/best-practices-for-using-the-rest-api#use-conditional-requests-if-appropriate).
+        let mut extra = Vec::new();
+        if let Some(tag) = etag.as_deref().and_then(|t| HeaderValue::from_str(t).ok()) {
+            extra.push((IF_NONE_MATCH, tag));
+        }
+        let answer = self.call(WHAT, Method::GET, p, &extra, None).await?;
+        match answer.status {
+            StatusCode::NOT_MODIFIED => {
+                let cache = self.pages.lock().unwrap_or_else(|e| e.into_inner());
+                match cache.get(p) {
+                    Some(c) => Ok((c.runners.clone(), c.next.clone(), c.total)),
+                    None => Err(self.transport.error(
+                        ErrorKind::Transient,
+                        "list runners: 304 for a page not in the cache",
+                    )),
+                }
+            }
+            StatusCode::OK => {
+                let list: RunnerList = answer.json(self.transport.target(), WHAT)?;
+                let total = list.total_count;
+                let page: Vec<ObservedRunner> =
+                    list.runners.into_iter().map(ObservedRunner::from).collect();
+                let next = next_link(answer.header("link"));
+                let mut cache = self.pages.lock().unwrap_or_else(|e| e.into_inner());
+                match answer.header("etag") {
+                    Some(tag) => {
+                        cache.insert(
+                            p.to_string(),
+                            CachedPage {
+                                etag: tag.to_string(),
+                                runners: page.clone(),
+                                next: next.clone(),
+                                total,
+                            },
+                        );
+                    }
+                    None => {
+                        cache.remove(p);
+                    }
+                }
+                Ok((page, next, total))
+            }
+            _ => Err(self.scope_error(WHAT, &answer)),
+        }
+    }
+}
+
 #[async_trait]
 impl RunnerRegistry for GithubRegistry {
     fn scope(&self) -> String {
         self.scope.api_path()
     }
 
+    /// The runner list: the first page, then (once it says how many there
+    /// are) the other pages at once, at most [`PAGES_IN_FLIGHT`] in
+    /// flight, then any page a list that grew meanwhile links after them.
     async fn observe(&self) -> Result<Vec<ObservedRunner>, ProviderError> {
-        const WHAT: &str = "list runners";
         let base = format!("/{}/actions/runners", self.scope.api_path());
-        let mut path = Some(format!("{base}?per_page={PAGE_SIZE}&page=1"));
+        let page_path = |n: u64| format!("{base}?per_page={PAGE_SIZE}&page={n}");
         let mut runners: Vec<ObservedRunner> = Vec::new();
         let mut seen = std::collections::HashSet::new();
-        let mut pages = 0usize;
-        while let Some(p) = path.take() {
+        let mut add = |page: Vec<ObservedRunner>, runners: &mut Vec<ObservedRunner>| {
+            // A list that changes between pages can repeat a runner.
+            runners.extend(page.into_iter().filter(|r| seen.insert(r.id)));
+        };
+        let (first, mut next, total) = self.runner_page(&page_path(1)).await?;
+        add(first, &mut runners);
+        let mut pages = 1usize;
+        let count = total.map_or(1, |t| t.div_ceil(PAGE_SIZE as u64).max(1));
+        if count > 1 && next.is_some() {
+            use futures::stream::{self, StreamExt, TryStreamExt};
+            let rest: Vec<Page> = stream::iter((2..=count.min(10_000)).map(&page_path))
+                .map(|p| async move { self.runner_page(&p).await })
+                .buffered(PAGES_IN_FLIGHT)
+                .try_collect()
+                .await?;
+            pages += rest.len();
+            next = rest.last().and_then(|(_, n, _)| n.clone());
+            for (page, _, _) in rest {
+                add(page, &mut runners);
+            }
+        }
+        while let Some(p) = next.take() {
             pages += 1;
             if pages > 10_000 {
                 return Err(self.transport.error(
@@ -384,60 +476,9 @@ impl RunnerRegistry for GithubRegistry {
                     "list runners: pagination does not end",
                 ));
             }
-            let etag = {
-                let cache = self.pages.lock().unwrap_or_else(|e| e.into_inner());
-                cache.get(&p).map(|c| c.etag.clone())
-            };
-            // GitHub's description declares 304 only for some routes, not
-            // this one; GitHub's guidance answers every conditional GET with
-            // an unchanged ETag by 304, free of the rate limit
-            // (https://docs.github.com/rest/using-the-rest-api/best-practices-for-using-the-rest-api#use-conditional-requests-if-appropriate).
-            let mut extra = Vec::new();
-            if let Some(tag) = etag.as_deref().and_then(|t| HeaderValue::from_str(t).ok()) {
-                extra.push((IF_NONE_MATCH, tag));
-            }
-            let answer = self.call(WHAT, Method::GET, &p, &extra, None).await?;
-            let (page, next) = match answer.status {
-                StatusCode::NOT_MODIFIED => {
-                    let cache = self.pages.lock().unwrap_or_else(|e| e.into_inner());
-                    match cache.get(&p) {
-                        Some(c) => (c.runners.clone(), c.next.clone()),
-                        None => {
-                            return Err(self.transport.error(
-                                ErrorKind::Transient,
-                                "list runners: 304 for a page not in the cache",
-                            ))
-                        }
-                    }
-                }
-                StatusCode::OK => {
-                    let list: RunnerList = answer.json(self.transport.target(), WHAT)?;
-                    let page: Vec<ObservedRunner> =
-                        list.runners.into_iter().map(ObservedRunner::from).collect();
-                    let next = next_link(answer.header("link"));
-                    let mut cache = self.pages.lock().unwrap_or_else(|e| e.into_inner());
-                    match answer.header("etag") {
-                        Some(tag) => {
-                            cache.insert(
-                                p.clone(),
-                                CachedPage {
-                                    etag: tag.to_string(),
-                                    runners: page.clone(),
-                                    next: next.clone(),
-                                },
-                            );
-                        }
-                        None => {
-                            cache.remove(&p);
-                        }
-                    }
-                    (page, next)
-                }
-                _ => return Err(self.scope_error(WHAT, &answer)),
-            };
-            // A list that changes between pages can repeat a runner.
-            runners.extend(page.into_iter().filter(|r| seen.insert(r.id)));
-            path = next;
+            let (page, n, _) = self.runner_page(&p).await?;
+            add(page, &mut runners);
+            next = n;
         }
         tracing::debug!(target: "hangar::github", scope = %self.scope.api_path(), runners = runners.len(), pages, "observed");
         Ok(runners)

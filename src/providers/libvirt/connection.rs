@@ -9,15 +9,22 @@
 //! (`virConnectIsAlive`, answered locally) or when a call failed in a way
 //! [`super::errors::classify`] calls transient; the next call reopens it.
 //!
-//! Every call on a remote host has a deadline ([`REMOTE_CALL_TIMEOUT`]):
-//! a host that stops answering fails its calls in that time instead of
-//! holding up the pass for the other hosts, and while the stuck call has
-//! not returned, further calls fail at once (no second thread is parked on
-//! it). These failures are not retried within the pass (retrying would
-//! multiply the wait); the pass treats the host as unobserved and the next
-//! pass looks again.
+//! Every libvirt call, on every host (local ones too: a local libvirtd
+//! can stop answering as well), has a deadline ([`CALL_TIMEOUT`]). The
+//! work of one trait method (a create is a dozen calls, an upload many
+//! chunks) runs on one blocking thread; each call and each uploaded chunk
+//! marks progress, and the work fails when no progress was marked for the
+//! deadline: a host that stops answering fails in that time instead of
+//! holding up the pass for the other hosts, however long the work is. While
+//! the stuck call has not returned, further calls fail at once (no second
+//! thread is parked on it). These failures are not retried within the pass
+//! (retrying would multiply the wait); the pass treats the host as
+//! unobserved and the next pass looks again. The blocking thread itself
+//! cannot be interrupted: it is left to return (or to end with the
+//! process, which does not wait for it).
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::cell::RefCell;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Once};
 use std::time::{Duration, Instant};
 
@@ -35,9 +42,25 @@ static EVENT_LOOP: Once = Once::new();
 pub const KEEPALIVE_INTERVAL_SECS: i32 = 5;
 /// Unanswered probes after which libvirt closes the connection.
 pub const KEEPALIVE_COUNT: u32 = 3;
-/// How long one call on a remote host may take (a create or an image
-/// upload included) before the host counts as not answering.
-pub const REMOTE_CALL_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long one libvirt call (or one chunk of an upload) may take before
+/// the host counts as not answering; also the deadline of opening a
+/// connection.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(60);
+
+thread_local! {
+    /// The progress mark of the work running on this blocking thread (see
+    /// [`LibvirtHost::blocking`]).
+    static PROGRESS: RefCell<Option<Arc<AtomicU64>>> = const { RefCell::new(None) };
+}
+
+/// The work on this thread is still moving: a call returned, a chunk went.
+pub(super) fn mark_progress() {
+    PROGRESS.with(|p| {
+        if let Some(p) = p.borrow().as_ref() {
+            p.fetch_add(1, Ordering::Relaxed);
+        }
+    });
+}
 
 /// Whether a libvirt URI names this machine (no host part, or a unix socket).
 pub fn uri_is_local(uri: &str) -> bool {
@@ -117,9 +140,19 @@ impl LibvirtHost {
             }
         }
         let done = Arc::new(AtomicBool::new(false));
-        let task = tokio::task::spawn_blocking({
-            let (inner, done) = (inner.clone(), done.clone());
+        let progress = Arc::new(AtomicU64::new(0));
+        let mut task = tokio::task::spawn_blocking({
+            let (inner, done, progress) = (inner.clone(), done.clone(), progress.clone());
             move || {
+                /// Unset however the work ends (a fault point panics).
+                struct Unmark;
+                impl Drop for Unmark {
+                    fn drop(&mut self) {
+                        PROGRESS.with(|p| *p.borrow_mut() = None);
+                    }
+                }
+                PROGRESS.with(|p| *p.borrow_mut() = Some(progress));
+                let _unmark = Unmark;
                 let r = f(&inner);
                 done.store(true, Ordering::Release);
                 r
@@ -127,24 +160,39 @@ impl LibvirtHost {
         });
         let joined = match limit {
             None => task.await,
-            Some(limit) => match tokio::time::timeout(limit, task).await {
-                Ok(joined) => joined,
-                Err(_) => {
-                    *inner.stuck.lock().expect("deadline lock") =
-                        Some((Instant::now() - limit, done));
-                    return Err(inner.err(
-                        ErrorKind::Refused,
-                        format!("not answering: no reply within {}s", limit.as_secs()),
-                    ));
+            Some(limit) => {
+                // Looked at a few times per deadline: a stuck call is found
+                // between `limit` and `limit * 9/8` after its last progress.
+                let tick = (limit / 8).max(Duration::from_millis(10));
+                let (mut seen, mut moved) = (0u64, tokio::time::Instant::now());
+                loop {
+                    tokio::select! {
+                        joined = &mut task => break joined,
+                        _ = tokio::time::sleep(tick) => {
+                            let now = progress.load(Ordering::Relaxed);
+                            if now != seen {
+                                (seen, moved) = (now, tokio::time::Instant::now());
+                                continue;
+                            }
+                            if moved.elapsed() < limit {
+                                continue;
+                            }
+                            *inner.stuck.lock().expect("deadline lock") =
+                                Some((Instant::now() - moved.elapsed(), done));
+                            return Err(inner.err(
+                                ErrorKind::Refused,
+                                format!("not answering: no reply within {}s", limit.as_secs()),
+                            ));
+                        }
+                    }
                 }
-            },
+            }
         };
         joined.map_err(|e| inner.err(ErrorKind::Transient, format!("libvirt task failed: {e}")))?
     }
 
     /// Change the deadline of every call on this host (`None`: unbounded).
-    /// Remote hosts start with [`REMOTE_CALL_TIMEOUT`], local ones with
-    /// none.
+    /// Every host starts with [`CALL_TIMEOUT`].
     pub fn set_call_timeout(&self, limit: Option<Duration>) {
         *self.inner.call_timeout.lock().expect("deadline lock") = limit;
     }
@@ -184,7 +232,9 @@ impl Inner {
         f: impl FnOnce() -> Result<T, virt::error::Error>,
     ) -> Result<T, ProviderError> {
         self.calls.fetch_add(1, Ordering::Relaxed);
-        f().map_err(|e| {
+        let r = f();
+        mark_progress();
+        r.map_err(|e| {
             let err = map_error(&self.config.name, what, &e);
             if err.kind == ErrorKind::Transient {
                 self.drop_connection();
@@ -228,6 +278,7 @@ impl Inner {
     /// own).
     pub(super) fn count_calls(&self, n: u64) {
         self.calls.fetch_add(n, Ordering::Relaxed);
+        mark_progress();
     }
 
     /// A fault point of the reliability suite (feature `failpoints`; nothing

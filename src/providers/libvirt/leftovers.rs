@@ -39,6 +39,11 @@ fn generation_volume(name: &str) -> Option<(&str, u64)> {
     Some((slot, generation.parse().ok()?))
 }
 
+/// `<slot>-cache.qcow2` → slot.
+fn cache_volume(name: &str) -> Option<&str> {
+    name.strip_suffix("-cache.qcow2")
+}
+
 /// Some fleet's runner volume (`<fleet>-runner-<version>-<arch>.tar.gz`).
 fn is_runner_volume(name: &str) -> bool {
     name.split_once("-runner-")
@@ -94,6 +99,18 @@ impl Inner {
                             .push(Leftover::RunnerVolume { name: name.clone() });
                     }
                     state.runner_volumes.push(name);
+                    continue;
+                }
+                if let Some(slot) = cache_volume(&name) {
+                    if parse_slot_name(fleet, slot).is_some()
+                        && !used.contains(&name)
+                        && made.contains(&name)
+                    {
+                        state.leftovers.push(Leftover::Cache {
+                            slot: slot.to_string(),
+                            name,
+                        });
+                    }
                     continue;
                 }
                 let Some((slot, generation)) = generation_volume(&name) else {
@@ -163,7 +180,7 @@ impl Inner {
                 .is_some_and(|u| u == net.filter_uuid()))
     }
 
-    /// The pool's root, seed and runner volume names, listed again only after our
+    /// The pool's root, seed, cache and runner volume names, listed again only after our
     /// own change of the pool or when the last listing is old.
     fn generation_volumes(&self, conn: &Connect) -> Result<Vec<String>, ProviderError> {
         if let Some(l) = self.volumes.lock().expect("volume cache lock").as_ref() {
@@ -175,7 +192,9 @@ impl Inner {
         let names: Vec<String> = self
             .call("list volumes", || pool.list_volumes())?
             .into_iter()
-            .filter(|n| generation_volume(n).is_some() || is_runner_volume(n))
+            .filter(|n| {
+                generation_volume(n).is_some() || cache_volume(n).is_some() || is_runner_volume(n)
+            })
             .collect();
         *self.volumes.lock().expect("volume cache lock") = Some(ListedVolumes {
             names: names.clone(),
@@ -224,7 +243,13 @@ impl Inner {
                 tracing::info!(host = %self.config.name, volume = %name, "removing a leftover volume");
                 self.delete_volume(&pool, name)
             }
-            Leftover::RunnerVolume { name } => {
+            // Plain volumes hangar made: a runner volume (raw) no VM uses,
+            // a cache (qcow2) whose VM was never defined.
+            Leftover::RunnerVolume { name } | Leftover::Cache { name, .. } => {
+                let (format, what) = match leftover {
+                    Leftover::RunnerVolume { .. } => ("raw", "runner volume no VM uses"),
+                    _ => ("qcow2", "cache volume no domain uses"),
+                };
                 self.pool_changed();
                 let conn = self.conn()?;
                 let pool = self.pool(&conn)?;
@@ -235,13 +260,13 @@ impl Inner {
                     return Err(self.not_made_here(name));
                 }
                 let facts = self.volume_facts(&vol, name)?;
-                if facts.format.as_deref() != Some("raw") || facts.backing_path.is_some() {
+                if facts.format.as_deref() != Some(format) || facts.backing_path.is_some() {
                     return Err(self.err(
                         ErrorKind::Refused,
-                        format!("volume {name} does not look like hangar's: left alone"),
+                        format!("volume {name} is not a plain {format} volume: left alone"),
                     ));
                 }
-                tracing::info!(host = %self.config.name, volume = %name, "removing a runner volume no VM uses");
+                tracing::info!(host = %self.config.name, volume = %name, "removing a {what}");
                 self.delete_volume(&pool, name)
             }
             Leftover::ConsoleLog { name, .. } => {
@@ -333,5 +358,7 @@ mod tests {
         assert_eq!(generation_volume("base.qcow2"), None);
         assert_eq!(console_log("t-p-0-g2.console.log"), Some(("t-p-0", 2)));
         assert_eq!(console_log("t-p-0-g2.log"), None);
+        assert_eq!(cache_volume("t-p-0-cache.qcow2"), Some("t-p-0"));
+        assert_eq!(cache_volume("t-p-0-g1-root.qcow2"), None);
     }
 }

@@ -63,7 +63,7 @@ use crate::model::host::{DomainType, HostFacts, HostIdentity, NetworkAttachment}
 use crate::plan::model::{Leftover, ObservedHost, ObservedVm, VmRef};
 
 pub use self::connection::uri_is_local;
-pub use self::connection::REMOTE_CALL_TIMEOUT;
+pub use self::connection::CALL_TIMEOUT;
 pub use self::facts::{choose_domain_type, DomainTypeChoice};
 pub use self::runner_volume::runner_disk;
 pub use self::xml::{domain_xml, volume_xml};
@@ -195,7 +195,7 @@ impl LibvirtHost {
                 host_state: Mutex::new(Default::default()),
                 identity: Mutex::new(identity),
                 identity_changed: Mutex::new(None),
-                call_timeout: Mutex::new((!local).then_some(connection::REMOTE_CALL_TIMEOUT)),
+                call_timeout: Mutex::new(Some(connection::CALL_TIMEOUT)),
                 stuck: Mutex::new(None),
             }),
         })

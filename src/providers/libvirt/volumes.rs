@@ -117,6 +117,7 @@ impl Inner {
                         return Err(virt::error::Error::last_error());
                     }
                     sent += k as usize;
+                    super::connection::mark_progress();
                 }
             }
             stream.finish()
