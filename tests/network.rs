@@ -182,6 +182,17 @@ fn verdict_out(rules: &[Rule], f: Frame) -> Verdict {
                 protocol,
                 port,
             } => !f.ipv6 && f.dst == *addr && f.protocol == *protocol && f.dst_port == *port,
+            Match::TcpFromPortTo {
+                src_port,
+                addr,
+                ports,
+            } => {
+                !f.ipv6
+                    && f.protocol == "tcp"
+                    && f.src_port == *src_port
+                    && f.dst == *addr
+                    && (ports.0..=ports.1).contains(&f.dst_port)
+            }
             Match::Ipv4ToRange { addr, prefix } => !f.ipv6 && in_prefix(f.dst, *addr, *prefix),
             Match::Ipv4 => !f.ipv6,
             Match::Any => true,
@@ -256,6 +267,58 @@ fn the_guest_reaches_the_internet_and_the_gateways_dns_and_nothing_else() {
     for (what, f) in dropped {
         assert_eq!(verdict_out(&rules, f), Verdict::Drop, "{what}: {f:?}");
     }
+}
+
+/// TCP from the guest's ssh server (port 22).
+fn from_ssh(dst: [u8; 4], dst_port: u16) -> Frame {
+    Frame {
+        src_port: 22,
+        ..out(dst, "tcp", dst_port)
+    }
+}
+
+#[test]
+fn with_ssh_keys_the_guest_answers_the_hosts_ssh_and_reaches_nothing_more() {
+    let gw = [10, 213, 93, 1];
+    let reply = from_ssh(gw, 41022);
+    let plain = rules(&ldmx(), &[PUBLIC_HOST]);
+    assert_eq!(verdict_out(&plain, reply), Verdict::Drop, "no keys, no ssh");
+    let net = ldmx().with_host_ssh(true);
+    let rules = rules(&net, &[PUBLIC_HOST, Ipv4Addr::new(192, 168, 1, 20)]);
+    assert_eq!(verdict_out(&rules, reply), Verdict::Accept, "{reply:?}");
+    assert_eq!(verdict_out(&rules, from_ssh(gw, 32768)), Verdict::Accept);
+    assert_eq!(verdict_out(&rules, from_ssh(gw, 60999)), Verdict::Accept);
+    let dropped = [
+        ("the host's ssh server", from_ssh(gw, 22)),
+        ("libvirtd on the gateway", from_ssh(gw, 16509)),
+        ("below the ephemeral ports", from_ssh(gw, 32767)),
+        ("above the ephemeral ports", from_ssh(gw, 61000)),
+        ("another guest", from_ssh([10, 213, 93, 58], 41022)),
+        ("the LAN", from_ssh([192, 168, 1, 20], 41022)),
+        ("10/8", from_ssh([10, 0, 0, 1], 41022)),
+        (
+            "the host's public address",
+            from_ssh(PUBLIC_HOST.octets(), 41022),
+        ),
+        (
+            "UDP from port 22",
+            Frame {
+                protocol: "udp",
+                ..from_ssh(gw, 41022)
+            },
+        ),
+        ("a new connection to the gateway", out(gw, "tcp", 22)),
+        ("a private address", out([10, 0, 0, 1], "tcp", 80)),
+    ];
+    for (what, f) in dropped {
+        assert_eq!(verdict_out(&rules, f), Verdict::Drop, "{what}: {f:?}");
+    }
+    // The internet still answers.
+    let github = out([140, 82, 112, 3], "tcp", 443);
+    assert_eq!(verdict_out(&rules, github), Verdict::Accept);
+    assert!(filter_xml(&net, &[]).contains(
+        r#"<ip dstipaddr="10.213.93.1" protocol="tcp" srcportstart="22" dstportstart="32768" dstportend="60999""#
+    ), "{}", filter_xml(&net, &[]));
 }
 
 #[test]
@@ -358,6 +421,10 @@ fn every_generated_network_and_filter_validates_against_libvirts_schemas() {
     for net in &nets {
         validate("network", &network_xml(net));
         validate("nwfilter", &filter_xml(net, &[]));
+        validate(
+            "nwfilter",
+            &filter_xml(&net.clone().with_host_ssh(true), &[]),
+        );
         validate(
             "nwfilter",
             &filter_xml(net, &[PUBLIC_HOST, Ipv4Addr::new(198, 51, 100, 1)]),

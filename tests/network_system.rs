@@ -130,6 +130,29 @@ fn isolated_network_and_filter_on_a_real_libvirtd() {
         .unwrap()
         .contains("198.51.100.1"));
 
+    // A pool lists ssh keys: the host's ssh rule is added in place, and
+    // libvirt's rendering of it compares equal on the next look.
+    let ssh = net.clone().with_host_ssh(true);
+    let moved = [Ipv4Addr::new(198, 51, 100, 1)];
+    assert_eq!(
+        ensure_filter(&conn, &ssh, &moved, &mut calls).unwrap(),
+        Change::Redefined
+    );
+    assert!(conn
+        .lookup_nwfilter_by_name(&net.filter)
+        .unwrap()
+        .xml_desc(0)
+        .unwrap()
+        .contains("dstportend='60999'"));
+    assert_eq!(
+        ensure_filter(&conn, &ssh, &moved, &mut calls).unwrap(),
+        Change::Unchanged
+    );
+    assert_eq!(
+        ensure_filter(&conn, &net, &moved, &mut calls).unwrap(),
+        Change::Redefined
+    );
+
     // A foreign filter with the name another fleet of ours would use:
     // refused, left as it was, and not removed.
     let other = IsolatedNetwork::for_fleet(

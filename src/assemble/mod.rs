@@ -162,7 +162,15 @@ pub async fn assemble(
         } else {
             let lazy = LazyHost::new(
                 host_config(host, &f.metadata.name, state_dir),
-                host.isolated_network(&f.metadata.name),
+                host.isolated_network(&f.metadata.name).map(|n| {
+                    // Any pool's keys: the filter is the fleet's, one per host.
+                    n.with_host_ssh(
+                        f.spec
+                            .pools
+                            .iter()
+                            .any(|p| !p.vm.ssh_authorized_keys.is_empty()),
+                    )
+                }),
             );
             hosts.insert(host.name.clone(), retrying(Arc::new(lazy)));
         }

@@ -150,9 +150,19 @@ pub struct IsolatedNetwork {
     /// The nwfilter's name.
     pub filter: String,
     pub subnet: Subnet,
+    /// The host may open ssh connections to the guests (some pool lists
+    /// `sshAuthorizedKeys`): the filter then lets a guest's replies from
+    /// its port 22 back to the host.
+    pub host_ssh: bool,
 }
 
 impl IsolatedNetwork {
+    /// With or without the host's ssh into the guests (see `host_ssh`).
+    pub fn with_host_ssh(mut self, host_ssh: bool) -> IsolatedNetwork {
+        self.host_ssh = host_ssh;
+        self
+    }
+
     /// The fleet's defaults for whatever the file leaves out.
     pub fn for_fleet(
         fleet: &str,
@@ -164,6 +174,7 @@ impl IsolatedNetwork {
             network: network.map_or_else(|| default_network_name(fleet), str::to_string),
             filter: filter.map_or_else(|| default_filter_name(fleet), str::to_string),
             subnet: subnet.unwrap_or_else(|| default_subnet(fleet)),
+            host_ssh: false,
         }
     }
 

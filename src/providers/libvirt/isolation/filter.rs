@@ -47,6 +47,13 @@ pub enum Match {
         protocol: &'static str,
         port: u16,
     },
+    /// TCP from the guest's `src_port` to `addr`, to a port in `ports`
+    /// (inclusive).
+    TcpFromPortTo {
+        src_port: u16,
+        addr: Ipv4Addr,
+        ports: (u16, u16),
+    },
     /// IPv4 to a range.
     Ipv4ToRange { addr: Ipv4Addr, prefix: u8 },
     /// Any IPv4.
@@ -94,6 +101,10 @@ pub const BLOCKED_RANGES: [(Ipv4Addr, u8, &str); 9] = [
         "reserved, limited broadcast",
     ),
 ];
+
+/// Where the host's outgoing connections have their local end: Linux's
+/// default `net.ipv4.ip_local_port_range`.
+pub const HOST_EPHEMERAL_PORTS: (u16, u16) = (32768, 60999);
 
 fn blocked_by_range(addr: Ipv4Addr) -> bool {
     BLOCKED_RANGES.iter().any(|&(n, p, _)| {
@@ -187,6 +198,25 @@ pub fn rules(net: &IsolatedNetwork, host_addresses: &[Ipv4Addr]) -> Vec<Rule> {
             why: "DNS over TCP to the gateway",
         },
     ];
+    if net.host_ssh {
+        // The rules are stateless (layer 2, no connection tracking), so a
+        // reply cannot be told from a new connection: what passes is TCP
+        // from the guest's port 22 to the gateway's ephemeral ports, where
+        // the host's ssh client has its end (Linux's default
+        // ip_local_port_range). The host's services on other ports stay
+        // out of reach, the gateway's ssh server included.
+        rules.push(Rule {
+            priority: -850,
+            verdict: Accept,
+            direction: Out,
+            matches: TcpFromPortTo {
+                src_port: 22,
+                addr: gw,
+                ports: HOST_EPHEMERAL_PORTS,
+            },
+            why: "replies of the guest's ssh server to the host",
+        });
+    }
     let mut priority = -800;
     for &(addr, prefix, why) in &BLOCKED_RANGES {
         rules.push(Rule {
@@ -318,6 +348,20 @@ fn write_rule(w: &mut Xw, rule: &Rule) -> io::Result<()> {
                     ("dstipaddr", addr.to_string()),
                     ("protocol", (*protocol).into()),
                     ("dstportstart", port.to_string()),
+                ],
+            ),
+            Match::TcpFromPortTo {
+                src_port,
+                addr,
+                ports,
+            } => (
+                "ip",
+                vec![
+                    ("dstipaddr", addr.to_string()),
+                    ("protocol", "tcp".into()),
+                    ("srcportstart", src_port.to_string()),
+                    ("dstportstart", ports.0.to_string()),
+                    ("dstportend", ports.1.to_string()),
                 ],
             ),
             Match::Ipv4ToRange { addr, prefix } => (
