@@ -1053,6 +1053,62 @@ async fn p3_cold_converge(rep: &mut Report, opt: &Options) {
 }
 
 /// P4: RSS over many steady passes at 500 runners.
+/// P5 (issue 18): the runner list of 5,000 runners (50 pages) with 300 ms
+/// of GitHub latency per request: the pages after the first go at once.
+async fn p5_runner_pages(rep: &mut Report, opt: &Options) {
+    let (runners, latency_ms) = if opt.quick { (1000, 100) } else { (5000, 300) };
+    let mut config = SimConfig::new(TOKEN);
+    config.rate_limit = 1_000_000;
+    let sim = sim::start(config).await.expect("github simulator");
+    sim.add_runners(
+        &format!("repos/{OWNER}/{REPO}"),
+        "other",
+        runners as u32,
+        &[],
+    )
+    .expect("runners");
+    let registry = GithubRegistry::new(GithubConfig {
+        scope: Scope::Repository {
+            owner: OWNER.into(),
+            repo: REPO.into(),
+        },
+        api_url: sim.base_url.clone(),
+        auth: Auth::Token(Secret::new(TOKEN.into())),
+        timeout: Some(Duration::from_secs(30)),
+    })
+    .expect("github registry");
+    sim.set_latency(Some(Latency {
+        ms: latency_ms,
+        route: Some("actions/runners".into()),
+    }));
+    let latency = Duration::from_millis(latency_ms);
+    for what in ["first (200s)", "next (304s)"] {
+        let t = Instant::now();
+        let seen = registry.observe().await.expect("runner list");
+        let took = t.elapsed();
+        assert_eq!(seen.len(), runners);
+        let ratio = took.as_secs_f64() / latency.as_secs_f64();
+        rep.row(
+            "P5",
+            format!(
+                "runner list {runners} runners, {latency_ms} ms latency: {what} pass / latency"
+            ),
+            ratio,
+            "x",
+            "≤ 2 (issue 18)",
+            Some(ratio <= 2.0),
+        );
+    }
+    let stats = sim.stats();
+    let list = "GET /repos/{owner}/{repo}/actions/runners";
+    rep.notes.push(format!(
+        "P5: {} list requests over two passes, {} of them 304",
+        stats.count(list),
+        stats.count_status(list, 304)
+    ));
+    let _ = sim.shutdown().await;
+}
+
 async fn p4_memory(rep: &mut Report, opt: &Options, rig: &Rig) {
     let wanted = if opt.quick { 500 } else { 10_000 };
     let budget = Duration::from_secs(if opt.quick { 20 } else { 100 });
@@ -1207,23 +1263,30 @@ fn main() {
         });
         return;
     }
-    // `--cases=p2,p3` runs a subset (P1 always runs: it builds the rig).
+    // `--cases=p2,p3` runs a subset (P1 runs with any of P1-P4: it builds
+    // the rig).
     let cases = args
         .iter()
         .find_map(|a| a.strip_prefix("--cases="))
-        .unwrap_or("p1,p2,p3,p4")
+        .unwrap_or("p1,p2,p3,p4,p5")
         .to_lowercase();
     rt.block_on(async {
-        let rig = p1_steady_state(&mut rep, &opt).await;
-        if cases.contains("p4") {
-            p4_memory(&mut rep, &opt, &rig).await;
+        // P5 alone needs no rig.
+        if ["p1", "p2", "p3", "p4"].iter().any(|c| cases.contains(c)) {
+            let rig = p1_steady_state(&mut rep, &opt).await;
+            if cases.contains("p4") {
+                p4_memory(&mut rep, &opt, &rig).await;
+            }
+            if cases.contains("p2") {
+                p2_pass_time(&mut rep, &opt, &rig).await;
+            }
+            rig.shutdown().await;
         }
-        if cases.contains("p2") {
-            p2_pass_time(&mut rep, &opt, &rig).await;
-        }
-        rig.shutdown().await;
         if cases.contains("p3") {
             p3_cold_converge(&mut rep, &opt).await;
+        }
+        if cases.contains("p5") {
+            p5_runner_pages(&mut rep, &opt).await;
         }
     });
     rep.seconds = started.elapsed().as_secs_f64();
