@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 pub use crate::reconcile::metrics::Metrics;
 
 /// The address metrics are served on when `--metrics` names none: loopback.
-pub const DEFAULT_LISTEN: &str = "127.0.0.1:9464";
+pub const DEFAULT_LISTEN: &str = crate::fleet::DEFAULT_METRICS_LISTEN;
 
 /// Bind `listen`; a bad address or a port in use is the caller's error.
 pub async fn bind(listen: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {

@@ -323,6 +323,11 @@ pub async fn reconcile(ctx: &Ctx, file: &Path, args: ReconcileArgs) -> Result<Ex
         ));
     }
     let fleet = load(file)?;
+    // The flag wins over the file's `spec.metrics` (validated: loopback
+    // unless the file says otherwise). `--once` serves none.
+    let metrics_addr = args
+        .metrics
+        .or_else(|| every.and(fleet.fleet.spec.metrics.as_ref())?.listen_addr());
     let stop = stop_signal();
     let view = EventView::new(false, Plans::None, ctx.color, true);
     let Some(every) = every else {
@@ -343,7 +348,7 @@ pub async fn reconcile(ctx: &Ctx, file: &Path, args: ReconcileArgs) -> Result<Ex
         return Ok(ExitStatus::Ok);
     };
     let metrics = Arc::new(Metrics::new());
-    let server = match args.metrics {
+    let server = match metrics_addr {
         None => None,
         Some(addr) => {
             let listener = crate::metrics::bind(addr)

@@ -20,6 +20,9 @@ pub use error::{FleetError, Problem};
 pub use load::{load_bytes, load_str, too_large, LoadedFleet, MAX_FILE_BYTES};
 pub use resolve::spec_hash;
 pub use types::*;
+
+/// Where the daemon serves metrics unless told otherwise (loopback).
+pub const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:9464";
 pub use units::{ByteSize, Duration, MemorySpec, Percent};
 
 /// The JSON Schema (2020-12) of the fleet file, pretty-printed, ending in a

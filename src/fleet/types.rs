@@ -81,6 +81,33 @@ pub struct FleetSpec {
     /// Timeouts, backoff and concurrency of the reconciler.
     #[serde(default)]
     pub policy: PolicySpec,
+    /// Prometheus metrics served by the daemon (`hangar reconcile
+    /// --every`); `--metrics ADDR` overrides `listen`. Off when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<MetricsSpec>,
+}
+
+/// Where the daemon serves its metrics (`http://LISTEN/metrics`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct MetricsSpec {
+    /// `ADDRESS:PORT` to listen on. Default `127.0.0.1:9464`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listen: Option<String>,
+    /// `listen` may be an address other than loopback (then reachable from
+    /// the network: firewall it). Default false.
+    #[serde(default)]
+    pub allow_non_loopback: bool,
+}
+
+impl MetricsSpec {
+    /// The address to listen on, if `listen` is one (validation says so).
+    pub fn listen_addr(&self) -> Option<std::net::SocketAddr> {
+        match &self.listen {
+            None => crate::fleet::DEFAULT_METRICS_LISTEN.parse().ok(),
+            Some(l) => l.parse().ok(),
+        }
+    }
 }
 
 /// Where the runners register, and how hangar authenticates.

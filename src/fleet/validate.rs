@@ -128,6 +128,9 @@ pub(crate) fn validate(fleet: &Fleet, loc: &Locator<'_>) -> Vec<Problem> {
         v.pool(&p, pool, &fleet.metadata.name, &host_names);
     }
     v.policy(&spec.key("policy"), fleet);
+    if let Some(m) = &fleet.spec.metrics {
+        v.metrics(&spec.key("metrics"), m);
+    }
     v.pinned_memory(&spec, fleet);
     v.problems
 }
@@ -669,6 +672,24 @@ impl Validator<'_, '_> {
                     format!("label `{label}` repeats labels[{first}] (labels ignore case)"),
                 );
             }
+        }
+    }
+
+    fn metrics(&mut self, p: &FieldPath, m: &crate::fleet::MetricsSpec) {
+        let Some(listen) = &m.listen else { return };
+        match listen.parse::<std::net::SocketAddr>() {
+            Err(_) => self.at_path(
+                &p.key("listen"),
+                format!("`{listen}` is not ADDRESS:PORT (e.g. 127.0.0.1:9464, [::1]:9464)"),
+            ),
+            Ok(a) if !a.ip().is_loopback() && !m.allow_non_loopback => self.at_path(
+                &p.key("listen"),
+                format!(
+                    "`{listen}` is not a loopback address: the metrics would be open to the \
+                     network; set allowNonLoopback: true to mean it (and firewall it)"
+                ),
+            ),
+            Ok(_) => {}
         }
     }
 
