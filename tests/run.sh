@@ -19,3 +19,5 @@ export HANGAR_REQUIRE_OPENAPI=1
 export PROPTEST_CASES="${PROPTEST_CASES:-256}"
 cargo test --all-targets -- --test-threads=4
 cargo test --features failpoints --test reliability -- --test-threads=2
+# Calls that hang and signals during them (fault points in the provider).
+cargo test --features failpoints --test deadline
