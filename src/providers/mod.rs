@@ -14,7 +14,7 @@ use async_trait::async_trait;
 use serde::Serialize;
 
 pub use crate::plan::model::ErrorKind;
-use crate::plan::model::{Failure, Leftover, ObservedHost, ObservedRunner, ObservedVm, VmRef};
+use crate::plan::model::{DrainState, Failure, Leftover, ObservedHost, ObservedRunner, ObservedVm, VmRef};
 
 use crate::model::ownership::Ownership;
 use crate::model::{DirectBoot, HostFacts, NetworkAttachment};
@@ -124,6 +124,17 @@ pub trait Hypervisor: Send + Sync {
 
     /// Detach and delete the seed once the runner is up: it carries secrets.
     async fn remove_seed(&self, vm: &VmRef) -> Result<(), ProviderError>;
+
+    /// Ask the guest of a busy persistent runner to take no job after its
+    /// current one (through the qemu guest agent), and record the request
+    /// on the domain, delivered or not, so that the planner asks once.
+    async fn drain(&self, vm: &VmRef) -> Result<DrainState, ProviderError> {
+        Err(ProviderError::new(
+            self.host(),
+            ErrorKind::Refused,
+            format!("{}: this host cannot drain runners", vm.name),
+        ))
+    }
 
     /// Bytes used and total of each slot's cache volume on this host, by slot
     /// name (allocation as the host sees it).

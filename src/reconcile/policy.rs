@@ -168,6 +168,7 @@ pub fn ends_by_itself(reason: &WaitReason) -> bool {
         | WaitReason::ObservationFailed { .. }
         | WaitReason::RunnerOffline { deadline: Some(_) } => true,
         WaitReason::Busy { .. }
+        | WaitReason::Draining { .. }
         | WaitReason::NameTaken { .. }
         | WaitReason::DomainNameTaken { .. }
         | WaitReason::OrphanOnline { .. }

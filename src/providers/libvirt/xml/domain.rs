@@ -11,6 +11,7 @@ use crate::model::host::{CpuModel, DirectBoot, DomainType, NetworkAttachment};
 use crate::model::names::{
     cache_volume_name, root_volume_name, seed_volume_name, CACHE_DISK_SERIAL, SEED_DISK_SERIAL,
 };
+use crate::plan::model::DrainState;
 use crate::model::ownership::Ownership;
 use crate::model::ownership::{
     parse_ownership_element, write_ownership, OwnershipError, OWNERSHIP_ELEMENT, OWNERSHIP_NS,
@@ -182,6 +183,9 @@ fn write_domain(w: &mut Xw, spec: &DomainSpec) -> io::Result<()> {
                     write_disk(w, disk)?;
                 }
                 write_interface(w, &spec.network)?;
+                if spec.domain_type != DomainType::Test {
+                    write_agent_channel(w)?;
+                }
                 if let Some(path) = &spec.console_log {
                     w.create_element("serial")
                         .with_attribute(("type", "file"))
@@ -201,6 +205,25 @@ fn write_domain(w: &mut Xw, spec: &DomainSpec) -> io::Result<()> {
         })?;
     Ok(())
 }
+
+/// The qemu guest agent's virtio-serial port (libvirt picks the socket and
+/// adds the controller): hangar's host→guest channel, reached through the
+/// libvirt connection (see `agent`).
+fn write_agent_channel(w: &mut Xw) -> io::Result<()> {
+    w.create_element("channel")
+        .with_attribute(("type", "unix"))
+        .write_inner_content(|w| {
+            w.create_element("target")
+                .with_attribute(("type", "virtio"))
+                .with_attribute(("name", GUEST_AGENT_CHANNEL))
+                .write_empty()?;
+            Ok(())
+        })?;
+    Ok(())
+}
+
+/// The name of the guest agent's port, which `qemu-guest-agent` opens.
+pub const GUEST_AGENT_CHANNEL: &str = "org.qemu.guest_agent.0";
 
 /// The guest's CPU: without a `<cpu>` element qemu gives `qemu64`, not
 /// even x86-64-v2.
@@ -304,6 +327,8 @@ pub struct DomainFacts {
     pub volumes: Vec<(String, String)>,
     /// A disk with serial [`SEED_DISK_SERIAL`] is attached.
     pub seed_attached: bool,
+    /// The drain record (`agent`), if hangar wrote one.
+    pub drain: Option<DrainState>,
 }
 
 /// Read ownership and disks from a full domain XML (`virDomainGetXMLDesc`).
@@ -319,6 +344,16 @@ pub fn parse_domain(xml: &str) -> Result<DomainFacts, OwnershipError> {
         Some(el) => Some(parse_ownership_element(el)?),
         None => None,
     };
+    let drain = root
+        .child("metadata")
+        .and_then(|m| {
+            m.children.iter().find(|c| {
+                c.local_name() == crate::providers::libvirt::agent::DRAIN_ELEMENT
+                    && ns_of(c) == Some(crate::providers::libvirt::agent::DRAIN_NS)
+            })
+        })
+        .and_then(|el| el.attr("state"))
+        .and_then(crate::providers::libvirt::agent::parse_drain_state);
     let mut disks = Vec::new();
     if let Some(devices) = root.child("devices") {
         disks.extend(devices.children_named("disk"));
@@ -340,6 +375,7 @@ pub fn parse_domain(xml: &str) -> Result<DomainFacts, OwnershipError> {
         owner,
         volumes,
         seed_attached,
+        drain,
     })
 }
 
