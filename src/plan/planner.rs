@@ -42,9 +42,9 @@ use std::time::Duration;
 use chrono::{DateTime, TimeDelta, Utc};
 
 use super::model::{
-    Action, CreateReason, DeleteReason, Desired, DesiredSlot, DrainState, ErrorKind, Failure, FieldChange,
-    Leftover, Observation, Observed, ObservedRunner, ObservedVm, Plan, Policy, RemoveRunnerReason,
-    ReplaceReason, RunnerStatus, RunnerVolume, VmState, WaitReason,
+    Action, CreateReason, DeleteReason, Desired, DesiredSlot, DrainState, ErrorKind, Failure,
+    FieldChange, Leftover, Observation, Observed, ObservedRunner, ObservedVm, Plan, Policy,
+    RemoveRunnerReason, ReplaceReason, RunnerStatus, RunnerVolume, VmState, WaitReason,
 };
 
 use super::model::BOOT_CAP_FACTOR;
@@ -752,7 +752,12 @@ fn came_up(vm: &ObservedVm) -> bool {
     !vm.seed_attached
         || matches!(
             vm.guest,
-            Some(GuestStage::RunnerStarted | GuestStage::JobStarted | GuestStage::JobFinished)
+            Some(
+                GuestStage::RunnerStarted
+                    | GuestStage::JobStarted
+                    | GuestStage::JobFinished
+                    | GuestStage::Drained
+            )
         )
 }
 

@@ -115,9 +115,7 @@ impl HvCall<'_> {
             HvCall::Start(vm)
             | HvCall::RemoveSeed(vm)
             | HvCall::Drain(vm)
-            | HvCall::Delete { vm, .. } => {
-                Some((&vm.name, vm.generation))
-            }
+            | HvCall::Delete { vm, .. } => Some((&vm.name, vm.generation)),
             _ => None,
         }
     }

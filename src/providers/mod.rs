@@ -14,7 +14,9 @@ use async_trait::async_trait;
 use serde::Serialize;
 
 pub use crate::plan::model::ErrorKind;
-use crate::plan::model::{DrainState, Failure, Leftover, ObservedHost, ObservedRunner, ObservedVm, VmRef};
+use crate::plan::model::{
+    DrainState, Failure, Leftover, ObservedHost, ObservedRunner, ObservedVm, VmRef,
+};
 
 use crate::model::ownership::Ownership;
 use crate::model::{DirectBoot, HostFacts, NetworkAttachment};
@@ -200,6 +202,10 @@ pub struct CacheUsage {
     pub slot: String,
     pub allocated_bytes: u64,
     pub capacity_bytes: u64,
+    /// The root and cache file systems as the guest sees them (its agent),
+    /// refreshed at a bounded rate; `None` where no agent answered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guest: Option<libvirt::GuestDisks>,
 }
 
 /// A freshly minted just-in-time runner: registered, offline, one job.

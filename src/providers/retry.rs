@@ -252,10 +252,7 @@ impl<H: Hypervisor + ?Sized> Hypervisor for Retrying<H> {
         .await
     }
 
-    async fn drain(
-        &self,
-        vm: &VmRef,
-    ) -> Result<crate::plan::model::DrainState, ProviderError> {
+    async fn drain(&self, vm: &VmRef) -> Result<crate::plan::model::DrainState, ProviderError> {
         // Asking twice is harmless: the guest's request is a flag.
         self.retry(self.host(), "drain", Call::Change, any, || {
             self.inner.drain(vm)

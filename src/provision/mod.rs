@@ -226,6 +226,8 @@ const SCRIPTS: &[(&str, &str)] = &[
     ("runner-run", include_str!("guest/runner-run")),
     ("runner-exited", include_str!("guest/runner-exited")),
     ("scrub-secrets", include_str!("guest/scrub-secrets")),
+    ("drain-request", include_str!("guest/drain-request")),
+    ("drain-stop", include_str!("guest/drain-stop")),
     ("provision.sh", include_str!("guest/provision.sh")),
 ];
 
@@ -440,6 +442,9 @@ fn runner_unit(guest: &Guest, credential: &Credential<'_>) -> String {
     );
     if one_job {
         unit.push_str("SuccessAction=poweroff\nFailureAction=poweroff\n");
+    } else {
+        // A drained runner (see `drain-stop`) never starts again.
+        unit.push_str("ConditionPathExists=!/run/hangar/drain\n");
     }
     unit.push_str(&format!(
         "\n[Service]\n\

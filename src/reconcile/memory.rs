@@ -315,6 +315,7 @@ mod tests {
             guest: Some(stage),
             guest_since: None,
             seed_attached: true,
+            drain: None,
         };
         let m = || StageMemory::new(dir.path(), "f", "h");
         let mut v = [vm(GuestStage::Booting)];

@@ -165,9 +165,8 @@ impl Inner {
                     AgentError::Provider(err)
                 }
             })?;
-        let value: Value = serde_json::from_str(&answer).map_err(|e| {
-            AgentError::Unavailable(format!("{execute}: answer is not JSON: {e}"))
-        })?;
+        let value: Value = serde_json::from_str(&answer)
+            .map_err(|e| AgentError::Unavailable(format!("{execute}: answer is not JSON: {e}")))?;
         value
             .get("return")
             .cloned()
@@ -189,12 +188,7 @@ impl Inner {
             .ok_or_else(|| AgentError::Unavailable("guest-exec: no pid".into()))?;
         let deadline = Instant::now() + Duration::from_secs(AGENT_TIMEOUT_SECS as u64);
         loop {
-            let status = self.agent(
-                dom,
-                name,
-                "guest-exec-status",
-                Some(json!({ "pid": pid })),
-            )?;
+            let status = self.agent(dom, name, "guest-exec-status", Some(json!({ "pid": pid })))?;
             if status.get("exited").and_then(Value::as_bool) == Some(true) {
                 return Ok(status.get("exitcode").and_then(Value::as_i64).unwrap_or(-1));
             }
@@ -272,9 +266,14 @@ impl Inner {
     }
 
     /// The guest's root and cache file systems, from its agent; cached per
-    /// domain UUID for [`GUEST_FS_REFRESH`]. `None`: the agent did not
-    /// answer (not running, no agent in the image).
-    pub(super) fn guest_fs(&self, dom: &Domain, uuid: &str, name: &str) -> Option<GuestDisks> {
+    /// domain UUID for [`GUEST_FS_REFRESH`] (no libvirt call meanwhile).
+    /// `None`: the agent did not answer (not running, no agent in the image).
+    pub(super) fn guest_fs_of(
+        &self,
+        conn: &virt::connect::Connect,
+        uuid: &str,
+        name: &str,
+    ) -> Option<GuestDisks> {
         if let Some((at, disks)) = self
             .guest_fs
             .lock()
@@ -286,7 +285,16 @@ impl Inner {
                 return disks;
             }
         }
-        let disks = match self.agent(dom, name, "guest-get-fsinfo", None) {
+        let dom = match self.call(&format!("look up domain {name}"), || {
+            conn.lookup_domain_by_uuid_string(uuid)
+        }) {
+            Ok(dom) => dom,
+            Err(e) => {
+                tracing::debug!(host = %self.config.name, vm = %name, error = %e, "guest file systems");
+                return None;
+            }
+        };
+        let disks = match self.agent(&dom, name, "guest-get-fsinfo", None) {
             Ok(v) => Some(guest_disks(&v)),
             Err(AgentError::Unavailable(why)) => {
                 tracing::debug!(host = %self.config.name, vm = %name, %why, "no file-system use from the guest");
@@ -329,7 +337,10 @@ mod tests {
                 total_bytes: 3000
             })
         );
-        assert_eq!(disks.cache.as_ref().unwrap().mountpoint, "/var/cache/hangar");
+        assert_eq!(
+            disks.cache.as_ref().unwrap().mountpoint,
+            "/var/cache/hangar"
+        );
         assert_eq!(disks.cache.unwrap().used_bytes, 10);
     }
 

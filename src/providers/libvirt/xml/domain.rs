@@ -11,13 +11,13 @@ use crate::model::host::{CpuModel, DirectBoot, DomainType, NetworkAttachment};
 use crate::model::names::{
     cache_volume_name, root_volume_name, seed_volume_name, CACHE_DISK_SERIAL, SEED_DISK_SERIAL,
 };
-use crate::plan::model::DrainState;
 use crate::model::ownership::Ownership;
 use crate::model::ownership::{
     parse_ownership_element, write_ownership, OwnershipError, OWNERSHIP_ELEMENT, OWNERSHIP_NS,
 };
 use crate::model::tree::{self, Element};
 use crate::model::xml::{finish, text, Xw};
+use crate::plan::model::DrainState;
 
 /// A disk of a domain: a volume in a pool, on the virtio bus.
 #[derive(Debug, Clone, PartialEq, Eq)]
