@@ -709,9 +709,10 @@ async fn s13_removed_pool_drains_busy_runners_first() {
         a,
         Action::Delete { vm, reason: DeleteReason::PoolRemoved, .. } if vm.name == slot("q", 0)
     )));
+    // A busy persistent runner due for deletion is drained first.
     assert!(r.plan.actions.iter().any(|a| matches!(
         a,
-        Action::Wait { subject, reason: WaitReason::Busy { .. } } if subject == &slot("q", 1)
+        Action::Drain { vm, then } if vm.name == slot("q", 1) && then == "delete"
     )));
     assert!(
         !r.plan.actions.iter().any(|a| a.subject().contains("-p-")),
