@@ -40,6 +40,7 @@ if [ -n "$HANGAR_CACHE_DIR" ]; then
   # A cache volume that was grown since it was formatted: grow its filesystem.
   resize2fs "$dev" >/dev/null 2>&1 || echo "hangar-provision: could not grow the cache filesystem"
   chown "$HANGAR_USER:" "$HANGAR_CACHE_DIR"
+  systemctl enable --now hangar-prune.timer >/dev/null 2>&1 || echo "hangar-provision: no prune timer"
   "$say" "cache mounted $(blockdev --getsize64 "$dev")"
 fi
 
