@@ -889,6 +889,7 @@ fn synthetic(n: usize, hosts: usize) -> (Desired, Observed) {
             guest: None,
             guest_since: None,
             seed_attached: false,
+            drain: None,
         });
         let mut labels = slot.labels.clone();
         labels.push(label.clone());

@@ -26,13 +26,16 @@ use support::FLEET;
 use support::{actions_for, fleet_yaml, pool, slot, HvCall, Rig};
 use tokio_util::sync::CancellationToken;
 
+/// What a busy runner's VM gets instead of its removal: a wait, or for a
+/// persistent runner a drain (the sandbox records it as delivered), then a
+/// wait while it drains.
 fn is_wait_busy(a: &Action) -> bool {
     matches!(
         a,
         Action::Wait {
-            reason: WaitReason::Busy { .. },
+            reason: WaitReason::Busy { .. } | WaitReason::Draining { .. },
             ..
-        }
+        } | Action::Drain { .. }
     )
 }
 

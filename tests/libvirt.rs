@@ -455,6 +455,44 @@ async fn remove_seed_detaches_and_deletes_the_seed() {
     n.host.delete(&v.vm_ref(), true).await.unwrap();
 }
 
+/// The test driver has no guest agent: a drain cannot be delivered, and is
+/// recorded as such in the domain's metadata, which a fresh process (a
+/// new connection reading the XML) sees too; the planner then falls back
+/// to waiting while busy. A recorded delivery reads back the same way.
+#[tokio::test]
+async fn a_drain_without_a_guest_agent_is_recorded_undeliverable_on_the_domain() {
+    use hangar::plan::model::DrainState;
+    let n = Node::new();
+    let o = owner(8, 1, None);
+    n.host.create(&vm(o.clone())).await.unwrap();
+    let v = n.host.observe(FLEET).await.unwrap().remove(0);
+    assert_eq!(v.drain, None);
+    let calls = n.host.libvirt_calls();
+    assert_eq!(
+        n.host.drain(&v.vm_ref()).await.unwrap(),
+        DrainState::Undeliverable
+    );
+    assert!(n.host.libvirt_calls() > calls, "the agent was asked");
+    assert_eq!(
+        n.host.observe(FLEET).await.unwrap()[0].drain,
+        Some(DrainState::Undeliverable)
+    );
+    let (_, x) = &n.domains()["ci-linux-8"];
+    assert!(
+        x.contains(hangar::providers::libvirt::DRAIN_NS) && x.contains("undeliverable"),
+        "{x}"
+    );
+    n.host
+        .record_drain(&v.vm_ref(), DrainState::Delivered)
+        .await
+        .unwrap();
+    assert_eq!(
+        n.host.observe(FLEET).await.unwrap()[0].drain,
+        Some(DrainState::Delivered)
+    );
+    n.host.delete(&v.vm_ref(), true).await.unwrap();
+}
+
 #[tokio::test]
 async fn cache_usage_reports_our_cache_volumes() {
     let n = Node::new();

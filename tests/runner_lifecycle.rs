@@ -37,7 +37,7 @@ fn two_pools(runner: &str) -> String {
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_new_release_replaces_idle_vms_and_waits_for_the_busy_one() {
+async fn a_new_release_replaces_idle_vms_and_drains_the_busy_one() {
     let mut rig = Rig::new(&fleet_yaml(&["h1"], &two_pools(""))).await;
     rig.supply_runners();
     let passes = rig.converge(8).await;
@@ -98,13 +98,15 @@ async fn a_new_release_replaces_idle_vms_and_waits_for_the_busy_one() {
         "{:#?}",
         r.plan
     );
+    // Busy: told to take no new job, replaced once this one ends.
     assert!(
         matches!(
             actions_for(&r, &slot("build", 0))[..],
-            [Action::Wait {
-                reason: WaitReason::Busy { .. },
-                ..
-            }]
+            [Action::Drain { .. }]
+                | [Action::Wait {
+                    reason: WaitReason::Busy { .. } | WaitReason::Draining { .. },
+                    ..
+                }]
         ),
         "{:#?}",
         r.plan

@@ -419,6 +419,10 @@ impl Hypervisor for LazyHost {
         self.get().await?.remove_seed(vm).await
     }
 
+    async fn drain(&self, vm: &VmRef) -> Result<crate::plan::model::DrainState, ProviderError> {
+        self.get().await?.drain(vm).await
+    }
+
     async fn cache_usage(&self, fleet: &str) -> Result<Vec<CacheUsage>, ProviderError> {
         self.get().await?.cache_usage(fleet).await
     }

@@ -26,6 +26,7 @@ fn stage_name(s: GuestStage) -> &'static str {
         GuestStage::RunnerStarted => "runner started",
         GuestStage::JobStarted => "job running",
         GuestStage::JobFinished => "job finished",
+        GuestStage::Drained => "drained",
         GuestStage::Failed => "failed",
     }
 }
@@ -34,7 +35,7 @@ pub fn human(doc: &StatusView) -> String {
     let mut t = Table::new();
     t.load_preset(presets::NOTHING);
     t.set_header(vec![
-        "POOL", "SLOT", "HOST", "VM", "GUEST", "RUNNER", "VERSION", "AGE", "SPEC", "CACHE",
+        "POOL", "SLOT", "HOST", "VM", "GUEST", "RUNNER", "VERSION", "AGE", "SPEC", "CACHE", "ROOT",
     ]);
     for s in &doc.slots {
         let vm = match (s.vm, s.generation) {
@@ -49,6 +50,9 @@ pub fn human(doc: &StatusView) -> String {
         if s.busy {
             runner.push_str(", busy");
         }
+        if s.draining {
+            runner.push_str(", draining");
+        }
         if s.simulated && s.runner.is_some() {
             runner.push_str(" (simulated)");
         }
@@ -58,15 +62,29 @@ pub fn human(doc: &StatusView) -> String {
             (true, Some(false)) => "changed",
             (true, None) => "missing",
         };
-        let cache = match (s.cache_used_bytes, s.cache_size_bytes) {
-            (Some(u), Some(c)) if c > 0 => format!(
+        let used = |u: u64, c: u64| {
+            format!(
                 "{} / {} ({}%)",
                 bytes(u),
                 bytes(c),
-                u.saturating_mul(100) / c
-            ),
+                u.saturating_mul(100) / c.max(1)
+            )
+        };
+        let guest = s.guest_disks.as_ref();
+        // The guest's own count where its agent answers; else the host's
+        // allocation (a high-water mark until discards reach it).
+        let cache = match (
+            guest.and_then(|g| g.cache.as_ref()),
+            s.cache_used_bytes,
+            s.cache_size_bytes,
+        ) {
+            (Some(fs), _, _) => used(fs.used_bytes, fs.total_bytes),
+            (None, Some(u), Some(c)) if c > 0 => format!("{} (host)", used(u, c)),
             _ => "-".into(),
         };
+        let root = guest
+            .and_then(|g| g.root.as_ref())
+            .map_or_else(|| "-".to_string(), |fs| used(fs.used_bytes, fs.total_bytes));
         t.add_row(vec![
             s.pool.clone(),
             s.slot.clone(),
@@ -80,6 +98,7 @@ pub fn human(doc: &StatusView) -> String {
                 .unwrap_or_else(|| "-".into()),
             spec.to_string(),
             cache,
+            root,
         ]);
     }
     let mut out = format!("Fleet {}\n{t}\n\n", doc.fleet);

@@ -17,6 +17,8 @@ pub enum GuestStage {
     JobStarted,
     /// The runner's job finished (ephemeral: the guest is powering off).
     JobFinished,
+    /// A drained runner stopped after its last job (see `Action::Drain`).
+    Drained,
     /// Provisioning reported an error.
     Failed,
 }
@@ -27,16 +29,18 @@ pub const MARKER_CACHE_MOUNTED: &str = "hangar: cache mounted";
 pub const MARKER_RUNNER_STARTED: &str = "hangar: runner started";
 pub const MARKER_JOB_STARTED: &str = "hangar: job started";
 pub const MARKER_JOB_FINISHED: &str = "hangar: job finished";
+pub const MARKER_DRAINED: &str = "hangar: drained";
 pub const MARKER_FAILED: &str = "hangar: failed";
 
 /// Every marker with the stage it announces.
-pub const MARKERS: [(&str, GuestStage); 7] = [
+pub const MARKERS: [(&str, GuestStage); 8] = [
     (MARKER_USER_OK, GuestStage::UserReady),
     (MARKER_DOCKER_OK, GuestStage::DockerReady),
     (MARKER_CACHE_MOUNTED, GuestStage::CacheMounted),
     (MARKER_RUNNER_STARTED, GuestStage::RunnerStarted),
     (MARKER_JOB_STARTED, GuestStage::JobStarted),
     (MARKER_JOB_FINISHED, GuestStage::JobFinished),
+    (MARKER_DRAINED, GuestStage::Drained),
     (MARKER_FAILED, GuestStage::Failed),
 ];
 

@@ -156,6 +156,21 @@ pub struct ObservedVm {
     pub guest_since: Option<DateTime<Utc>>,
     /// The NoCloud seed volume (it carries secrets) is still attached.
     pub seed_attached: bool,
+    /// A drain hangar asked of this VM's guest (recorded in the domain's
+    /// metadata, so every process sees it). `None`: never asked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drain: Option<DrainState>,
+}
+
+/// What became of a drain request (see [`Action::Drain`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DrainState {
+    /// The guest has the request: its runner takes no job after this one.
+    Delivered,
+    /// The guest could not be told (no guest agent answered): the VM is
+    /// waited for while busy, as without drain, and may take more jobs.
+    Undeliverable,
 }
 
 impl ObservedVm {
@@ -445,6 +460,9 @@ pub enum RemoveRunnerReason {
 pub enum WaitReason {
     /// The runner is running a job; the VM is replaced or deleted once idle.
     Busy { then: String },
+    /// A persistent runner told to drain runs its last job; it takes no
+    /// other, and the VM is replaced or deleted (`then`) once it is idle.
+    Draining { then: String },
     /// The VM is within its boot timeout.
     Booting { deadline: DateTime<Utc> },
     /// Crash-loop backoff after repeated failed boots.
@@ -485,6 +503,12 @@ pub enum Action {
     },
     /// Start a persistent slot's VM that is shut off (after a host reboot).
     Start { vm: VmRef },
+    /// Tell a busy persistent runner's guest (through the qemu guest agent)
+    /// to take no new job once its current one ends, so that the VM can be
+    /// replaced or deleted (`then`) after it. Never stops a running job.
+    /// Recorded on the domain; an undeliverable drain is recorded too, and
+    /// the VM is then waited for while busy.
+    Drain { vm: VmRef, then: String },
     /// Remove the runner registration (if any; aborts when GitHub says busy),
     /// delete the VM and its root disk, then create the next generation. The
     /// cache volume stays. Never planned while the runner is busy.
@@ -558,6 +582,7 @@ impl Action {
             Action::Create { slot, .. } => Some(&slot.host),
             Action::Start { vm }
             | Action::RemoveSeed { vm }
+            | Action::Drain { vm, .. }
             | Action::Replace { vm, .. }
             | Action::Delete { vm, .. } => Some(&vm.host),
             Action::EnsureNetwork { host, .. }
@@ -574,6 +599,7 @@ impl Action {
             Action::Create { slot, .. } => &slot.name,
             Action::Start { vm }
             | Action::RemoveSeed { vm }
+            | Action::Drain { vm, .. }
             | Action::Replace { vm, .. }
             | Action::Delete { vm, .. } => &vm.name,
             Action::RemoveRunner { runner, .. } => &runner.name,

@@ -11,6 +11,10 @@
 //!   counts as failed. Slots on a failed host get only a wait. When GitHub's
 //!   list failed, nothing destructive is planned anywhere (not even removing a
 //!   seed, which needs the runner seen up); creates and starts go ahead.
+//! * Drain: a busy persistent runner whose VM is due to be replaced or
+//!   deleted is told once (`Drain`) to take no job after its current one;
+//!   then it is waited for (`Draining`) until idle. Undeliverable: a plain
+//!   wait while busy, as for an ephemeral runner.
 //! * Busy means GitHub says busy, or the guest printed its job-started marker
 //!   while the VM can still run it (GitHub's flag lags). A busy runner's VM is
 //!   never replaced or deleted; the plan says what waits for the job.
@@ -38,9 +42,9 @@ use std::time::Duration;
 use chrono::{DateTime, TimeDelta, Utc};
 
 use super::model::{
-    Action, CreateReason, DeleteReason, Desired, DesiredSlot, ErrorKind, Failure, FieldChange,
-    Leftover, Observation, Observed, ObservedHost, ObservedRunner, ObservedVm, Plan, Policy,
-    RemoveRunnerReason, ReplaceReason, RunnerStatus, RunnerVolume, VmState, WaitReason,
+    Action, CreateReason, DeleteReason, Desired, DesiredSlot, DrainState, ErrorKind, Failure,
+    FieldChange, Leftover, Observation, Observed, ObservedHost, ObservedRunner, ObservedVm, Plan,
+    Policy, RemoveRunnerReason, ReplaceReason, RunnerStatus, RunnerVolume, VmState, WaitReason,
 };
 
 use super::model::BOOT_CAP_FACTOR;
@@ -546,7 +550,7 @@ impl Planner<'_, '_> {
         };
         let guarded = |reason: ReplaceReason, boot_failures: u32| {
             if is_busy(vm, runner) {
-                busy_wait(&vm.name, "replace")
+                drain_or_wait(vm, "replace")
             } else if world.runners.is_none() {
                 github_wait(&vm.name, world)
             } else {
@@ -706,7 +710,7 @@ impl Planner<'_, '_> {
         // The registration is per name, so a busy one may be any of the
         // name's VMs: all of them wait.
         let action = if is_busy(vm, runner) {
-            busy_wait(&vm.name, "delete")
+            drain_or_wait(vm, "delete")
         } else if self.world.runners.is_none() {
             github_wait(&vm.name, self.world)
         } else {
@@ -796,7 +800,12 @@ fn came_up(vm: &ObservedVm) -> bool {
     !vm.seed_attached
         || matches!(
             vm.guest,
-            Some(GuestStage::RunnerStarted | GuestStage::JobStarted | GuestStage::JobFinished)
+            Some(
+                GuestStage::RunnerStarted
+                    | GuestStage::JobStarted
+                    | GuestStage::JobFinished
+                    | GuestStage::Drained
+            )
         )
 }
 
@@ -818,6 +827,29 @@ fn after(t: DateTime<Utc>, d: Duration) -> DateTime<Utc> {
         .ok()
         .and_then(|d| t.checked_add_signed(d))
         .unwrap_or(DateTime::<Utc>::MAX_UTC)
+}
+
+/// A busy VM that is due to be replaced or deleted (`then`): a persistent
+/// runner is told to drain (it would take job after job otherwise), once;
+/// then it is waited for. An ephemeral one takes no other job anyway, and
+/// a drain that could not be delivered leaves the plain wait while busy.
+fn drain_or_wait(vm: &ObservedVm, then: &str) -> Action {
+    if vm.owner.ephemeral || vm.state != VmState::Running {
+        return busy_wait(&vm.name, then);
+    }
+    match vm.drain {
+        None => Action::Drain {
+            vm: vm.vm_ref(),
+            then: then.to_string(),
+        },
+        Some(DrainState::Delivered) => Action::Wait {
+            subject: vm.name.clone(),
+            reason: WaitReason::Draining {
+                then: then.to_string(),
+            },
+        },
+        Some(DrainState::Undeliverable) => busy_wait(&vm.name, then),
+    }
 }
 
 fn busy_wait(subject: &str, then: &str) -> Action {
@@ -882,7 +914,7 @@ fn kind_rank(action: &Action) -> u8 {
         Action::RemoveRunner { .. } => 1,
         Action::Delete { .. } => 2,
         Action::RemoveLeftover { .. } => 3,
-        Action::Replace { .. } => 4,
+        Action::Replace { .. } | Action::Drain { .. } => 4,
         Action::Start { .. } => 5,
         Action::RemoveSeed { .. } => 6,
         Action::Create { .. } => 7,

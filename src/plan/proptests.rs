@@ -184,6 +184,7 @@ fn build(
             guest: raw.guest,
             guest_since: None,
             seed_attached: raw.seed_attached,
+            drain: None,
         };
         hosts.get_mut(HOSTS[raw.host]).unwrap().push(vm);
     }
@@ -292,6 +293,7 @@ fn apply(desired: &Desired, observed: &Observed, plan: &Plan) -> Observed {
         guest: Some(GuestStage::RunnerStarted),
         guest_since: None,
         seed_attached: true,
+        drain: None,
     };
     for (n, action) in plan.actions.iter().enumerate() {
         match action {
@@ -370,6 +372,13 @@ fn apply(desired: &Desired, observed: &Observed, plan: &Plan) -> Observed {
                 for v in vms_on(&mut world, &vm.host) {
                     if v.uuid == vm.uuid {
                         v.seed_attached = false;
+                    }
+                }
+            }
+            Action::Drain { vm, .. } => {
+                for v in vms_on(&mut world, &vm.host) {
+                    if v.uuid == vm.uuid {
+                        v.drain = Some(crate::plan::model::DrainState::Delivered);
                     }
                 }
             }
@@ -481,6 +490,15 @@ fn check_safety(observed: &Observed, plan: &Plan, forced: bool) -> Result<(), Te
             Action::Start { vm } | Action::RemoveSeed { vm } => {
                 let seen = vms.get(vm.uuid.as_str()).expect("acts on an observed VM");
                 prop_assert_eq!(&seen.owner.fleet, FLEET);
+            }
+            Action::Drain { vm, .. } => {
+                let seen = vms.get(vm.uuid.as_str()).expect("acts on an observed VM");
+                prop_assert_eq!(&seen.owner.fleet, FLEET);
+                prop_assert!(
+                    !seen.owner.ephemeral && is_busy(seen, owned_runner(&vm.name)),
+                    "drain of an idle or ephemeral runner: {:?}",
+                    action
+                );
             }
             Action::RemoveRunner { runner, .. } => {
                 let r = owned_runner(&runner.name).filter(|x| x.id == runner.id);

@@ -56,6 +56,7 @@ fn marker(action: &Action) -> (char, &'static str, &'static str) {
         Action::Delete { .. } => ('-', "delete", RED),
         Action::Replace { .. } => ('~', "replace", YELLOW),
         Action::Start { .. } => ('>', "start", CYAN),
+        Action::Drain { .. } => ('~', "drain", YELLOW),
         Action::RemoveSeed { .. } => ('-', "unseed", RED),
         Action::RemoveRunner { .. } => ('-', "remove", RED),
         Action::EnsureNetwork { .. } => ('+', "network", GREEN),
@@ -113,6 +114,10 @@ fn describe(action: &Action) -> String {
             format!("{} on {} ({why})", vm.name, vm.host)
         }
         Action::Start { vm } => format!("{} on {} (shut off)", vm.name, vm.host),
+        Action::Drain { vm, then } => format!(
+            "{} on {} (busy: no new job after this one, then {then})",
+            vm.name, vm.host
+        ),
         Action::RemoveSeed { vm } => {
             format!(
                 "{} on {} (runner up: seed volume removed)",
@@ -162,6 +167,9 @@ fn describe(action: &Action) -> String {
 fn wait_reason(reason: &WaitReason) -> String {
     match reason {
         WaitReason::Busy { then } => format!("busy: {then} after the job"),
+        WaitReason::Draining { then } => {
+            format!("draining: its last job runs, then {then}")
+        }
         WaitReason::Booting { deadline } => {
             format!("booting: runner expected by {}", time(deadline))
         }
@@ -224,6 +232,11 @@ fn summary(plan: &Plan) -> String {
             count(|a| matches!(a, Action::Start { .. })),
             "to start",
             "to start",
+        ),
+        (
+            count(|a| matches!(a, Action::Drain { .. })),
+            "to drain",
+            "to drain",
         ),
         (
             count(|a| matches!(a, Action::RemoveSeed { .. })),

@@ -81,6 +81,7 @@ pub(super) fn vm_of(slot: &DesiredSlot) -> ObservedVm {
         guest: Some(GuestStage::RunnerStarted),
         guest_since: None,
         seed_attached: false,
+        drain: None,
     }
 }
 
@@ -423,9 +424,29 @@ fn spec_change_replaces_an_idle_vm_with_the_changes_spelled_out() {
     );
 }
 
+fn drain(vm: &ObservedVm, then: &str) -> Action {
+    Action::Drain {
+        vm: vm.vm_ref(),
+        then: then.into(),
+    }
+}
+
 #[test]
-fn busy_runner_is_never_replaced_on_spec_change() {
+fn busy_persistent_runner_on_spec_change_is_drained_not_replaced() {
     let mut s = slot("umn", 0, "h1");
+    let vm = vm_of(&s);
+    s.spec_hash = SpecHash("s2".into());
+    let o = observed(vec![vm.clone()], vec![busy(runner(&s.name, 1))]);
+    assert_eq!(
+        actions(&desired(vec![s.clone()]), &o),
+        vec![drain(&vm, "replace")]
+    );
+}
+
+#[test]
+fn busy_ephemeral_runner_on_spec_change_is_only_waited_for() {
+    let mut s = slot("umn", 0, "h1");
+    s.ephemeral = true;
     let vm = vm_of(&s);
     s.spec_hash = SpecHash("s2".into());
     let o = observed(vec![vm], vec![busy(runner(&s.name, 1))]);
@@ -436,15 +457,78 @@ fn busy_runner_is_never_replaced_on_spec_change() {
 }
 
 #[test]
+fn a_delivered_drain_is_asked_once_then_waited_for_until_idle_then_replaced() {
+    let mut s = slot("umn", 0, "h1");
+    let mut vm = vm_of(&s);
+    vm.drain = Some(DrainState::Delivered);
+    s.spec_hash = SpecHash("s2".into());
+    let d = desired(vec![s.clone()]);
+    let busy_world = observed(vec![vm.clone()], vec![busy(runner(&s.name, 1))]);
+    assert_eq!(
+        actions(&d, &busy_world),
+        vec![wait(
+            &s.name,
+            WaitReason::Draining {
+                then: "replace".into()
+            }
+        )]
+    );
+    let p = plan(&d, &busy_world, now());
+    assert!(!p.in_sync(), "a pending drain is not converged");
+    assert!(!p.has_changes());
+    // The drained runner stopped after its job: offline, idle, replaced.
+    vm.guest = Some(GuestStage::Drained);
+    let r = offline(runner(&s.name, 1));
+    let idle = observed(vec![vm.clone()], vec![r.clone()]);
+    let acts = actions(&d, &idle);
+    assert!(
+        matches!(
+            acts.as_slice(),
+            [Action::Replace {
+                reason: ReplaceReason::SpecChanged { .. },
+                ..
+            }]
+        ),
+        "{acts:?}"
+    );
+}
+
+#[test]
+fn an_undeliverable_drain_falls_back_to_waiting_while_busy() {
+    let mut s = slot("umn", 0, "h1");
+    let mut vm = vm_of(&s);
+    vm.drain = Some(DrainState::Undeliverable);
+    s.spec_hash = SpecHash("s2".into());
+    let o = observed(vec![vm], vec![busy(runner(&s.name, 1))]);
+    assert_eq!(
+        actions(&desired(vec![s.clone()]), &o),
+        vec![busy_wait(&s.name, "replace")]
+    );
+}
+
+#[test]
+fn an_idle_persistent_runner_is_replaced_without_a_drain() {
+    let mut s = slot("umn", 0, "h1");
+    let vm = vm_of(&s);
+    s.spec_hash = SpecHash("s2".into());
+    let o = observed(vec![vm], vec![runner(&s.name, 1)]);
+    let acts = actions(&desired(vec![s.clone()]), &o);
+    assert!(
+        matches!(acts.as_slice(), [Action::Replace { .. }]),
+        "{acts:?}"
+    );
+}
+
+#[test]
 fn guest_job_marker_counts_as_busy_when_github_lags() {
     let mut s = slot("umn", 0, "h1");
     let mut vm = vm_of(&s);
     vm.guest = Some(GuestStage::JobStarted);
     s.spec_hash = SpecHash("s2".into());
-    let o = observed(vec![vm], vec![runner(&s.name, 1)]);
+    let o = observed(vec![vm.clone()], vec![runner(&s.name, 1)]);
     assert_eq!(
         actions(&desired(vec![s.clone()]), &o),
-        vec![busy_wait(&s.name, "replace")]
+        vec![drain(&vm, "replace")]
     );
 }
 
@@ -717,7 +801,7 @@ fn scale_down_deletes_with_the_registration_and_spares_busy_runners() {
         actions(&desired(vec![]), &o),
         vec![
             delete(&vm_of(&s1), Some(&r1), DeleteReason::ScaledDown),
-            busy_wait(&s2.name, "delete"),
+            drain(&vm_of(&s2), "delete"),
         ]
     );
 }
@@ -754,7 +838,7 @@ fn slot_moved_while_busy_keeps_the_old_vm_and_creates_nothing() {
     let o = observed(vec![vm_of(&old)], vec![busy(runner(&old.name, 1))]);
     assert_eq!(
         actions(&desired(vec![new.clone()]), &o),
-        vec![busy_wait(&new.name, "delete")]
+        vec![drain(&vm_of(&old), "delete")]
     );
 }
 

@@ -16,7 +16,7 @@ use async_trait::async_trait;
 use super::{CacheUsage, Hypervisor, ProviderError, VmCreate};
 use crate::model::runner::LocalTarball;
 use crate::model::HostFacts;
-use crate::plan::model::{Leftover, ObservedHost, ObservedVm, VmRef};
+use crate::plan::model::{DrainState, Leftover, ObservedHost, ObservedVm, VmRef};
 
 /// Which call, without its arguments: for counting and matching.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -27,6 +27,7 @@ pub enum HvOp {
     Start,
     Delete,
     RemoveSeed,
+    Drain,
     CacheUsage,
     EnsureNetwork,
     RemoveNetwork,
@@ -35,13 +36,14 @@ pub enum HvOp {
 }
 
 impl HvOp {
-    pub const ALL: [HvOp; 11] = [
+    pub const ALL: [HvOp; 12] = [
         HvOp::Facts,
         HvOp::Observe,
         HvOp::Create,
         HvOp::Start,
         HvOp::Delete,
         HvOp::RemoveSeed,
+        HvOp::Drain,
         HvOp::CacheUsage,
         HvOp::EnsureNetwork,
         HvOp::RemoveNetwork,
@@ -69,6 +71,7 @@ pub enum HvCall<'a> {
         remove_cache: bool,
     },
     RemoveSeed(&'a VmRef),
+    Drain(&'a VmRef),
     CacheUsage {
         fleet: &'a str,
     },
@@ -96,6 +99,7 @@ impl HvCall<'_> {
             HvCall::Start(_) => HvOp::Start,
             HvCall::Delete { .. } => HvOp::Delete,
             HvCall::RemoveSeed(_) => HvOp::RemoveSeed,
+            HvCall::Drain(_) => HvOp::Drain,
             HvCall::CacheUsage { .. } => HvOp::CacheUsage,
             HvCall::EnsureNetwork { .. } => HvOp::EnsureNetwork,
             HvCall::RemoveNetwork { .. } => HvOp::RemoveNetwork,
@@ -108,9 +112,10 @@ impl HvCall<'_> {
     pub fn vm(&self) -> Option<(&str, u64)> {
         match self {
             HvCall::Create(vm) => Some((&vm.owner.slot, vm.owner.generation)),
-            HvCall::Start(vm) | HvCall::RemoveSeed(vm) | HvCall::Delete { vm, .. } => {
-                Some((&vm.name, vm.generation))
-            }
+            HvCall::Start(vm)
+            | HvCall::RemoveSeed(vm)
+            | HvCall::Drain(vm)
+            | HvCall::Delete { vm, .. } => Some((&vm.name, vm.generation)),
             _ => None,
         }
     }
@@ -193,6 +198,10 @@ impl<H: Hypervisor + ?Sized, K: Hook> Hypervisor for Hooked<H, K> {
     async fn remove_seed(&self, vm: &VmRef) -> Result<(), ProviderError> {
         self.around(HvCall::RemoveSeed(vm), self.inner.remove_seed(vm))
             .await
+    }
+
+    async fn drain(&self, vm: &VmRef) -> Result<DrainState, ProviderError> {
+        self.around(HvCall::Drain(vm), self.inner.drain(vm)).await
     }
 
     async fn cache_usage(&self, fleet: &str) -> Result<Vec<CacheUsage>, ProviderError> {

@@ -14,7 +14,9 @@ use async_trait::async_trait;
 use serde::Serialize;
 
 pub use crate::plan::model::ErrorKind;
-use crate::plan::model::{Failure, Leftover, ObservedHost, ObservedRunner, ObservedVm, VmRef};
+use crate::plan::model::{
+    DrainState, Failure, Leftover, ObservedHost, ObservedRunner, ObservedVm, VmRef,
+};
 
 use crate::model::ownership::Ownership;
 use crate::model::{DirectBoot, HostFacts, NetworkAttachment};
@@ -125,6 +127,17 @@ pub trait Hypervisor: Send + Sync {
     /// Detach and delete the seed once the runner is up: it carries secrets.
     async fn remove_seed(&self, vm: &VmRef) -> Result<(), ProviderError>;
 
+    /// Ask the guest of a busy persistent runner to take no job after its
+    /// current one (through the qemu guest agent), and record the request
+    /// on the domain, delivered or not, so that the planner asks once.
+    async fn drain(&self, vm: &VmRef) -> Result<DrainState, ProviderError> {
+        Err(ProviderError::new(
+            self.host(),
+            ErrorKind::Refused,
+            format!("{}: this host cannot drain runners", vm.name),
+        ))
+    }
+
     /// Bytes used and total of each slot's cache volume on this host, by slot
     /// name (allocation as the host sees it).
     async fn cache_usage(&self, fleet: &str) -> Result<Vec<CacheUsage>, ProviderError>;
@@ -189,6 +202,10 @@ pub struct CacheUsage {
     pub slot: String,
     pub allocated_bytes: u64,
     pub capacity_bytes: u64,
+    /// The root and cache file systems as the guest sees them (its agent),
+    /// refreshed at a bounded rate; `None` where no agent answered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guest: Option<libvirt::GuestDisks>,
 }
 
 /// A freshly minted just-in-time runner: registered, offline, one job.

@@ -274,6 +274,14 @@ impl<H: Hypervisor + ?Sized> Hypervisor for Retrying<H> {
         .await
     }
 
+    async fn drain(&self, vm: &VmRef) -> Result<crate::plan::model::DrainState, ProviderError> {
+        // Asking twice is harmless: the guest's request is a flag.
+        self.retry(self.host(), "drain", Call::Change, any, || {
+            self.inner.drain(vm)
+        })
+        .await
+    }
+
     async fn cache_usage(&self, fleet: &str) -> Result<Vec<CacheUsage>, ProviderError> {
         self.retry(self.host(), "cache usage", Call::Read, any, || {
             self.inner.cache_usage(fleet)

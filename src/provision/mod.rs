@@ -226,6 +226,9 @@ const SCRIPTS: &[(&str, &str)] = &[
     ("runner-run", include_str!("guest/runner-run")),
     ("runner-exited", include_str!("guest/runner-exited")),
     ("scrub-secrets", include_str!("guest/scrub-secrets")),
+    ("drain-request", include_str!("guest/drain-request")),
+    ("drain-stop", include_str!("guest/drain-stop")),
+    ("cache-prune", include_str!("guest/cache-prune")),
     ("provision.sh", include_str!("guest/provision.sh")),
 ];
 
@@ -303,6 +306,26 @@ fn render(guest: &Guest, credential: &Credential<'_>) -> String {
         "0644",
         runner_unit(guest, credential),
     ));
+    if guest.cache.is_some() {
+        // The cache is kept within budget during long jobs too, not only
+        // when one starts.
+        write_files.push(WriteFile::new(
+            "/etc/systemd/system/hangar-prune.service",
+            "0644",
+            format!(
+                "[Unit]\nDescription=Keep hangar's cache disk within its budget\n\n\
+                 [Service]\nType=oneshot\nExecStart={SCRIPT_DIR}/cache-prune\n"
+            ),
+        ));
+        write_files.push(WriteFile::new(
+            "/etc/systemd/system/hangar-prune.timer",
+            "0644",
+            "[Unit]\nDescription=Prune hangar's cache disk every 15 minutes\n\n\
+             [Timer]\nOnBootSec=15min\nOnUnitActiveSec=15min\n\n\
+             [Install]\nWantedBy=timers.target\n"
+                .to_string(),
+        ));
+    }
     if let Some(cache) = guest.cache.as_ref().filter(|c| c.docker_data_root) {
         let daemon = serde_json::json!({ "data-root": format!("{}/docker", cache.mount_path) });
         write_files.push(WriteFile::new(
@@ -440,6 +463,9 @@ fn runner_unit(guest: &Guest, credential: &Credential<'_>) -> String {
     );
     if one_job {
         unit.push_str("SuccessAction=poweroff\nFailureAction=poweroff\n");
+    } else {
+        // A drained runner (see `drain-stop`) never starts again.
+        unit.push_str("ConditionPathExists=!/run/hangar/drain\n");
     }
     unit.push_str(&format!(
         "\n[Service]\n\

@@ -334,6 +334,12 @@ async fn run(ex: &Execution<'_>, action: &Action, token: &OnceCell<Secret<String
             Ok(hv) => hv.remove_seed(vm).await.map_err(Failure::from),
             Err(e) => Err(e),
         },
+        // An undeliverable drain is recorded by the provider and is no
+        // failure: the VM is then waited for while busy, as before drains.
+        Action::Drain { vm, .. } => match hypervisor(ex, &vm.host) {
+            Ok(hv) => hv.drain(vm).await.map(|_| ()).map_err(Failure::from),
+            Err(e) => Err(e),
+        },
         Action::Replace {
             vm,
             runner,

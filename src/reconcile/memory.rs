@@ -220,6 +220,10 @@ impl<H: Hypervisor + ?Sized> Hypervisor for RememberingStages<H> {
         self.inner.remove_seed(vm).await
     }
 
+    async fn drain(&self, vm: &VmRef) -> Result<crate::plan::model::DrainState, ProviderError> {
+        self.inner.drain(vm).await
+    }
+
     async fn cache_usage(&self, fleet: &str) -> Result<Vec<CacheUsage>, ProviderError> {
         self.inner.cache_usage(fleet).await
     }
@@ -319,6 +323,7 @@ mod tests {
             guest: Some(stage),
             guest_since: None,
             seed_attached: true,
+            drain: None,
         };
         let m = || StageMemory::new(dir.path(), "f", "h");
         let mut v = [vm(GuestStage::Booting)];

@@ -38,6 +38,15 @@ struct SlotLabels {
     host: String,
 }
 
+/// A slot's file system inside its guest: `root` or `cache`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FsLabels {
+    pool: String,
+    slot: String,
+    host: String,
+    fs: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct HostLabels {
     host: String,
@@ -58,6 +67,8 @@ pub struct Metrics {
     runners: Family<StateLabels, Gauge>,
     cache_used: Family<SlotLabels, Gauge>,
     cache_size: Family<SlotLabels, Gauge>,
+    guest_fs_used: Family<FsLabels, Gauge>,
+    guest_fs_size: Family<FsLabels, Gauge>,
     host_cpus: Family<HostLabels, Gauge>,
     host_cpus_used: Family<HostLabels, Gauge>,
     host_memory: Family<HostLabels, Gauge>,
@@ -88,6 +99,8 @@ impl Metrics {
             runners: Family::default(),
             cache_used: Family::default(),
             cache_size: Family::default(),
+            guest_fs_used: Family::default(),
+            guest_fs_size: Family::default(),
             host_cpus: Family::default(),
             host_cpus_used: Family::default(),
             host_memory: Family::default(),
@@ -123,6 +136,18 @@ impl Metrics {
             "Capacity of a slot's cache volume",
             Unit::Bytes,
             m.cache_size.clone(),
+        );
+        registry.register_with_unit(
+            "guest_fs_used",
+            "Bytes used in a VM's root or cache file system, as its guest agent reports",
+            Unit::Bytes,
+            m.guest_fs_used.clone(),
+        );
+        registry.register_with_unit(
+            "guest_fs_size",
+            "Size of a VM's root or cache file system, as its guest agent reports",
+            Unit::Bytes,
+            m.guest_fs_size.clone(),
         );
         registry.register("host_cpus", "A host's cpus", m.host_cpus.clone());
         registry.register(
@@ -221,6 +246,8 @@ impl Metrics {
     fn measured(&self, status: &super::status::StatusView) {
         self.cache_used.clear();
         self.cache_size.clear();
+        self.guest_fs_used.clear();
+        self.guest_fs_size.clear();
         for s in status.slots.iter().filter(|s| s.desired) {
             let l = SlotLabels {
                 pool: s.pool.clone(),
@@ -230,6 +257,26 @@ impl Metrics {
             if let (Some(used), Some(size)) = (s.cache_used_bytes, s.cache_size_bytes) {
                 self.cache_used.get_or_create(&l).set(gauge(used));
                 self.cache_size.get_or_create(&l).set(gauge(size));
+            }
+            let disks = s.guest_disks.as_ref();
+            for (fs, one) in [
+                ("root", disks.and_then(|d| d.root.as_ref())),
+                ("cache", disks.and_then(|d| d.cache.as_ref())),
+            ] {
+                if let Some(one) = one {
+                    let l = FsLabels {
+                        pool: s.pool.clone(),
+                        slot: s.slot.clone(),
+                        host: s.host.clone(),
+                        fs: fs.to_string(),
+                    };
+                    self.guest_fs_used
+                        .get_or_create(&l)
+                        .set(gauge(one.used_bytes));
+                    self.guest_fs_size
+                        .get_or_create(&l)
+                        .set(gauge(one.total_bytes));
+                }
             }
         }
         for h in &status.hosts {

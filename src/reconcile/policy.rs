@@ -171,6 +171,7 @@ pub fn ends_by_itself(reason: &WaitReason) -> bool {
         // exist needs the file changed.
         WaitReason::RunnerUnavailable { error } => error.is_retryable(),
         WaitReason::Busy { .. }
+        | WaitReason::Draining { .. }
         | WaitReason::NameTaken { .. }
         | WaitReason::DomainNameTaken { .. }
         | WaitReason::OrphanOnline { .. }

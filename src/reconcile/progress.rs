@@ -121,7 +121,9 @@ pub fn progress(desired: &Desired, observed: &Observed) -> Vec<SlotProgress> {
                             SlotStage::Busy
                         }
                         (_, Some(GuestStage::JobStarted)) => SlotStage::Busy,
-                        (_, Some(GuestStage::JobFinished)) => SlotStage::Finished,
+                        (_, Some(GuestStage::JobFinished | GuestStage::Drained)) => {
+                            SlotStage::Finished
+                        }
                         (Some(r), _) if r.status == RunnerStatus::Online => SlotStage::Online,
                         (_, None | Some(GuestStage::Booting)) => SlotStage::Created,
                         (_, Some(GuestStage::UserReady)) => SlotStage::UserOk,

@@ -39,6 +39,11 @@ pub struct SlotRow {
     pub runner_version: Option<String>,
     pub cache_used_bytes: Option<u64>,
     pub cache_size_bytes: Option<u64>,
+    /// The root and cache file systems as the guest sees them (its agent).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub guest_disks: Option<crate::providers::libvirt::GuestDisks>,
+    /// A drain was asked of the runner (see `Action::Drain`).
+    pub draining: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -161,6 +166,10 @@ impl StatusView {
                     },
                     cache_used_bytes: cache.map(|c| c.allocated_bytes),
                     cache_size_bytes: cache.map(|c| c.capacity_bytes),
+                    guest_disks: cache.and_then(|c| c.guest.clone()),
+                    draining: vm.is_some_and(|v| {
+                        v.drain == Some(crate::plan::model::DrainState::Delivered)
+                    }),
                     slot,
                 }
             })

@@ -273,6 +273,18 @@ impl Hypervisor for SandboxHost {
         self.saving(r).await
     }
 
+    /// The sandbox's guests are played, not booted: no guest agent to
+    /// tell, so the request is only recorded, as a delivered one is.
+    async fn drain(&self, vm: &VmRef) -> Result<crate::plan::model::DrainState, ProviderError> {
+        let _change = self.changes.lock().await;
+        let r = self
+            .libvirt()
+            .record_drain(vm, crate::plan::model::DrainState::Delivered)
+            .await
+            .map(|()| crate::plan::model::DrainState::Delivered);
+        self.saving(r).await
+    }
+
     async fn cache_usage(&self, fleet: &str) -> Result<Vec<CacheUsage>, ProviderError> {
         self.libvirt().cache_usage(fleet).await
     }

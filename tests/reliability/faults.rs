@@ -133,7 +133,13 @@ async fn s04_busy_runners_are_never_killed() {
         for a in &r.plan.actions {
             if let Action::Wait { subject, reason } = a {
                 if subject == &slot("p", 1) || subject == &slot("e", 0) {
-                    assert!(matches!(reason, WaitReason::Busy { .. }), "{a:?}");
+                    assert!(
+                        matches!(
+                            reason,
+                            WaitReason::Busy { .. } | WaitReason::Draining { .. }
+                        ),
+                        "{a:?}"
+                    );
                 }
             }
         }
@@ -709,9 +715,10 @@ async fn s13_removed_pool_drains_busy_runners_first() {
         a,
         Action::Delete { vm, reason: DeleteReason::PoolRemoved, .. } if vm.name == slot("q", 0)
     )));
+    // A busy persistent runner due for deletion is drained first.
     assert!(r.plan.actions.iter().any(|a| matches!(
         a,
-        Action::Wait { subject, reason: WaitReason::Busy { .. } } if subject == &slot("q", 1)
+        Action::Drain { vm, then } if vm.name == slot("q", 1) && then == "delete"
     )));
     assert!(
         !r.plan.actions.iter().any(|a| a.subject().contains("-p-")),

@@ -141,10 +141,16 @@ impl Inner {
             let name = cache_volume_name(&vm.owner.slot);
             if let Some(vol) = self.lookup_volume(&pool, &name)? {
                 let info = self.call(&format!("read volume {name}"), || vol.info())?;
+                let guest = if vm.state == crate::plan::model::VmState::Running {
+                    self.guest_fs_of(&conn, &vm.uuid, &vm.name)
+                } else {
+                    None
+                };
                 out.push(CacheUsage {
                     slot: vm.owner.slot.clone(),
                     allocated_bytes: info.allocation,
                     capacity_bytes: info.capacity,
+                    guest,
                 });
             }
         }

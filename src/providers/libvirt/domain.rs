@@ -143,6 +143,7 @@ impl Inner {
                 ],
                 owner: Box::new(kept_owner),
                 seed_attached: true,
+                drain: None,
             },
         );
         self.fault_point(&conn, "after-define");

@@ -25,6 +25,7 @@
 //!   friends) so a create cut short is adopted by the next one, never
 //!   duplicated.
 
+mod agent;
 mod connection;
 mod console;
 mod disks;
@@ -60,8 +61,9 @@ use self::image::ImageSource;
 use self::observe::Known;
 use super::{CacheUsage, Hypervisor, ProviderError, VmCreate};
 use crate::model::host::{DomainType, HostFacts, HostIdentity, NetworkAttachment};
-use crate::plan::model::{Leftover, ObservedHost, ObservedVm, VmRef};
+use crate::plan::model::{DrainState, Leftover, ObservedHost, ObservedVm, VmRef};
 
+pub use self::agent::{GuestDisks, GuestFs, DRAIN_NS, GUEST_FS_REFRESH};
 pub use self::connection::uri_is_local;
 pub use self::connection::CALL_TIMEOUT;
 pub use self::facts::{choose_domain_type, DomainTypeChoice};
@@ -117,6 +119,10 @@ struct Inner {
     known: Mutex<HashMap<String, Known>>,
     /// By domain UUID.
     consoles: Mutex<HashMap<String, ConsoleCursor>>,
+    /// By domain UUID: when the guest agent was last asked for file-system
+    /// use, and its answer (see `agent`).
+    #[allow(clippy::type_complexity)]
+    guest_fs: Mutex<HashMap<String, (std::time::Instant, Option<GuestDisks>)>>,
     calls: AtomicU64,
     /// See [`Inner::facts`].
     facts: Mutex<Option<CachedFacts>>,
@@ -185,6 +191,7 @@ impl LibvirtHost {
                 local,
                 known: Mutex::new(HashMap::new()),
                 consoles: Mutex::new(HashMap::new()),
+                guest_fs: Mutex::new(HashMap::new()),
                 calls: AtomicU64::new(0),
                 facts: Mutex::new(None),
                 isolation,
@@ -227,6 +234,13 @@ impl LibvirtHost {
     /// connection can see.
     pub fn connection(&self) -> Result<Arc<Connect>, ProviderError> {
         self.inner.conn()
+    }
+
+    /// Record a drain's outcome on the domain without telling its guest
+    /// (the sandbox, whose guests are played).
+    pub async fn record_drain(&self, vm: &VmRef, state: DrainState) -> Result<(), ProviderError> {
+        let vm = vm.clone();
+        self.blocking(move |i| i.record_drain(&vm, state)).await
     }
 
     /// Path of a VM generation's serial console log on the host.
@@ -293,6 +307,11 @@ impl Hypervisor for LibvirtHost {
     async fn remove_seed(&self, vm: &VmRef) -> Result<(), ProviderError> {
         let vm = vm.clone();
         self.blocking(move |i| i.remove_seed(&vm)).await
+    }
+
+    async fn drain(&self, vm: &VmRef) -> Result<DrainState, ProviderError> {
+        let vm = vm.clone();
+        self.blocking(move |i| i.drain(&vm)).await
     }
 
     async fn cache_usage(&self, fleet: &str) -> Result<Vec<CacheUsage>, ProviderError> {

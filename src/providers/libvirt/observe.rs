@@ -13,7 +13,7 @@ use super::{xml, Inner};
 use crate::model::guest::GuestStage;
 use crate::model::names::{cache_volume_name, root_volume_name, seed_volume_name};
 use crate::model::ownership::Ownership;
-use crate::plan::model::{ObservedVm, VmRef};
+use crate::plan::model::{DrainState, ObservedVm, VmRef};
 use crate::providers::{ErrorKind, ProviderError};
 
 /// What the ownership cache knows of a domain UUID.
@@ -26,6 +26,7 @@ pub(super) enum Known {
     Ours {
         owner: Box<Ownership>,
         seed_attached: bool,
+        drain: Option<DrainState>,
         volumes: Vec<String>,
     },
 }
@@ -74,6 +75,7 @@ impl Inner {
             Some(owner) => Known::Ours {
                 owner: Box::new(owner),
                 seed_attached: facts.seed_attached,
+                drain: facts.drain,
                 volumes,
             },
             None => Known::Foreign { volumes },
@@ -148,6 +150,7 @@ impl Inner {
             let Known::Ours {
                 owner,
                 seed_attached,
+                drain,
                 ..
             } = known
             else {
@@ -177,6 +180,7 @@ impl Inner {
                 guest,
                 guest_since: None,
                 seed_attached,
+                drain,
             });
         }
         out.sort_by(|a, b| a.name.cmp(&b.name));

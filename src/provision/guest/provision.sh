@@ -16,6 +16,15 @@ apt_install() {
   apt-get install -y -q --no-install-recommends "$@"
 }
 
+# The guest agent is hangar's channel into the guest (drain requests,
+# file-system use). Not a stage: without it hangar waits for a busy runner
+# as it would without drains, and shows no use from inside.
+if ! command -v qemu-ga >/dev/null; then
+  { apt_install qemu-guest-agent || { apt-get update -q && apt_install qemu-guest-agent; }; } >/dev/null 2>&1 \
+    || echo "hangar-provision: could not install qemu-guest-agent"
+fi
+systemctl start qemu-guest-agent.service >/dev/null 2>&1 || echo "hangar-provision: qemu-guest-agent is not running"
+
 stage=user
 id -u "$HANGAR_USER" >/dev/null
 home=$(getent passwd "$HANGAR_USER" | cut -d: -f6)
@@ -31,6 +40,7 @@ if [ -n "$HANGAR_CACHE_DIR" ]; then
   # A cache volume that was grown since it was formatted: grow its filesystem.
   resize2fs "$dev" >/dev/null 2>&1 || echo "hangar-provision: could not grow the cache filesystem"
   chown "$HANGAR_USER:" "$HANGAR_CACHE_DIR"
+  systemctl enable --now hangar-prune.timer >/dev/null 2>&1 || echo "hangar-provision: no prune timer"
   "$say" "cache mounted $(blockdev --getsize64 "$dev")"
 fi
 

@@ -17,6 +17,7 @@ use crate::model::ownership::{
 };
 use crate::model::tree::{self, Element};
 use crate::model::xml::{finish, text, Xw};
+use crate::plan::model::DrainState;
 
 /// A disk of a domain: a volume in a pool, on the virtio bus.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -190,6 +191,9 @@ fn write_domain(w: &mut Xw, spec: &DomainSpec) -> io::Result<()> {
                     write_disk(w, disk)?;
                 }
                 write_interface(w, &spec.network)?;
+                if spec.domain_type != DomainType::Test {
+                    write_agent_channel(w)?;
+                }
                 if let Some(path) = &spec.console_log {
                     // A PTY that is also logged: `hangar console` attaches
                     // to it (virDomainOpenConsole), and everything the guest
@@ -215,6 +219,25 @@ fn write_domain(w: &mut Xw, spec: &DomainSpec) -> io::Result<()> {
         })?;
     Ok(())
 }
+
+/// The qemu guest agent's virtio-serial port (libvirt picks the socket and
+/// adds the controller): hangar's host→guest channel, reached through the
+/// libvirt connection (see `agent`).
+fn write_agent_channel(w: &mut Xw) -> io::Result<()> {
+    w.create_element("channel")
+        .with_attribute(("type", "unix"))
+        .write_inner_content(|w| {
+            w.create_element("target")
+                .with_attribute(("type", "virtio"))
+                .with_attribute(("name", GUEST_AGENT_CHANNEL))
+                .write_empty()?;
+            Ok(())
+        })?;
+    Ok(())
+}
+
+/// The name of the guest agent's port, which `qemu-guest-agent` opens.
+pub const GUEST_AGENT_CHANNEL: &str = "org.qemu.guest_agent.0";
 
 /// The guest's CPU: without a `<cpu>` element qemu gives `qemu64`, not
 /// even x86-64-v2.
@@ -322,6 +345,8 @@ pub struct DomainFacts {
     /// `<log file>` (a PTY, as hangar defines it), or its `<source path>`
     /// (a `type='file'` serial, as older hangar defined it).
     pub console_log: Option<String>,
+    /// The drain record (`agent`), if hangar wrote one.
+    pub drain: Option<DrainState>,
 }
 
 /// Read ownership and disks from a full domain XML (`virDomainGetXMLDesc`).
@@ -337,6 +362,16 @@ pub fn parse_domain(xml: &str) -> Result<DomainFacts, OwnershipError> {
         Some(el) => Some(parse_ownership_element(el)?),
         None => None,
     };
+    let drain = root
+        .child("metadata")
+        .and_then(|m| {
+            m.children.iter().find(|c| {
+                c.local_name() == crate::providers::libvirt::agent::DRAIN_ELEMENT
+                    && ns_of(c) == Some(crate::providers::libvirt::agent::DRAIN_NS)
+            })
+        })
+        .and_then(|el| el.attr("state"))
+        .and_then(crate::providers::libvirt::agent::parse_drain_state);
     let mut disks = Vec::new();
     if let Some(devices) = root.child("devices") {
         disks.extend(devices.children_named("disk"));
@@ -371,6 +406,7 @@ pub fn parse_domain(xml: &str) -> Result<DomainFacts, OwnershipError> {
         volumes,
         seed_attached,
         console_log,
+        drain,
     })
 }
 

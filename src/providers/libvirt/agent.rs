@@ -1,0 +1,356 @@
+//! The qemu guest agent: a host→guest channel (`org.qemu.guest_agent.0`,
+//! a virtio-serial port every domain hangar defines has) reached through
+//! the host's libvirt connection, so it works the same on local and remote
+//! hosts. Used only when needed, never in a steady-state observation:
+//!
+//! - drain: `guest-exec` of the guest's `drain-request`, which tells the
+//!   runner to take no job after its current one (see `docs/guest.md`);
+//!   the outcome, delivered or not, is recorded on the domain as metadata
+//!   in [`DRAIN_NS`], so every process (an `apply` beside a daemon) sees it
+//!   in the domain XML it reads anyway;
+//! - file-system use inside the guest (`guest-get-fsinfo`: root and cache,
+//!   used and total bytes), for `status` and the metrics, at most once per
+//!   [`GUEST_FS_REFRESH`] per VM.
+
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use serde_json::{json, Value};
+use virt::domain::Domain;
+use virt::error::ErrorNumber;
+
+use super::errors::map_error;
+use super::observe::Known;
+use super::Inner;
+use crate::plan::model::{DrainState, VmRef};
+use crate::providers::{ErrorKind, ProviderError};
+
+/// Namespace of the drain record in a domain's `<metadata>`.
+pub const DRAIN_NS: &str = "https://hangar.dev/xmlns/drain/1";
+/// Its element and the prefix written for it.
+pub const DRAIN_ELEMENT: &str = "drain";
+pub const DRAIN_PREFIX: &str = "hangar-drain";
+/// The guest's script a drain runs (as root, by the agent).
+pub const DRAIN_REQUEST: &str = "/usr/local/lib/hangar/drain-request";
+/// How long one agent command may take, in seconds.
+const AGENT_TIMEOUT_SECS: i32 = 10;
+/// A guest's file-system use is read again after this long, not sooner.
+pub const GUEST_FS_REFRESH: Duration = Duration::from_secs(5 * 60);
+
+/// One file system as the guest sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GuestFs {
+    pub mountpoint: String,
+    pub used_bytes: u64,
+    pub total_bytes: u64,
+}
+
+/// The file systems hangar cares about inside one guest.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GuestDisks {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub root: Option<GuestFs>,
+    /// The file system on the cache disk (serial `hangar-cache`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cache: Option<GuestFs>,
+}
+
+/// Why the agent did not answer a command.
+#[derive(Debug)]
+pub(super) enum AgentError {
+    /// The guest cannot be told: no channel, no agent running in it, the
+    /// agent refused or timed out, the command failed in the guest. Not a
+    /// fault of the connection.
+    Unavailable(String),
+    /// The connection to libvirt failed.
+    Provider(ProviderError),
+}
+
+/// The drain record's XML, as `virDomainSetMetadata` takes it.
+pub fn drain_metadata(state: DrainState) -> String {
+    let state = match state {
+        DrainState::Delivered => "delivered",
+        DrainState::Undeliverable => "undeliverable",
+    };
+    format!("<{DRAIN_ELEMENT} state='{state}'/>")
+}
+
+/// The state a drain record's `state` attribute names.
+pub fn parse_drain_state(value: &str) -> Option<DrainState> {
+    match value {
+        "delivered" => Some(DrainState::Delivered),
+        "undeliverable" => Some(DrainState::Undeliverable),
+        _ => None,
+    }
+}
+
+/// The root and cache file systems in a `guest-get-fsinfo` answer.
+pub fn guest_disks(fsinfo: &Value) -> GuestDisks {
+    let mut disks = GuestDisks::default();
+    for fs in fsinfo.as_array().into_iter().flatten() {
+        let (Some(mountpoint), Some(used), Some(total)) = (
+            fs.get("mountpoint").and_then(Value::as_str),
+            fs.get("used-bytes").and_then(Value::as_u64),
+            fs.get("total-bytes").and_then(Value::as_u64),
+        ) else {
+            continue;
+        };
+        let one = GuestFs {
+            mountpoint: mountpoint.to_string(),
+            used_bytes: used,
+            total_bytes: total,
+        };
+        let on_cache = fs
+            .get("disk")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .any(|d| {
+                d.get("serial").and_then(Value::as_str) == Some(crate::provision::CACHE_DISK_SERIAL)
+            });
+        if mountpoint == "/" {
+            disks.root = Some(one);
+        } else if on_cache && disks.cache.is_none() {
+            disks.cache = Some(one);
+        }
+    }
+    disks
+}
+
+fn agent_unavailable(code: ErrorNumber) -> bool {
+    use ErrorNumber::*;
+    matches!(
+        code,
+        AgentUnresponsive
+            | AgentUnsynced
+            | AgentCommandTimeout
+            | AgentCommandFailed
+            | ArgumentUnsupported
+            | OperationUnsupported
+            | ConfigUnsupported
+            | NoSupport
+            | OperationInvalid
+            | InternalError
+    )
+}
+
+impl Inner {
+    /// One guest-agent command; its `return` value.
+    pub(super) fn agent(
+        &self,
+        dom: &Domain,
+        name: &str,
+        execute: &str,
+        arguments: Option<Value>,
+    ) -> Result<Value, AgentError> {
+        let mut cmd = json!({ "execute": execute });
+        if let Some(arguments) = arguments {
+            cmd["arguments"] = arguments;
+        }
+        self.calls
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let answer = dom
+            .qemu_agent_command(&cmd.to_string(), AGENT_TIMEOUT_SECS, 0)
+            .map_err(|e| match e.code() {
+                virt::enumutil::Enum::Known(code) if agent_unavailable(code) => {
+                    AgentError::Unavailable(format!("{execute}: {}", e.message()))
+                }
+                _ => {
+                    let err = map_error(&self.config.name, &format!("{execute} on {name}"), &e);
+                    if err.kind == ErrorKind::Transient {
+                        self.drop_connection();
+                    }
+                    AgentError::Provider(err)
+                }
+            })?;
+        let value: Value = serde_json::from_str(&answer)
+            .map_err(|e| AgentError::Unavailable(format!("{execute}: answer is not JSON: {e}")))?;
+        value
+            .get("return")
+            .cloned()
+            .ok_or_else(|| AgentError::Unavailable(format!("{execute}: no return value")))
+    }
+
+    /// Run `path` in the guest (as root) and wait for it, briefly: its
+    /// exit code.
+    fn agent_exec(&self, dom: &Domain, name: &str, path: &str) -> Result<i64, AgentError> {
+        let started = self.agent(
+            dom,
+            name,
+            "guest-exec",
+            Some(json!({ "path": path, "capture-output": true })),
+        )?;
+        let pid = started
+            .get("pid")
+            .and_then(Value::as_i64)
+            .ok_or_else(|| AgentError::Unavailable("guest-exec: no pid".into()))?;
+        let deadline = Instant::now() + Duration::from_secs(AGENT_TIMEOUT_SECS as u64);
+        loop {
+            let status = self.agent(dom, name, "guest-exec-status", Some(json!({ "pid": pid })))?;
+            if status.get("exited").and_then(Value::as_bool) == Some(true) {
+                return Ok(status.get("exitcode").and_then(Value::as_i64).unwrap_or(-1));
+            }
+            if Instant::now() >= deadline {
+                return Err(AgentError::Unavailable(format!(
+                    "{path} did not finish within {AGENT_TIMEOUT_SECS} s"
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// Tell the guest of `vm` to drain, and record what came of it.
+    pub(super) fn drain(&self, vm: &VmRef) -> Result<DrainState, ProviderError> {
+        let conn = self.conn()?;
+        let Some((dom, _)) = self.our_domain(&conn, vm)? else {
+            return Err(self.err(ErrorKind::NotFound, format!("domain {} is gone", vm.name)));
+        };
+        let state = match self.agent_exec(&dom, &vm.name, DRAIN_REQUEST) {
+            Ok(0) => DrainState::Delivered,
+            Ok(code) => {
+                tracing::warn!(host = %self.config.name, vm = %vm.name, code,
+                    "the guest refused the drain: waiting while busy instead");
+                DrainState::Undeliverable
+            }
+            Err(AgentError::Unavailable(why)) => {
+                tracing::warn!(host = %self.config.name, vm = %vm.name, %why,
+                    "drain not delivered: waiting while busy instead");
+                DrainState::Undeliverable
+            }
+            Err(AgentError::Provider(e)) => return Err(e),
+        };
+        self.record_drain_on(&dom, vm, state)?;
+        Ok(state)
+    }
+
+    /// Record a drain's outcome on the domain, without telling the guest.
+    pub(super) fn record_drain(&self, vm: &VmRef, state: DrainState) -> Result<(), ProviderError> {
+        let conn = self.conn()?;
+        let Some((dom, _)) = self.our_domain(&conn, vm)? else {
+            return Err(self.err(ErrorKind::NotFound, format!("domain {} is gone", vm.name)));
+        };
+        self.record_drain_on(&dom, vm, state)
+    }
+
+    fn record_drain_on(
+        &self,
+        dom: &Domain,
+        vm: &VmRef,
+        state: DrainState,
+    ) -> Result<(), ProviderError> {
+        let running = self.call(&format!("read state of {}", vm.name), || dom.is_active())?;
+        let mut flags = virt::sys::VIR_DOMAIN_AFFECT_CONFIG;
+        if running {
+            flags |= virt::sys::VIR_DOMAIN_AFFECT_LIVE;
+        }
+        self.call(&format!("record drain of {}", vm.name), || {
+            dom.set_metadata(
+                virt::sys::VIR_DOMAIN_METADATA_ELEMENT as i32,
+                Some(&drain_metadata(state)),
+                Some(DRAIN_PREFIX),
+                Some(DRAIN_NS),
+                flags,
+            )
+        })?;
+        if let Some(Known::Ours { drain, .. }) = self
+            .known
+            .lock()
+            .expect("ownership cache lock")
+            .get_mut(&vm.uuid)
+        {
+            *drain = Some(state);
+        }
+        Ok(())
+    }
+
+    /// The guest's root and cache file systems, from its agent; cached per
+    /// domain UUID for [`GUEST_FS_REFRESH`] (no libvirt call meanwhile).
+    /// `None`: the agent did not answer (not running, no agent in the image).
+    pub(super) fn guest_fs_of(
+        &self,
+        conn: &virt::connect::Connect,
+        uuid: &str,
+        name: &str,
+    ) -> Option<GuestDisks> {
+        if let Some((at, disks)) = self
+            .guest_fs
+            .lock()
+            .expect("guest fs lock")
+            .get(uuid)
+            .cloned()
+        {
+            if at.elapsed() < GUEST_FS_REFRESH {
+                return disks;
+            }
+        }
+        let dom = match self.call(&format!("look up domain {name}"), || {
+            conn.lookup_domain_by_uuid_string(uuid)
+        }) {
+            Ok(dom) => dom,
+            Err(e) => {
+                tracing::debug!(host = %self.config.name, vm = %name, error = %e, "guest file systems");
+                return None;
+            }
+        };
+        let disks = match self.agent(&dom, name, "guest-get-fsinfo", None) {
+            Ok(v) => Some(guest_disks(&v)),
+            Err(AgentError::Unavailable(why)) => {
+                tracing::debug!(host = %self.config.name, vm = %name, %why, "no file-system use from the guest");
+                None
+            }
+            Err(AgentError::Provider(e)) => {
+                tracing::warn!(host = %self.config.name, vm = %name, error = %e, "guest file systems");
+                return None;
+            }
+        };
+        self.guest_fs
+            .lock()
+            .expect("guest fs lock")
+            .insert(uuid.to_string(), (Instant::now(), disks.clone()));
+        disks
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fsinfo_yields_root_and_the_cache_disk_by_serial() {
+        let answer = json!([
+            {"name": "vda", "mountpoint": "/", "type": "ext4", "used-bytes": 1000, "total-bytes": 3000,
+             "disk": [{"serial": "", "bus-type": "virtio"}]},
+            {"name": "vdb", "mountpoint": "/var/cache/hangar", "type": "ext4",
+             "used-bytes": 10, "total-bytes": 20, "disk": [{"serial": "hangar-cache"}]},
+            {"name": "vdc", "mountpoint": "/mnt/other", "type": "ext4",
+             "used-bytes": 1, "total-bytes": 2, "disk": [{"serial": "other"}]},
+            {"name": "tmpfs", "mountpoint": "/run", "type": "tmpfs"}
+        ]);
+        let disks = guest_disks(&answer);
+        assert_eq!(
+            disks.root,
+            Some(GuestFs {
+                mountpoint: "/".into(),
+                used_bytes: 1000,
+                total_bytes: 3000
+            })
+        );
+        assert_eq!(
+            disks.cache.as_ref().unwrap().mountpoint,
+            "/var/cache/hangar"
+        );
+        assert_eq!(disks.cache.unwrap().used_bytes, 10);
+    }
+
+    #[test]
+    fn drain_metadata_round_trips() {
+        for state in [DrainState::Delivered, DrainState::Undeliverable] {
+            let xml = drain_metadata(state);
+            let value = xml.split('\'').nth(1).unwrap();
+            assert_eq!(parse_drain_state(value), Some(state));
+        }
+        assert_eq!(parse_drain_state("maybe"), None);
+    }
+}
