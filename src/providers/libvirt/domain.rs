@@ -117,6 +117,11 @@ impl Inner {
         );
         spec.uuid = uuid;
         spec.cpu_model = vm.cpu_model;
+        // A session daemon puts the channel's socket under the user's home,
+        // and a path longer than a UNIX socket's 108 bytes fails the start
+        // ("UNIX socket path ... too long"): there the VM goes without an
+        // agent, and a drain falls back to waiting for the job.
+        spec.agent_channel = !self.config.uri.contains("/session");
         if let Some(volume) = &vm.runner_volume {
             // Refused here rather than at start: the plan ensures it first.
             if self.lookup_volume(&pool, volume)?.is_none() {

@@ -48,6 +48,8 @@ pub struct DomainSpec {
     pub disks: Vec<DiskSpec>,
     /// Absolute path of the serial console log on the host.
     pub console_log: Option<String>,
+    /// The qemu guest agent's channel (qemu and kvm domains only).
+    pub agent_channel: bool,
 }
 
 impl DomainSpec {
@@ -93,6 +95,7 @@ impl DomainSpec {
             network: network.clone(),
             disks,
             console_log,
+            agent_channel: domain_type != DomainType::Test,
         }
     }
 }
@@ -191,7 +194,7 @@ fn write_domain(w: &mut Xw, spec: &DomainSpec) -> io::Result<()> {
                     write_disk(w, disk)?;
                 }
                 write_interface(w, &spec.network)?;
-                if spec.domain_type != DomainType::Test {
+                if spec.agent_channel && spec.domain_type != DomainType::Test {
                     write_agent_channel(w)?;
                 }
                 if let Some(path) = &spec.console_log {
