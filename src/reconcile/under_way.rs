@@ -15,13 +15,19 @@ pub struct UnderWay(u64);
 /// `what` (an action's plan line) is under way until the guard drops.
 pub fn begin(what: String) -> UnderWay {
     let id = NEXT.fetch_add(1, Ordering::Relaxed);
-    UNDER_WAY.lock().expect("under way lock").insert(id, what);
+    UNDER_WAY
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .insert(id, what);
     UnderWay(id)
 }
 
 impl Drop for UnderWay {
     fn drop(&mut self) {
-        UNDER_WAY.lock().expect("under way lock").remove(&self.0);
+        UNDER_WAY
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(&self.0);
     }
 }
 
@@ -29,7 +35,7 @@ impl Drop for UnderWay {
 pub fn now() -> Vec<String> {
     UNDER_WAY
         .lock()
-        .expect("under way lock")
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
         .values()
         .cloned()
         .collect()

@@ -257,7 +257,7 @@ impl Inner {
         if let Some(Known::Ours { drain, .. }) = self
             .known
             .lock()
-            .expect("ownership cache lock")
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .get_mut(&vm.uuid)
         {
             *drain = Some(state);
@@ -277,7 +277,7 @@ impl Inner {
         if let Some((at, disks)) = self
             .guest_fs
             .lock()
-            .expect("guest fs lock")
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .get(uuid)
             .cloned()
         {
@@ -307,7 +307,7 @@ impl Inner {
         };
         self.guest_fs
             .lock()
-            .expect("guest fs lock")
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .insert(uuid.to_string(), (Instant::now(), disks.clone()));
         disks
     }

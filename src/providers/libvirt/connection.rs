@@ -122,9 +122,15 @@ impl LibvirtHost {
         F: FnOnce(&Inner) -> Result<T, ProviderError> + Send + 'static,
     {
         let inner = self.inner.clone();
-        let limit = *inner.call_timeout.lock().expect("deadline lock");
+        let limit = *inner
+            .call_timeout
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         {
-            let mut stuck = inner.stuck.lock().expect("deadline lock");
+            let mut stuck = inner
+                .stuck
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             match stuck.as_ref() {
                 Some((_, done)) if done.load(Ordering::Acquire) => *stuck = None,
                 Some((since, _)) => {
@@ -177,7 +183,7 @@ impl LibvirtHost {
                             if moved.elapsed() < limit {
                                 continue;
                             }
-                            *inner.stuck.lock().expect("deadline lock") =
+                            *inner.stuck.lock().unwrap_or_else(std::sync::PoisonError::into_inner) =
                                 Some((Instant::now() - moved.elapsed(), done));
                             return Err(inner.err(
                                 ErrorKind::Refused,
@@ -194,7 +200,11 @@ impl LibvirtHost {
     /// Change the deadline of every call on this host (`None`: unbounded).
     /// Every host starts with [`CALL_TIMEOUT`].
     pub fn set_call_timeout(&self, limit: Option<Duration>) {
-        *self.inner.call_timeout.lock().expect("deadline lock") = limit;
+        *self
+            .inner
+            .call_timeout
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = limit;
     }
 }
 
