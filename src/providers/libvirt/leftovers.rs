@@ -216,7 +216,21 @@ impl Inner {
 
     pub(super) fn remove_leftover(&self, leftover: &Leftover) -> Result<(), ProviderError> {
         match leftover {
-            Leftover::Volume { name, .. } => {
+            // Volumes hangar made, checked again by name, record and shape:
+            // a generation's qcow2 overlay or raw seed no domain uses, a
+            // runner volume (raw) no VM uses, a cache (plain qcow2) whose
+            // VM was never defined. Anything else is not ours.
+            Leftover::Volume { name, .. }
+            | Leftover::RunnerVolume { name }
+            | Leftover::Cache { name, .. } => {
+                let (format, backed, what) = match leftover {
+                    Leftover::Volume { .. } if name.ends_with("-root.qcow2") => {
+                        ("qcow2", true, "leftover volume")
+                    }
+                    Leftover::Volume { .. } => ("raw", false, "leftover volume"),
+                    Leftover::RunnerVolume { .. } => ("raw", false, "runner volume no VM uses"),
+                    _ => ("qcow2", false, "cache volume no domain uses"),
+                };
                 self.pool_changed();
                 let conn = self.conn()?;
                 let pool = self.pool(&conn)?;
@@ -226,44 +240,12 @@ impl Inner {
                 if !self.made_here(name)? {
                     return Err(self.not_made_here(name));
                 }
-                // Checked again, by the tests adoption uses: a qcow2
-                // overlay, or a raw seed. Anything else is not ours.
                 let facts = self.volume_facts(&vol, name)?;
-                let ours = if name.ends_with("-root.qcow2") {
-                    facts.format.as_deref() == Some("qcow2") && facts.backing_path.is_some()
-                } else {
-                    facts.format.as_deref() == Some("raw") && facts.backing_path.is_none()
-                };
-                if !ours {
+                if facts.format.as_deref() != Some(format) || facts.backing_path.is_some() != backed
+                {
                     return Err(self.err(
                         ErrorKind::Refused,
                         format!("volume {name} does not look like hangar's: left alone"),
-                    ));
-                }
-                tracing::info!(host = %self.config.name, volume = %name, "removing a leftover volume");
-                self.delete_volume(&pool, name)
-            }
-            // Plain volumes hangar made: a runner volume (raw) no VM uses,
-            // a cache (qcow2) whose VM was never defined.
-            Leftover::RunnerVolume { name } | Leftover::Cache { name, .. } => {
-                let (format, what) = match leftover {
-                    Leftover::RunnerVolume { .. } => ("raw", "runner volume no VM uses"),
-                    _ => ("qcow2", "cache volume no domain uses"),
-                };
-                self.pool_changed();
-                let conn = self.conn()?;
-                let pool = self.pool(&conn)?;
-                let Some(vol) = self.lookup_volume(&pool, name)? else {
-                    return self.forget_made(name);
-                };
-                if !self.made_here(name)? {
-                    return Err(self.not_made_here(name));
-                }
-                let facts = self.volume_facts(&vol, name)?;
-                if facts.format.as_deref() != Some(format) || facts.backing_path.is_some() {
-                    return Err(self.err(
-                        ErrorKind::Refused,
-                        format!("volume {name} is not a plain {format} volume: left alone"),
                     ));
                 }
                 tracing::info!(host = %self.config.name, volume = %name, "removing a {what}");
