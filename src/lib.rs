@@ -6,6 +6,7 @@
 //! `model` is the vocabulary all of them share; `fleet`, `plan` and `model`
 //! are pure (`tests/layering.rs` keeps them so).
 
+pub mod access;
 pub mod assemble;
 pub mod cli;
 pub mod exit;

@@ -108,3 +108,33 @@ fn the_check_sees_a_violation() {
     assert_eq!(hits.len(), 1);
     assert_eq!(hits[0].0, 2);
 }
+
+/// What the CLI may not name: it parses, calls the engine or the access
+/// layer, and prints; it reaches no provider, libvirt or GitHub itself.
+const CLI_FORBIDDEN: &[&str] = &["crate::providers", "crate::sandbox", "virt::", "octocrab"];
+
+#[test]
+fn the_cli_calls_no_provider() {
+    let mut files = Vec::new();
+    rust_files(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("src/cli"),
+        &mut files,
+    );
+    assert!(!files.is_empty());
+    let mut violations = Vec::new();
+    for f in files {
+        let text = std::fs::read_to_string(&f).unwrap();
+        for (line, code) in code_lines(&text) {
+            for word in CLI_FORBIDDEN {
+                if code.contains(word) {
+                    violations.push(format!("{}:{line}: names `{word}`", f.display()));
+                }
+            }
+        }
+    }
+    assert!(
+        violations.is_empty(),
+        "the CLI reaches past the engine:\n{}",
+        violations.join("\n")
+    );
+}

@@ -60,7 +60,7 @@ fn lock(ctx: &Ctx, fleet: &LoadedFleet) -> Result<FleetLock> {
 
 /// Cancelled on SIGTERM or Ctrl-C: no new action starts, the providers'
 /// retries give up, reads in flight end, and changes under way get
-/// [`crate::providers::retry::STOP_GRACE`] to finish. A second signal exits
+/// [`crate::reconcile::STOP_GRACE`] to finish. A second signal exits
 /// at once (exit 6), naming what it left half done.
 pub(super) fn stop_signal() -> CancellationToken {
     let token = CancellationToken::new();
@@ -77,7 +77,7 @@ pub(super) fn stop_signal() -> CancellationToken {
         }
         tracing::info!(
             "shutdown requested: finishing the actions under way (at most {}s); a second signal exits at once",
-            crate::providers::retry::STOP_GRACE.as_secs()
+            crate::reconcile::STOP_GRACE.as_secs()
         );
         t.cancel();
         tokio::select! {
@@ -460,7 +460,7 @@ pub async fn render_cmd(
     slot: &str,
 ) -> Result<ExitStatus> {
     let fleet = load(file)?;
-    let pool = super::slot::find(&fleet, slot)?.pool;
+    let pool = crate::access::slot::find(&fleet, slot)?.pool;
     if what == RenderWhat::UserData {
         crate::out!("{}", assemble::render_user_data(&fleet, pool, slot)?);
         return Ok(ExitStatus::Ok);

@@ -5,6 +5,7 @@
 use std::fmt::Write as _;
 
 use super::output;
+use crate::access::AccessError;
 use crate::assemble::AssembleError;
 use crate::exit::ExitStatus;
 use crate::fleet::FleetError;
@@ -27,24 +28,14 @@ pub enum ExpectedError {
     Engine(#[from] reconcile::Error),
     #[error(transparent)]
     Render(#[from] ProvisionError),
-    #[error("no slot {slot} in fleet {fleet}; slots: {}", slots.join(", "))]
-    NoSlot {
-        slot: String,
-        fleet: String,
-        slots: Vec<String>,
-    },
-    /// A slot's console or its log cannot be had (not there, not
-    /// readable, or on another machine: the message says where).
-    #[error("{0}")]
-    NoConsoleLog(String),
+    /// A slot of the file, or its console or log, cannot be had.
+    #[error(transparent)]
+    Access(#[from] AccessError),
     /// A confirmation that only a person at a terminal can give.
     #[error("{0}; run again with --yes")]
     NotConfirmed(String),
     #[error("cannot start the async runtime: {0}")]
     Runtime(#[source] std::io::Error),
-    /// A provider refused a read outside the engine (`init`'s survey).
-    #[error(transparent)]
-    Provider(#[from] crate::providers::ProviderError),
 }
 
 impl From<LockError> for ExpectedError {
@@ -61,13 +52,14 @@ impl ExpectedError {
             ExpectedError::Usage(_)
             | ExpectedError::Fleet(_)
             | ExpectedError::Render(_)
-            | ExpectedError::NoSlot { .. }
+            | ExpectedError::Access(AccessError::NoSlot { .. })
             | ExpectedError::NotConfirmed(_) => ExitStatus::InvalidInput,
             ExpectedError::Assemble(e) if e.is_usage() => ExitStatus::InvalidInput,
             ExpectedError::Assemble(_)
             | ExpectedError::Runtime(_)
-            | ExpectedError::Provider(_)
-            | ExpectedError::NoConsoleLog(_) => ExitStatus::ProviderError,
+            | ExpectedError::Access(AccessError::Unavailable(_) | AccessError::Provider(_)) => {
+                ExitStatus::ProviderError
+            }
             ExpectedError::Engine(e) => match e {
                 E::Fleet(_) | E::PruneNotConfirmed { .. } => ExitStatus::InvalidInput,
                 E::Lock(LockError::Held { .. }) | E::DaemonRunning { .. } => ExitStatus::LockHeld,

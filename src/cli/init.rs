@@ -6,9 +6,9 @@
 use std::path::{Path, PathBuf};
 
 use super::error::ExpectedError;
+use crate::access::{survey, AccessError, Survey};
 use crate::exit::ExitStatus;
 use crate::model::units::bytes as format_bytes;
-use crate::providers::libvirt::survey::{survey, Survey};
 
 /// The schema's file name, next to the fleet file; the modeline names it
 /// relative to the file, so it holds after both are copied elsewhere.
@@ -41,7 +41,8 @@ pub async fn init(args: InitArgs) -> Result<ExitStatus, ExpectedError> {
     let uri = args.uri.clone();
     let host = tokio::task::spawn_blocking(move || survey(&uri))
         .await
-        .map_err(|e| ExpectedError::Usage(format!("libvirt task failed: {e}")))??;
+        .map_err(|e| ExpectedError::Usage(format!("libvirt task failed: {e}")))?
+        .map_err(AccessError::from)?;
     let text = fleet_file(&args, &host)?;
     let dir = args
         .out

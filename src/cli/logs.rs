@@ -9,17 +9,15 @@
 //! to the terminal to interpret. Into a pipe or file the bytes go as they
 //! are.
 
-use std::io::{IsTerminal, Read, Seek, SeekFrom, Write};
+use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use super::commands::Ctx;
 use super::error::ExpectedError;
-use super::slot::{self, ConsolePlace};
+use crate::access::log::{self as console_log, LogReader};
+use crate::access::slot::{self, ConsolePlace};
+use crate::access::{AccessError, HostConfig, Output};
 use crate::exit::ExitStatus;
-use crate::model::names::{console_log_generation, console_log_name};
-use crate::providers::libvirt::serial::{self, SlotDomain};
-use crate::providers::libvirt::HostConfig;
 
 type Result<T> = std::result::Result<T, ExpectedError>;
 
@@ -28,9 +26,6 @@ pub struct LogsArgs {
     pub follow: bool,
     pub generation: Option<u64>,
 }
-
-/// How often `--follow` looks for more output and a newer generation.
-const FOLLOW_POLL: Duration = Duration::from_millis(250);
 
 pub async fn logs(ctx: &Ctx, file: &Path, args: LogsArgs) -> Result<ExitStatus> {
     let fleet = crate::files::fleet::load(file)?;
@@ -45,7 +40,7 @@ pub async fn logs(ctx: &Ctx, file: &Path, args: LogsArgs) -> Result<ExitStatus> 
         }
     }
     let mut out = Sink::stdout();
-    let found = newest_log(&dirs, &slot.name, args.generation)?;
+    let found = console_log::newest_log(&dirs, &slot.name, args.generation)?;
     let Some(log) = found else {
         if !remote.is_empty() {
             return remote_logs(fleet.name(), &slot.name, remote, args).await;
@@ -60,10 +55,11 @@ pub async fn logs(ctx: &Ctx, file: &Path, args: LogsArgs) -> Result<ExitStatus> 
             .collect::<Vec<_>>()
             .join(", ");
         if !args.follow {
-            return Err(ExpectedError::NoConsoleLog(format!(
+            return Err(AccessError::Unavailable(format!(
                 "no console log of {want} in {dirs_text}: its VM has not started here (yet), \
                  or the log was removed with it"
-            )));
+            ))
+            .into());
         }
         eprintln!("waiting for the console log of {want} in {dirs_text}");
         return follow(&dirs, &slot.name, args.generation, None, &mut out).await;
@@ -71,147 +67,31 @@ pub async fn logs(ctx: &Ctx, file: &Path, args: LogsArgs) -> Result<ExitStatus> 
     if args.follow {
         return follow(&dirs, &slot.name, args.generation, Some(log), &mut out).await;
     }
-    let mut reader = LogReader::new(log.path.clone());
-    reader
-        .read_new(&mut out)
-        .map_err(|e| unreadable(&log.path, e))?;
+    LogReader::new(log.path.clone()).read_new(&mut out)?;
     out.finish();
     Ok(ExitStatus::Ok)
 }
 
-fn unreadable(path: &Path, e: std::io::Error) -> ExpectedError {
-    ExpectedError::NoConsoleLog(format!("console log {}: {e}", path.display()))
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct FoundLog {
-    generation: u64,
-    path: PathBuf,
-}
-
-/// The log of generation `want` of `slot`, or its newest, in `dirs`.
-fn newest_log(dirs: &[PathBuf], slot: &str, want: Option<u64>) -> Result<Option<FoundLog>> {
-    let mut best: Option<FoundLog> = None;
-    for dir in dirs {
-        if let Some(g) = want {
-            let path = dir.join(console_log_name(slot, g));
-            if path.is_file() {
-                return Ok(Some(FoundLog {
-                    generation: g,
-                    path,
-                }));
-            }
-            continue;
-        }
-        let entries = match std::fs::read_dir(dir) {
-            Ok(e) => e,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(unreadable(dir, e)),
-        };
-        for entry in entries.flatten() {
-            let name = entry.file_name();
-            let Some(g) = name.to_str().and_then(|n| console_log_generation(slot, n)) else {
-                continue;
-            };
-            if best.as_ref().is_none_or(|b| g > b.generation) {
-                best = Some(FoundLog {
-                    generation: g,
-                    path: entry.path(),
-                });
-            }
-        }
-    }
-    Ok(best)
-}
-
-/// `tail -f`, across generations: when a newer generation's log appears
-/// (the slot's VM was replaced), the rest of the old one is printed, then
-/// the new one from its start. Ends on SIGTERM or Ctrl-C.
+/// `tail -f` across generations, each new one announced on stderr. Ends
+/// on SIGTERM or Ctrl-C.
 async fn follow(
     dirs: &[PathBuf],
     slot: &str,
     want: Option<u64>,
-    mut current: Option<FoundLog>,
+    current: Option<console_log::FoundLog>,
     out: &mut Sink,
 ) -> Result<ExitStatus> {
     let stop = super::commands::stop_signal();
-    let mut reader = current.as_ref().map(|l| LogReader::new(l.path.clone()));
-    let mut tick = tokio::time::interval(FOLLOW_POLL);
-    loop {
-        tokio::select! {
-            _ = stop.cancelled() => break,
-            _ = tick.tick() => {}
-        }
-        if let Some(r) = reader.as_mut() {
-            r.read_new(out).map_err(|e| unreadable(&r.path, e))?;
-        }
-        let newest = newest_log(dirs, slot, want)?;
-        if let Some(log) = newest {
-            if current.as_ref() != Some(&log) {
-                out.flush();
-                eprintln!(
-                    "--- {slot} generation {}: {} ---",
-                    log.generation,
-                    log.path.display()
-                );
-                let mut r = LogReader::new(log.path.clone());
-                r.read_new(out).map_err(|e| unreadable(&r.path, e))?;
-                reader = Some(r);
-                current = Some(log);
-            }
-        }
-        if out.closed {
-            break;
-        }
-    }
+    let mut switched = |log: &console_log::FoundLog| {
+        eprintln!(
+            "--- {slot} generation {}: {} ---",
+            log.generation,
+            log.path.display()
+        )
+    };
+    console_log::follow(dirs, slot, want, current, out, &mut switched, &stop).await?;
     out.finish();
     Ok(ExitStatus::Ok)
-}
-
-/// Reads what was appended to one log since the last call; a log that got
-/// shorter or was replaced (libvirt's virtlogd rotates at 2 MiB) is read
-/// again from its start.
-struct LogReader {
-    path: PathBuf,
-    offset: u64,
-    inode: Option<u64>,
-}
-
-impl LogReader {
-    fn new(path: PathBuf) -> Self {
-        LogReader {
-            path,
-            offset: 0,
-            inode: None,
-        }
-    }
-
-    fn read_new(&mut self, out: &mut Sink) -> std::io::Result<()> {
-        use std::os::unix::fs::MetadataExt;
-        let mut file = match std::fs::File::open(&self.path) {
-            Ok(f) => f,
-            // Removed (the VM was deleted, its leftovers cleaned): nothing new.
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-            Err(e) => return Err(e),
-        };
-        let meta = file.metadata()?;
-        if self.inode != Some(meta.ino()) || meta.len() < self.offset {
-            self.offset = 0;
-            self.inode = Some(meta.ino());
-        }
-        file.seek(SeekFrom::Start(self.offset))?;
-        let mut buf = [0u8; 64 * 1024];
-        loop {
-            let n = file.read(&mut buf)?;
-            if n == 0 {
-                break;
-            }
-            self.offset += n as u64;
-            out.write(&buf[..n]);
-        }
-        out.flush();
-        Ok(())
-    }
 }
 
 /// A slot on a remote host: find its domain there (the first host that has
@@ -223,10 +103,7 @@ async fn remote_logs(
     hosts: Vec<HostConfig>,
     args: LogsArgs,
 ) -> Result<ExitStatus> {
-    let (fleet, name) = (fleet.to_string(), slot.to_string());
-    let found = tokio::task::spawn_blocking(move || find_on(&hosts, &fleet, &name))
-        .await
-        .map_err(|e| ExpectedError::Usage(format!("console lookup: {e}")))??;
+    let found = console_log::find(hosts, fleet, slot).await?;
     let log = found
         .console_log
         .clone()
@@ -234,77 +111,43 @@ async fn remote_logs(
     let host = found.host().to_string();
     let generation = found.owner.generation;
     if args.generation.is_some_and(|g| g != generation) {
-        return Err(ExpectedError::NoConsoleLog(format!(
+        return Err(AccessError::Unavailable(format!(
             "{slot} on host {host} is generation {generation}; the log of another generation \
              is read on {host} itself, in the directory of {log}"
-        )));
+        ))
+        .into());
     }
     let where_ =
         format!("the console log of {slot} (generation {generation}) is on host {host}: {log}");
     if !args.follow {
-        return Err(ExpectedError::NoConsoleLog(format!(
+        return Err(AccessError::Unavailable(format!(
             "{where_}; read it there, or follow the live console from here with \
              `hangar logs {slot} --follow` (or attach with `hangar console {slot}`)"
-        )));
+        ))
+        .into());
     }
     if !found.running {
-        return Err(ExpectedError::NoConsoleLog(format!(
+        return Err(AccessError::Unavailable(format!(
             "{where_}; its VM is not running, so there is no live console to follow"
-        )));
+        ))
+        .into());
     }
     eprintln!("{where_}\nfollowing the live console of {slot} on {host} (Ctrl-C to stop)");
-    let stream = found.open_console(false)?;
     let stop = super::commands::stop_signal();
-    let reader = stream.clone();
-    let pump = tokio::task::spawn_blocking(move || -> std::result::Result<(), ExpectedError> {
-        let mut out = Sink::stdout();
-        let mut buf = [0u8; 4096];
-        loop {
-            let n = reader.recv(&mut buf)?;
-            if n == 0 || out.closed {
-                out.finish();
-                return Ok(());
-            }
-            out.write(&buf[..n]);
-            out.flush();
-        }
-    });
-    tokio::select! {
-        r = pump => {
-            r.map_err(|e| ExpectedError::Usage(format!("console: {e}")))??;
-        }
-        _ = stop.cancelled() => stream.abort(),
-    }
+    console_log::stream_live(&found, Sink::stdout(), &stop).await?;
     Ok(ExitStatus::Ok)
-}
-
-/// The slot's domain on the first of `hosts` that has it; every host's
-/// failure said when none does.
-pub(super) fn find_on(hosts: &[HostConfig], fleet: &str, slot: &str) -> Result<SlotDomain> {
-    let mut why = Vec::new();
-    for config in hosts {
-        match serial::find_slot_domain(config, fleet, slot) {
-            Ok(Some(d)) => return Ok(d),
-            Ok(None) => why.push(format!("{}: no VM {slot}", config.name)),
-            Err(e) => why.push(e.to_string()),
-        }
-    }
-    Err(ExpectedError::NoConsoleLog(format!(
-        "{slot} is on none of its hosts ({})",
-        why.join("; ")
-    )))
 }
 
 /// Stdout, raw into a pipe or file, sanitised on a terminal. A closed pipe
 /// (`| head`) ends the output quietly.
-pub(super) struct Sink {
+struct Sink {
     out: std::io::Stdout,
     sanitizer: Option<Sanitizer>,
-    pub closed: bool,
+    closed: bool,
 }
 
 impl Sink {
-    pub fn stdout() -> Sink {
+    fn stdout() -> Sink {
         let out = std::io::stdout();
         let sanitizer = out.is_terminal().then(Sanitizer::default);
         Sink {
@@ -313,8 +156,10 @@ impl Sink {
             closed: false,
         }
     }
+}
 
-    pub fn write(&mut self, bytes: &[u8]) {
+impl Output for Sink {
+    fn write(&mut self, bytes: &[u8]) {
         if self.closed {
             return;
         }
@@ -330,14 +175,18 @@ impl Sink {
         }
     }
 
-    pub fn flush(&mut self) {
+    fn flush(&mut self) {
         if !self.closed && self.out.lock().flush().is_err() {
             self.closed = true;
         }
     }
 
+    fn closed(&self) -> bool {
+        self.closed
+    }
+
     /// Flush, and end a sanitised output on a new line.
-    pub fn finish(&mut self) {
+    fn finish(&mut self) {
         if let Some(s) = self.sanitizer.as_mut() {
             let rest = s.finish();
             if !self.closed {
@@ -441,27 +290,5 @@ mod tests {
         assert_eq!(s.push(b"\xff!"), "\u{FFFD}!");
         assert_eq!(s.push(b"\xc3"), "");
         assert_eq!(s.finish(), "\u{FFFD}");
-    }
-
-    #[test]
-    fn the_newest_generation_or_the_one_asked_for_is_found() {
-        let a = tempfile::tempdir().unwrap();
-        let b = tempfile::tempdir().unwrap();
-        let dirs = vec![a.path().to_path_buf(), b.path().to_path_buf()];
-        assert_eq!(newest_log(&dirs, "f-p-1", None).unwrap(), None);
-        for (dir, name) in [
-            (a.path(), "f-p-1-g2.console.log"),
-            (b.path(), "f-p-1-g10.console.log"),
-            (a.path(), "f-p-10-g99.console.log"),
-            (a.path(), "f-p-1-g11.log"),
-        ] {
-            std::fs::write(dir.join(name), "x\n").unwrap();
-        }
-        let newest = newest_log(&dirs, "f-p-1", None).unwrap().unwrap();
-        assert_eq!(newest.generation, 10);
-        assert_eq!(newest.path, b.path().join("f-p-1-g10.console.log"));
-        let asked = newest_log(&dirs, "f-p-1", Some(2)).unwrap().unwrap();
-        assert_eq!(asked.path, a.path().join("f-p-1-g2.console.log"));
-        assert_eq!(newest_log(&dirs, "f-p-1", Some(3)).unwrap(), None);
     }
 }

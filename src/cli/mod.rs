@@ -11,7 +11,6 @@ mod init;
 mod logs;
 pub mod output;
 mod progress;
-mod slot;
 mod status;
 
 use std::path::PathBuf;
@@ -92,7 +91,6 @@ fn finish(result: Result<ExitStatus, error::ExpectedError>, color: bool) -> Exit
 
 /// Run one parsed command line.
 pub async fn run(cli: Cli) -> ExitStatus {
-    virt::error::clear_error_callback();
     let ctx = Ctx {
         state_dir: cli
             .global

@@ -37,6 +37,7 @@ use crate::model::ownership::Ownership;
 pub use crate::model::RunnerCredential;
 use crate::providers::{Hypervisor, ProviderError, RunnerRegistry, VmCreate};
 
+pub use crate::providers::retry::STOP_GRACE;
 pub use error::Error;
 pub use event::{Event, Events};
 pub use execute::{execute, ActionOutcome, Limits, Outcome, Report};

@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::error::ExpectedError;
+use super::AccessError;
 use crate::assemble::SANDBOX_URI;
 use crate::fleet::{Host, LoadedFleet, Pool};
 use crate::model::names::slot_name;
@@ -28,10 +28,10 @@ pub fn slots(fleet: &LoadedFleet) -> Vec<(String, &Pool)> {
 
 /// The slot `name` of the file, or an error that names it and lists the
 /// file's slots.
-pub fn find<'a>(fleet: &'a LoadedFleet, name: &str) -> Result<FileSlot<'a>, ExpectedError> {
+pub fn find<'a>(fleet: &'a LoadedFleet, name: &str) -> Result<FileSlot<'a>, AccessError> {
     let all = slots(fleet);
     let Some(&(_, pool)) = all.iter().find(|(n, _)| n == name) else {
-        return Err(ExpectedError::NoSlot {
+        return Err(AccessError::NoSlot {
             slot: name.to_string(),
             fleet: fleet.name().to_string(),
             slots: all.into_iter().map(|(n, _)| n).collect(),
