@@ -16,6 +16,7 @@ mod api;
 mod app;
 mod control;
 mod groups;
+mod jobs;
 mod layer;
 mod releases;
 mod tarball;
@@ -30,6 +31,7 @@ use chrono::Utc;
 use serde::{Deserialize, Serialize};
 
 pub use groups::repo_id;
+pub use jobs::{EnqueueJob, JobStatus, SimJob, SimRun};
 pub use releases::{
     PublishRelease, SimAsset, SimRelease, RUNNER_ARCHES, RUNNER_REPO, SEED_RUNNER_VERSION,
 };
@@ -291,6 +293,9 @@ impl Shared {
     pub(crate) fn change<T>(&self, f: impl FnOnce(&mut SimWorld) -> T) -> T {
         let mut inner = self.lock();
         let out = f(&mut inner.world);
+        // GitHub hands queued jobs to runners as soon as one fits: after
+        // any change (a runner online, idle, relabelled).
+        inner.world.assign_jobs(Utc::now());
         self.save(&inner.world);
         out
     }
@@ -316,6 +321,7 @@ fn app(shared: Arc<Shared>) -> axum::Router {
         .merge(app::routes())
         .merge(groups::routes())
         .merge(releases::routes())
+        .merge(jobs::routes())
         .route_layer(axum::middleware::from_fn_with_state(
             shared.clone(),
             layer::github_layer,
@@ -452,6 +458,24 @@ impl SimHandle {
     /// Returns the runner as left; `None` when it was ephemeral and is gone.
     pub fn finish_job(&self, runner_id: u64) -> Result<Option<SimRunner>, SimError> {
         self.shared.change(|w| w.finish_job(runner_id))
+    }
+
+    /// A new workflow run with one queued job with `labels`; GitHub's
+    /// assignment follows at once when a runner fits.
+    pub fn enqueue_job(&self, req: &EnqueueJob) -> Result<SimJob, SimError> {
+        self.shared.change(|w| w.enqueue_job(req, Utc::now()))
+    }
+
+    /// End a job: a running one succeeds and frees its runner (an
+    /// ephemeral runner is removed), a queued one is cancelled.
+    pub fn end_job(&self, job_id: u64) -> Result<SimJob, SimError> {
+        self.shared
+            .change(|w| w.finish_queued_or_running_job(job_id, "success", Utc::now()))
+    }
+
+    /// Every job, oldest first.
+    pub fn jobs(&self) -> Vec<SimJob> {
+        self.shared.lock().world.jobs()
     }
 
     /// Publish a release ("a new runner release appears").
