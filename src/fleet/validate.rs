@@ -126,7 +126,9 @@ pub(crate) fn validate(fleet: &Fleet, loc: &Locator<'_>) -> Vec<Problem> {
             );
         }
         v.pool(&p, pool, &fleet.metadata.name, &host_names);
+        v.fits_somewhere(&p, pool, fleet);
     }
+    v.scale_scope(&spec, fleet);
     v.policy(&spec.key("policy"), fleet);
     if let Some(m) = &fleet.spec.metrics {
         v.metrics(&spec.key("metrics"), m);
@@ -286,6 +288,43 @@ impl Validator<'_, '_> {
         }
     }
 
+    /// Scaled pools follow the jobs of repositories: the fleet's repository,
+    /// or for an organization the `repositories` listed.
+    fn scale_scope(&mut self, spec: &FieldPath, fleet: &Fleet) {
+        let gh = &fleet.spec.github;
+        let gp = spec.key("github");
+        if gh.repository.is_some() && !gh.repositories.is_empty() {
+            self.at_key(
+                &gp.key("repositories"),
+                "only for an `organization`: a repository fleet follows its own repository's jobs",
+            );
+        }
+        for (i, r) in gh.repositories.iter().enumerate() {
+            let name = r.rsplit_once('/').map_or(r.as_str(), |(_, n)| n);
+            let owner_ok = r.split_once('/').is_none_or(|(o, _)| {
+                gh.organization
+                    .as_deref()
+                    .is_none_or(|org| o.eq_ignore_ascii_case(org))
+            });
+            if name.is_empty() || r.matches('/').count() > 1 || !owner_ok {
+                self.at_path(
+                    &gp.key("repositories").index(i),
+                    format!(
+                        "`{r}` is not a repository of the organization: expected REPO or ORG/REPO"
+                    ),
+                );
+            }
+        }
+        let scaled = fleet.spec.pools.iter().position(|p| p.scale.is_some());
+        if let (Some(i), Some(_), true) = (scaled, &gh.organization, gh.repositories.is_empty()) {
+            self.at_key(
+                &spec.key("pools").index(i).key("scale"),
+                "a scaled pool of an organization fleet needs `spec.github.repositories`: \
+                 the repositories whose queued jobs it follows (GitHub lists jobs per repository)",
+            );
+        }
+    }
+
     fn host(&mut self, p: &FieldPath, host: &Host) {
         self.dns_label(&p.key("name"), &host.name, "host name");
         let uri = host.uri.trim();
@@ -373,17 +412,20 @@ impl Validator<'_, '_> {
                     Some(h) => h.len() == 1 && h[0] == host.name,
                     None => fleet.spec.hosts.len() == 1,
                 };
+                // A scaled pool must fit only its `min`: its other runners
+                // are placed when there is room.
                 if let (true, MemorySpec::Percent(pct)) = (only_here, pool.vm.memory) {
-                    total += u64::from(pct.hundredths()) * u64::from(pool.count);
+                    total += u64::from(pct.hundredths()) * u64::from(pool.min_slots());
                     pinned.push((i, pool, pct));
                 }
             }
+            pinned.retain(|(_, p, _)| p.min_slots() > 0);
             if total <= 100 * 100 || pinned.is_empty() {
                 continue;
             }
             let parts: Vec<String> = pinned
                 .iter()
-                .map(|(_, p, pct)| format!("{} ({} x {pct})", p.name, p.count))
+                .map(|(_, p, pct)| format!("{} ({} x {pct})", p.name, p.min_slots()))
                 .collect();
             let (first, _, _) = pinned[0];
             self.at_path(
@@ -394,6 +436,61 @@ impl Validator<'_, '_> {
                     host.name,
                     Percent::from_hundredths(total.min(u64::from(u32::MAX)) as u32),
                     parts.join(", ")
+                ),
+            );
+        }
+    }
+
+    /// Exactly one of `count` and `scale`; `min <= max`, `max` at least 1.
+    fn size(&mut self, p: &FieldPath, pool: &Pool) {
+        // `count` defaults to 0 in the type: whether the file gives it is
+        // read from the file itself.
+        let count = self.loc.index.key_pos(&p.key("count")).is_some();
+        match (count, &pool.scale) {
+            (true, Some(_)) => {
+                self.at_key(&p.key("scale"), "set either `count` or `scale`, not both")
+            }
+            (false, None) => self.at_path(p, "missing `count: N` or `scale: {min, max, idle}`"),
+            (true, None) => {}
+            (false, Some(scale)) => {
+                let sp = p.key("scale");
+                if scale.max == 0 {
+                    self.at_path(&sp.key("max"), "must be at least 1");
+                } else if scale.min > scale.max {
+                    self.at_path(
+                        &sp.key("min"),
+                        format!("{} is more than `max` ({})", scale.min, scale.max),
+                    );
+                }
+                if scale.cooldown.is_some_and(|c| c.std().is_zero()) {
+                    self.at_path(&sp.key("cooldown"), "must be longer than 0s");
+                }
+            }
+        }
+    }
+
+    /// A runner of `pool` that can never fit: its memory is a size larger
+    /// than every allowed host's `maxMemory` size.
+    fn fits_somewhere(&mut self, p: &FieldPath, pool: &Pool, fleet: &Fleet) {
+        let MemorySpec::Size(size) = pool.vm.memory else {
+            return;
+        };
+        let allowed: Vec<&Host> = fleet
+            .spec
+            .hosts
+            .iter()
+            .filter(|h| pool.hosts.as_ref().is_none_or(|l| l.contains(&h.name)))
+            .collect();
+        let never = !allowed.is_empty()
+            && allowed.iter().all(|h| match h.max_memory {
+                Some(MemorySpec::Size(max)) => size.bytes() > max.bytes(),
+                _ => false,
+            });
+        if never {
+            self.at_path(
+                &p.key("vm").key("memory"),
+                format!(
+                    "one runner's {size} fits on none of the pool's hosts (each allows less in `maxMemory`)"
                 ),
             );
         }
@@ -415,8 +512,9 @@ impl Validator<'_, '_> {
 
     fn pool(&mut self, p: &FieldPath, pool: &Pool, fleet: &str, hosts: &BTreeMap<&str, usize>) {
         self.dns_label(&p.key("name"), &pool.name, "pool name");
-        if pool.count > 0 {
-            let last = slot_name(fleet, &pool.name, pool.count - 1);
+        self.size(p, pool);
+        if pool.max_slots() > 0 {
+            let last = slot_name(fleet, &pool.name, pool.max_slots() - 1);
             if last.len() > MAX_RUNNER_NAME {
                 self.at_path(
                     &p.key("name"),
