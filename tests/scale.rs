@@ -11,7 +11,7 @@ use std::time::Duration;
 use hangar::plan::model::{Action, WaitReason};
 use hangar::plan::render;
 use hangar::sim::JobStatus;
-use support::scale::{scaled_fleet, scaled_pool};
+use support::scale::{ephemeral_scaled_pool, scaled_fleet, scaled_pool};
 use support::{slot, Rig};
 
 fn creates(actions: &[Action]) -> Vec<String> {
@@ -257,4 +257,34 @@ async fn an_unchanged_queue_costs_no_rate_limit() {
         "{:?}",
         steady.by_route_status
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn jit_runners_take_one_job_each_and_the_pool_returns_to_zero() {
+    let yaml = scaled_fleet(&["h1"], "100%", &ephemeral_scaled_pool("pr", 2, "2m"));
+    let rig = Rig::new(&yaml).await;
+    let jobs: Vec<u64> = (0..2)
+        .map(|_| rig.enqueue(&["self-hosted", "linux", "x64", "pr"]).id)
+        .collect();
+    settle(&rig, 10).await;
+    for id in &jobs {
+        assert_eq!(
+            rig.job(*id).status,
+            JobStatus::InProgress,
+            "{:?}",
+            rig.job(*id)
+        );
+    }
+    // The jobs end: each JIT runner unregisters and its guest powers off.
+    for id in &jobs {
+        rig.sim.end_job(*id).unwrap();
+    }
+    for _ in 0..4 {
+        rig.pass().await;
+        tokio::time::advance(Duration::from_secs(1)).await;
+    }
+    tokio::time::advance(Duration::from_secs(121)).await;
+    settle(&rig, 12).await;
+    assert!(rig.vm_names("h1").await.is_empty());
+    assert!(rig.runners().iter().all(|r| !r.name.starts_with("t-pr-")));
 }

@@ -835,6 +835,91 @@ fn is_github_owner(s: &str) -> bool {
 mod tests {
     use super::*;
 
+    /// A fleet with `github` lines and one pool whose size lines are `size`
+    /// (indented for the pool entry); the problems as (line, path, message).
+    fn problems(github: &str, size: &str) -> Vec<(u32, String, String)> {
+        problems_with(github, size, "4GiB")
+    }
+
+    fn problems_with(github: &str, size: &str, max_memory: &str) -> Vec<(u32, String, String)> {
+        let text = format!(
+            "apiVersion: hangar/v1\nkind: Fleet\nmetadata:\n  name: f\nspec:\n  github:\n{github}    \
+             simulator: true\n  hosts:\n    - name: h\n      uri: sandbox\n      maxMemory: {max_memory}\n  \
+             pools:\n    - name: p\n{size}      vm: {{cpus: 1, memory: 1GiB, disk: 4GiB, image: /i}}\n"
+        );
+        match crate::fleet::load_str("f.yaml", &text) {
+            Ok(_) => Vec::new(),
+            Err(e) => e
+                .problems()
+                .iter()
+                .map(|p| (p.line, p.path.clone(), p.message.clone()))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn a_pool_has_exactly_one_of_count_and_scale() {
+        assert!(problems("", "      count: 2\n").is_empty());
+        assert!(problems("", "      scale: {max: 3}\n").is_empty());
+        let both = problems("", "      count: 2\n      scale: {max: 3}\n");
+        assert_eq!(both.len(), 1, "{both:?}");
+        assert_eq!((both[0].0, both[0].1.as_str()), (15, "spec.pools[0].scale"));
+        assert!(both[0].2.contains("not both"), "{both:?}");
+        let neither = problems("", "");
+        assert_eq!(neither[0].1, "spec.pools[0]", "{neither:?}");
+        assert!(
+            neither[0].2.contains("missing `count: N` or `scale"),
+            "{neither:?}"
+        );
+    }
+
+    #[test]
+    fn scale_bounds_are_checked_where_they_are_written() {
+        let p = problems("", "      scale: {min: 4, max: 3}\n");
+        assert_eq!(p[0].1, "spec.pools[0].scale.min", "{p:?}");
+        assert!(p[0].2.contains("4 is more than `max` (3)"), "{p:?}");
+        let p = problems("", "      scale: {max: 0}\n");
+        assert_eq!(p[0].1, "spec.pools[0].scale.max", "{p:?}");
+        let p = problems("", "      scale: {max: 2, cooldown: 0s}\n");
+        assert_eq!(p[0].1, "spec.pools[0].scale.cooldown", "{p:?}");
+        // A max beyond the host is fine: placement decides at create time.
+        assert!(problems("", "      scale: {max: 100}\n").is_empty());
+    }
+
+    #[test]
+    fn a_runner_that_fits_no_host_is_refused_even_when_scaled() {
+        assert!(problems_with("", "      scale: {max: 2}\n", "1GiB").is_empty());
+        let p = problems_with("", "      scale: {max: 2}\n", "512MiB");
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert_eq!(p[0].1, "spec.pools[0].vm.memory", "{p:?}");
+        assert!(p[0].2.contains("fits on none of the pool's hosts"), "{p:?}");
+    }
+
+    #[test]
+    fn an_organization_fleet_names_the_repositories_a_scaled_pool_follows() {
+        let p = problems("    organization: acme\n", "      scale: {max: 2}\n");
+        assert!(
+            p.iter().any(|(_, path, m)| path == "spec.pools[0].scale"
+                && m.contains("spec.github.repositories")),
+            "{p:?}"
+        );
+        let ok = problems(
+            "    organization: acme\n    repositories: [widgets, acme/gears]\n",
+            "      scale: {max: 2}\n",
+        );
+        assert!(ok.is_empty(), "{ok:?}");
+        let other = problems(
+            "    organization: acme\n    repositories: [other/widgets]\n",
+            "      scale: {max: 2}\n",
+        );
+        assert_eq!(other[0].1, "spec.github.repositories[0]", "{other:?}");
+        let repo = problems(
+            "    repository: acme/widgets\n    repositories: [gears]\n",
+            "      count: 1\n",
+        );
+        assert_eq!(repo[0].1, "spec.github.repositories", "{repo:?}");
+    }
+
     #[test]
     fn dns_labels() {
         for ok in ["a", "umn", "umn-node-1", "0abc", &"a".repeat(63)] {

@@ -563,3 +563,75 @@ pub(crate) fn job_answer(world: &SimWorld, base: &str, job_id: u64) -> Option<Va
     let run = world.runs.get(&j.run_id)?;
     Some(job_json(base, run, j))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn world_with(labels: &[&[&str]]) -> (SimWorld, Vec<u64>) {
+        let mut w = SimWorld::default();
+        let ids = labels
+            .iter()
+            .enumerate()
+            .map(|(i, l)| {
+                let l: Vec<String> = l.iter().map(|s| s.to_string()).collect();
+                w.add_runners("repos/o/r", &format!("r{i}"), 1, &l).unwrap()[0]
+            })
+            .collect();
+        (w, ids)
+    }
+
+    #[test]
+    fn a_queued_job_goes_to_an_idle_runner_holding_all_its_labels() {
+        let (mut w, ids) = world_with(&[&["cpu"], &["GPU"]]);
+        let now = Utc::now();
+        let j = w
+            .enqueue_job(&EnqueueJob::new("O/R", &["self-hosted", "gpu"]), now)
+            .unwrap();
+        assert_eq!(j.status, JobStatus::InProgress);
+        assert_eq!(j.runner_id, Some(ids[1]));
+        assert!(w.find_runner(ids[1]).unwrap().1.busy);
+        // Nothing fits: it waits; the runner that would fit is busy.
+        let waiting = w
+            .enqueue_job(&EnqueueJob::new("o/r", &["gpu"]), now)
+            .unwrap();
+        assert_eq!(waiting.status, JobStatus::Queued);
+        let none = w
+            .enqueue_job(&EnqueueJob::new("o/r", &["arm64"]), now)
+            .unwrap();
+        assert_eq!(none.status, JobStatus::Queued);
+        // The first ends: its runner is free and takes the waiting job.
+        w.finish_queued_or_running_job(j.id, "success", now)
+            .unwrap();
+        assert_eq!(w.job(j.id).unwrap().status, JobStatus::Completed);
+        assert_eq!(w.job(waiting.id).unwrap().runner_id, Some(ids[1]));
+        // A runner that goes offline fails its job.
+        w.set_online(ids[1], false).unwrap();
+        let lost = w.job(waiting.id).unwrap();
+        assert_eq!(
+            (lost.status, lost.conclusion.as_deref()),
+            (JobStatus::Completed, Some("failure"))
+        );
+        // A queued job that is finished is cancelled.
+        w.finish_queued_or_running_job(none.id, "success", now)
+            .unwrap();
+        assert_eq!(
+            w.job(none.id).unwrap().conclusion.as_deref(),
+            Some("cancelled")
+        );
+    }
+
+    #[test]
+    fn an_organizations_runner_takes_its_repositories_jobs() {
+        let mut w = SimWorld::default();
+        let id = w.add_runners("orgs/o", "org", 1, &["x".into()]).unwrap()[0];
+        let j = w
+            .enqueue_job(&EnqueueJob::new("o/r", &["x"]), Utc::now())
+            .unwrap();
+        assert_eq!(j.runner_id, Some(id));
+        let other = w
+            .enqueue_job(&EnqueueJob::new("p/r", &["x"]), Utc::now())
+            .unwrap();
+        assert_eq!(other.status, JobStatus::Queued, "another owner's job");
+    }
+}

@@ -36,6 +36,12 @@ pub fn scaled_pool(name: &str, min: u32, max: u32, idle: u32, cooldown: Option<&
     )
 }
 
+/// [`scaled_pool`] with JIT runners (`ephemeral: true`).
+pub fn ephemeral_scaled_pool(name: &str, max: u32, cooldown: &str) -> String {
+    scaled_pool(name, 0, max, 0, Some(cooldown))
+        .replace("      labels:", "      ephemeral: true\n      labels:")
+}
+
 impl Rig {
     /// Queue a job with `labels` in the fleet's repository.
     pub fn enqueue(&self, labels: &[&str]) -> SimJob {
