@@ -136,6 +136,11 @@ pub struct GitHub {
     /// `organization`; not allowed with `repository`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub repositories: Vec<String>,
+    /// Receive GitHub's `workflow_job` webhooks in the daemon (`hangar
+    /// reconcile --every`), so that a queued job wakes the loop at once;
+    /// polling stays on as the backstop (delivery is not guaranteed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook: Option<WebhookSpec>,
     /// Use hangar's built-in GitHub simulator instead of GitHub (the
     /// sandbox quickstart and tests). No token is needed.
     #[serde(default, skip_serializing_if = "is_false")]
@@ -144,6 +149,27 @@ pub struct GitHub {
 
 fn is_false(b: &bool) -> bool {
     !*b
+}
+
+/// Where the daemon listens for GitHub's webhooks, and the secret their
+/// `X-Hub-Signature-256` is made with: exactly one of `secretEnv` and
+/// `secretFile`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct WebhookSpec {
+    /// `ADDRESS:PORT` to listen on (any path is served).
+    pub listen: String,
+    /// Name of an environment variable that holds the webhook's secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_env: Option<String>,
+    /// Path of a file that holds the webhook's secret (surrounding
+    /// whitespace ignored).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_file: Option<String>,
+    /// `listen` may be an address other than loopback (GitHub must reach
+    /// it; a reverse proxy on the host usually does). Default false.
+    #[serde(default)]
+    pub allow_non_loopback: bool,
 }
 
 /// How hangar authenticates to GitHub: exactly one of `tokenEnv`,

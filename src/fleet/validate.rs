@@ -92,6 +92,9 @@ pub(crate) fn validate(fleet: &Fleet, loc: &Locator<'_>) -> Vec<Problem> {
     v.dns_label(&name_path, &fleet.metadata.name, "fleet name");
     let spec = root.key("spec");
     v.github(&spec.key("github"), &fleet.spec.github);
+    if let Some(w) = &fleet.spec.github.webhook {
+        v.webhook(&spec.key("github").key("webhook"), w);
+    }
 
     let hosts = spec.key("hosts");
     if fleet.spec.hosts.is_empty() {
@@ -773,6 +776,43 @@ impl Validator<'_, '_> {
         }
     }
 
+    fn webhook(&mut self, p: &FieldPath, w: &crate::fleet::WebhookSpec) {
+        match w.listen.parse::<std::net::SocketAddr>() {
+            Err(_) => self.at_path(
+                &p.key("listen"),
+                format!("`{}` is not ADDRESS:PORT (e.g. 127.0.0.1:9465)", w.listen),
+            ),
+            Ok(a) if !a.ip().is_loopback() && !w.allow_non_loopback => self.at_path(
+                &p.key("listen"),
+                format!(
+                    "`{}` is not a loopback address; set allowNonLoopback: true to mean it",
+                    w.listen
+                ),
+            ),
+            Ok(_) => {}
+        }
+        match (&w.secret_env, &w.secret_file) {
+            (Some(_), None) | (None, Some(_)) => {}
+            _ => self.at_path(p, "set exactly one of `secretEnv` or `secretFile`"),
+        }
+        if let Some(env) = &w.secret_env {
+            let valid = env
+                .bytes()
+                .next()
+                .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
+                && env.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+            if !valid {
+                self.at_path(
+                    &p.key("secretEnv"),
+                    "not an environment variable name (letters, digits and `_`, not starting with a digit)",
+                );
+            }
+        }
+        if let Some(file) = &w.secret_file {
+            self.non_empty(&p.key("secretFile"), file);
+        }
+    }
+
     fn metrics(&mut self, p: &FieldPath, m: &crate::fleet::MetricsSpec) {
         let Some(listen) = &m.listen else { return };
         match listen.parse::<std::net::SocketAddr>() {
@@ -884,6 +924,22 @@ mod tests {
         assert_eq!(p[0].1, "spec.pools[0].scale.cooldown", "{p:?}");
         // A max beyond the host is fine: placement decides at create time.
         assert!(problems("", "      scale: {max: 100}\n").is_empty());
+    }
+
+    #[test]
+    fn a_webhook_names_one_secret_and_listens_on_loopback() {
+        let ok = "    webhook: {listen: '127.0.0.1:9465', secretEnv: HOOK_SECRET}\n";
+        assert!(problems(ok, "      count: 1\n").is_empty());
+        let p = problems(
+            "    webhook: {listen: '0.0.0.0:9465', secretEnv: A, secretFile: /s}\n",
+            "      count: 1\n",
+        );
+        let paths: Vec<&str> = p.iter().map(|(_, path, _)| path.as_str()).collect();
+        assert_eq!(
+            paths,
+            ["spec.github.webhook.listen", "spec.github.webhook"],
+            "{p:?}"
+        );
     }
 
     #[test]
