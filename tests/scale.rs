@@ -8,9 +8,14 @@ mod support;
 
 use std::time::Duration;
 
+use hangar::fleet::{FleetError, LoadedFleet};
 use hangar::plan::model::{Action, WaitReason};
 use hangar::plan::render;
-use hangar::sim::JobStatus;
+use hangar::reconcile::daemon::{self, DaemonSettings, FleetSource};
+use hangar::reconcile::event::Ignore;
+use hangar::reconcile::webhook::Webhooks;
+use hangar::secret::Secret;
+use hangar::sim::{JobStatus, SimWebhook};
 use support::scale::{ephemeral_scaled_pool, scaled_fleet, scaled_pool};
 use support::{slot, Rig};
 
@@ -287,4 +292,115 @@ async fn jit_runners_take_one_job_each_and_the_pool_returns_to_zero() {
     settle(&rig, 12).await;
     assert!(rig.vm_names("h1").await.is_empty());
     assert!(rig.runners().iter().all(|r| !r.name.starts_with("t-pr-")));
+}
+
+struct Fixed(String);
+
+impl FleetSource for Fixed {
+    fn describe(&self) -> String {
+        "fleet.yaml".into()
+    }
+
+    fn load(&self) -> Result<LoadedFleet, FleetError> {
+        hangar::fleet::load_str("fleet.yaml", &self.0)
+    }
+}
+
+/// A free loopback port (bound and let go).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[tokio::test]
+async fn a_signed_webhook_wakes_the_daemon_long_before_its_interval() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret_file = dir.path().join("hook-secret");
+    std::fs::write(&secret_file, "hook-s3cret\n").unwrap();
+    let port = free_port();
+    let yaml = scaled_fleet(&["h1"], "100%", &scaled_pool("burst", 0, 2, 0, None)).replace(
+        "    simulator: true\n",
+        &format!(
+            "    simulator: true\n    webhook: {{listen: '127.0.0.1:{port}', secretFile: {}}}\n",
+            secret_file.display()
+        ),
+    );
+    let rig = Rig::new(&yaml).await;
+    rig.sim.set_webhook(Some(SimWebhook {
+        url: format!("http://127.0.0.1:{port}/hooks/github"),
+        secret: "hook-s3cret".into(),
+    }));
+    let settings = DaemonSettings {
+        // Polling alone would not pass again within this test.
+        every: Duration::from_secs(3600),
+        max_passes: Some(2),
+        state_dir: rig.dir.path().to_path_buf(),
+        lock_poll: Duration::from_millis(100),
+        measure: false,
+    };
+    let source = Fixed(yaml.clone());
+    let fleet = rig.fleet.clone();
+    let engine = rig.wiring.build(&fleet);
+    let stop = rig.cancel.clone();
+    let started = std::time::Instant::now();
+    let run = daemon::daemon(
+        fleet,
+        engine,
+        &source,
+        &rig.wiring,
+        &settings,
+        &stop,
+        &Ignore,
+    );
+    let queue = async {
+        // Once the first pass has run (nothing queued, no VM), a job is
+        // queued: the simulator's webhook is what wakes the daemon.
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        rig.enqueue(&["burst"])
+    };
+    let (stopped, job) =
+        tokio::time::timeout(Duration::from_secs(60), async { tokio::join!(run, queue) })
+            .await
+            .expect("the daemon passed again within a minute, not an hour");
+    assert_eq!(stopped.unwrap().passes, 2);
+    assert!(started.elapsed() < Duration::from_secs(60));
+    assert_eq!(rig.vm_names("h1").await, [slot("burst", 0)], "{job:?}");
+}
+
+#[tokio::test]
+async fn a_forged_webhook_is_refused_and_wakes_nothing() {
+    let hooks = Webhooks::listen("127.0.0.1:0".parse().unwrap(), Secret::new("right".into()))
+        .await
+        .unwrap();
+    let rig = Rig::new(&scaled_fleet(
+        &["h1"],
+        "100%",
+        &scaled_pool("burst", 0, 1, 0, None),
+    ))
+    .await;
+    let wake = hooks.receiver.wake.clone();
+    rig.sim.set_webhook(Some(SimWebhook {
+        url: format!("http://{}/", hooks.addr),
+        secret: "wrong".into(),
+    }));
+    rig.enqueue(&["burst"]);
+    let woken = tokio::time::timeout(Duration::from_secs(2), wake.notified()).await;
+    assert!(
+        woken.is_err(),
+        "a delivery signed with another secret woke the loop"
+    );
+
+    // The same delivery with the right secret does.
+    rig.sim.set_webhook(Some(SimWebhook {
+        url: format!("http://{}/", hooks.addr),
+        secret: "right".into(),
+    }));
+    rig.enqueue(&["burst"]);
+    tokio::time::timeout(Duration::from_secs(10), wake.notified())
+        .await
+        .expect("a signed delivery wakes the loop");
+    hooks.stop().await;
 }

@@ -13,7 +13,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::api::runner_json;
-use super::jobs::{job_answer, EnqueueJob};
+use super::jobs::{job_answer, EnqueueJob, SimWebhook};
 use super::layer::base_url;
 use super::world::{RegisterRunner, SimError};
 use super::{Fault, Latency, Shared, SimStats};
@@ -33,6 +33,7 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/_sim/jit/run", post(jit_run))
         .route("/_sim/jobs", get(list_jobs).post(enqueue_job))
         .route("/_sim/jobs/{id}/finish", post(finish_job))
+        .route("/_sim/webhook", put(set_webhook).delete(clear_webhook))
         .route("/_sim/registration-token", post(registration_token))
         .route("/_sim/groups", post(add_group))
         .route("/_sim/releases", post(super::releases::publish))
@@ -239,4 +240,18 @@ async fn finish_job(
         Ok(job) => Json(job).into_response(),
         Err(e) => err(e),
     }
+}
+
+async fn set_webhook(
+    State(shared): Sim,
+    headers: HeaderMap,
+    Json(h): Json<SimWebhook>,
+) -> StatusCode {
+    shared.lock().webhook = Some((h, base_url(&headers)));
+    StatusCode::NO_CONTENT
+}
+
+async fn clear_webhook(State(shared): Sim) -> StatusCode {
+    shared.lock().webhook = None;
+    StatusCode::NO_CONTENT
 }

@@ -557,6 +557,78 @@ async fn list_jobs(
     response
 }
 
+/// Where the simulator delivers `workflow_job` webhooks, as a repository
+/// webhook of GitHub's would: every job's change of status, signed with
+/// `secret` (`X-Hub-Signature-256`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SimWebhook {
+    pub url: String,
+    pub secret: String,
+}
+
+/// Job id → status, to see what a change of the world changed.
+pub(crate) fn job_statuses(world: &SimWorld) -> HashMap<u64, JobStatus> {
+    world
+        .runs
+        .values()
+        .flat_map(|r| r.jobs.iter().map(|j| (j.id, j.status)))
+        .collect()
+}
+
+/// The `workflow_job` deliveries for what changed between `before` and now:
+/// (delivery id, body).
+pub(crate) fn deliveries(
+    world: &SimWorld,
+    before: &HashMap<u64, JobStatus>,
+    base: &str,
+) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for run in world.runs.values() {
+        for j in &run.jobs {
+            if before.get(&j.id) == Some(&j.status) {
+                continue;
+            }
+            let body = json!({
+                "action": j.status.as_str(),
+                "workflow_job": job_json(base, run, j),
+                "repository": minimal_repository(base, &run.repo),
+                "sender": simple_user(base, "hangar-sim", 1, "Bot"),
+            });
+            out.push((uuid::Uuid::new_v4().to_string(), body.to_string()));
+        }
+    }
+    out
+}
+
+/// POST one delivery; failures are logged (GitHub does not retry either).
+pub(crate) async fn deliver(hook: SimWebhook, delivery: String, body: String) {
+    use http_body_util::Full;
+    use hyper_util::client::legacy::Client;
+    use hyper_util::rt::TokioExecutor;
+    let signature = crate::reconcile::webhook::signature(hook.secret.as_bytes(), body.as_bytes());
+    let request = http::Request::post(&hook.url)
+        .header("content-type", "application/json")
+        .header("user-agent", "GitHub-Hookshot/hangar-sim")
+        .header("x-github-event", "workflow_job")
+        .header("x-github-delivery", &delivery)
+        .header("x-hub-signature-256", signature)
+        .body(Full::new(axum::body::Bytes::from(body)));
+    let Ok(request) = request else {
+        tracing::warn!(target: "hangar::sim", url = %hook.url, "webhook url is not valid");
+        return;
+    };
+    let client: Client<_, Full<axum::body::Bytes>> =
+        Client::builder(TokioExecutor::new()).build_http();
+    match client.request(request).await {
+        Ok(r) => {
+            tracing::debug!(target: "hangar::sim", %delivery, status = r.status().as_u16(), "webhook delivered")
+        }
+        Err(e) => {
+            tracing::warn!(target: "hangar::sim", %delivery, error = %e, "webhook not delivered")
+        }
+    }
+}
+
 /// The control API's view of a job: the `job` schema.
 pub(crate) fn job_answer(world: &SimWorld, base: &str, job_id: u64) -> Option<Value> {
     let j = world.job(job_id)?;

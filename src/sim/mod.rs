@@ -31,7 +31,7 @@ use chrono::Utc;
 use serde::{Deserialize, Serialize};
 
 pub use groups::repo_id;
-pub use jobs::{EnqueueJob, JobStatus, SimJob, SimRun};
+pub use jobs::{EnqueueJob, JobStatus, SimJob, SimRun, SimWebhook};
 pub use releases::{
     PublishRelease, SimAsset, SimRelease, RUNNER_ARCHES, RUNNER_REPO, SEED_RUNNER_VERSION,
 };
@@ -240,6 +240,9 @@ pub(crate) struct Inner {
     pub latency: Option<Latency>,
     pub stats: SimStats,
     pub rate: RateWindow,
+    /// Where `workflow_job` webhooks go, and the base URL their payloads'
+    /// links name.
+    pub webhook: Option<(jobs::SimWebhook, String)>,
 }
 
 pub(crate) struct Shared {
@@ -281,6 +284,7 @@ impl Shared {
                 latency: None,
                 stats: SimStats::default(),
                 rate,
+                webhook: None,
             }),
         })
     }
@@ -292,11 +296,23 @@ impl Shared {
     /// Change the world and save it (when a state file is configured).
     pub(crate) fn change<T>(&self, f: impl FnOnce(&mut SimWorld) -> T) -> T {
         let mut inner = self.lock();
+        let before = inner
+            .webhook
+            .is_some()
+            .then(|| jobs::job_statuses(&inner.world));
         let out = f(&mut inner.world);
         // GitHub hands queued jobs to runners as soon as one fits: after
         // any change (a runner online, idle, relabelled).
         inner.world.assign_jobs(Utc::now());
         self.save(&inner.world);
+        if let (Some(before), Some((hook, base))) = (before, inner.webhook.clone()) {
+            let sent = jobs::deliveries(&inner.world, &before, &base);
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                for (delivery, body) in sent {
+                    rt.spawn(jobs::deliver(hook.clone(), delivery, body));
+                }
+            }
+        }
         out
     }
 
@@ -471,6 +487,13 @@ impl SimHandle {
     pub fn end_job(&self, job_id: u64) -> Result<SimJob, SimError> {
         self.shared
             .change(|w| w.finish_queued_or_running_job(job_id, "success", Utc::now()))
+    }
+
+    /// Deliver `workflow_job` webhooks (signed with its secret) to `hook`
+    /// from now on; `None` stops.
+    pub fn set_webhook(&self, hook: Option<SimWebhook>) {
+        let base = self.base_url.clone();
+        self.shared.lock().webhook = hook.map(|h| (h, base));
     }
 
     /// Every job, oldest first.
