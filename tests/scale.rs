@@ -359,15 +359,24 @@ async fn a_signed_webhook_wakes_the_daemon_long_before_its_interval() {
         // Once the first pass has run (nothing queued, no VM), a job is
         // queued: the simulator's webhook is what wakes the daemon.
         tokio::time::sleep(Duration::from_millis(1500)).await;
-        rig.enqueue(&["burst"])
+        (rig.enqueue(&["burst"]), std::time::Instant::now())
     };
     let (stopped, job) =
         tokio::time::timeout(Duration::from_secs(60), async { tokio::join!(run, queue) })
             .await
             .expect("the daemon passed again within a minute, not an hour");
+    let (job, queued_at) = job;
     assert_eq!(stopped.unwrap().passes, 2);
     assert!(started.elapsed() < Duration::from_secs(60));
     assert_eq!(rig.vm_names("h1").await, [slot("burst", 0)], "{job:?}");
+    // The sandbox's guests boot at once: queued to assigned is the webhook,
+    // one pass and the guest's registration.
+    let taken = rig.job(job.id);
+    assert_eq!(taken.status, JobStatus::InProgress, "{taken:?}");
+    eprintln!(
+        "webhook: job queued to runner assigned in {} ms (interval 1 h)",
+        queued_at.elapsed().as_millis()
+    );
 }
 
 #[tokio::test]
