@@ -587,6 +587,67 @@ mod tests {
         }
     }
 
+    fn pool_scale(pool: &str, slots: &[u32], queued: &[u64]) -> PoolScale {
+        PoolScale {
+            pool: pool.into(),
+            busy: 0,
+            queued: queued.to_vec(),
+            target: slots.len() as u32,
+            slots: slots.to_vec(),
+            above_target_since: None,
+            unknown: None,
+        }
+    }
+
+    #[test]
+    fn a_scaled_pool_takes_what_fits_and_the_rest_waits_for_room() {
+        // Fixed pool `a` holds 4 of h's 8 vCPUs; scaled `b` asks for 6
+        // runners of 1 vCPU: 4 fit, 2 wait with the last two queued jobs.
+        let y = fleet(&[("h", "")], &[("a", 2, 2, "1GiB", None)])
+            + "    - name: b\n      scale: {max: 6}\n      vm: {cpus: 1, memory: 1GiB, disk: 10GiB, image: /i}\n";
+        let f = load_str("f.yaml", &y).unwrap();
+        let facts: BTreeMap<String, HostFacts> = [("h".to_string(), facts(64, 8))].into();
+        let d = f
+            .resolve_scaled(
+                &facts,
+                &BTreeMap::new(),
+                &[pool_scale(
+                    "b",
+                    &[0, 1, 2, 3, 4, 5],
+                    &[11, 12, 13, 14, 15, 16],
+                )],
+            )
+            .unwrap();
+        let names: Vec<&str> = d.slots.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(
+            names,
+            ["f-a-0", "f-a-1", "f-b-0", "f-b-1", "f-b-2", "f-b-3"]
+        );
+        let waits: Vec<(&str, &[u64])> = d
+            .no_room
+            .iter()
+            .map(|n| (n.slot.as_str(), n.jobs.as_slice()))
+            .collect();
+        assert_eq!(waits, [("f-b-4", &[15][..]), ("f-b-5", &[16][..])]);
+        // Without the queue's word, a scaled pool keeps `min` (0 here).
+        let d = f.resolve(&facts, &BTreeMap::new()).unwrap();
+        assert_eq!(d.slots.len(), 2);
+    }
+
+    #[test]
+    fn a_scaled_runner_that_fits_no_empty_host_is_an_error() {
+        let y = fleet(&[("h", "")], &[("a", 0, 1, "1GiB", None)])
+            + "    - name: b\n      scale: {max: 2}\n      vm: {cpus: 16, memory: 1GiB, disk: 10GiB, image: /i}\n";
+        let f = load_str("f.yaml", &y).unwrap();
+        let facts: BTreeMap<String, HostFacts> = [("h".to_string(), facts(64, 8))].into();
+        let e = f
+            .resolve_scaled(&facts, &BTreeMap::new(), &[pool_scale("b", &[0, 1], &[1])])
+            .unwrap_err();
+        assert_eq!(e.problems().len(), 1, "{e}");
+        assert_eq!(e.problems()[0].path, "spec.pools[1].vm", "{e}");
+        assert!(e.to_string().contains("fits on none of its hosts"), "{e}");
+    }
+
     /// A fleet with the given hosts (name, extra YAML) and pools (name,
     /// count, cpus, memory, hosts) in that order.
     fn fleet(hosts: &[(&str, &str)], pools: &[(&str, u32, u32, &str, Option<&str>)]) -> String {
