@@ -438,6 +438,68 @@ async fn exercise(sim: &SimHandle) {
         Some(json!({ "name": "bad", "runner_group_id": 1, "labels": [] })),
     )
     .await;
+
+    // Workflow runs and jobs: a queued run, one in progress (its job
+    // taken by a matching runner), one completed; the 304 of an unchanged
+    // list.
+    let queued = sim
+        .enqueue_job(&sim::EnqueueJob::new("acme/widgets", &["no-such-label"]))
+        .unwrap();
+    sim.add_runners("repos/acme/widgets", "taker", 1, &["gpu".into()])
+        .unwrap();
+    let taken = sim
+        .enqueue_job(&sim::EnqueueJob::new(
+            "acme/widgets",
+            &["self-hosted", "gpu"],
+        ))
+        .unwrap();
+    assert_eq!(taken.status, sim::JobStatus::InProgress);
+    let done = sim
+        .enqueue_job(&sim::EnqueueJob::new("acme/widgets", &["self-hosted"]))
+        .unwrap();
+    sim.end_job(done.id).unwrap();
+    let runs = "/repos/acme/widgets/actions/runs";
+    let first = raw_http::http(
+        sim,
+        "GET",
+        &format!("{runs}?status=queued&per_page=1"),
+        &[("authorization", auth)],
+        None,
+    )
+    .await;
+    assert_eq!(first.status, 200, "{}", first.body);
+    let again = raw_http::http(
+        sim,
+        "GET",
+        &format!("{runs}?status=queued&per_page=1"),
+        &[
+            ("authorization", auth),
+            ("if-none-match", first.header("etag")),
+        ],
+        None,
+    )
+    .await;
+    assert_eq!(again.status, 304);
+    raw(sim, "GET", runs, auth, None).await;
+    raw(
+        sim,
+        "GET",
+        &format!("{runs}?status=in_progress&page=2"),
+        auth,
+        None,
+    )
+    .await;
+    for job in [&queued, &taken, &done] {
+        raw(
+            sim,
+            "GET",
+            &format!("{runs}/{}/jobs?filter=latest", job.run_id),
+            auth,
+            None,
+        )
+        .await;
+    }
+    raw(sim, "GET", &format!("{runs}/1/jobs"), auth, None).await;
 }
 
 #[tokio::test]
@@ -492,7 +554,7 @@ async fn every_route_the_simulator_serves_keeps_githubs_contract() {
     // Every route family the simulator serves was exercised: runners,
     // labels, tokens, JIT, groups, downloads, rate limit, App, releases.
     assert!(
-        routes.len() >= 29,
+        routes.len() >= 31,
         "{} routes exercised: {routes:#?}",
         routes.len()
     );

@@ -22,7 +22,7 @@ pub fn slots(fleet: &LoadedFleet) -> Vec<(String, &Pool)> {
     f.spec
         .pools
         .iter()
-        .flat_map(|p| (0..p.count).map(move |i| (slot_name(&f.metadata.name, &p.name, i), p)))
+        .flat_map(|p| (0..p.max_slots()).map(move |i| (slot_name(&f.metadata.name, &p.name, i), p)))
         .collect()
 }
 

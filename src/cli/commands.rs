@@ -126,7 +126,7 @@ fn print_status(view: &StatusView, out: Output) {
 pub fn validate(file: &Path, out: Output) -> Result<ExitStatus> {
     let fleet = load(file)?;
     let f = &fleet.fleet;
-    let slots: u32 = f.spec.pools.iter().map(|p| p.count).sum();
+    let slots: u32 = f.spec.pools.iter().map(|p| p.max_slots()).sum();
     match out {
         Output::Human => crate::outln!(
             "{}: fleet {} is valid: {} host(s), {} pool(s), {} runner slot(s)",

@@ -18,7 +18,7 @@ pub mod validate;
 
 pub use error::{FleetError, Problem};
 pub use load::{load_bytes, load_str, too_large, LoadedFleet, MAX_FILE_BYTES};
-pub use resolve::spec_hash;
+pub use resolve::{runner_labels, scaled_pools, spec_hash};
 pub use types::*;
 
 /// Where the daemon serves metrics unless told otherwise (loopback).

@@ -16,7 +16,7 @@ use super::units::{human_bytes, MemorySpec};
 use crate::model::host::{HostFacts, NetworkAttachment};
 use crate::model::names::slot_name;
 use crate::model::ownership::{SpecHash, VmShape};
-use crate::plan::model::{Desired, DesiredSlot};
+use crate::plan::model::{Desired, DesiredSlot, NoRoom, PoolScale, ScaledPool};
 
 /// What a host offers the fleet: memory budget and vCPU budget in
 /// thousandths, so that fractional overcommit compares exactly.
@@ -68,6 +68,21 @@ impl LoadedFleet {
         facts: &BTreeMap<String, HostFacts>,
         placement: &BTreeMap<String, String>,
     ) -> Result<Desired, FleetError> {
+        self.resolve_scaled(facts, placement, &[])
+    }
+
+    /// [`LoadedFleet::resolve`] with the slots each scaled pool keeps this
+    /// pass (`scale`; a scaled pool missing there keeps `0..min`). A scaled
+    /// pool's slot that exists keeps its host; a new one is placed only
+    /// where it fits, after every fixed pool's slots, and otherwise waits
+    /// ([`Desired::no_room`]) instead of overcommitting. A runner that fits
+    /// on none of its pool's hosts even when they are empty is an error.
+    pub fn resolve_scaled(
+        &self,
+        facts: &BTreeMap<String, HostFacts>,
+        placement: &BTreeMap<String, String>,
+        scale: &[PoolScale],
+    ) -> Result<Desired, FleetError> {
         let (file, text, index) = self.locator();
         let loc = Locator {
             file: &file,
@@ -100,12 +115,20 @@ impl LoadedFleet {
         let mut usage: BTreeMap<&str, Usage> = BTreeMap::new();
         let mut placed: BTreeMap<String, (&Pool, u32, &Host, u64)> = BTreeMap::new();
         let mut unplaced: Vec<(&Pool, u32, String)> = Vec::new();
+        let mut unplaced_scaled: Vec<(&Pool, u32, String)> = Vec::new();
 
         // Pools by name, so that the file's order never matters.
         for (&pool_name, &pi) in &pool_index {
             let pool = &fleet.spec.pools[pi];
             let allowed = allowed_hosts(pool, &host_index);
-            for i in 0..pool.count {
+            let indexes: Vec<u32> = match &pool.scale {
+                None => (0..pool.count).collect(),
+                Some(sc) => scale
+                    .iter()
+                    .find(|p| p.pool == pool.name)
+                    .map_or_else(|| (0..sc.min).collect(), |p| p.slots.clone()),
+            };
+            for i in indexes {
                 let slot = slot_name(name, pool_name, i);
                 let kept = placement
                     .get(&slot)
@@ -125,6 +148,7 @@ impl LoadedFleet {
                             .add(pool_name, mem, pool.vm.cpus);
                         placed.insert(slot, (pool, i, host, mem));
                     }
+                    None if pool.scale.is_some() => unplaced_scaled.push((pool, i, slot)),
                     None => unplaced.push((pool, i, slot)),
                 }
             }
@@ -163,6 +187,73 @@ impl LoadedFleet {
                     .or_default()
                     .add(&pool.name, mem, pool.vm.cpus);
                 placed.insert(slot, (pool, i, host, mem));
+            }
+        }
+
+        let mut no_room: Vec<(&Pool, String)> = Vec::new();
+        let mut never_fits: BTreeSet<&str> = BTreeSet::new();
+        for (pool, i, slot) in unplaced_scaled {
+            let allowed = allowed_hosts(pool, &host_index);
+            if allowed.iter().any(|h| !facts.contains_key(*h)) {
+                continue;
+            }
+            let fitting = allowed
+                .iter()
+                .filter_map(|h| {
+                    let host = &fleet.spec.hosts[host_index[h]];
+                    let f = facts.get(*h)?;
+                    let cap = capacity(host, f);
+                    let mem = pool.vm.memory.bytes_on(f.memory_bytes);
+                    let cpus = u64::from(pool.vm.cpus);
+                    let used = usage.get(h);
+                    let free_mem = cap.memory.saturating_sub(used.map_or(0, |u| u.memory));
+                    let free_cpu = cap
+                        .cpu_millis
+                        .saturating_sub(used.map_or(0, |u| u.cpus) * 1000);
+                    (mem <= free_mem && cpus * 1000 <= free_cpu).then_some((
+                        (free_mem, free_cpu, Reverse(*h)),
+                        host,
+                        mem,
+                    ))
+                })
+                .max_by(|a, b| a.0.cmp(&b.0));
+            match fitting {
+                Some((_, host, mem)) => {
+                    usage
+                        .entry(&host.name)
+                        .or_default()
+                        .add(&pool.name, mem, pool.vm.cpus);
+                    placed.insert(slot, (pool, i, host, mem));
+                }
+                None => {
+                    let fits_empty = allowed.iter().any(|h| {
+                        let host = &fleet.spec.hosts[host_index[h]];
+                        facts.get(*h).is_some_and(|f| {
+                            let cap = capacity(host, f);
+                            pool.vm.memory.bytes_on(f.memory_bytes) <= cap.memory
+                                && u64::from(pool.vm.cpus) * 1000 <= cap.cpu_millis
+                        })
+                    });
+                    if fits_empty {
+                        no_room.push((pool, slot));
+                    } else if never_fits.insert(pool.name.as_str()) {
+                        problems.push(
+                            loc.at_path(
+                                &FieldPath::root()
+                                    .key("spec")
+                                    .key("pools")
+                                    .index(pool_index[pool.name.as_str()])
+                                    .key("vm"),
+                                format!(
+                                "one runner of pool `{}` ({} vCPUs, {}) fits on none of its hosts",
+                                pool.name,
+                                pool.vm.cpus,
+                                pool.vm.memory
+                            ),
+                            ),
+                        );
+                    }
+                }
             }
         }
 
@@ -260,6 +351,32 @@ impl LoadedFleet {
             })
             .collect();
 
+        // The queued jobs that wait: a pool's last ones, one per slot that
+        // found no room.
+        let mut no_room_out = Vec::new();
+        for (pool, slot) in &no_room {
+            let waiting = no_room.iter().filter(|(p, _)| p.name == pool.name).count();
+            let nth = no_room_out
+                .iter()
+                .filter(|n: &&NoRoom| n.pool == pool.name)
+                .count();
+            let queued = scale
+                .iter()
+                .find(|p| p.pool == pool.name)
+                .map(|p| p.queued.as_slice())
+                .unwrap_or(&[]);
+            let first = queued.len().saturating_sub(waiting);
+            no_room_out.push(NoRoom {
+                slot: slot.clone(),
+                pool: pool.name.clone(),
+                hosts: allowed_hosts(pool, &host_index)
+                    .into_iter()
+                    .map(str::to_string)
+                    .collect(),
+                jobs: queued.get(first + nth).copied().into_iter().collect(),
+            });
+        }
+
         Ok(Desired {
             fleet: name.clone(),
             hosts: fleet.spec.hosts.iter().map(|h| h.name.clone()).collect(),
@@ -267,6 +384,8 @@ impl LoadedFleet {
             slots,
             policy: fleet.spec.policy.resolved(),
             runners: Vec::new(),
+            scale: scale.to_vec(),
+            no_room: no_room_out,
         })
     }
 
@@ -347,6 +466,42 @@ fn is_true(b: &bool) -> bool {
 /// a JIT runner gets exactly what its request names, so GitHub's default
 /// labels are named there (unless the pool opts out); `config.sh` adds them
 /// by itself for a persistent runner.
+/// Every label a runner of `pool` carries on GitHub: what hangar asks for,
+/// the ownership label, and for a `config.sh` runner GitHub's defaults.
+pub fn runner_labels(pool: &Pool, fleet: &str) -> Vec<String> {
+    let mut labels = Vec::new();
+    if !pool.ephemeral {
+        labels.extend(crate::model::runner::default_labels(
+            crate::model::runner::GUEST_ARCH,
+        ));
+    }
+    labels.extend(slot_labels(pool));
+    labels.push(crate::model::names::ownership_label(fleet));
+    labels
+}
+
+/// The fleet's pools with `scale`, in name order, as the planner needs them.
+pub fn scaled_pools(fleet: &super::types::Fleet) -> Vec<ScaledPool> {
+    let mut pools: Vec<ScaledPool> = fleet
+        .spec
+        .pools
+        .iter()
+        .filter_map(|p| {
+            let sc = p.scale.as_ref()?;
+            Some(ScaledPool {
+                name: p.name.clone(),
+                runner_labels: runner_labels(p, &fleet.metadata.name),
+                min: sc.min,
+                max: sc.max,
+                idle: sc.idle,
+                cooldown: sc.cooldown(),
+            })
+        })
+        .collect();
+    pools.sort_by(|a, b| a.name.cmp(&b.name));
+    pools
+}
+
 fn slot_labels(pool: &Pool) -> Vec<String> {
     let mut labels = Vec::new();
     if pool.ephemeral && pool.default_labels {
@@ -430,6 +585,67 @@ mod tests {
             domain_type_reason: "test".into(),
             identity: None,
         }
+    }
+
+    fn pool_scale(pool: &str, slots: &[u32], queued: &[u64]) -> PoolScale {
+        PoolScale {
+            pool: pool.into(),
+            busy: 0,
+            queued: queued.to_vec(),
+            target: slots.len() as u32,
+            slots: slots.to_vec(),
+            above_target_since: None,
+            unknown: None,
+        }
+    }
+
+    #[test]
+    fn a_scaled_pool_takes_what_fits_and_the_rest_waits_for_room() {
+        // Fixed pool `a` holds 4 of h's 8 vCPUs; scaled `b` asks for 6
+        // runners of 1 vCPU: 4 fit, 2 wait with the last two queued jobs.
+        let y = fleet(&[("h", "")], &[("a", 2, 2, "1GiB", None)])
+            + "    - name: b\n      scale: {max: 6}\n      vm: {cpus: 1, memory: 1GiB, disk: 10GiB, image: /i}\n";
+        let f = load_str("f.yaml", &y).unwrap();
+        let facts: BTreeMap<String, HostFacts> = [("h".to_string(), facts(64, 8))].into();
+        let d = f
+            .resolve_scaled(
+                &facts,
+                &BTreeMap::new(),
+                &[pool_scale(
+                    "b",
+                    &[0, 1, 2, 3, 4, 5],
+                    &[11, 12, 13, 14, 15, 16],
+                )],
+            )
+            .unwrap();
+        let names: Vec<&str> = d.slots.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(
+            names,
+            ["f-a-0", "f-a-1", "f-b-0", "f-b-1", "f-b-2", "f-b-3"]
+        );
+        let waits: Vec<(&str, &[u64])> = d
+            .no_room
+            .iter()
+            .map(|n| (n.slot.as_str(), n.jobs.as_slice()))
+            .collect();
+        assert_eq!(waits, [("f-b-4", &[15][..]), ("f-b-5", &[16][..])]);
+        // Without the queue's word, a scaled pool keeps `min` (0 here).
+        let d = f.resolve(&facts, &BTreeMap::new()).unwrap();
+        assert_eq!(d.slots.len(), 2);
+    }
+
+    #[test]
+    fn a_scaled_runner_that_fits_no_empty_host_is_an_error() {
+        let y = fleet(&[("h", "")], &[("a", 0, 1, "1GiB", None)])
+            + "    - name: b\n      scale: {max: 2}\n      vm: {cpus: 16, memory: 1GiB, disk: 10GiB, image: /i}\n";
+        let f = load_str("f.yaml", &y).unwrap();
+        let facts: BTreeMap<String, HostFacts> = [("h".to_string(), facts(64, 8))].into();
+        let e = f
+            .resolve_scaled(&facts, &BTreeMap::new(), &[pool_scale("b", &[0, 1], &[1])])
+            .unwrap_err();
+        assert_eq!(e.problems().len(), 1, "{e}");
+        assert_eq!(e.problems()[0].path, "spec.pools[1].vm", "{e}");
+        assert!(e.to_string().contains("fits on none of its hosts"), "{e}");
     }
 
     /// A fleet with the given hosts (name, extra YAML) and pools (name,

@@ -130,6 +130,17 @@ pub struct GitHub {
     /// Secrets are referenced, never written here.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth: Option<Auth>,
+    /// For an organization: the repositories (`OWNER/REPO` or `REPO` of
+    /// the organization) whose queued jobs scaled pools follow; GitHub has
+    /// no organization-wide list of jobs. Required for `scale` with
+    /// `organization`; not allowed with `repository`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub repositories: Vec<String>,
+    /// Receive GitHub's `workflow_job` webhooks in the daemon (`hangar
+    /// reconcile --every`), so that a queued job wakes the loop at once;
+    /// polling stays on as the backstop (delivery is not guaranteed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook: Option<WebhookSpec>,
     /// Use hangar's built-in GitHub simulator instead of GitHub (the
     /// sandbox quickstart and tests). No token is needed.
     #[serde(default, skip_serializing_if = "is_false")]
@@ -138,6 +149,27 @@ pub struct GitHub {
 
 fn is_false(b: &bool) -> bool {
     !*b
+}
+
+/// Where the daemon listens for GitHub's webhooks, and the secret their
+/// `X-Hub-Signature-256` is made with: exactly one of `secretEnv` and
+/// `secretFile`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct WebhookSpec {
+    /// `ADDRESS:PORT` to listen on (any path is served).
+    pub listen: String,
+    /// Name of an environment variable that holds the webhook's secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_env: Option<String>,
+    /// Path of a file that holds the webhook's secret (surrounding
+    /// whitespace ignored).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_file: Option<String>,
+    /// `listen` may be an address other than loopback (GitHub must reach
+    /// it; a reverse proxy on the host usually does). Default false.
+    #[serde(default)]
+    pub allow_non_loopback: bool,
 }
 
 /// How hangar authenticates to GitHub: exactly one of `tokenEnv`,
@@ -277,15 +309,22 @@ pub enum DomainTypeSpec {
     Qemu,
 }
 
-/// A group of identical runners, `count` of them, named
-/// `<fleet>-<pool>-<index>`.
+/// A group of identical runners, named `<fleet>-<pool>-<index>`: a fixed
+/// `count` of them, or as many as the queue of jobs asks for (`scale`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Pool {
     /// Name of the pool: a DNS label, unique among pools.
     pub name: String,
-    /// How many runners (and VMs) the pool has.
+    /// How many runners (and VMs) the pool has. Exactly one of `count` and
+    /// `scale` (0 when `scale` is given).
+    #[serde(default)]
     pub count: u32,
+    /// Follow demand instead of a fixed `count`: as many runners as jobs
+    /// queued for the pool's labels and jobs running on it, plus `idle`,
+    /// within `min` and `max`. Exactly one of `count` and `scale`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scale: Option<ScaleSpec>,
     /// The hosts the pool's VMs may run on. Default: all hosts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hosts: Option<Vec<String>>,
@@ -321,6 +360,48 @@ pub struct Pool {
     /// The user the runner runs as.
     #[serde(default)]
     pub user: UserSpec,
+}
+
+/// How a pool follows the queue of jobs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ScaleSpec {
+    /// Runners kept however empty the queue is. Default 0.
+    #[serde(default)]
+    pub min: u32,
+    /// Runners at most (at least 1, at least `min`). The `max` of all pools
+    /// may exceed what the hosts hold: a runner is placed when there is
+    /// room, and the plan says which queued jobs wait for it.
+    pub max: u32,
+    /// Runners kept ready beyond the jobs queued and running (ARC's
+    /// `minRunners`). Default 0.
+    #[serde(default)]
+    pub idle: u32,
+    /// How long demand must stay below the pool's size before idle runners
+    /// are removed (against flapping). Default `10m`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cooldown: Option<Duration>,
+}
+
+/// The default `scale.cooldown` (ARC's scale-down delay).
+pub const DEFAULT_SCALE_COOLDOWN: Duration = Duration::secs(600);
+
+impl ScaleSpec {
+    pub fn cooldown(&self) -> std::time::Duration {
+        self.cooldown.unwrap_or(DEFAULT_SCALE_COOLDOWN).std()
+    }
+}
+
+impl Pool {
+    /// The most slots the pool can have: `count`, or `scale.max`.
+    pub fn max_slots(&self) -> u32 {
+        self.scale.as_ref().map_or(self.count, |s| s.max)
+    }
+
+    /// The slots the pool always has: `count`, or `scale.min`.
+    pub fn min_slots(&self) -> u32 {
+        self.scale.as_ref().map_or(self.count, |s| s.min)
+    }
 }
 
 pub(crate) fn default_runner_group() -> String {
@@ -633,6 +714,23 @@ impl GitHub {
                 })
             }
             _ => None,
+        }
+    }
+
+    /// The repositories (`OWNER/REPO`) whose jobs scaled pools follow: the
+    /// fleet's repository, or the organization's `repositories`.
+    pub fn job_repositories(&self) -> Vec<String> {
+        match self.scope() {
+            Some(Scope::Repository { owner, repo }) => vec![format!("{owner}/{repo}")],
+            Some(Scope::Organization { org }) => self
+                .repositories
+                .iter()
+                .map(|r| match r.split_once('/') {
+                    Some(_) => r.clone(),
+                    None => format!("{org}/{r}"),
+                })
+                .collect(),
+            None => Vec::new(),
         }
     }
 

@@ -92,6 +92,9 @@ pub(crate) fn validate(fleet: &Fleet, loc: &Locator<'_>) -> Vec<Problem> {
     v.dns_label(&name_path, &fleet.metadata.name, "fleet name");
     let spec = root.key("spec");
     v.github(&spec.key("github"), &fleet.spec.github);
+    if let Some(w) = &fleet.spec.github.webhook {
+        v.webhook(&spec.key("github").key("webhook"), w);
+    }
 
     let hosts = spec.key("hosts");
     if fleet.spec.hosts.is_empty() {
@@ -126,7 +129,9 @@ pub(crate) fn validate(fleet: &Fleet, loc: &Locator<'_>) -> Vec<Problem> {
             );
         }
         v.pool(&p, pool, &fleet.metadata.name, &host_names);
+        v.fits_somewhere(&p, pool, fleet);
     }
+    v.scale_scope(&spec, fleet);
     v.policy(&spec.key("policy"), fleet);
     if let Some(m) = &fleet.spec.metrics {
         v.metrics(&spec.key("metrics"), m);
@@ -286,6 +291,43 @@ impl Validator<'_, '_> {
         }
     }
 
+    /// Scaled pools follow the jobs of repositories: the fleet's repository,
+    /// or for an organization the `repositories` listed.
+    fn scale_scope(&mut self, spec: &FieldPath, fleet: &Fleet) {
+        let gh = &fleet.spec.github;
+        let gp = spec.key("github");
+        if gh.repository.is_some() && !gh.repositories.is_empty() {
+            self.at_key(
+                &gp.key("repositories"),
+                "only for an `organization`: a repository fleet follows its own repository's jobs",
+            );
+        }
+        for (i, r) in gh.repositories.iter().enumerate() {
+            let name = r.rsplit_once('/').map_or(r.as_str(), |(_, n)| n);
+            let owner_ok = r.split_once('/').is_none_or(|(o, _)| {
+                gh.organization
+                    .as_deref()
+                    .is_none_or(|org| o.eq_ignore_ascii_case(org))
+            });
+            if name.is_empty() || r.matches('/').count() > 1 || !owner_ok {
+                self.at_path(
+                    &gp.key("repositories").index(i),
+                    format!(
+                        "`{r}` is not a repository of the organization: expected REPO or ORG/REPO"
+                    ),
+                );
+            }
+        }
+        let scaled = fleet.spec.pools.iter().position(|p| p.scale.is_some());
+        if let (Some(i), Some(_), true) = (scaled, &gh.organization, gh.repositories.is_empty()) {
+            self.at_key(
+                &spec.key("pools").index(i).key("scale"),
+                "a scaled pool of an organization fleet needs `spec.github.repositories`: \
+                 the repositories whose queued jobs it follows (GitHub lists jobs per repository)",
+            );
+        }
+    }
+
     fn host(&mut self, p: &FieldPath, host: &Host) {
         self.dns_label(&p.key("name"), &host.name, "host name");
         let uri = host.uri.trim();
@@ -373,17 +415,20 @@ impl Validator<'_, '_> {
                     Some(h) => h.len() == 1 && h[0] == host.name,
                     None => fleet.spec.hosts.len() == 1,
                 };
+                // A scaled pool must fit only its `min`: its other runners
+                // are placed when there is room.
                 if let (true, MemorySpec::Percent(pct)) = (only_here, pool.vm.memory) {
-                    total += u64::from(pct.hundredths()) * u64::from(pool.count);
+                    total += u64::from(pct.hundredths()) * u64::from(pool.min_slots());
                     pinned.push((i, pool, pct));
                 }
             }
+            pinned.retain(|(_, p, _)| p.min_slots() > 0);
             if total <= 100 * 100 || pinned.is_empty() {
                 continue;
             }
             let parts: Vec<String> = pinned
                 .iter()
-                .map(|(_, p, pct)| format!("{} ({} x {pct})", p.name, p.count))
+                .map(|(_, p, pct)| format!("{} ({} x {pct})", p.name, p.min_slots()))
                 .collect();
             let (first, _, _) = pinned[0];
             self.at_path(
@@ -394,6 +439,61 @@ impl Validator<'_, '_> {
                     host.name,
                     Percent::from_hundredths(total.min(u64::from(u32::MAX)) as u32),
                     parts.join(", ")
+                ),
+            );
+        }
+    }
+
+    /// Exactly one of `count` and `scale`; `min <= max`, `max` at least 1.
+    fn size(&mut self, p: &FieldPath, pool: &Pool) {
+        // `count` defaults to 0 in the type: whether the file gives it is
+        // read from the file itself.
+        let count = self.loc.index.key_pos(&p.key("count")).is_some();
+        match (count, &pool.scale) {
+            (true, Some(_)) => {
+                self.at_key(&p.key("scale"), "set either `count` or `scale`, not both")
+            }
+            (false, None) => self.at_path(p, "missing `count: N` or `scale: {min, max, idle}`"),
+            (true, None) => {}
+            (false, Some(scale)) => {
+                let sp = p.key("scale");
+                if scale.max == 0 {
+                    self.at_path(&sp.key("max"), "must be at least 1");
+                } else if scale.min > scale.max {
+                    self.at_path(
+                        &sp.key("min"),
+                        format!("{} is more than `max` ({})", scale.min, scale.max),
+                    );
+                }
+                if scale.cooldown.is_some_and(|c| c.std().is_zero()) {
+                    self.at_path(&sp.key("cooldown"), "must be longer than 0s");
+                }
+            }
+        }
+    }
+
+    /// A runner of `pool` that can never fit: its memory is a size larger
+    /// than every allowed host's `maxMemory` size.
+    fn fits_somewhere(&mut self, p: &FieldPath, pool: &Pool, fleet: &Fleet) {
+        let MemorySpec::Size(size) = pool.vm.memory else {
+            return;
+        };
+        let allowed: Vec<&Host> = fleet
+            .spec
+            .hosts
+            .iter()
+            .filter(|h| pool.hosts.as_ref().is_none_or(|l| l.contains(&h.name)))
+            .collect();
+        let never = !allowed.is_empty()
+            && allowed.iter().all(|h| match h.max_memory {
+                Some(MemorySpec::Size(max)) => size.bytes() > max.bytes(),
+                _ => false,
+            });
+        if never {
+            self.at_path(
+                &p.key("vm").key("memory"),
+                format!(
+                    "one runner's {size} fits on none of the pool's hosts (each allows less in `maxMemory`)"
                 ),
             );
         }
@@ -415,8 +515,9 @@ impl Validator<'_, '_> {
 
     fn pool(&mut self, p: &FieldPath, pool: &Pool, fleet: &str, hosts: &BTreeMap<&str, usize>) {
         self.dns_label(&p.key("name"), &pool.name, "pool name");
-        if pool.count > 0 {
-            let last = slot_name(fleet, &pool.name, pool.count - 1);
+        self.size(p, pool);
+        if pool.max_slots() > 0 {
+            let last = slot_name(fleet, &pool.name, pool.max_slots() - 1);
             if last.len() > MAX_RUNNER_NAME {
                 self.at_path(
                     &p.key("name"),
@@ -675,6 +776,43 @@ impl Validator<'_, '_> {
         }
     }
 
+    fn webhook(&mut self, p: &FieldPath, w: &crate::fleet::WebhookSpec) {
+        match w.listen.parse::<std::net::SocketAddr>() {
+            Err(_) => self.at_path(
+                &p.key("listen"),
+                format!("`{}` is not ADDRESS:PORT (e.g. 127.0.0.1:9465)", w.listen),
+            ),
+            Ok(a) if !a.ip().is_loopback() && !w.allow_non_loopback => self.at_path(
+                &p.key("listen"),
+                format!(
+                    "`{}` is not a loopback address; set allowNonLoopback: true to mean it",
+                    w.listen
+                ),
+            ),
+            Ok(_) => {}
+        }
+        match (&w.secret_env, &w.secret_file) {
+            (Some(_), None) | (None, Some(_)) => {}
+            _ => self.at_path(p, "set exactly one of `secretEnv` or `secretFile`"),
+        }
+        if let Some(env) = &w.secret_env {
+            let valid = env
+                .bytes()
+                .next()
+                .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
+                && env.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+            if !valid {
+                self.at_path(
+                    &p.key("secretEnv"),
+                    "not an environment variable name (letters, digits and `_`, not starting with a digit)",
+                );
+            }
+        }
+        if let Some(file) = &w.secret_file {
+            self.non_empty(&p.key("secretFile"), file);
+        }
+    }
+
     fn metrics(&mut self, p: &FieldPath, m: &crate::fleet::MetricsSpec) {
         let Some(listen) = &m.listen else { return };
         match listen.parse::<std::net::SocketAddr>() {
@@ -736,6 +874,107 @@ fn is_github_owner(s: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A fleet with `github` lines and one pool whose size lines are `size`
+    /// (indented for the pool entry); the problems as (line, path, message).
+    fn problems(github: &str, size: &str) -> Vec<(u32, String, String)> {
+        problems_with(github, size, "4GiB")
+    }
+
+    fn problems_with(github: &str, size: &str, max_memory: &str) -> Vec<(u32, String, String)> {
+        let text = format!(
+            "apiVersion: hangar/v1\nkind: Fleet\nmetadata:\n  name: f\nspec:\n  github:\n{github}    \
+             simulator: true\n  hosts:\n    - name: h\n      uri: sandbox\n      maxMemory: {max_memory}\n  \
+             pools:\n    - name: p\n{size}      vm: {{cpus: 1, memory: 1GiB, disk: 4GiB, image: /i}}\n"
+        );
+        match crate::fleet::load_str("f.yaml", &text) {
+            Ok(_) => Vec::new(),
+            Err(e) => e
+                .problems()
+                .iter()
+                .map(|p| (p.line, p.path.clone(), p.message.clone()))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn a_pool_has_exactly_one_of_count_and_scale() {
+        assert!(problems("", "      count: 2\n").is_empty());
+        assert!(problems("", "      scale: {max: 3}\n").is_empty());
+        let both = problems("", "      count: 2\n      scale: {max: 3}\n");
+        assert_eq!(both.len(), 1, "{both:?}");
+        assert_eq!((both[0].0, both[0].1.as_str()), (15, "spec.pools[0].scale"));
+        assert!(both[0].2.contains("not both"), "{both:?}");
+        let neither = problems("", "");
+        assert_eq!(neither[0].1, "spec.pools[0]", "{neither:?}");
+        assert!(
+            neither[0].2.contains("missing `count: N` or `scale"),
+            "{neither:?}"
+        );
+    }
+
+    #[test]
+    fn scale_bounds_are_checked_where_they_are_written() {
+        let p = problems("", "      scale: {min: 4, max: 3}\n");
+        assert_eq!(p[0].1, "spec.pools[0].scale.min", "{p:?}");
+        assert!(p[0].2.contains("4 is more than `max` (3)"), "{p:?}");
+        let p = problems("", "      scale: {max: 0}\n");
+        assert_eq!(p[0].1, "spec.pools[0].scale.max", "{p:?}");
+        let p = problems("", "      scale: {max: 2, cooldown: 0s}\n");
+        assert_eq!(p[0].1, "spec.pools[0].scale.cooldown", "{p:?}");
+        // A max beyond the host is fine: placement decides at create time.
+        assert!(problems("", "      scale: {max: 100}\n").is_empty());
+    }
+
+    #[test]
+    fn a_webhook_names_one_secret_and_listens_on_loopback() {
+        let ok = "    webhook: {listen: '127.0.0.1:9465', secretEnv: HOOK_SECRET}\n";
+        assert!(problems(ok, "      count: 1\n").is_empty());
+        let p = problems(
+            "    webhook: {listen: '0.0.0.0:9465', secretEnv: A, secretFile: /s}\n",
+            "      count: 1\n",
+        );
+        let paths: Vec<&str> = p.iter().map(|(_, path, _)| path.as_str()).collect();
+        assert_eq!(
+            paths,
+            ["spec.github.webhook.listen", "spec.github.webhook"],
+            "{p:?}"
+        );
+    }
+
+    #[test]
+    fn a_runner_that_fits_no_host_is_refused_even_when_scaled() {
+        assert!(problems_with("", "      scale: {max: 2}\n", "1GiB").is_empty());
+        let p = problems_with("", "      scale: {max: 2}\n", "512MiB");
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert_eq!(p[0].1, "spec.pools[0].vm.memory", "{p:?}");
+        assert!(p[0].2.contains("fits on none of the pool's hosts"), "{p:?}");
+    }
+
+    #[test]
+    fn an_organization_fleet_names_the_repositories_a_scaled_pool_follows() {
+        let p = problems("    organization: acme\n", "      scale: {max: 2}\n");
+        assert!(
+            p.iter().any(|(_, path, m)| path == "spec.pools[0].scale"
+                && m.contains("spec.github.repositories")),
+            "{p:?}"
+        );
+        let ok = problems(
+            "    organization: acme\n    repositories: [widgets, acme/gears]\n",
+            "      scale: {max: 2}\n",
+        );
+        assert!(ok.is_empty(), "{ok:?}");
+        let other = problems(
+            "    organization: acme\n    repositories: [other/widgets]\n",
+            "      scale: {max: 2}\n",
+        );
+        assert_eq!(other[0].1, "spec.github.repositories[0]", "{other:?}");
+        let repo = problems(
+            "    repository: acme/widgets\n    repositories: [gears]\n",
+            "      count: 1\n",
+        );
+        assert_eq!(repo[0].1, "spec.github.repositories", "{repo:?}");
+    }
 
     #[test]
     fn dns_labels() {

@@ -3,6 +3,7 @@
 pub mod model;
 pub mod planner;
 pub mod render;
+pub mod scale;
 
 pub use planner::{destroy, plan};
 
@@ -10,5 +11,7 @@ pub use planner::{destroy, plan};
 mod proptests;
 #[cfg(test)]
 mod runner_tests;
+#[cfg(test)]
+mod scale_tests;
 #[cfg(test)]
 mod tests;

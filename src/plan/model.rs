@@ -67,6 +67,89 @@ pub struct Desired {
     /// then, and for pools whose image has the runner preinstalled).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub runners: Vec<PoolRunner>,
+    /// Pools that follow demand: what the queue asked of each this pass.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub scale: Vec<PoolScale>,
+    /// Slots of scaled pools that the queue asks for and no allowed host
+    /// has room for this pass.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub no_room: Vec<NoRoom>,
+}
+
+/// A pool with `scale`, as the planner needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScaledPool {
+    pub name: String,
+    /// Every label its runners carry (GitHub's defaults, the pool's, the
+    /// fleet's ownership label): a job is the pool's when all of its labels
+    /// are among these.
+    pub runner_labels: Vec<String>,
+    pub min: u32,
+    pub max: u32,
+    pub idle: u32,
+    pub cooldown: std::time::Duration,
+}
+
+/// A job GitHub holds for one of the fleet's repositories, queued or
+/// running (the demand scaled pools follow).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ObservedJob {
+    pub id: u64,
+    pub run_id: u64,
+    /// `OWNER/REPO`.
+    pub repository: String,
+    pub name: String,
+    /// The job's `runs-on` labels.
+    pub labels: Vec<String>,
+    pub status: JobStatus,
+    /// The runner running it, once assigned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runner_name: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobStatus {
+    Queued,
+    InProgress,
+}
+
+/// What the queue asked of one scaled pool, and the slots it keeps.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PoolScale {
+    pub pool: String,
+    /// Runners of the pool running a job.
+    pub busy: u32,
+    /// Queued jobs the pool's runners would take (GitHub's rule: all of the
+    /// job's labels among the runner's), by id.
+    pub queued: Vec<u64>,
+    /// `busy + queued + idle` within `min` and `max`.
+    pub target: u32,
+    /// The slot indexes the pool keeps this pass.
+    pub slots: Vec<u32>,
+    /// Since when the pool has had more slots than `target`; idle slots go
+    /// once that is longer ago than the cooldown.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub above_target_since: Option<DateTime<Utc>>,
+    /// The jobs could not be listed this pass: the pool neither grows nor
+    /// shrinks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unknown: Option<Failure>,
+}
+
+/// A slot of a scaled pool that waits for room on its hosts, and the
+/// queued jobs that wait with it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NoRoom {
+    pub slot: String,
+    pub pool: String,
+    /// The hosts the pool may use.
+    pub hosts: Vec<String>,
+    /// Queued job ids this slot would serve.
+    pub jobs: Vec<u64>,
 }
 
 impl Desired {
@@ -481,6 +564,9 @@ pub enum WaitReason {
     /// A runner that was up is offline while its VM runs; replaced at `deadline`,
     /// or never while the observer cannot say since when (`None`).
     RunnerOffline { deadline: Option<DateTime<Utc>> },
+    /// A scaled pool's slot that queued jobs ask for, with no room on any
+    /// of the pool's hosts; made once another pool's runners leave.
+    NoCapacity { hosts: Vec<String>, jobs: Vec<u64> },
     /// A registration of ours is online but no observed host has its VM:
     /// something hangar cannot see runs it, so it is neither removed nor
     /// duplicated until it goes offline.

@@ -93,6 +93,17 @@ pub fn plan(desired: &Desired, observed: &Observed, now: DateTime<Utc>) -> Plan 
             }
         }
     }
+    // Slots the queue asks for that no host has room for: the plan says so,
+    // naming the jobs that wait.
+    for wait in &desired.no_room {
+        planner.actions.push(Action::Wait {
+            subject: wait.slot.clone(),
+            reason: WaitReason::NoCapacity {
+                hosts: wait.hosts.clone(),
+                jobs: wait.jobs.clone(),
+            },
+        });
+    }
     planner.scope_waits(|host| desired.slots.iter().any(|s| s.host == host));
     let mut actions = without_runner_waits(planner.actions);
     let ours = |slot: &str| is_our_slot(&world, &desired.fleet, &desired.pools, slot);

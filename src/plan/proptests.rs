@@ -153,6 +153,8 @@ fn build(
         slots,
         policy: Policy::default(),
         runners: Vec::new(),
+        scale: Vec::new(),
+        no_room: Vec::new(),
     };
 
     let mut hosts: BTreeMap<String, Vec<ObservedVm>> =

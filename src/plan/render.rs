@@ -199,6 +199,18 @@ fn wait_reason(reason: &WaitReason) -> String {
         WaitReason::OrphanOnline { runner_id } => {
             format!("runner #{runner_id} online without a VM on any host")
         }
+        WaitReason::NoCapacity { hosts, jobs } => {
+            let jobs: Vec<String> = jobs.iter().map(|j| format!("#{j}")).collect();
+            let waiting = match jobs.len() {
+                0 => "no queued job".to_string(),
+                1 => format!("queued job {} waits", jobs[0]),
+                _ => format!("queued jobs {} wait", jobs.join(", ")),
+            };
+            format!(
+                "no room on {} for another runner: {waiting} for capacity",
+                hosts.join(", ")
+            )
+        }
     }
 }
 

@@ -56,6 +56,8 @@ pub(super) fn desired(slots: Vec<DesiredSlot>) -> Desired {
         slots,
         policy: Policy::default(),
         runners: Vec::new(),
+        scale: Vec::new(),
+        no_room: Vec::new(),
     }
 }
 

@@ -11,11 +11,14 @@ pub mod retry;
 pub use retry::{RetryPolicy, Retrying};
 
 use async_trait::async_trait;
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 pub use crate::plan::model::ErrorKind;
 use crate::plan::model::{
-    DrainState, Failure, Leftover, ObservedHost, ObservedRunner, ObservedVm, VmRef,
+    DrainState, Failure, Leftover, ObservedHost, ObservedJob, ObservedRunner, ObservedVm, VmRef,
 };
 
 use crate::model::ownership::Ownership;
@@ -266,4 +269,29 @@ pub trait RunnerRegistry: Send + Sync {
 
     /// The latest budget seen in response headers, if any request was made.
     fn rate_budget(&self) -> Option<RateBudget>;
+
+    /// The queued and running jobs of `repositories` (`OWNER/REPO`): the
+    /// demand that scaled pools follow. Unchanged lists are answered from
+    /// the ETag cache (304, no rate-limit cost). A registry that cannot
+    /// list jobs refuses.
+    async fn jobs(&self, repositories: &[String]) -> Result<Vec<ObservedJob>, ProviderError> {
+        let _ = repositories;
+        Err(ProviderError::new(
+            self.scope(),
+            ErrorKind::Refused,
+            "this registry does not list jobs",
+        ))
+    }
+
+    /// Since when each scaled pool has had more slots than its target, as
+    /// remembered across passes (and processes); empty when this registry
+    /// remembers nothing (then no pool ever shrinks).
+    fn scale_memory(&self) -> BTreeMap<String, DateTime<Utc>> {
+        BTreeMap::new()
+    }
+
+    /// Remember what [`RunnerRegistry::scale_memory`] answers next.
+    fn remember_scale(&self, above_target_since: &BTreeMap<String, DateTime<Utc>>) {
+        let _ = above_target_since;
+    }
 }

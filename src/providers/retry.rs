@@ -25,11 +25,13 @@
 //!   the action fails, and the next plan sees the registration without a VM
 //!   and removes it (the planner's orphan rule) before creating the slot.
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use rand::Rng;
 use tokio_util::sync::CancellationToken;
 
@@ -38,7 +40,7 @@ use super::{
     RunnerRegistry, VmCreate,
 };
 use crate::model::HostFacts;
-use crate::plan::model::{Leftover, ObservedHost, ObservedRunner, ObservedVm, VmRef};
+use crate::plan::model::{Leftover, ObservedHost, ObservedJob, ObservedRunner, ObservedVm, VmRef};
 use crate::secret::Secret;
 
 /// How long a change in flight may go on after the stop signal.
@@ -385,6 +387,22 @@ impl<R: RunnerRegistry + ?Sized> RunnerRegistry for Retrying<R> {
 
     fn rate_budget(&self) -> Option<RateBudget> {
         self.inner.rate_budget()
+    }
+
+    async fn jobs(&self, repositories: &[String]) -> Result<Vec<ObservedJob>, ProviderError> {
+        let scope = self.inner.scope();
+        self.retry(&scope, "list jobs", Call::Read, any, || {
+            self.inner.jobs(repositories)
+        })
+        .await
+    }
+
+    fn scale_memory(&self) -> BTreeMap<String, DateTime<Utc>> {
+        self.inner.scale_memory()
+    }
+
+    fn remember_scale(&self, above_target_since: &BTreeMap<String, DateTime<Utc>>) {
+        self.inner.remember_scale(above_target_since)
     }
 }
 

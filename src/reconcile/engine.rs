@@ -1,9 +1,11 @@
 //! One pass: observe → resolve → plan → execute, and what it reports.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
@@ -13,7 +15,7 @@ use super::policy::{self, Requeue};
 use super::progress;
 use super::{Clock, Error, Provisioner, SlotRunner, Snapshot, World};
 use crate::fleet::LoadedFleet;
-use crate::plan::model::{Desired, Plan};
+use crate::plan::model::{Desired, Observation, Plan};
 use crate::plan::{self};
 
 /// Something outside the VMs that plays the guest's part: the sandbox, whose
@@ -83,12 +85,47 @@ impl Engine {
     /// Observe the world and resolve the file against it, with each pool's
     /// runner release (prepared at the same time as the observation).
     pub async fn desired(&self, fleet: &LoadedFleet) -> (Snapshot, Result<Desired, Error>) {
-        let (snapshot, runners) = tokio::join!(
+        let pools = crate::fleet::scaled_pools(&fleet.fleet);
+        let repositories = fleet.fleet.spec.github.job_repositories();
+        // The queue is asked only when a pool follows it.
+        let jobs = async {
+            if pools.is_empty() {
+                None
+            } else {
+                Some(self.world.registry.jobs(&repositories).await)
+            }
+        };
+        let (snapshot, runners, jobs) = tokio::join!(
             self.world.observe(self.clock.as_ref()),
-            self.provisioner.prepare(self.clock.now())
+            self.provisioner.prepare(self.clock.now()),
+            jobs
         );
+        let scale = match jobs {
+            None => Vec::new(),
+            Some(jobs) => {
+                let jobs = match jobs {
+                    Ok(items) => Observation::Seen { items },
+                    Err(e) => Observation::Failed { error: e.into() },
+                };
+                let remembered = self.world.registry.scale_memory();
+                let scale = plan::scale::scale(
+                    fleet.name(),
+                    &pools,
+                    &snapshot.observed,
+                    &jobs,
+                    &remembered,
+                    snapshot.taken_at,
+                );
+                let above: BTreeMap<String, DateTime<Utc>> = scale
+                    .iter()
+                    .filter_map(|p| Some((p.pool.clone(), p.above_target_since?)))
+                    .collect();
+                self.world.registry.remember_scale(&above);
+                scale
+            }
+        };
         let desired = fleet
-            .resolve(&snapshot.known_facts(), &snapshot.placement())
+            .resolve_scaled(&snapshot.known_facts(), &snapshot.placement(), &scale)
             .map(|mut desired| {
                 for slot in &mut desired.slots {
                     self.supply_runner(slot);
@@ -134,6 +171,12 @@ impl Engine {
                     message: message.clone(),
                 });
             }
+        }
+        if let Some(error) = desired.scale.iter().find_map(|p| p.unknown.as_ref()) {
+            events.emit(Event::ObservationFailed {
+                what: "GitHub jobs".to_string(),
+                error: error.clone(),
+            });
         }
         for (what, error) in snapshot.failures() {
             events.emit(Event::ObservationFailed {

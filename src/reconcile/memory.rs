@@ -17,22 +17,41 @@ use super::Clock;
 use crate::files::state;
 use crate::model::guest::GuestStage;
 use crate::model::host::HostFacts;
-use crate::plan::model::{Leftover, ObservedHost, ObservedRunner, ObservedVm, RunnerStatus, VmRef};
+use crate::plan::model::{
+    Leftover, ObservedHost, ObservedJob, ObservedRunner, ObservedVm, RunnerStatus, VmRef,
+};
 use crate::providers::{
     CacheUsage, Hypervisor, JitRunner, ProviderError, RateBudget, RemoveOutcome, RunnerRegistry,
     VmCreate,
 };
 use crate::secret::Secret;
 
-/// The file `<state dir>/<fleet>.offline.json`: runner id → first seen offline.
+/// The file `<state dir>/<fleet>.offline.json`: runner id → first seen
+/// offline; beside it `<fleet>.scale.json`: scaled pool → since when it has
+/// had more slots than its target (the scale-down cooldown counts from
+/// there).
 pub struct OfflineMemory {
     path: PathBuf,
+    scale_path: PathBuf,
 }
 
 impl OfflineMemory {
     pub fn new(state_dir: &Path, fleet: &str) -> Self {
         OfflineMemory {
             path: state_dir.join(format!("{fleet}.offline.json")),
+            scale_path: state_dir.join(format!("{fleet}.scale.json")),
+        }
+    }
+
+    /// Scaled pool → since when above its target, as last saved.
+    pub fn scale(&self) -> BTreeMap<String, DateTime<Utc>> {
+        load(&self.scale_path)
+    }
+
+    /// Save what [`OfflineMemory::scale`] answers next (only when changed).
+    pub fn remember_scale(&self, above_target_since: &BTreeMap<String, DateTime<Utc>>) {
+        if self.scale() != *above_target_since {
+            save(&self.scale_path, above_target_since);
         }
     }
 
@@ -107,6 +126,18 @@ impl<R: RunnerRegistry> RunnerRegistry for Remembering<R> {
 
     fn rate_budget(&self) -> Option<RateBudget> {
         self.inner.rate_budget()
+    }
+
+    async fn jobs(&self, repositories: &[String]) -> Result<Vec<ObservedJob>, ProviderError> {
+        self.inner.jobs(repositories).await
+    }
+
+    fn scale_memory(&self) -> BTreeMap<String, DateTime<Utc>> {
+        self.memory.scale()
+    }
+
+    fn remember_scale(&self, above_target_since: &BTreeMap<String, DateTime<Utc>>) {
+        self.memory.remember_scale(above_target_since)
     }
 }
 
@@ -340,6 +371,19 @@ mod tests {
         let mut v = [vm(GuestStage::CacheMounted)];
         m().apply(&mut v, t1);
         assert_eq!(v[0].guest_since, Some(t1));
+    }
+
+    #[test]
+    fn the_scale_cooldown_start_survives_a_new_process() {
+        let dir = tempfile::tempdir().unwrap();
+        let t0 = Utc::now();
+        let mut m = BTreeMap::new();
+        m.insert("build".to_string(), t0);
+        OfflineMemory::new(dir.path(), "f").remember_scale(&m);
+        assert_eq!(OfflineMemory::new(dir.path(), "f").scale(), m);
+        assert!(OfflineMemory::new(dir.path(), "g").scale().is_empty());
+        OfflineMemory::new(dir.path(), "f").remember_scale(&BTreeMap::new());
+        assert!(OfflineMemory::new(dir.path(), "f").scale().is_empty());
     }
 
     #[test]

@@ -21,6 +21,7 @@ pub mod policy;
 pub mod progress;
 pub mod status;
 pub mod under_way;
+pub mod webhook;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

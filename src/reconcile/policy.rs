@@ -175,6 +175,8 @@ pub fn ends_by_itself(reason: &WaitReason) -> bool {
         | WaitReason::NameTaken { .. }
         | WaitReason::DomainNameTaken { .. }
         | WaitReason::OrphanOnline { .. }
+        // Another pool's runners must end their jobs first.
+        | WaitReason::NoCapacity { .. }
         | WaitReason::RunnerOffline { deadline: None } => false,
     }
 }

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
@@ -13,6 +13,8 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::api::runner_json;
+use super::jobs::{job_answer, EnqueueJob, SimWebhook};
+use super::layer::base_url;
 use super::world::{RegisterRunner, SimError};
 use super::{Fault, Latency, Shared, SimStats};
 
@@ -29,6 +31,9 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/_sim/runners/{id}/job/start", post(job_start))
         .route("/_sim/runners/{id}/job/finish", post(job_finish))
         .route("/_sim/jit/run", post(jit_run))
+        .route("/_sim/jobs", get(list_jobs).post(enqueue_job))
+        .route("/_sim/jobs/{id}/finish", post(finish_job))
+        .route("/_sim/webhook", put(set_webhook).delete(clear_webhook))
         .route("/_sim/registration-token", post(registration_token))
         .route("/_sim/groups", post(add_group))
         .route("/_sim/releases", post(super::releases::publish))
@@ -189,4 +194,64 @@ async fn set_rate(State(shared): Sim, Json(b): Json<RateBody>) -> Response {
         inner.rate.remaining = remaining.min(inner.rate.limit);
     }
     Json(inner.rate).into_response()
+}
+
+async fn list_jobs(State(shared): Sim) -> Response {
+    Json(shared.lock().world.jobs()).into_response()
+}
+
+async fn enqueue_job(
+    State(shared): Sim,
+    headers: HeaderMap,
+    Json(req): Json<EnqueueJob>,
+) -> Response {
+    let base = base_url(&headers);
+    let result = shared.change(|w| {
+        let job = w.enqueue_job(&req, Utc::now())?;
+        Ok(job_answer(w, &base, job.id))
+    });
+    match result {
+        Ok(job) => (StatusCode::CREATED, Json(job)).into_response(),
+        Err(e) => err(e),
+    }
+}
+
+#[derive(Deserialize)]
+struct FinishJob {
+    #[serde(default)]
+    conclusion: Option<String>,
+}
+
+async fn finish_job(
+    State(shared): Sim,
+    Path(id): Path<u64>,
+    headers: HeaderMap,
+    body: Option<Json<FinishJob>>,
+) -> Response {
+    let base = base_url(&headers);
+    let conclusion = body
+        .and_then(|Json(b)| b.conclusion)
+        .unwrap_or_else(|| "success".into());
+    let result = shared.change(|w| {
+        w.finish_queued_or_running_job(id, &conclusion, Utc::now())?;
+        Ok(job_answer(w, &base, id))
+    });
+    match result {
+        Ok(job) => Json(job).into_response(),
+        Err(e) => err(e),
+    }
+}
+
+async fn set_webhook(
+    State(shared): Sim,
+    headers: HeaderMap,
+    Json(h): Json<SimWebhook>,
+) -> StatusCode {
+    shared.lock().webhook = Some((h, base_url(&headers)));
+    StatusCode::NO_CONTENT
+}
+
+async fn clear_webhook(State(shared): Sim) -> StatusCode {
+    shared.lock().webhook = None;
+    StatusCode::NO_CONTENT
 }

@@ -268,7 +268,7 @@ async fn group_repositories(
 }
 
 /// The `minimal-repository` schema for `owner/name`.
-fn minimal_repository(base: &str, full: &str) -> Value {
+pub(crate) fn minimal_repository(base: &str, full: &str) -> Value {
     let (owner, name) = full.split_once('/').unwrap_or((full, full));
     let api = format!("{base}/repos/{full}");
     let mut v = json!({

@@ -16,6 +16,7 @@ mod api;
 mod app;
 mod control;
 mod groups;
+mod jobs;
 mod layer;
 mod releases;
 mod tarball;
@@ -30,6 +31,7 @@ use chrono::Utc;
 use serde::{Deserialize, Serialize};
 
 pub use groups::repo_id;
+pub use jobs::{EnqueueJob, JobStatus, SimJob, SimRun, SimWebhook};
 pub use releases::{
     PublishRelease, SimAsset, SimRelease, RUNNER_ARCHES, RUNNER_REPO, SEED_RUNNER_VERSION,
 };
@@ -238,6 +240,9 @@ pub(crate) struct Inner {
     pub latency: Option<Latency>,
     pub stats: SimStats,
     pub rate: RateWindow,
+    /// Where `workflow_job` webhooks go, and the base URL their payloads'
+    /// links name.
+    pub webhook: Option<(jobs::SimWebhook, String)>,
 }
 
 pub(crate) struct Shared {
@@ -279,6 +284,7 @@ impl Shared {
                 latency: None,
                 stats: SimStats::default(),
                 rate,
+                webhook: None,
             }),
         })
     }
@@ -290,8 +296,23 @@ impl Shared {
     /// Change the world and save it (when a state file is configured).
     pub(crate) fn change<T>(&self, f: impl FnOnce(&mut SimWorld) -> T) -> T {
         let mut inner = self.lock();
+        let before = inner
+            .webhook
+            .is_some()
+            .then(|| jobs::job_statuses(&inner.world));
         let out = f(&mut inner.world);
+        // GitHub hands queued jobs to runners as soon as one fits: after
+        // any change (a runner online, idle, relabelled).
+        inner.world.assign_jobs(Utc::now());
         self.save(&inner.world);
+        if let (Some(before), Some((hook, base))) = (before, inner.webhook.clone()) {
+            let sent = jobs::deliveries(&inner.world, &before, &base);
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                for (delivery, body) in sent {
+                    rt.spawn(jobs::deliver(hook.clone(), delivery, body));
+                }
+            }
+        }
         out
     }
 
@@ -316,6 +337,7 @@ fn app(shared: Arc<Shared>) -> axum::Router {
         .merge(app::routes())
         .merge(groups::routes())
         .merge(releases::routes())
+        .merge(jobs::routes())
         .route_layer(axum::middleware::from_fn_with_state(
             shared.clone(),
             layer::github_layer,
@@ -452,6 +474,31 @@ impl SimHandle {
     /// Returns the runner as left; `None` when it was ephemeral and is gone.
     pub fn finish_job(&self, runner_id: u64) -> Result<Option<SimRunner>, SimError> {
         self.shared.change(|w| w.finish_job(runner_id))
+    }
+
+    /// A new workflow run with one queued job with `labels`; GitHub's
+    /// assignment follows at once when a runner fits.
+    pub fn enqueue_job(&self, req: &EnqueueJob) -> Result<SimJob, SimError> {
+        self.shared.change(|w| w.enqueue_job(req, Utc::now()))
+    }
+
+    /// End a job: a running one succeeds and frees its runner (an
+    /// ephemeral runner is removed), a queued one is cancelled.
+    pub fn end_job(&self, job_id: u64) -> Result<SimJob, SimError> {
+        self.shared
+            .change(|w| w.finish_queued_or_running_job(job_id, "success", Utc::now()))
+    }
+
+    /// Deliver `workflow_job` webhooks (signed with its secret) to `hook`
+    /// from now on; `None` stops.
+    pub fn set_webhook(&self, hook: Option<SimWebhook>) {
+        let base = self.base_url.clone();
+        self.shared.lock().webhook = hook.map(|h| (h, base));
+    }
+
+    /// Every job, oldest first.
+    pub fn jobs(&self) -> Vec<SimJob> {
+        self.shared.lock().world.jobs()
     }
 
     /// Publish a release ("a new runner release appears").

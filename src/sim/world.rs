@@ -39,6 +39,13 @@ pub struct SimWorld {
     pub releases: BTreeMap<String, Vec<super::releases::SimRelease>>,
     #[serde(default)]
     pub next_release_id: u64,
+    /// Workflow runs by id, each with its jobs.
+    #[serde(default)]
+    pub runs: BTreeMap<u64, super::jobs::SimRun>,
+    #[serde(default)]
+    pub next_run_id: u64,
+    #[serde(default)]
+    pub next_job_id: u64,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -527,10 +534,16 @@ impl SimWorld {
             .find_runner_mut(id)
             .ok_or_else(|| SimError::NotFound(format!("runner {id}")))?;
         r.status = if online { "online" } else { "offline" }.into();
+        let lost_job = !online && r.busy;
         if !online {
             r.busy = false;
         }
-        Ok(r.clone())
+        let r = r.clone();
+        if lost_job {
+            // GitHub fails a job whose runner stops answering.
+            self.end_job_of_runner(id, "failure", Utc::now());
+        }
+        Ok(r)
     }
 
     pub fn start_job(&mut self, id: u64) -> Result<SimRunner, SimError> {
@@ -547,9 +560,19 @@ impl SimWorld {
         Ok(r.clone())
     }
 
-    /// The job ends; an ephemeral runner then unregisters itself, as
-    /// GitHub's do. Returns the runner as it is left (`None`: removed).
+    /// The job ends (the workflow job it ran, if any, succeeds); an
+    /// ephemeral runner then unregisters itself, as GitHub's do. Returns
+    /// the runner as it is left (`None`: removed).
     pub fn finish_job(&mut self, id: u64) -> Result<Option<SimRunner>, SimError> {
+        if !self.find_runner(id).is_some_and(|(_, r)| r.busy) {
+            return self.release_runner(id);
+        }
+        self.end_job_of_runner(id, "success", Utc::now());
+        self.release_runner(id)
+    }
+
+    /// A busy runner becomes idle, or is removed when ephemeral.
+    pub(crate) fn release_runner(&mut self, id: u64) -> Result<Option<SimRunner>, SimError> {
         let (key, r) = self
             .find_runner(id)
             .map(|(k, r)| (k.to_string(), r.clone()))

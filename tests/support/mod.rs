@@ -33,6 +33,8 @@ use hangar::secret::Secret;
 use hangar::sim::{self, SimConfig, SimHandle, SimRunner};
 use tokio_util::sync::CancellationToken;
 
+pub mod scale;
+
 pub const TOKEN: &str = "engine-test-token";
 pub const OWNER: &str = "acme";
 pub const REPO: &str = "widgets";

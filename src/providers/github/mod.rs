@@ -11,9 +11,12 @@
 //! `GET {scope}/actions/runners`, `POST {scope}/actions/runners/generate-jitconfig`,
 //! `POST {scope}/actions/runners/registration-token`,
 //! `DELETE {scope}/actions/runners/{id}`, `GET /orgs/{org}/actions/runner-groups`,
-//! `POST /app/installations/{id}/access_tokens`.
+//! `POST /app/installations/{id}/access_tokens`; for scaled pools
+//! `GET /repos/{owner}/{repo}/actions/runs?status=` and
+//! `GET /repos/{owner}/{repo}/actions/runs/{run_id}/jobs` (see `jobs.rs`).
 
 mod auth;
+mod jobs;
 pub mod releases;
 mod transport;
 
@@ -142,6 +145,8 @@ pub struct GithubRegistry {
     /// The fleet's name and each pool's `runner.workFolder`, for the JIT
     /// config of a slot `<fleet>-<pool>-<index>`.
     work_folders: Option<(String, HashMap<String, String>)>,
+    /// Workflow runs and jobs as last listed, for conditional requests.
+    queue: Mutex<jobs::JobCache>,
 }
 
 impl std::fmt::Debug for GithubRegistry {
@@ -250,6 +255,7 @@ impl GithubRegistry {
             pages: Mutex::new(HashMap::new()),
             groups: tokio::sync::Mutex::new(None),
             work_folders: None,
+            queue: Mutex::new(jobs::JobCache::default()),
         })
     }
 
@@ -572,6 +578,13 @@ impl RunnerRegistry for GithubRegistry {
             }
             _ => Err(self.transport.classify(WHAT, &answer)),
         }
+    }
+
+    async fn jobs(
+        &self,
+        repositories: &[String],
+    ) -> Result<Vec<crate::plan::model::ObservedJob>, ProviderError> {
+        self.list_jobs(repositories).await
     }
 
     fn rate_budget(&self) -> Option<RateBudget> {

@@ -1,0 +1,415 @@
+//! Pools that follow demand, against real parts: the engine on sandbox
+//! hosts (libvirt's test driver), the GitHub simulator over loopback with
+//! its workflow runs, jobs and GitHub's assignment of a queued job to a
+//! matching idle runner, the stand-in guests registering their runners, and
+//! paused time for the cooldown.
+
+mod support;
+
+use std::time::Duration;
+
+use hangar::fleet::{FleetError, LoadedFleet};
+use hangar::plan::model::{Action, WaitReason};
+use hangar::plan::render;
+use hangar::reconcile::daemon::{self, DaemonSettings, FleetSource};
+use hangar::reconcile::event::Ignore;
+use hangar::reconcile::webhook::Webhooks;
+use hangar::secret::Secret;
+use hangar::sim::{JobStatus, SimWebhook};
+use support::scale::{ephemeral_scaled_pool, scaled_fleet, scaled_pool};
+use support::{slot, Rig};
+
+fn creates(actions: &[Action]) -> Vec<String> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Create { slot, .. } => Some(slot.name.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Passes until the plan is in sync (a second of paused time apart).
+async fn settle(rig: &Rig, max: usize) {
+    rig.converge(max).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_pool_follows_its_queue_up_and_back_to_zero_after_the_cooldown() {
+    let yaml = scaled_fleet(&["h1"], "100%", &scaled_pool("burst", 0, 3, 0, None));
+    let rig = Rig::new(&yaml).await;
+
+    // Nothing queued: no VM, nothing to do.
+    let first = rig.pass().await;
+    assert!(first.plan.actions.is_empty(), "{:#?}", first.plan.actions);
+    assert!(rig.vm_names("h1").await.is_empty());
+
+    // Three jobs with the pool's labels: three runners, which take them.
+    let jobs: Vec<u64> = (0..3)
+        .map(|_| rig.enqueue(&["self-hosted", "burst"]).id)
+        .collect();
+    let grow = rig.pass().await;
+    assert_eq!(
+        creates(&grow.plan.actions),
+        [slot("burst", 0), slot("burst", 1), slot("burst", 2)]
+    );
+    settle(&rig, 10).await;
+    let mut takers: Vec<String> = jobs
+        .iter()
+        .map(|id| {
+            let j = rig.job(*id);
+            assert_eq!(j.status, JobStatus::InProgress, "{j:?}");
+            j.runner_name.unwrap()
+        })
+        .collect();
+    takers.sort();
+    assert_eq!(
+        takers,
+        [slot("burst", 0), slot("burst", 1), slot("burst", 2)]
+    );
+    for name in &takers {
+        assert!(rig.runner(name).unwrap().busy, "{name}");
+    }
+
+    // A job with labels no pool has creates nothing.
+    let stray = rig.enqueue(&["self-hosted", "gpu"]);
+    let r = rig.pass().await;
+    assert!(creates(&r.plan.actions).is_empty(), "{:#?}", r.plan.actions);
+    assert_eq!(rig.job(stray.id).status, JobStatus::Queued);
+
+    // The jobs end: the runners stay through the cooldown (10 minutes by
+    // default), then the pool returns to zero.
+    for id in &jobs {
+        rig.sim.end_job(*id).unwrap();
+    }
+    let r = rig.pass().await;
+    assert!(r.plan.actions.is_empty(), "{:#?}", r.plan.actions);
+    tokio::time::advance(Duration::from_secs(9 * 60)).await;
+    let r = rig.pass().await;
+    assert!(
+        r.plan.actions.is_empty(),
+        "within the cooldown: {:#?}",
+        r.plan.actions
+    );
+    assert_eq!(rig.vm_names("h1").await.len(), 3);
+
+    tokio::time::advance(Duration::from_secs(61)).await;
+    let shrink = rig.pass().await;
+    let deleted: Vec<&str> = shrink
+        .plan
+        .actions
+        .iter()
+        .filter(|a| matches!(a, Action::Delete { .. }))
+        .map(|a| a.subject())
+        .collect();
+    assert_eq!(deleted.len(), 3, "{:#?}", shrink.plan.actions);
+    settle(&rig, 10).await;
+    assert!(rig.vm_names("h1").await.is_empty());
+    assert!(
+        rig.runners()
+            .iter()
+            .all(|r| !r.name.starts_with("t-burst-")),
+        "{:?}",
+        rig.runners()
+    );
+    // The stray job still waits, and asks for nothing.
+    assert_eq!(rig.job(stray.id).status, JobStatus::Queued);
+    assert!(rig.diff().await.plan.actions.is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_busy_runner_is_never_removed_and_idle_ones_go_highest_first() {
+    let yaml = scaled_fleet(&["h1"], "100%", &scaled_pool("burst", 0, 3, 0, Some("1m")));
+    let rig = Rig::new(&yaml).await;
+    let jobs: Vec<u64> = (0..3).map(|_| rig.enqueue(&["burst"]).id).collect();
+    settle(&rig, 10).await;
+    // The job on slot 0 runs on; the others end.
+    let on_zero = jobs
+        .iter()
+        .copied()
+        .find(|id| rig.job(*id).runner_name.as_deref() == Some(slot("burst", 0).as_str()))
+        .unwrap();
+    for id in jobs.iter().filter(|id| **id != on_zero) {
+        rig.sim.end_job(*id).unwrap();
+    }
+    rig.pass().await;
+    tokio::time::advance(Duration::from_secs(61)).await;
+    settle(&rig, 10).await;
+    assert_eq!(rig.vm_names("h1").await, [slot("burst", 0)]);
+    assert!(rig.runner(&slot("burst", 0)).unwrap().busy);
+
+    // Demand again: the lowest free index comes back first.
+    let next = rig.enqueue(&["burst"]);
+    let r = rig.pass().await;
+    assert_eq!(creates(&r.plan.actions), [slot("burst", 1)]);
+    settle(&rig, 10).await;
+    assert_eq!(
+        rig.job(next.id).runner_name.as_deref(),
+        Some(slot("burst", 1).as_str())
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn two_pools_share_a_host_as_the_queue_moves_and_the_plan_names_what_waits() {
+    // Room for three 1GiB runners; each pool could have two.
+    let pools = scaled_pool("amd", 0, 2, 0, Some("1m")) + &scaled_pool("ppc", 0, 2, 0, Some("1m"));
+    let yaml = scaled_fleet(&["h1"], "3GiB", &pools);
+    let rig = Rig::new(&yaml).await;
+    let amd: Vec<u64> = (0..2).map(|_| rig.enqueue(&["amd"]).id).collect();
+    let ppc: Vec<u64> = (0..2).map(|_| rig.enqueue(&["ppc"]).id).collect();
+
+    let r = rig.pass().await;
+    assert_eq!(
+        creates(&r.plan.actions),
+        [slot("amd", 0), slot("amd", 1), slot("ppc", 0)]
+    );
+    let waits: Vec<(&str, &WaitReason)> = r
+        .plan
+        .actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Wait { subject, reason } => Some((subject.as_str(), reason)),
+            _ => None,
+        })
+        .collect();
+    let expected = slot("ppc", 1);
+    assert_eq!(
+        waits,
+        [(
+            expected.as_str(),
+            &WaitReason::NoCapacity {
+                hosts: vec!["h1".into()],
+                jobs: vec![ppc[1]],
+            }
+        )]
+    );
+    let text = render::human(&r.plan, false);
+    assert!(
+        text.contains(&format!(
+            "no room on h1 for another runner: queued job #{} waits for capacity",
+            ppc[1]
+        )),
+        "{text}"
+    );
+
+    // Passes until only the wait is left; three jobs run, one waits.
+    for _ in 0..6 {
+        rig.pass().await;
+        tokio::time::advance(Duration::from_secs(1)).await;
+    }
+    assert_eq!(
+        rig.queued_jobs().iter().map(|j| j.id).collect::<Vec<_>>(),
+        [ppc[1]]
+    );
+
+    // amd's jobs end; after its cooldown its runners go and ppc's second
+    // runner takes the waiting job.
+    for id in &amd {
+        rig.sim.end_job(*id).unwrap();
+    }
+    rig.pass().await;
+    tokio::time::advance(Duration::from_secs(61)).await;
+    settle(&rig, 12).await;
+    assert_eq!(rig.vm_names("h1").await, [slot("ppc", 0), slot("ppc", 1)]);
+    assert_eq!(rig.job(ppc[1]).status, JobStatus::InProgress);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_unchanged_queue_costs_no_rate_limit() {
+    let yaml = scaled_fleet(&["h1"], "100%", &scaled_pool("burst", 0, 20, 0, Some("1m")));
+    let rig = Rig::new(&yaml).await;
+    rig.pass().await;
+
+    // Idle: every queue list is a 304, free.
+    rig.sim.reset_stats();
+    for _ in 0..5 {
+        rig.pass().await;
+        tokio::time::advance(Duration::from_secs(60)).await;
+    }
+    let idle = rig.sim.stats();
+    let runs = idle.count("/actions/runs");
+    assert_eq!(runs, 10, "two status lists a pass: {:?}", idle.by_route);
+    assert_eq!(idle.count_status("/actions/runs", 304), runs);
+    assert_eq!(idle.rate_limited_cost, 0, "{:?}", idle.by_route_status);
+
+    // A burst of 20 queued jobs, until all run.
+    rig.sim.reset_stats();
+    let jobs: Vec<u64> = (0..20).map(|_| rig.enqueue(&["burst"]).id).collect();
+    settle(&rig, 10).await;
+    assert!(jobs
+        .iter()
+        .all(|id| rig.job(*id).status == JobStatus::InProgress));
+    let burst = rig.sim.stats();
+    let queue_cost = burst.count("/actions/runs") - burst.count_status("/actions/runs", 304);
+    eprintln!(
+        "burst of 20: {} requests to the queue routes, {} charged; {} charged in all",
+        burst.count("/actions/runs"),
+        queue_cost,
+        burst.rate_limited_cost
+    );
+    // Each run's job list is charged when it changed: listed queued, then
+    // assigned (twice per job), plus the two status lists of the passes that
+    // saw the queue move.
+    assert!(queue_cost <= 2 * 20 + 2 * 10, "{:?}", burst.by_route_status);
+
+    // Steady again (all running): free once more.
+    rig.sim.reset_stats();
+    rig.pass().await;
+    let steady = rig.sim.stats();
+    assert_eq!(
+        steady.count_status("/actions/runs", 304),
+        steady.count("/actions/runs"),
+        "{:?}",
+        steady.by_route_status
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn jit_runners_take_one_job_each_and_the_pool_returns_to_zero() {
+    let yaml = scaled_fleet(&["h1"], "100%", &ephemeral_scaled_pool("pr", 2, "2m"));
+    let rig = Rig::new(&yaml).await;
+    let jobs: Vec<u64> = (0..2)
+        .map(|_| rig.enqueue(&["self-hosted", "linux", "x64", "pr"]).id)
+        .collect();
+    settle(&rig, 10).await;
+    for id in &jobs {
+        assert_eq!(
+            rig.job(*id).status,
+            JobStatus::InProgress,
+            "{:?}",
+            rig.job(*id)
+        );
+    }
+    // The jobs end: each JIT runner unregisters and its guest powers off.
+    for id in &jobs {
+        rig.sim.end_job(*id).unwrap();
+    }
+    for _ in 0..4 {
+        rig.pass().await;
+        tokio::time::advance(Duration::from_secs(1)).await;
+    }
+    tokio::time::advance(Duration::from_secs(121)).await;
+    settle(&rig, 12).await;
+    assert!(rig.vm_names("h1").await.is_empty());
+    assert!(rig.runners().iter().all(|r| !r.name.starts_with("t-pr-")));
+}
+
+struct Fixed(String);
+
+impl FleetSource for Fixed {
+    fn describe(&self) -> String {
+        "fleet.yaml".into()
+    }
+
+    fn load(&self) -> Result<LoadedFleet, FleetError> {
+        hangar::fleet::load_str("fleet.yaml", &self.0)
+    }
+}
+
+/// A free loopback port (bound and let go).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[tokio::test]
+async fn a_signed_webhook_wakes_the_daemon_long_before_its_interval() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret_file = dir.path().join("hook-secret");
+    std::fs::write(&secret_file, "hook-s3cret\n").unwrap();
+    let port = free_port();
+    let yaml = scaled_fleet(&["h1"], "100%", &scaled_pool("burst", 0, 2, 0, None)).replace(
+        "    simulator: true\n",
+        &format!(
+            "    simulator: true\n    webhook: {{listen: '127.0.0.1:{port}', secretFile: {}}}\n",
+            secret_file.display()
+        ),
+    );
+    let rig = Rig::new(&yaml).await;
+    rig.sim.set_webhook(Some(SimWebhook {
+        url: format!("http://127.0.0.1:{port}/hooks/github"),
+        secret: "hook-s3cret".into(),
+    }));
+    let settings = DaemonSettings {
+        // Polling alone would not pass again within this test.
+        every: Duration::from_secs(3600),
+        max_passes: Some(2),
+        state_dir: rig.dir.path().to_path_buf(),
+        lock_poll: Duration::from_millis(100),
+        measure: false,
+    };
+    let source = Fixed(yaml.clone());
+    let fleet = rig.fleet.clone();
+    let engine = rig.wiring.build(&fleet);
+    let stop = rig.cancel.clone();
+    let started = std::time::Instant::now();
+    let run = daemon::daemon(
+        fleet,
+        engine,
+        &source,
+        &rig.wiring,
+        &settings,
+        &stop,
+        &Ignore,
+    );
+    let queue = async {
+        // Once the first pass has run (nothing queued, no VM), a job is
+        // queued: the simulator's webhook is what wakes the daemon.
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        (rig.enqueue(&["burst"]), std::time::Instant::now())
+    };
+    let (stopped, job) =
+        tokio::time::timeout(Duration::from_secs(60), async { tokio::join!(run, queue) })
+            .await
+            .expect("the daemon passed again within a minute, not an hour");
+    let (job, queued_at) = job;
+    assert_eq!(stopped.unwrap().passes, 2);
+    assert!(started.elapsed() < Duration::from_secs(60));
+    assert_eq!(rig.vm_names("h1").await, [slot("burst", 0)], "{job:?}");
+    // The sandbox's guests boot at once: queued to assigned is the webhook,
+    // one pass and the guest's registration.
+    let taken = rig.job(job.id);
+    assert_eq!(taken.status, JobStatus::InProgress, "{taken:?}");
+    eprintln!(
+        "webhook: job queued to runner assigned in {} ms (interval 1 h)",
+        queued_at.elapsed().as_millis()
+    );
+}
+
+#[tokio::test]
+async fn a_forged_webhook_is_refused_and_wakes_nothing() {
+    let hooks = Webhooks::listen("127.0.0.1:0".parse().unwrap(), Secret::new("right".into()))
+        .await
+        .unwrap();
+    let rig = Rig::new(&scaled_fleet(
+        &["h1"],
+        "100%",
+        &scaled_pool("burst", 0, 1, 0, None),
+    ))
+    .await;
+    let wake = hooks.receiver.wake.clone();
+    rig.sim.set_webhook(Some(SimWebhook {
+        url: format!("http://{}/", hooks.addr),
+        secret: "wrong".into(),
+    }));
+    rig.enqueue(&["burst"]);
+    let woken = tokio::time::timeout(Duration::from_secs(2), wake.notified()).await;
+    assert!(
+        woken.is_err(),
+        "a delivery signed with another secret woke the loop"
+    );
+
+    // The same delivery with the right secret does.
+    rig.sim.set_webhook(Some(SimWebhook {
+        url: format!("http://{}/", hooks.addr),
+        secret: "right".into(),
+    }));
+    rig.enqueue(&["burst"]);
+    tokio::time::timeout(Duration::from_secs(10), wake.notified())
+        .await
+        .expect("a signed delivery wakes the loop");
+    hooks.stop().await;
+}
