@@ -55,6 +55,15 @@ fn vm(index: u32) -> VmCreate {
     kit::vm_create(owner, NetworkAttachment::User, "ghs_canary_secret")
 }
 
+/// The volumes of `node` whose name starts with `prefix`.
+fn volumes_named(node: &inspect::NodeView, prefix: &str) -> Vec<String> {
+    node.volumes
+        .keys()
+        .filter(|v| v.starts_with(prefix))
+        .cloned()
+        .collect()
+}
+
 fn pool(n: &Node) -> StoragePool {
     n.host
         .connection()
@@ -223,12 +232,7 @@ fn issue_18_sigterm_ends_a_hung_create_and_destroy_leaves_nothing() {
         "{}",
         lines.join("\n")
     );
-    let crashed = state.node("h1");
-    let half: Vec<&String> = crashed
-        .volumes
-        .keys()
-        .filter(|v| v.starts_with("hung-e-0-"))
-        .collect();
+    let half = volumes_named(&state.node("h1"), "hung-e-0-");
     assert_eq!(half.len(), 3, "root, seed and cache made: {half:?}");
 
     let out = state.run(&["destroy", "--yes"]);
@@ -236,11 +240,7 @@ fn issue_18_sigterm_ends_a_hung_create_and_destroy_leaves_nothing() {
     let said = format!("{}{}", cli::text(&out.stdout), cli::text(&out.stderr));
     assert!(said.contains("cache volume hung-e-0-cache.qcow2"), "{said}");
     let after = state.node("h1");
-    let left: Vec<&String> = after
-        .volumes
-        .keys()
-        .filter(|v| v.starts_with("hung-"))
-        .collect();
+    let left = volumes_named(&after, "hung-");
     // The slot's volumes and the fleet's runner volume.
     assert!(left.is_empty(), "destroy left {left:?}");
     assert!(after.ours("hung").is_empty());

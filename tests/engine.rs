@@ -17,6 +17,7 @@ use hangar::providers::Hypervisor;
 use hangar::reconcile::converge::{self, ConvergeSettings, Converged};
 use hangar::reconcile::daemon::{self, DaemonSettings, FleetSource};
 use hangar::reconcile::destroy::{self, check_no_daemon, DestroySettings};
+use hangar::reconcile::engine::PassResult;
 use hangar::reconcile::error::NotConverged;
 use hangar::reconcile::event::{Event, Events, Ignore, Recorded};
 use hangar::reconcile::lock::FleetLock;
@@ -37,6 +38,20 @@ fn is_wait_busy(a: &Action) -> bool {
             ..
         } | Action::Drain { .. }
     )
+}
+
+/// The plan's only action about `name`, which must be a replace: the
+/// generation it makes, the boot failures it carries and why.
+fn the_replace<'a>(r: &'a PassResult, name: &str) -> (u64, u32, &'a ReplaceReason) {
+    match actions_for(r, name)[..] {
+        [Action::Replace {
+            next_generation,
+            boot_failures,
+            reason,
+            ..
+        }] => (*next_generation, *boot_failures, reason),
+        ref other => panic!("not one replace of {name}: {other:#?}\n{:#?}", r.plan),
+    }
 }
 
 #[tokio::test(start_paused = true)]
@@ -380,15 +395,7 @@ async fn ephemeral_vm_is_replaced_after_its_job_and_keeps_its_cache() {
     rig.take_calls();
     let r = rig.pass().await;
     assert!(
-        matches!(
-            actions_for(&r, &name)[..],
-            [Action::Replace {
-                next_generation: 2,
-                boot_failures: 0,
-                reason: ReplaceReason::JobDone,
-                ..
-            }]
-        ),
+        matches!(the_replace(&r, &name), (2, 0, ReplaceReason::JobDone)),
         "{:#?}",
         r.plan
     );
@@ -469,13 +476,8 @@ async fn runner_that_never_registers_is_replaced_after_the_boot_timeout_with_bac
     let r = rig.pass().await;
     assert!(
         matches!(
-            actions_for(&r, &name)[..],
-            [Action::Replace {
-                next_generation: 2,
-                boot_failures: 1,
-                reason: ReplaceReason::BootTimeout { .. },
-                ..
-            }]
+            the_replace(&r, &name),
+            (2, 1, ReplaceReason::BootTimeout { .. })
         ),
         "{:#?}",
         r.plan
@@ -510,12 +512,9 @@ async fn runner_that_never_registers_is_replaced_after_the_boot_timeout_with_bac
 
         tokio::time::advance(Duration::from_secs(backoff_min as u64 * 60)).await;
         let r = rig.pass().await;
+        let (_, boot_failures, reason) = the_replace(&r, &name);
         assert!(
-            matches!(
-                actions_for(&r, &name)[..],
-                [Action::Replace { boot_failures, reason: ReplaceReason::BootTimeout { .. }, .. }]
-                    if *boot_failures == failures + 1
-            ),
+            boot_failures == failures + 1 && matches!(reason, ReplaceReason::BootTimeout { .. }),
             "{:#?}",
             r.plan
         );

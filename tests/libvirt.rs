@@ -55,6 +55,16 @@ impl Node {
         Ok(Node { _dir: dir, host })
     }
 
+    /// A node holding our VM of slot `index` (generation 1, no cache), and
+    /// the VM as observed.
+    async fn with_vm(index: u32) -> (Node, hangar::plan::model::ObservedVm) {
+        let n = Node::new();
+        let o = owner(index, 1, None);
+        n.host.create(&vm(o.clone())).await.unwrap();
+        let v = n.host.observe(FLEET).await.unwrap().remove(0);
+        (n, v)
+    }
+
     fn conn(&self) -> std::sync::Arc<Connect> {
         self.host.connection().unwrap()
     }
@@ -404,10 +414,7 @@ async fn foreign_domains_are_never_deleted_or_adopted() {
 
 #[tokio::test]
 async fn remove_seed_detaches_and_deletes_the_seed() {
-    let n = Node::new();
-    let o = owner(6, 1, None);
-    n.host.create(&vm(o.clone())).await.unwrap();
-    let v = n.host.observe(FLEET).await.unwrap().remove(0);
+    let (n, v) = Node::with_vm(6).await;
     n.host.remove_seed(&v.vm_ref()).await.unwrap();
     n.host.remove_seed(&v.vm_ref()).await.unwrap();
     assert!(!n.volumes().contains(&"ci-linux-6-g1-seed.iso".to_string()));
@@ -424,10 +431,7 @@ async fn remove_seed_detaches_and_deletes_the_seed() {
 #[tokio::test]
 async fn a_drain_without_a_guest_agent_is_recorded_undeliverable_on_the_domain() {
     use hangar::plan::model::DrainState;
-    let n = Node::new();
-    let o = owner(8, 1, None);
-    n.host.create(&vm(o.clone())).await.unwrap();
-    let v = n.host.observe(FLEET).await.unwrap().remove(0);
+    let (n, v) = Node::with_vm(8).await;
     assert_eq!(v.drain, None);
     let calls = n.host.libvirt_calls();
     assert_eq!(

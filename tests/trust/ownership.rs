@@ -55,6 +55,14 @@ impl Rig {
         self.host_with_image_dirs(vec![]).await
     }
 
+    /// A fresh provider and our VM of slot `index` (generation 1) made by it.
+    async fn host_with_vm(&self, index: u32) -> (LibvirtHost, Ownership) {
+        let host = self.host().await;
+        let a = self.owner(index, 1);
+        host.create(&vm(a.clone())).await.unwrap();
+        (host, a)
+    }
+
     async fn host_with_image_dirs(&self, image_dirs: Vec<PathBuf>) -> LibvirtHost {
         kit::connect(HostConfig {
             console_dir: Some(self.dir.join("consoles")),
@@ -148,9 +156,7 @@ async fn defect_02_foreign_volumes_named_like_ours_are_never_deleted_or_adopted(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn defect_03_a_domain_redefined_without_our_metadata_is_not_deleted() {
     let Some(rig) = Rig::new() else { return };
-    let a = rig.owner(0, 1);
-    let host = rig.host().await;
-    host.create(&vm(a.clone())).await.unwrap();
+    let (host, a) = rig.host_with_vm(0).await;
     let seen = host.observe(&rig.fleet).await.unwrap();
     assert_eq!(seen.len(), 1);
     // What `virsh edit` does when someone removes the metadata: same UUID.
@@ -178,9 +184,7 @@ async fn defect_03_a_domain_redefined_without_our_metadata_is_not_deleted() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn defect_04_a_copy_naming_another_slot_is_foreign_so_the_slot_waits() {
     let Some(rig) = Rig::new() else { return };
-    let a = rig.owner(0, 1);
-    let host = rig.host().await;
-    host.create(&vm(a.clone())).await.unwrap();
+    let (_first, a) = rig.host_with_vm(0).await;
     // A copy of a's definition under slot 1's name, new UUID, a's metadata.
     let xml = virsh(&["dumpxml", "--inactive", &a.slot]).unwrap();
     let uuid_start = xml.find("<uuid>").unwrap();
