@@ -1187,8 +1187,6 @@ async fn apply_ends_when_its_wait_ends_or_the_stop_signal_comes() {
 async fn leftover_volumes_are_planned_shown_and_removed_and_odd_ones_kept() {
     let yaml = fleet_yaml(&["h1"], &pool("build", 1, false, 1, false));
     let rig = Rig::with_seed(&yaml, |hosts| {
-        let conn = hosts["h1"].libvirt().connection().unwrap();
-        let pool = conn.lookup_storage_pool_by_name("default").unwrap();
         let made = ["t-build-0-g7-seed.iso", "t-build-0-g7-root.qcow2"];
         // hangar records a volume (its intent) before it makes it.
         let record = hosts["h1"]
@@ -1200,15 +1198,7 @@ async fn leftover_volumes_are_planned_shown_and_removed_and_odd_ones_kept() {
         let keys: Vec<String> = made.iter().map(|v| format!("default/{v}")).collect();
         std::fs::write(record, serde_json::to_vec(&keys).unwrap()).unwrap();
         for (name, format) in [(made[0], "raw"), (made[1], "raw")] {
-            virt::storage_vol::StorageVol::create_xml(
-                &pool,
-                &format!(
-                    "<volume><name>{name}</name><capacity unit='M'>16</capacity>\
-                     <target><format type='{format}'/></target></volume>"
-                ),
-                0,
-            )
-            .unwrap();
+            support::wiring::foreign_volume(&hosts["h1"], "default", name, format, 16);
         }
     })
     .await;

@@ -303,7 +303,6 @@ async fn s06_foreign_objects_are_never_touched() {
             .unwrap()
             .create()
             .unwrap();
-        let pool = conn.lookup_storage_pool_by_name("default").unwrap();
         for v in [
             // Same name as e-0's first root overlay, but not an overlay.
             format!("{}-g1-root.qcow2", slot("e", 0)),
@@ -311,15 +310,7 @@ async fn s06_foreign_objects_are_never_touched() {
             // Named like a cache of a slot that does not exist.
             format!("{}-cache.qcow2", slot("p", 7)),
         ] {
-            virt::storage_vol::StorageVol::create_xml(
-                &pool,
-                &format!(
-                    "<volume><name>{v}</name><capacity unit='M'>1</capacity>\
-                     <target><format type='raw'/></target></volume>"
-                ),
-                0,
-            )
-            .unwrap();
+            wiring::foreign_volume(&hosts["h1"], "default", &v, "raw", 1);
         }
     })
     .await;

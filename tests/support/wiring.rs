@@ -226,6 +226,22 @@ pub fn sandbox_hosts(dir: &Path, fleet: &LoadedFleet) -> Hosts {
         .collect()
 }
 
+/// Defines volume `name` (`format`, `mib` MiB) in `pool` of `host` behind
+/// hangar's back, as someone else would.
+pub fn foreign_volume(host: &SandboxHost, pool: &str, name: &str, format: &str, mib: u64) {
+    let conn = host.libvirt().connection().unwrap();
+    let pool = conn.lookup_storage_pool_by_name(pool).unwrap();
+    virt::storage_vol::StorageVol::create_xml(
+        &pool,
+        &format!(
+            "<volume><name>{name}</name><capacity unit='M'>{mib}</capacity>\
+             <target><format type='{format}'/></target></volume>"
+        ),
+        0,
+    )
+    .unwrap_or_else(|e| panic!("foreign volume {name}: {e}"));
+}
+
 /// The stand-in guests of `hosts`, registering their runners in `scope`.
 pub fn sandbox_guests(sim: &Arc<SimHandle>, scope: &str, hosts: &Hosts) -> Arc<dyn GuestPlay> {
     Arc::new(SandboxGuests {
