@@ -20,7 +20,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use hangar::assemble::FleetProvisioner;
 use hangar::fleet::{load_str, LoadedFleet};
 use hangar::model::host::{DomainType, HostFacts, NetworkAttachment};
 use hangar::model::names::ownership_label;
@@ -29,17 +28,17 @@ use hangar::plan::model::{
     Action, Desired, Observation, Observed, ObservedRunner, ObservedVm, RunnerStatus, VmState,
 };
 use hangar::plan::planner;
-use hangar::providers::github::{Auth, GithubConfig, GithubRegistry, Scope};
 use hangar::providers::hooked::{Hook, Hooked, HvCall, HvOp, Made};
 use hangar::providers::libvirt::{HostConfig, LibvirtHost};
-use hangar::providers::{Hypervisor, RetryPolicy, Retrying, RunnerRegistry};
+use hangar::providers::{Hypervisor, RetryPolicy, RunnerRegistry};
 use hangar::reconcile::engine::{Engine, PassResult};
-use hangar::reconcile::event::Ignore;
-use hangar::reconcile::{Limits, SystemClock, World};
-use hangar::secret::Secret;
+use hangar::reconcile::{Limits, SystemClock};
 use hangar::sim::{self, Latency, SimConfig, SimHandle};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
+
+#[path = "../tests/support/wiring.rs"]
+mod wiring;
 
 const FLEET: &str = "bench";
 const OWNER: &str = "bench-org";
@@ -228,11 +227,7 @@ impl Rig {
             assert_eq!(lv.domain_type(), DomainType::Test);
             let m = Arc::new(Metered::new(Arc::new(lv), Meter::default()));
             metered.push(m.clone());
-            let retrying: Arc<dyn Hypervisor> = Arc::new(Retrying::<dyn Hypervisor>::new(
-                m.clone() as Arc<dyn Hypervisor>,
-                RetryPolicy::LIBVIRT,
-            ));
-            world_hosts.insert(name, retrying);
+            world_hosts.insert(name, wiring::retrying(m, RetryPolicy::LIBVIRT, None));
         }
         // JIT mints draw on GitHub's registration bucket (10,000/h), not the
         // core 5,000/h the simulator models; building 5,000 slots would
@@ -240,34 +235,22 @@ impl Rig {
         let mut config = SimConfig::new(TOKEN);
         config.rate_limit = 1_000_000;
         let sim = sim::start(config).await.expect("github simulator");
-        let registry = GithubRegistry::new(GithubConfig {
-            scope: Scope::Repository {
-                owner: OWNER.into(),
-                repo: REPO.into(),
-            },
-            api_url: sim.base_url.clone(),
-            auth: Auth::Token(Secret::new(TOKEN.into())),
-            timeout: Some(Duration::from_secs(30)),
-        })
-        .expect("github registry");
-        let registry: Arc<dyn RunnerRegistry> =
-            Arc::new(Retrying::new(registry, RetryPolicy::GITHUB));
+        let registry = wiring::registry(&sim, OWNER, REPO, TOKEN, Some(Duration::from_secs(30)));
+        let registry = wiring::retrying_registry(registry, RetryPolicy::GITHUB, None);
         let c = fleet.concurrency();
         let engine = Engine {
-            world: World {
-                fleet: FLEET.into(),
-                hosts: world_hosts,
-                registry,
-            },
-            provisioner: Arc::new(FleetProvisioner::new(fleet.fleet.clone(), None)),
-            clock: Arc::new(SystemClock),
             limits: Limits {
                 global: c.global as usize,
                 per_host: c.per_host as usize,
             },
-            guests: None,
             poll: Duration::from_secs(1),
-            services: Vec::new(),
+            ..wiring::engine(
+                &fleet,
+                world_hosts,
+                Arc::new(registry),
+                Arc::new(SystemClock),
+                None,
+            )
         };
         Rig {
             _dir: dir,
@@ -281,33 +264,24 @@ impl Rig {
 
     async fn pass(&self) -> PassResult {
         let cancel = CancellationToken::new();
-        self.engine
-            .pass(
-                &self.fleet,
-                false,
-                &cancel,
-                &Ignore,
-                Duration::from_secs(60),
-            )
-            .await
-            .unwrap_or_else(|e| panic!("pass: {e}"))
+        wiring::pass(
+            &self.engine,
+            &self.fleet,
+            false,
+            &cancel,
+            Duration::from_secs(60),
+        )
+        .await
     }
 
     /// What booted guests do: every offline runner of the scope runs its
     /// JIT config and comes online (through the simulator, as `run.sh`).
     fn guests_come_up(&self) -> usize {
-        let key = sim::scope_key(&format!("repos/{OWNER}/{REPO}")).expect("scope");
-        let world = self.sim.world();
-        let offline: Vec<u64> = world
-            .scope(&key)
-            .map(|s| {
-                s.runners
-                    .values()
-                    .filter(|r| r.status == "offline")
-                    .map(|r| r.id)
-                    .collect()
-            })
-            .unwrap_or_default();
+        let offline: Vec<u64> = wiring::runners(&self.sim, &format!("repos/{OWNER}/{REPO}"))
+            .into_iter()
+            .filter(|r| r.status == "offline")
+            .map(|r| r.id)
+            .collect();
         for id in &offline {
             self.sim.set_online(*id, true).expect("runner online");
         }
@@ -389,15 +363,6 @@ impl Rig {
         drop(engine);
         let _ = sim.shutdown().await;
     }
-}
-
-/// GitHub requests that change something (anything but a GET).
-fn github_mutations(s: &sim::SimStats) -> u64 {
-    s.by_route
-        .iter()
-        .filter(|(route, _)| !route.starts_with("GET "))
-        .map(|(_, n)| n)
-        .sum()
 }
 
 // ---------------------------------------------------------------------------
@@ -601,7 +566,7 @@ async fn p1_steady_state(rep: &mut Report, opt: &Options) -> Rig {
         Some(gh_304 == gh_total),
     );
     let mutations = (after.mutations - before.mutations) as f64
-        + (github_mutations(&after.github) - github_mutations(&before.github)) as f64;
+        + (wiring::github_writes(&after.github) - wiring::github_writes(&before.github)) as f64;
     rep.row(
         "P1",
         "mutating calls per pass (libvirt + GitHub)",
@@ -1068,16 +1033,7 @@ async fn p5_runner_pages(rep: &mut Report, opt: &Options) {
         &[],
     )
     .expect("runners");
-    let registry = GithubRegistry::new(GithubConfig {
-        scope: Scope::Repository {
-            owner: OWNER.into(),
-            repo: REPO.into(),
-        },
-        api_url: sim.base_url.clone(),
-        auth: Auth::Token(Secret::new(TOKEN.into())),
-        timeout: Some(Duration::from_secs(30)),
-    })
-    .expect("github registry");
+    let registry = wiring::registry(&sim, OWNER, REPO, TOKEN, Some(Duration::from_secs(30)));
     sim.set_latency(Some(Latency {
         ms: latency_ms,
         route: Some("actions/runners".into()),

@@ -16,7 +16,7 @@ use hangar::sim::{self, RegisterRunner, SimConfig, SimHandle};
 
 #[path = "kit/virsh.rs"]
 mod virsh;
-use virsh::{console_logs, domains, running, virsh, volumes, Cleanup, SYSTEM as URI};
+use virsh::{console_logs, domains, running, virsh, volumes, Cleanup, PrivatePool, SYSTEM as URI};
 
 const BIN: &str = env!("CARGO_BIN_EXE_hangar");
 const TOKEN: &str = "apply-system-token";
@@ -103,28 +103,13 @@ impl System {
     /// With `isolated`, the host's network mode is `isolated`: hangar makes
     /// a NAT network and an nwfilter of the fleet's (a private subnet).
     async fn start_with(isolated: bool) -> Option<System> {
-        if !virsh::usable() {
-            return None;
-        }
-        let id = format!(
-            "{:x}{:x}",
-            std::process::id(),
-            chrono::Utc::now().timestamp_subsec_nanos()
-        );
-        let fleet = format!("sys{id}");
-        let pool = format!("hangar-sys-{id}");
-        let dir = tempfile::tempdir().unwrap();
-        let pool_dir = dir.path().join("pool");
-        let state = dir.path().join("state");
-        std::fs::create_dir_all(&pool_dir).unwrap();
-        let guard = Cleanup {
-            prefix: format!("{fleet}-"),
-            pool: Some(pool.clone()),
-            fleet: Some(fleet.clone()),
-            console_dir: Some(PathBuf::from(CONSOLE_DIR)),
-            dir: Some(dir),
-        };
-        virsh::make_pool(&pool, &pool_dir);
+        let mut private = PrivatePool::new("sys")?;
+        private.guard.fleet = Some(private.fleet.clone());
+        private.guard.console_dir = Some(PathBuf::from(CONSOLE_DIR));
+        let state = private.dir.join("state");
+        let PrivatePool {
+            fleet, pool, guard, ..
+        } = private;
 
         let sim = sim::start(SimConfig::new(TOKEN)).await.unwrap();
         let file: PathBuf = state.with_file_name("fleet.yaml");

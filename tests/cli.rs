@@ -152,15 +152,11 @@ fn reconcile_every_with_max_passes_stops_by_itself() {
     let sb = Sandbox::new();
     let file = quickstart();
     let started = Instant::now();
-    let r = sb.run(&[
-        "reconcile",
-        "-f",
+    let r = sb.run(&reconcile_args(
         file.to_str().unwrap(),
-        "--every",
         "1s",
-        "--max-passes",
-        "2",
-    ]);
+        &["--max-passes", "2"],
+    ));
     assert_eq!(r.code, 0, "{r}");
     assert!(r.stderr.contains("stopped after 2 pass(es)"), "{r}");
     assert_eq!(
@@ -180,13 +176,7 @@ fn reconcile_every_with_max_passes_stops_by_itself() {
 fn sigterm_stops_the_daemon_promptly_with_exit_0() {
     let sb = Sandbox::new();
     let file = quickstart();
-    let mut child = sb
-        .command(&["reconcile", "-f", file.to_str().unwrap(), "--every", "1m"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let rx = stderr_lines(&mut child);
+    let (mut child, rx) = sb.reconcile(&file, "1m", &[]);
     let mut seen = Vec::new();
     wait_for_line(&rx, &mut seen, "pass: ");
     let sent = Instant::now();
@@ -271,21 +261,7 @@ fn the_daemon_waits_for_the_lock_instead_of_failing() {
     let sb = Sandbox::new();
     let file = quickstart();
     let lock = FleetLock::try_acquire(sb.state.path(), "quickstart").unwrap();
-    let mut child = sb
-        .command(&[
-            "reconcile",
-            "-f",
-            file.to_str().unwrap(),
-            "--every",
-            "1s",
-            "--max-passes",
-            "1",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let rx = stderr_lines(&mut child);
+    let (mut child, rx) = sb.reconcile(&file, "1s", &["--max-passes", "1"]);
     let mut seen = Vec::new();
     wait_for_line(&rx, &mut seen, "reconciling fleet quickstart");
     // Held: no pass happens, the daemon keeps running.
@@ -316,21 +292,7 @@ fn the_daemon_keeps_the_last_good_file_and_picks_up_a_good_edit() {
     let sb = Sandbox::new();
     let file = sb.edited("fleet.yaml", |t| t);
     let original = std::fs::read_to_string(&file).unwrap();
-    let mut child = sb
-        .command(&[
-            "reconcile",
-            "-f",
-            file.to_str().unwrap(),
-            "--every",
-            "1s",
-            "--max-passes",
-            "4",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let rx = stderr_lines(&mut child);
+    let (mut child, rx) = sb.reconcile(&file, "1s", &["--max-passes", "4"]);
     let mut seen = Vec::new();
     wait_for_line(&rx, &mut seen, "pass: ");
 
@@ -448,13 +410,7 @@ fn issue_17_item_12_destroy_while_the_daemon_runs_is_refused_with_exit_4() {
     let sb = Sandbox::new();
     let file = quickstart();
     let f = file.to_str().unwrap();
-    let mut child = sb
-        .command(&["reconcile", "-f", f, "--every", "1m"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let rx = stderr_lines(&mut child);
+    let (mut child, rx) = sb.reconcile(&file, "1m", &[]);
     let mut seen = Vec::new();
     wait_for_line(&rx, &mut seen, "pass: ");
     let before = occupied(&sb.status(&file));

@@ -17,17 +17,16 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use hangar::model::host::NetworkAttachment;
-use hangar::model::ownership::{Ownership, SpecHash, VmShape};
-use hangar::providers::libvirt::{HostConfig, LibvirtHost, DEFAULT_CONSOLE_DIR};
-use hangar::providers::{Hypervisor, Seed, VmCreate};
-use hangar::secret::Secret;
+use hangar::providers::libvirt::DEFAULT_CONSOLE_DIR;
+use hangar::providers::Hypervisor;
 
+#[path = "kit/host.rs"]
+mod kit;
 #[path = "kit/virsh.rs"]
 mod virsh;
-use virsh::{must, Cleanup, SYSTEM as URI};
+use virsh::{must, Cleanup, PrivatePool, SYSTEM as URI};
 
 const BIN: &str = env!("CARGO_BIN_EXE_hangar");
-const MIB: u64 = 1 << 20;
 /// What SeaBIOS prints on the serial port of a VM with no bootable disk.
 const FIRMWARE_LINE: &str = "No bootable device";
 
@@ -66,78 +65,21 @@ impl Rig {
 }
 
 async fn rig() -> Option<Rig> {
-    if !virsh::usable() {
-        return None;
-    }
-    let id = format!(
-        "{:x}{:x}",
-        std::process::id(),
-        Utc::now().timestamp_subsec_nanos()
-    );
-    let fleet = format!("con{id}");
-    let pool = format!("hangar-con-{id}");
-    let dir = tempfile::tempdir().unwrap();
-    let pool_dir = dir.path().join("pool");
-    std::fs::create_dir_all(&pool_dir).unwrap();
-    let guard = Cleanup {
-        prefix: format!("{fleet}-"),
-        pool: Some(pool.clone()),
-        fleet: None,
-        console_dir: Some(PathBuf::from(DEFAULT_CONSOLE_DIR)),
-        dir: Some(dir),
-    };
-    virsh::make_pool(&pool, &pool_dir);
+    let mut private = PrivatePool::new("con")?;
+    private.guard.console_dir = Some(PathBuf::from(DEFAULT_CONSOLE_DIR));
+    let PrivatePool {
+        fleet, pool, guard, ..
+    } = private;
     let slot = format!("{fleet}-linux-0");
-    let owner = Ownership {
-        fleet: fleet.clone(),
-        pool: "linux".into(),
-        slot: slot.clone(),
-        index: 0,
-        generation: 1,
-        spec_hash: SpecHash("0000000000000001".into()),
-        created_at: Utc::now(),
-        ephemeral: true,
-        boot_failures: 0,
-        shape: VmShape {
-            cpus: 1,
-            memory_bytes: 128 * MIB,
-            disk_bytes: 256 * MIB,
-            image: "base.qcow2".into(),
-            cache_bytes: None,
-        },
-    };
-    let host = tokio::task::spawn_blocking({
-        let pool = pool.clone();
-        move || {
-            LibvirtHost::connect(HostConfig {
-                name: "local".into(),
-                uri: URI.into(),
-                storage_pool: pool,
-                network: NetworkAttachment::None,
-                domain_type: None,
-                // Where the binary's hosts write them: `hangar logs` must
-                // find this one by name.
-                console_dir: None,
-                volume_record: None,
-                image_dirs: Vec::new(),
-            })
-        }
-    })
-    .await
-    .unwrap()
-    .unwrap();
-    host.create(&VmCreate {
-        seed: Seed {
-            user_data: "#cloud-config\n".to_string(),
-            meta_data: format!("instance-id: {slot}-g1\n"),
-            credential: Secret::new("ghs_console_canary".to_string()),
-        },
+    // The console log goes where the binary's hosts write them (the
+    // default console dir): `hangar logs` must find this one by name.
+    let host = kit::connect(kit::host_config("local", URI, &pool)).await;
+    let owner = kit::ownership(&fleet, "linux", 0, 1, Utc::now(), kit::small_vm(None));
+    host.create(&kit::vm_create(
         owner,
-        boot: None,
-        network: NetworkAttachment::None,
-        cpu_model: Default::default(),
-        runner_volume: None,
-    })
+        NetworkAttachment::None,
+        "ghs_console_canary",
+    ))
     .await
     .unwrap();
 
@@ -218,6 +160,28 @@ fn exit_within(child: &mut Child, within: Duration) -> i32 {
     }
 }
 
+/// Attached with `hangar console SLOT EXTRA…`: the child, its stdout and
+/// stderr, and what it said on stderr up to the attach.
+fn attached(
+    rig: &Rig,
+    extra: &[&str],
+) -> (
+    Child,
+    mpsc::Receiver<String>,
+    mpsc::Receiver<String>,
+    String,
+) {
+    let (child, out, err) = attach(rig, extra);
+    let mut said = String::new();
+    wait_for(
+        &err,
+        &mut said,
+        "Escape character is ^]",
+        Duration::from_secs(20),
+    );
+    (child, out, err, said)
+}
+
 fn attach(rig: &Rig, extra: &[&str]) -> (Child, mpsc::Receiver<String>, mpsc::Receiver<String>) {
     let mut args = vec!["console", rig.slot.as_str()];
     args.extend(extra);
@@ -288,14 +252,7 @@ async fn logs_and_console_of_a_slot_on_real_libvirtd() {
     let before = followed_text.matches("SeaBIOS").count();
 
     // Attached: a reset makes the firmware print again, live.
-    let (mut a, a_out, a_err) = attach(&rig, &[]);
-    let mut a_said = String::new();
-    wait_for(
-        &a_err,
-        &mut a_said,
-        "Escape character is ^]",
-        Duration::from_secs(20),
-    );
+    let (mut a, a_out, a_err, mut a_said) = attached(&rig, &[]);
     must(&["reset", &rig.slot]);
     let mut a_seen = String::new();
     wait_for(&a_out, &mut a_seen, "SeaBIOS", Duration::from_secs(60));
@@ -312,14 +269,7 @@ async fn logs_and_console_of_a_slot_on_real_libvirtd() {
     // A second client is refused while one is attached; --force takes over.
     let (code, _, stderr) = rig.run(&["console", &rig.slot]);
     assert_eq!(code, 3, "{stderr}");
-    let (mut b, _b_out, b_err) = attach(&rig, &["--force"]);
-    let mut b_said = String::new();
-    wait_for(
-        &b_err,
-        &mut b_said,
-        "Escape character is ^]",
-        Duration::from_secs(20),
-    );
+    let (mut b, _b_out, b_err, mut b_said) = attached(&rig, &["--force"]);
     assert_eq!(exit_within(&mut a, Duration::from_secs(20)), 0);
     wait_for(&a_err, &mut a_said, "closed", Duration::from_secs(5));
 
@@ -333,14 +283,7 @@ async fn logs_and_console_of_a_slot_on_real_libvirtd() {
         Duration::from_secs(5),
     );
     // Detached, the console is free again: attaching without --force works.
-    let (mut c, _c_out, c_err) = attach(&rig, &[]);
-    let mut c_said = String::new();
-    wait_for(
-        &c_err,
-        &mut c_said,
-        "Escape character is ^]",
-        Duration::from_secs(20),
-    );
+    let (mut c, _c_out, _c_err, _c_said) = attached(&rig, &[]);
     drop(c.stdin.take());
     assert_eq!(exit_within(&mut c, Duration::from_secs(20)), 0);
 

@@ -10,19 +10,16 @@
 
 #![cfg(feature = "failpoints")]
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
-use chrono::{TimeZone, Utc};
 use hangar::model::host::NetworkAttachment;
-use hangar::model::ownership::{Ownership, SpecHash, VmShape};
 use hangar::plan::model::Leftover;
 use hangar::providers::libvirt::xml::{self, VolumeFormat, VolumeSpec};
-use hangar::providers::libvirt::{HostConfig, LibvirtHost};
-use hangar::providers::{Hypervisor, Seed, VmCreate};
-use hangar::secret::Secret;
+use hangar::providers::libvirt::LibvirtHost;
+use hangar::providers::{Hypervisor, VmCreate};
+use virt::storage_pool::StoragePool;
 
-const POOL: &str = "hangar-test";
+const POOL: &str = kit::NODE_POOL;
 const FLEET: &str = "ci";
 
 #[allow(dead_code)]
@@ -31,6 +28,8 @@ mod cli;
 #[allow(dead_code)]
 #[path = "reliability/inspect.rs"]
 mod inspect;
+#[path = "kit/host.rs"]
+mod kit;
 
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
@@ -40,65 +39,41 @@ struct Node {
 }
 
 fn node() -> Node {
-    let dir = tempfile::tempdir().unwrap();
-    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/libvirt/node.xml");
-    let node = dir.path().join("node.xml");
-    std::fs::copy(fixture, &node).unwrap();
-    let host = LibvirtHost::connect(HostConfig {
-        name: "testhost".into(),
-        uri: format!("test://{}", node.display()),
-        storage_pool: POOL.into(),
-        network: NetworkAttachment::None,
-        domain_type: None,
-        console_dir: Some(dir.path().join("consoles")),
-        volume_record: Some(dir.path().join("volumes.json")),
-        image_dirs: Vec::new(),
-    })
-    .unwrap();
+    let (dir, host) = kit::test_node(None).unwrap();
     Node { _dir: dir, host }
 }
 
 fn vm(index: u32) -> VmCreate {
-    let owner = Ownership {
-        fleet: FLEET.into(),
-        pool: "linux".into(),
-        slot: format!("{FLEET}-linux-{index}"),
+    let owner = kit::ownership(
+        FLEET,
+        "linux",
         index,
-        generation: 1,
-        spec_hash: SpecHash("0000000000000001".into()),
-        created_at: Utc.with_ymd_and_hms(2024, 5, 1, 12, 0, 0).unwrap(),
-        ephemeral: true,
-        boot_failures: 0,
-        shape: VmShape {
-            cpus: 2,
-            memory_bytes: 1 << 30,
-            disk_bytes: 4 << 30,
-            image: "base.qcow2".into(),
-            cache_bytes: Some(1 << 30),
-        },
-    };
-    VmCreate {
-        seed: Seed {
-            user_data: "#cloud-config\n".to_string(),
-            meta_data: format!("instance-id: {}-g1\n", owner.slot),
-            credential: Secret::new("ghs_canary_secret".to_string()),
-        },
-        owner,
-        boot: None,
-        network: NetworkAttachment::User,
-        cpu_model: Default::default(),
-        runner_volume: None,
-    }
+        1,
+        kit::fixed_time(),
+        kit::node_vm(Some(1 << 30)),
+    );
+    kit::vm_create(owner, NetworkAttachment::User, "ghs_canary_secret")
 }
 
-fn volumes(n: &Node) -> Vec<String> {
-    let pool = n
-        .host
+/// The volumes of `node` whose name starts with `prefix`.
+fn volumes_named(node: &inspect::NodeView, prefix: &str) -> Vec<String> {
+    node.volumes
+        .keys()
+        .filter(|v| v.starts_with(prefix))
+        .cloned()
+        .collect()
+}
+
+fn pool(n: &Node) -> StoragePool {
+    n.host
         .connection()
         .unwrap()
         .lookup_storage_pool_by_name(POOL)
-        .unwrap();
-    let mut v = pool.list_volumes().unwrap();
+        .unwrap()
+}
+
+fn volumes(n: &Node) -> Vec<String> {
+    let mut v = pool(n).list_volumes().unwrap();
     v.sort();
     v
 }
@@ -150,12 +125,7 @@ async fn issue_18_a_half_made_slot_is_found_and_removed_cache_included() {
     let _one = ONE_AT_A_TIME.lock().await;
     let n = node();
     // A foreign cache volume named like a slot of ours, in no record.
-    let pool = n
-        .host
-        .connection()
-        .unwrap()
-        .lookup_storage_pool_by_name(POOL)
-        .unwrap();
+    let pool = pool(&n);
     let foreign = xml::volume_xml(&VolumeSpec {
         name: "ci-linux-5-cache.qcow2".into(),
         capacity_bytes: 1 << 30,
@@ -262,12 +232,7 @@ fn issue_18_sigterm_ends_a_hung_create_and_destroy_leaves_nothing() {
         "{}",
         lines.join("\n")
     );
-    let crashed = state.node("h1");
-    let half: Vec<&String> = crashed
-        .volumes
-        .keys()
-        .filter(|v| v.starts_with("hung-e-0-"))
-        .collect();
+    let half = volumes_named(&state.node("h1"), "hung-e-0-");
     assert_eq!(half.len(), 3, "root, seed and cache made: {half:?}");
 
     let out = state.run(&["destroy", "--yes"]);
@@ -275,11 +240,7 @@ fn issue_18_sigterm_ends_a_hung_create_and_destroy_leaves_nothing() {
     let said = format!("{}{}", cli::text(&out.stdout), cli::text(&out.stderr));
     assert!(said.contains("cache volume hung-e-0-cache.qcow2"), "{said}");
     let after = state.node("h1");
-    let left: Vec<&String> = after
-        .volumes
-        .keys()
-        .filter(|v| v.starts_with("hung-"))
-        .collect();
+    let left = volumes_named(&after, "hung-");
     // The slot's volumes and the fleet's runner volume.
     assert!(left.is_empty(), "destroy left {left:?}");
     assert!(after.ours("hung").is_empty());

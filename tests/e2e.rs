@@ -30,7 +30,7 @@ mod e2e_image;
 #[path = "kit/virsh.rs"]
 mod virsh;
 use e2e_image::{build_image, Progress};
-use virsh::{must, virsh};
+use virsh::{must, upload_raw, virsh};
 const CACHE_BYTES: u64 = 1 << 30;
 /// Software emulation: cloud-init finishes at ~70 s of guest uptime on an
 /// idle machine, several times that on a loaded one. A guest silent on its
@@ -194,38 +194,10 @@ fn ephemeral_guest_provisions_runs_one_job_and_powers_off() {
         "0",
     ]);
     made.volumes.push("cache.raw".to_string());
-    must(&[
-        "vol-create-as",
-        &name,
-        "seed.iso",
-        &seed.len().to_string(),
-        "--format",
-        "raw",
-    ]);
     made.volumes.push("seed.iso".to_string());
-    must(&[
-        "vol-upload",
-        "--pool",
-        &name,
-        "seed.iso",
-        seed_file.to_str().unwrap(),
-    ]);
-    must(&[
-        "vol-create-as",
-        &name,
-        "runner.tar.gz",
-        &runner_bytes.len().to_string(),
-        "--format",
-        "raw",
-    ]);
+    upload_raw(&name, "seed.iso", &seed_file);
     made.volumes.push("runner.tar.gz".to_string());
-    must(&[
-        "vol-upload",
-        "--pool",
-        &name,
-        "runner.tar.gz",
-        runner_tar.to_str().unwrap(),
-    ]);
+    upload_raw(&name, "runner.tar.gz", &runner_tar);
     let path = |vol: &str| must(&["vol-path", "--pool", &name, vol]);
 
     let xml = format!(

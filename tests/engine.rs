@@ -14,11 +14,12 @@ use hangar::plan::model::{
     WaitReason,
 };
 use hangar::providers::Hypervisor;
-use hangar::reconcile::converge::{self, ConvergeSettings};
+use hangar::reconcile::converge::{self, ConvergeSettings, Converged};
 use hangar::reconcile::daemon::{self, DaemonSettings, FleetSource};
 use hangar::reconcile::destroy::{self, check_no_daemon, DestroySettings};
+use hangar::reconcile::engine::PassResult;
 use hangar::reconcile::error::NotConverged;
-use hangar::reconcile::event::{Event, Ignore, Recorded};
+use hangar::reconcile::event::{Event, Events, Ignore, Recorded};
 use hangar::reconcile::lock::FleetLock;
 use hangar::reconcile::Outcome;
 use hangar::sim::{Fault, FaultKind};
@@ -37,6 +38,20 @@ fn is_wait_busy(a: &Action) -> bool {
             ..
         } | Action::Drain { .. }
     )
+}
+
+/// The plan's only action about `name`, which must be a replace: the
+/// generation it makes, the boot failures it carries and why.
+fn the_replace<'a>(r: &'a PassResult, name: &str) -> (u64, u32, &'a ReplaceReason) {
+    match actions_for(r, name)[..] {
+        [Action::Replace {
+            next_generation,
+            boot_failures,
+            reason,
+            ..
+        }] => (*next_generation, *boot_failures, reason),
+        ref other => panic!("not one replace of {name}: {other:#?}\n{:#?}", r.plan),
+    }
 }
 
 #[tokio::test(start_paused = true)]
@@ -380,15 +395,7 @@ async fn ephemeral_vm_is_replaced_after_its_job_and_keeps_its_cache() {
     rig.take_calls();
     let r = rig.pass().await;
     assert!(
-        matches!(
-            actions_for(&r, &name)[..],
-            [Action::Replace {
-                next_generation: 2,
-                boot_failures: 0,
-                reason: ReplaceReason::JobDone,
-                ..
-            }]
-        ),
+        matches!(the_replace(&r, &name), (2, 0, ReplaceReason::JobDone)),
         "{:#?}",
         r.plan
     );
@@ -469,13 +476,8 @@ async fn runner_that_never_registers_is_replaced_after_the_boot_timeout_with_bac
     let r = rig.pass().await;
     assert!(
         matches!(
-            actions_for(&r, &name)[..],
-            [Action::Replace {
-                next_generation: 2,
-                boot_failures: 1,
-                reason: ReplaceReason::BootTimeout { .. },
-                ..
-            }]
+            the_replace(&r, &name),
+            (2, 1, ReplaceReason::BootTimeout { .. })
         ),
         "{:#?}",
         r.plan
@@ -510,12 +512,9 @@ async fn runner_that_never_registers_is_replaced_after_the_boot_timeout_with_bac
 
         tokio::time::advance(Duration::from_secs(backoff_min as u64 * 60)).await;
         let r = rig.pass().await;
+        let (_, boot_failures, reason) = the_replace(&r, &name);
         assert!(
-            matches!(
-                actions_for(&r, &name)[..],
-                [Action::Replace { boot_failures, reason: ReplaceReason::BootTimeout { .. }, .. }]
-                    if *boot_failures == failures + 1
-            ),
+            boot_failures == failures + 1 && matches!(reason, ReplaceReason::BootTimeout { .. }),
             "{:#?}",
             r.plan
         );
@@ -889,6 +888,27 @@ fn daemon_settings(rig: &Rig) -> DaemonSettings {
     }
 }
 
+/// The daemon of the rig's engine on `file`, as `hangar reconcile --every
+/// 60s` runs it, stopped by the rig's stop signal.
+async fn daemon_of(
+    rig: &Rig,
+    file: &EditableFile,
+    events: &dyn Events,
+) -> Result<daemon::Stopped, hangar::reconcile::Error> {
+    let settings = daemon_settings(rig);
+    let engine = rig.wiring.build(&rig.fleet);
+    daemon::daemon(
+        rig.fleet.clone(),
+        engine,
+        file,
+        &rig.wiring,
+        &settings,
+        &rig.cancel,
+        events,
+    )
+    .await
+}
+
 #[tokio::test(start_paused = true)]
 async fn daemon_reloads_the_file_keeps_the_last_good_one_waits_for_the_lock_and_stops_on_sigterm() {
     let one = fleet_yaml(&["h1"], &pool("build", 1, false, 1, false));
@@ -896,18 +916,8 @@ async fn daemon_reloads_the_file_keeps_the_last_good_one_waits_for_the_lock_and_
     let rig = Rig::new(&one).await;
     let file = EditableFile::new(&one);
     let events = Recorded::default();
-    let settings = daemon_settings(&rig);
     let stop = rig.cancel.clone();
-    let engine = rig.wiring.build(&rig.fleet);
-    let daemon = daemon::daemon(
-        rig.fleet.clone(),
-        engine,
-        &file,
-        &rig.wiring,
-        &settings,
-        &stop,
-        &events,
-    );
+    let daemon = daemon_of(&rig, &file, &events);
     let driver = async {
         let mut seen: Vec<Event> = Vec::new();
         until(300, "the first slot online", || {
@@ -1005,17 +1015,8 @@ async fn issue_17_item_11_sigterm_ends_a_daemon_that_waits_out_a_rate_limit() {
     );
     let file = EditableFile::new(&yaml);
     let events = Recorded::default();
-    let settings = daemon_settings(&rig);
     let stop = rig.cancel.clone();
-    let daemon = daemon::daemon(
-        rig.fleet.clone(),
-        rig.wiring.build(&rig.fleet),
-        &file,
-        &rig.wiring,
-        &settings,
-        &stop,
-        &events,
-    );
+    let daemon = daemon_of(&rig, &file, &events);
     let driver = async {
         // Inside the first pass's observation, asleep in the backoff.
         tokio::time::sleep(Duration::from_secs(10)).await;
@@ -1043,17 +1044,8 @@ async fn issue_17_item_12_destroy_refuses_while_the_daemon_runs() {
     let yaml = fleet_yaml(&["h1"], &pool("build", 1, false, 1, false));
     let rig = Rig::new(&yaml).await;
     let file = EditableFile::new(&yaml);
-    let settings = daemon_settings(&rig);
     let stop = rig.cancel.clone();
-    let daemon = daemon::daemon(
-        rig.fleet.clone(),
-        rig.wiring.build(&rig.fleet),
-        &file,
-        &rig.wiring,
-        &settings,
-        &stop,
-        &Ignore,
-    );
+    let daemon = daemon_of(&rig, &file, &Ignore);
     let driver = async {
         until(300, "the slot online", || online(&rig, &slot("build", 0))).await;
         match check_no_daemon(rig.dir.path(), FLEET, false) {
@@ -1093,19 +1085,28 @@ fn converge_settings(wait: u64) -> ConvergeSettings {
     }
 }
 
+/// `apply` of the rig's file in process: passes until converged or
+/// `wait` seconds are up.
+async fn apply(
+    rig: &Rig,
+    wait: u64,
+    events: &dyn Events,
+) -> Result<Converged, hangar::reconcile::Error> {
+    converge::converge(
+        &rig.engine,
+        &rig.fleet,
+        converge_settings(wait),
+        &rig.cancel,
+        events,
+    )
+    .await
+}
+
 #[tokio::test(start_paused = true)]
 async fn apply_converges_in_process_and_says_what_it_still_waits_for() {
     let mut rig = Rig::new(&fleet_yaml(&["h1"], &pool("build", 2, false, 1, false))).await;
     let events = Recorded::default();
-    let done = converge::converge(
-        &rig.engine,
-        &rig.fleet,
-        converge_settings(600),
-        &rig.cancel,
-        &events,
-    )
-    .await
-    .unwrap();
+    let done = apply(&rig, 600, &events).await.unwrap();
     assert!(done.last.plan.in_sync());
     assert!(done.passes >= 2, "{}", done.passes);
     let all = events.take();
@@ -1123,15 +1124,7 @@ async fn apply_converges_in_process_and_says_what_it_still_waits_for() {
     let busy = rig.runner_id(&slot("build", 1));
     rig.sim.start_job(busy).unwrap();
     rig.set_fleet(&fleet_yaml(&["h1"], &pool("build", 2, false, 2, false)));
-    let e = converge::converge(
-        &rig.engine,
-        &rig.fleet,
-        converge_settings(600),
-        &rig.cancel,
-        &events,
-    )
-    .await
-    .unwrap_err();
+    let e = apply(&rig, 600, &events).await.unwrap_err();
     match e {
         hangar::reconcile::Error::NotConverged {
             why: NotConverged::WaitsOnOthers,
@@ -1149,15 +1142,7 @@ async fn apply_converges_in_process_and_says_what_it_still_waits_for() {
     // A pool that left the file is not pruned without confirmation.
     rig.sim.finish_job(busy).unwrap();
     rig.set_fleet(&fleet_yaml(&["h1"], &pool("other", 1, false, 1, false)));
-    let e = converge::converge(
-        &rig.engine,
-        &rig.fleet,
-        converge_settings(600),
-        &rig.cancel,
-        &events,
-    )
-    .await
-    .unwrap_err();
+    let e = apply(&rig, 600, &events).await.unwrap_err();
     assert!(
         matches!(&e, hangar::reconcile::Error::PruneNotConfirmed { pools } if pools == &["build"]),
         "{e:?}"
@@ -1172,15 +1157,7 @@ async fn apply_ends_when_its_wait_ends_or_the_stop_signal_comes() {
     // Nothing boots: the stand-in guests stay still.
     rig.play_guests(false);
     let started = tokio::time::Instant::now();
-    let e = converge::converge(
-        &rig.engine,
-        &rig.fleet,
-        converge_settings(30),
-        &rig.cancel,
-        &Ignore,
-    )
-    .await
-    .unwrap_err();
+    let e = apply(&rig, 30, &Ignore).await.unwrap_err();
     assert!(
         matches!(
             &e,
@@ -1198,15 +1175,7 @@ async fn apply_ends_when_its_wait_ends_or_the_stop_signal_comes() {
     );
 
     rig.cancel.cancel();
-    let e = converge::converge(
-        &rig.engine,
-        &rig.fleet,
-        converge_settings(600),
-        &rig.cancel,
-        &Ignore,
-    )
-    .await
-    .unwrap_err();
+    let e = apply(&rig, 600, &Ignore).await.unwrap_err();
     assert!(matches!(e, hangar::reconcile::Error::Interrupted), "{e:?}");
 }
 
@@ -1218,8 +1187,6 @@ async fn apply_ends_when_its_wait_ends_or_the_stop_signal_comes() {
 async fn leftover_volumes_are_planned_shown_and_removed_and_odd_ones_kept() {
     let yaml = fleet_yaml(&["h1"], &pool("build", 1, false, 1, false));
     let rig = Rig::with_seed(&yaml, |hosts| {
-        let conn = hosts["h1"].libvirt().connection().unwrap();
-        let pool = conn.lookup_storage_pool_by_name("default").unwrap();
         let made = ["t-build-0-g7-seed.iso", "t-build-0-g7-root.qcow2"];
         // hangar records a volume (its intent) before it makes it.
         let record = hosts["h1"]
@@ -1231,15 +1198,7 @@ async fn leftover_volumes_are_planned_shown_and_removed_and_odd_ones_kept() {
         let keys: Vec<String> = made.iter().map(|v| format!("default/{v}")).collect();
         std::fs::write(record, serde_json::to_vec(&keys).unwrap()).unwrap();
         for (name, format) in [(made[0], "raw"), (made[1], "raw")] {
-            virt::storage_vol::StorageVol::create_xml(
-                &pool,
-                &format!(
-                    "<volume><name>{name}</name><capacity unit='M'>16</capacity>\
-                     <target><format type='{format}'/></target></volume>"
-                ),
-                0,
-            )
-            .unwrap();
+            support::wiring::foreign_volume(&hosts["h1"], "default", name, format, 16);
         }
     })
     .await;

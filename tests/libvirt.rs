@@ -13,21 +13,22 @@ use chrono::{TimeZone, Utc};
 use hangar::model::guest::GuestStage;
 use hangar::model::guest::{MARKER_DOCKER_OK, MARKER_USER_OK};
 use hangar::model::host::{DirectBoot, DomainType, NetworkAttachment};
-use hangar::model::ownership::{Ownership, SpecHash, VmShape};
+use hangar::model::ownership::Ownership;
 use hangar::plan::model::{VmRef, VmState};
 use hangar::providers::libvirt::xml::{self, DomainSpec, VolumeFormat, VolumeSpec};
-use hangar::providers::libvirt::{HostConfig, LibvirtHost};
-use hangar::providers::{ErrorKind, Hypervisor, Seed, VmCreate};
-use hangar::secret::Secret;
+use hangar::providers::libvirt::LibvirtHost;
+use hangar::providers::{ErrorKind, Hypervisor, VmCreate};
 use virt::connect::Connect;
 use virt::storage_pool::StoragePool;
 
 #[path = "libvirt_cases/domain_type.rs"]
 mod domain_type;
+#[path = "kit/host.rs"]
+mod kit;
 #[path = "libvirt_cases/runner_volume.rs"]
 mod runner_volume;
 
-const POOL: &str = "hangar-test";
+const POOL: &str = kit::NODE_POOL;
 const FLEET: &str = "ci";
 
 fn fixture(name: &str) -> String {
@@ -50,20 +51,18 @@ impl Node {
     fn with_type(
         domain_type: Option<DomainType>,
     ) -> Result<Node, hangar::providers::ProviderError> {
-        let dir = tempfile::tempdir().unwrap();
-        let node = dir.path().join("node.xml");
-        std::fs::write(&node, fixture("node.xml")).unwrap();
-        let host = LibvirtHost::connect(HostConfig {
-            name: "testhost".into(),
-            uri: format!("test://{}", node.display()),
-            storage_pool: POOL.into(),
-            network: NetworkAttachment::None,
-            domain_type,
-            console_dir: Some(dir.path().join("consoles")),
-            volume_record: Some(dir.path().join("volumes.json")),
-            image_dirs: Vec::new(),
-        })?;
+        let (dir, host) = kit::test_node(domain_type)?;
         Ok(Node { _dir: dir, host })
+    }
+
+    /// A node holding our VM of slot `index` (generation 1, no cache), and
+    /// the VM as observed.
+    async fn with_vm(index: u32) -> (Node, hangar::plan::model::ObservedVm) {
+        let n = Node::new();
+        let o = owner(index, 1, None);
+        n.host.create(&vm(o.clone())).await.unwrap();
+        let v = n.host.observe(FLEET).await.unwrap().remove(0);
+        (n, v)
     }
 
     fn conn(&self) -> std::sync::Arc<Connect> {
@@ -124,39 +123,12 @@ const FOREIGN_VOLUMES: [&str; 4] = [
 ];
 
 fn owner(index: u32, generation: u64, cache: Option<u64>) -> Ownership {
-    Ownership {
-        fleet: FLEET.into(),
-        pool: "linux".into(),
-        slot: format!("{FLEET}-linux-{index}"),
-        index,
-        generation,
-        spec_hash: SpecHash(format!("{generation:016x}")),
-        created_at: Utc.with_ymd_and_hms(2024, 5, 1, 12, 0, 0).unwrap(),
-        ephemeral: true,
-        boot_failures: 0,
-        shape: VmShape {
-            cpus: 2,
-            memory_bytes: 1 << 30,
-            disk_bytes: 4 << 30,
-            image: "base.qcow2".into(),
-            cache_bytes: cache,
-        },
-    }
+    let shape = kit::node_vm(cache);
+    kit::ownership(FLEET, "linux", index, generation, kit::fixed_time(), shape)
 }
 
 fn vm(owner: Ownership) -> VmCreate {
-    VmCreate {
-        seed: Seed {
-            user_data: "#cloud-config\n".to_string(),
-            meta_data: format!("instance-id: {}-g{}\n", owner.slot, owner.generation),
-            credential: Secret::new("ghs_canary_secret".to_string()),
-        },
-        owner,
-        boot: None,
-        network: NetworkAttachment::User,
-        cpu_model: Default::default(),
-        runner_volume: None,
-    }
+    kit::vm_create(owner, NetworkAttachment::User, "ghs_canary_secret")
 }
 
 fn vm_ref(host: &LibvirtHost, o: &Ownership, uuid: &str) -> VmRef {
@@ -442,10 +414,7 @@ async fn foreign_domains_are_never_deleted_or_adopted() {
 
 #[tokio::test]
 async fn remove_seed_detaches_and_deletes_the_seed() {
-    let n = Node::new();
-    let o = owner(6, 1, None);
-    n.host.create(&vm(o.clone())).await.unwrap();
-    let v = n.host.observe(FLEET).await.unwrap().remove(0);
+    let (n, v) = Node::with_vm(6).await;
     n.host.remove_seed(&v.vm_ref()).await.unwrap();
     n.host.remove_seed(&v.vm_ref()).await.unwrap();
     assert!(!n.volumes().contains(&"ci-linux-6-g1-seed.iso".to_string()));
@@ -462,10 +431,7 @@ async fn remove_seed_detaches_and_deletes_the_seed() {
 #[tokio::test]
 async fn a_drain_without_a_guest_agent_is_recorded_undeliverable_on_the_domain() {
     use hangar::plan::model::DrainState;
-    let n = Node::new();
-    let o = owner(8, 1, None);
-    n.host.create(&vm(o.clone())).await.unwrap();
-    let v = n.host.observe(FLEET).await.unwrap().remove(0);
+    let (n, v) = Node::with_vm(8).await;
     assert_eq!(v.drain, None);
     let calls = n.host.libvirt_calls();
     assert_eq!(

@@ -13,51 +13,25 @@ use std::process::Command;
 
 use chrono::Utc;
 use hangar::model::host::{DomainType, NetworkAttachment};
-use hangar::model::ownership::{Ownership, SpecHash, VmShape};
+use hangar::model::ownership::Ownership;
 use hangar::plan::model::VmState;
 use hangar::providers::libvirt::{HostConfig, LibvirtHost};
-use hangar::providers::{Hypervisor, Seed, VmCreate};
-use hangar::secret::Secret;
+use hangar::providers::{Hypervisor, VmCreate};
 
+#[path = "kit/host.rs"]
+mod kit;
 #[path = "kit/virsh.rs"]
 mod virsh;
-use virsh::{virsh, vol_field, volumes, Cleanup, SYSTEM as URI};
-const MIB: u64 = 1 << 20;
+use kit::MIB;
+use virsh::{virsh, vol_field, volumes, Cleanup, PrivatePool, SYSTEM as URI};
 
 fn owner(fleet: &str, index: u32, generation: u64, cache: u64) -> Ownership {
-    Ownership {
-        fleet: fleet.into(),
-        pool: "linux".into(),
-        slot: format!("{fleet}-linux-{index}"),
-        index,
-        generation,
-        spec_hash: SpecHash(format!("{generation:016x}")),
-        created_at: Utc::now(),
-        ephemeral: true,
-        boot_failures: 0,
-        shape: VmShape {
-            cpus: 1,
-            memory_bytes: 128 * MIB,
-            disk_bytes: 256 * MIB,
-            image: "base.qcow2".into(),
-            cache_bytes: Some(cache),
-        },
-    }
+    let shape = kit::small_vm(Some(cache));
+    kit::ownership(fleet, "linux", index, generation, Utc::now(), shape)
 }
 
 fn vm(owner: Ownership) -> VmCreate {
-    VmCreate {
-        seed: Seed {
-            user_data: "#cloud-config\n".to_string(),
-            meta_data: format!("instance-id: {}-g{}\n", owner.slot, owner.generation),
-            credential: Secret::new("ghs_canary_secret".to_string()),
-        },
-        owner,
-        boot: None,
-        network: NetworkAttachment::None,
-        cpu_model: Default::default(),
-        runner_volume: None,
-    }
+    kit::vm_create(owner, NetworkAttachment::None, "ghs_canary_secret")
 }
 
 /// A private pool on the real daemon (with an empty qcow2 `base.qcow2`) and
@@ -72,52 +46,18 @@ struct Rig {
 }
 
 async fn rig() -> Option<Rig> {
-    if !virsh::usable() {
-        return None;
-    }
-    let id = format!(
-        "{:x}{:x}",
-        std::process::id(),
-        Utc::now().timestamp_subsec_nanos()
-    );
-    let fleet = format!("it{id}");
-    let pool = format!("hangar-it-{id}");
-    let dir = tempfile::tempdir().unwrap();
-    let pool_dir = dir.path().join("pool");
-    let console_dir = dir.path().join("consoles");
-    std::fs::create_dir_all(&pool_dir).unwrap();
-    let guard = Cleanup {
-        prefix: format!("{fleet}-"),
-        pool: Some(pool.clone()),
-        fleet: None,
-        console_dir: None,
-        dir: Some(dir),
-    };
-    virsh::make_pool(&pool, &pool_dir);
-
-    let host = tokio::task::spawn_blocking({
-        let pool = pool.clone();
-        move || {
-            LibvirtHost::connect(HostConfig {
-                name: "local".into(),
-                uri: URI.into(),
-                storage_pool: pool,
-                network: NetworkAttachment::None,
-                domain_type: None,
-                console_dir: Some(console_dir),
-                volume_record: None,
-                image_dirs: Vec::new(),
-            })
-        }
+    let private = PrivatePool::new("it")?;
+    let pool_dir = private.pool_dir();
+    let host = kit::connect(HostConfig {
+        console_dir: Some(private.dir.join("consoles")),
+        ..kit::host_config("local", URI, &private.pool)
     })
-    .await
-    .unwrap()
-    .unwrap();
+    .await;
     Some(Rig {
-        guard,
+        guard: private.guard,
         host,
-        fleet,
-        pool,
+        fleet: private.fleet,
+        pool: private.pool,
         pool_dir,
     })
 }
@@ -240,12 +180,7 @@ async fn two_vms_created_observed_replaced_and_deleted_on_real_libvirtd() {
     }
     assert!(host.observe(&fleet).await.unwrap().is_empty());
     assert_eq!(volumes(&pool), vec!["base.qcow2".to_string()]);
-    let left: Vec<String> = virsh(&["list", "--all", "--name"])
-        .unwrap()
-        .lines()
-        .filter(|n| n.starts_with(&guard.prefix))
-        .map(str::to_string)
-        .collect();
+    let left = virsh::domains(&guard.prefix);
     assert!(left.is_empty(), "domains left: {left:?}");
     drop(guard);
     assert!(
@@ -258,16 +193,8 @@ async fn two_vms_created_observed_replaced_and_deleted_on_real_libvirtd() {
 /// byte for byte, and the VM's overlay is backed by it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_url_image_is_uploaded_verified_into_the_real_pool() {
-    let Some(Rig {
-        guard: _guard,
-        host,
-        fleet,
-        pool,
-        pool_dir,
-    }) = rig().await
-    else {
-        return;
-    };
+    let Some(rig) = rig().await else { return };
+    let (host, fleet, pool, pool_dir) = (&rig.host, &rig.fleet, &rig.pool, &rig.pool_dir);
     // A real qcow2 image, served over loopback only.
     let src = pool_dir.with_file_name("served.qcow2");
     let made = Command::new("qemu-img")
@@ -293,12 +220,12 @@ async fn a_url_image_is_uploaded_verified_into_the_real_pool() {
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await });
 
-    let mut o = owner(&fleet, 0, 1, 64 * MIB);
+    let mut o = owner(fleet, 0, 1, 64 * MIB);
     o.shape.image = format!("http://{addr}/img.qcow2#sha256={sha}");
     host.create(&vm(o.clone())).await.unwrap();
 
     let name = format!("hangar-image-{}.qcow2", &sha[..16]);
-    let vols = volumes(&pool);
+    let vols = volumes(pool);
     assert!(vols.contains(&name), "{vols:?}");
     assert!(!vols.iter().any(|v| v.ends_with(".partial")), "{vols:?}");
     let copy = pool_dir.with_file_name("downloaded.qcow2");
@@ -307,7 +234,7 @@ async fn a_url_image_is_uploaded_verified_into_the_real_pool() {
         &name,
         copy.to_str().unwrap(),
         "--pool",
-        &pool,
+        pool,
     ])
     .unwrap();
     let got = {
@@ -319,19 +246,19 @@ async fn a_url_image_is_uploaded_verified_into_the_real_pool() {
         "vol-dumpxml",
         &hangar::model::names::root_volume_name(&o.slot, 1),
         "--pool",
-        &pool,
+        pool,
     ])
     .unwrap();
     assert!(root.contains(&name), "overlay backing: {root}");
-    let image_xml = virsh(&["vol-dumpxml", &name, "--pool", &pool]).unwrap();
+    let image_xml = virsh(&["vol-dumpxml", &name, "--pool", pool]).unwrap();
     assert!(image_xml.contains("<format type='qcow2'/>"), "{image_xml}");
     assert_eq!(
-        vol_field(&pool, &name, "Capacity:"),
+        vol_field(pool, &name, "Capacity:"),
         format!("{} bytes", 96 * MIB),
         "the volume has the image's virtual size"
     );
 
-    let seen = host.observe(&fleet).await.unwrap();
+    let seen = host.observe(fleet).await.unwrap();
     host.delete(&seen[0].vm_ref(), true).await.unwrap();
-    assert_eq!(volumes(&pool), vec!["base.qcow2".to_string(), name]);
+    assert_eq!(volumes(pool), vec!["base.qcow2".to_string(), name]);
 }

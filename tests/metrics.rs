@@ -77,15 +77,7 @@ fn promtool_check_metrics(body: &str) {
 fn the_daemon_serves_metrics_promtool_accepts_with_values_the_file_implies() {
     let sb = Sandbox::new();
     let file = quickstart();
-    let (mut child, rx) = sb.spawn(&[
-        "reconcile",
-        "-f",
-        file.to_str().unwrap(),
-        "--every",
-        "1s",
-        "--metrics",
-        "127.0.0.1:0",
-    ]);
+    let (mut child, rx) = sb.reconcile(&file, "1s", &["--metrics", "127.0.0.1:0"]);
     let mut seen = Vec::new();
     wait_for_line(&rx, &mut seen, "serving metrics on http://");
     let addr = seen
@@ -190,15 +182,11 @@ fn metrics_are_off_by_default_and_need_the_daemon() {
         "--metrics",
     ]);
     assert_eq!(r.code, 2, "{r}");
-    let r = sb.run(&[
-        "reconcile",
-        "-f",
+    let r = sb.run(&reconcile_args(
         f.to_str().unwrap(),
-        "--every",
         "1s",
-        "--max-passes",
-        "1",
-    ]);
+        &["--max-passes", "1"],
+    ));
     assert_eq!(r.code, 0, "{r}");
     assert!(!r.stderr.contains("serving metrics"), "{r}");
 }

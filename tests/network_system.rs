@@ -17,22 +17,26 @@ use hangar::providers::libvirt::isolation::{self, ensure, ensure_filter, Change,
 use hangar::model::network::{IsolatedNetwork, Subnet};
 use virt::connect::Connect;
 
-const URI: &str = "qemu:///system";
+#[path = "kit/virsh.rs"]
+mod virsh;
+use virsh::SYSTEM as URI;
 
+/// A connection to the system daemon; `None` (after saying why) when it
+/// cannot be used and is not required (see `virsh::usable`).
 fn connect() -> Option<Connect> {
-    virt::error::clear_error_callback();
-    match Connect::open(Some(URI)) {
-        Ok(c) => Some(c),
-        Err(e) => {
-            let why = format!("libvirtd at {URI} is unreachable: {}", e.message());
-            assert!(
-                std::env::var("HANGAR_REQUIRE_LIBVIRTD").as_deref() != Ok("1"),
-                "{why} and HANGAR_REQUIRE_LIBVIRTD=1"
-            );
-            eprintln!("skipped: {why} (run .ci/start-libvirtd)");
-            None
-        }
+    if !virsh::usable() {
+        return None;
     }
+    virt::error::clear_error_callback();
+    Some(Connect::open(Some(URI)).unwrap_or_else(|e| panic!("connect to {URI}: {}", e.message())))
+}
+
+/// The stored XML of filter `name`.
+fn filter_xml(conn: &Connect, name: &str) -> String {
+    conn.lookup_nwfilter_by_name(name)
+        .unwrap()
+        .xml_desc(0)
+        .unwrap()
 }
 
 /// Removes what the test defined, also when an assertion failed.
@@ -123,12 +127,7 @@ fn isolated_network_and_filter_on_a_real_libvirtd() {
         ensure_filter(&conn, &net, &[Ipv4Addr::new(198, 51, 100, 1)], &mut calls).unwrap(),
         Change::Redefined
     );
-    assert!(conn
-        .lookup_nwfilter_by_name(&net.filter)
-        .unwrap()
-        .xml_desc(0)
-        .unwrap()
-        .contains("198.51.100.1"));
+    assert!(filter_xml(&conn, &net.filter).contains("198.51.100.1"));
 
     // A pool lists ssh keys: the host's ssh rule is added in place, and
     // libvirt's rendering of it compares equal on the next look.
@@ -138,12 +137,7 @@ fn isolated_network_and_filter_on_a_real_libvirtd() {
         ensure_filter(&conn, &ssh, &moved, &mut calls).unwrap(),
         Change::Redefined
     );
-    assert!(conn
-        .lookup_nwfilter_by_name(&net.filter)
-        .unwrap()
-        .xml_desc(0)
-        .unwrap()
-        .contains("dstportend='60999'"));
+    assert!(filter_xml(&conn, &net.filter).contains("dstportend='60999'"));
     assert_eq!(
         ensure_filter(&conn, &ssh, &moved, &mut calls).unwrap(),
         Change::Unchanged
@@ -167,11 +161,7 @@ fn isolated_network_and_filter_on_a_real_libvirtd() {
     );
     conn.define_nwfilter_xml(&foreign).unwrap();
     cleanup.foreign_filters.push(other.filter.clone());
-    let before = conn
-        .lookup_nwfilter_by_name(&other.filter)
-        .unwrap()
-        .xml_desc(0)
-        .unwrap();
+    let before = filter_xml(&conn, &other.filter);
     let e = ensure(&conn, &other, &host).unwrap_err();
     assert!(
         matches!(
@@ -184,13 +174,7 @@ fn isolated_network_and_filter_on_a_real_libvirtd() {
         "{e}"
     );
     assert!(isolation::remove(&conn, &other).is_err());
-    assert_eq!(
-        conn.lookup_nwfilter_by_name(&other.filter)
-            .unwrap()
-            .xml_desc(0)
-            .unwrap(),
-        before
-    );
+    assert_eq!(filter_xml(&conn, &other.filter), before);
     assert!(conn.lookup_network_by_name(&other.network).is_err());
 
     // Our filter bound to another network is not ours for that network.

@@ -143,15 +143,7 @@ fn the_daemon_picks_up_a_rotated_token_file() {
     let token = sb.state.path().join("token");
     std::fs::write(&token, "the-old-token\n").unwrap();
     let file = with_token_file(&sb, &listen, &token);
-    let (mut child, rx) = sb.spawn(&[
-        "reconcile",
-        "-f",
-        file.to_str().unwrap(),
-        "--every",
-        "1s",
-        "--max-passes",
-        "60",
-    ]);
+    let (mut child, rx) = sb.reconcile(&file, "1s", &["--max-passes", "60"]);
     let mut seen = Vec::new();
     wait_for_line(&rx, &mut seen, "could not observe");
     write_atomically(&token, "the-new-token\n");

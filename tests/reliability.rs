@@ -18,6 +18,8 @@ mod faults;
 mod input;
 #[path = "reliability/inspect.rs"]
 mod inspect;
+#[path = "kit/host.rs"]
+mod kit;
 #[path = "reliability/libvirtd.rs"]
 mod libvirtd;
 #[path = "reliability/results.rs"]
@@ -28,3 +30,5 @@ mod rig;
 mod secrets;
 #[path = "reliability/soak.rs"]
 mod soak;
+#[path = "support/wiring.rs"]
+mod wiring;

@@ -13,20 +13,21 @@ use std::process::Command;
 
 use chrono::Utc;
 use hangar::model::host::{DomainType, NetworkAttachment};
-use hangar::model::ownership::{Ownership, SpecHash, VmShape};
+use hangar::model::ownership::{Ownership, VmShape};
 use hangar::plan::model::VmState;
 use hangar::providers::libvirt::{HostConfig, LibvirtHost};
-use hangar::providers::{Hypervisor, Seed, VmCreate};
-use hangar::secret::Secret;
+use hangar::providers::Hypervisor;
 
-#[path = "kit/virsh.rs"]
+#[path = "kit/host.rs"]
 mod kit;
-use kit::virsh_at as virsh;
+#[path = "kit/virsh.rs"]
+mod virsh;
+use kit::MIB;
+use virsh::{virsh_at as virsh, volumes_at, Cleanup};
 
 const URI_FILE: &str = "/var/lib/hangar-ci/remote/uri";
 const POOL: &str = "hangar-ci";
 const CONSOLES: &str = "/var/lib/hangar-remote/consoles";
-const MIB: u64 = 1 << 20;
 
 /// One test at a time on the remote daemon: one of them stops it.
 static REMOTE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -53,61 +54,26 @@ fn remote_uri() -> Option<String> {
     }
 }
 
-/// Removes what the run made on the remote host, even when an assertion
-/// fails: its domains and volumes, all named with the run's prefix.
-struct Cleanup {
-    uri: String,
-    prefix: String,
-}
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        if let Ok(names) = virsh(&self.uri, &["list", "--all", "--name"]) {
-            for name in names.lines().filter(|n| n.starts_with(&self.prefix)) {
-                let _ = virsh(&self.uri, &["destroy", name]);
-                let _ = virsh(&self.uri, &["undefine", name]);
-            }
-        }
-        let _ = virsh(&self.uri, &["pool-refresh", POOL]);
-        for vol in vol_names(&self.uri) {
-            if vol.starts_with(&self.prefix) {
-                let _ = virsh(&self.uri, &["vol-delete", &vol, "--pool", POOL]);
-            }
-        }
-    }
-}
-
 fn vol_names(uri: &str) -> Vec<String> {
-    let _ = virsh(uri, &["pool-refresh", POOL]);
-    let mut v: Vec<String> = virsh(uri, &["vol-list", POOL])
-        .unwrap_or_default()
-        .lines()
-        .skip(2)
-        .filter_map(|l| l.split_whitespace().next().map(str::to_string))
-        .collect();
-    v.sort();
-    v
+    volumes_at(uri, POOL)
+}
+
+/// The provider on the remote host, its domains of type qemu.
+async fn remote_host(uri: &str) -> LibvirtHost {
+    kit::connect(HostConfig {
+        domain_type: Some(DomainType::Qemu),
+        console_dir: Some(CONSOLES.into()),
+        ..kit::host_config("remote", uri, POOL)
+    })
+    .await
 }
 
 fn owner(fleet: &str, image: &str, index: u32) -> Ownership {
-    Ownership {
-        fleet: fleet.into(),
-        pool: "linux".into(),
-        slot: format!("{fleet}-linux-{index}"),
-        index,
-        generation: 1,
-        spec_hash: SpecHash("0000000000000001".into()),
-        created_at: Utc::now(),
-        ephemeral: true,
-        boot_failures: 0,
-        shape: VmShape {
-            cpus: 1,
-            memory_bytes: 128 * MIB,
-            disk_bytes: 256 * MIB,
-            image: image.into(),
-            cache_bytes: Some(64 * MIB),
-        },
-    }
+    let shape = VmShape {
+        image: image.into(),
+        ..kit::small_vm(Some(64 * MIB))
+    };
+    kit::ownership(fleet, "linux", index, 1, Utc::now(), shape)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -116,16 +82,11 @@ async fn the_provider_works_over_qemu_ssh_to_a_remote_session_libvirtd() {
     let Some(uri) = remote_uri() else {
         return;
     };
-    let id = format!(
-        "{:x}{:x}",
-        std::process::id(),
-        Utc::now().timestamp_subsec_nanos()
-    );
-    let fleet = format!("remote{id}");
-    let guard = Cleanup {
-        uri: uri.clone(),
-        prefix: format!("{fleet}-"),
-    };
+    let fleet = format!("remote{}", virsh::run_id());
+    // What the run made on the remote host, removed even when an assertion
+    // fails: its domains and volumes, all named with the run's prefix.
+    let mut guard = Cleanup::domains_at(&uri, &format!("{fleet}-"));
+    guard.shared_pool = Some(POOL.to_string());
     // An empty base image of the run's own, made in the remote pool over
     // the same transport.
     let base = format!("{fleet}-base.qcow2");
@@ -135,24 +96,7 @@ async fn the_provider_works_over_qemu_ssh_to_a_remote_session_libvirtd() {
     )
     .unwrap();
 
-    let host = tokio::task::spawn_blocking({
-        let uri = uri.clone();
-        move || {
-            LibvirtHost::connect(HostConfig {
-                name: "remote".into(),
-                uri,
-                storage_pool: POOL.into(),
-                network: NetworkAttachment::None,
-                domain_type: Some(DomainType::Qemu),
-                console_dir: Some(CONSOLES.into()),
-                volume_record: None,
-                image_dirs: Vec::new(),
-            })
-        }
-    })
-    .await
-    .unwrap()
-    .unwrap();
+    let host = remote_host(&uri).await;
 
     let facts = host.facts().await.unwrap();
     assert_eq!(facts.domain_type, DomainType::Qemu);
@@ -161,18 +105,7 @@ async fn the_provider_works_over_qemu_ssh_to_a_remote_session_libvirtd() {
     assert!(host.observe(&fleet).await.unwrap().is_empty());
 
     let a = owner(&fleet, &base, 0);
-    let create = VmCreate {
-        seed: Seed {
-            user_data: "#cloud-config\n".into(),
-            meta_data: format!("instance-id: {}-g1\n", a.slot),
-            credential: Secret::new("ghs_canary_secret".into()),
-        },
-        owner: a.clone(),
-        boot: None,
-        network: NetworkAttachment::None,
-        cpu_model: Default::default(),
-        runner_volume: None,
-    };
+    let create = kit::vm_create(a.clone(), NetworkAttachment::None, "ghs_canary_secret");
     host.create(&create).await.unwrap();
     // Again: the create already happened, nothing changes.
     host.create(&create).await.unwrap();
@@ -214,12 +147,7 @@ async fn the_provider_works_over_qemu_ssh_to_a_remote_session_libvirtd() {
         .filter(|v| v.starts_with(&guard.prefix))
         .collect();
     assert_eq!(ours, vec![base.clone()], "volumes left");
-    let left: Vec<String> = virsh(&uri, &["list", "--all", "--name"])
-        .unwrap()
-        .lines()
-        .filter(|n| n.starts_with(&guard.prefix))
-        .map(str::to_string)
-        .collect();
+    let left = virsh::domains_at(&uri, &guard.prefix);
     assert!(left.is_empty(), "domains left: {left:?}");
 }
 
@@ -243,24 +171,7 @@ async fn a_remote_host_that_stops_answering_fails_its_calls_within_the_deadline(
     let Some(uri) = remote_uri() else {
         return;
     };
-    let host = tokio::task::spawn_blocking({
-        let uri = uri.clone();
-        move || {
-            LibvirtHost::connect(HostConfig {
-                name: "remote".into(),
-                uri,
-                storage_pool: POOL.into(),
-                network: NetworkAttachment::None,
-                domain_type: Some(DomainType::Qemu),
-                console_dir: Some(CONSOLES.into()),
-                volume_record: None,
-                image_dirs: Vec::new(),
-            })
-        }
-    })
-    .await
-    .unwrap()
-    .unwrap();
+    let host = remote_host(&uri).await;
     let deadline = std::time::Duration::from_secs(3);
     host.set_call_timeout(Some(deadline));
     host.observe("remote-none").await.unwrap();

@@ -1,47 +1,32 @@
 //! The simulator over raw HTTP: GitHub's shapes, status codes and headers,
 //! the control API, and the state file.
 
-use hangar::sim::{self, SimConfig, SimHandle};
+use hangar::sim::{self, SimConfig};
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-const TOKEN: &str = "sim-raw-token";
 
 #[path = "support/raw_http.rs"]
 mod raw_http;
 
-use raw_http::http;
-
-const AUTH: (&str, &str) = ("authorization", "Bearer sim-raw-token");
-
-async fn start() -> SimHandle {
-    sim::start(SimConfig::new(TOKEN)).await.unwrap()
-}
+use raw_http::{delete, get, http, post, start, AUTH, TOKEN};
 
 #[tokio::test]
 async fn authentication_is_checked_with_githubs_error_bodies() {
     let sim = start().await;
     let path = "/repos/o/r/actions/runners";
-    let a = http(&sim, "GET", path, &[], None).await;
+    let a = get(&sim, path, &[]).await;
     assert_eq!(a.status, 401);
     assert_eq!(a.json()["message"], "Requires authentication");
     assert!(a.json()["documentation_url"]
         .as_str()
         .unwrap()
         .starts_with("https://docs.github.com/"));
-    let a = http(&sim, "GET", path, &[("authorization", "Bearer nope")], None).await;
+    let a = get(&sim, path, &[("authorization", "Bearer nope")]).await;
     assert_eq!(a.status, 401);
     assert_eq!(a.json()["message"], "Bad credentials");
-    let a = http(
-        &sim,
-        "GET",
-        path,
-        &[("authorization", "token sim-raw-token")],
-        None,
-    )
-    .await;
+    let a = get(&sim, path, &[("authorization", "token sim-raw-token")]).await;
     assert_eq!(a.status, 200);
-    let a = http(&sim, "GET", path, &[AUTH], None).await;
+    let a = get(&sim, path, &[AUTH]).await;
     assert_eq!(a.status, 200);
     assert_eq!(a.json(), json!({ "total_count": 0, "runners": [] }));
 }
@@ -51,14 +36,7 @@ async fn lists_paginate_with_link_headers_and_etags() {
     let sim = start().await;
     sim.add_runners("orgs/acme", "r", 5, &["gpu".to_string()])
         .unwrap();
-    let a = http(
-        &sim,
-        "GET",
-        "/orgs/acme/actions/runners?per_page=2",
-        &[AUTH],
-        None,
-    )
-    .await;
+    let a = get(&sim, "/orgs/acme/actions/runners?per_page=2", &[AUTH]).await;
     assert_eq!(a.status, 200);
     let v = a.json();
     assert_eq!(v["total_count"], 5);
@@ -87,47 +65,34 @@ async fn lists_paginate_with_link_headers_and_etags() {
     assert!(link.contains("page=3>; rel=\"last\""), "{link}");
     assert!(!link.contains("rel=\"prev\""), "{link}");
 
-    let a = http(
+    let a = get(
         &sim,
-        "GET",
         "/orgs/acme/actions/runners?per_page=2&page=2",
         &[AUTH],
-        None,
     )
     .await;
     let link = a.header("link").to_string();
     for rel in ["prev", "next", "last", "first"] {
         assert!(link.contains(&format!("rel=\"{rel}\"")), "{link}");
     }
-    let a = http(
+    let a = get(
         &sim,
-        "GET",
         "/orgs/acme/actions/runners?per_page=2&page=3",
         &[AUTH],
-        None,
     )
     .await;
     assert_eq!(a.json()["runners"].as_array().unwrap().len(), 1);
     assert!(!a.header("link").contains("rel=\"next\""));
 
     // ETag: unchanged → 304 without body and without cost.
-    let a = http(
-        &sim,
-        "GET",
-        "/orgs/acme/actions/runners?per_page=100",
-        &[AUTH],
-        None,
-    )
-    .await;
+    let a = get(&sim, "/orgs/acme/actions/runners?per_page=100", &[AUTH]).await;
     let etag = a.header("etag").to_string();
     assert!(etag.starts_with("W/\""), "{etag}");
     let remaining: u64 = a.header("x-ratelimit-remaining").parse().unwrap();
-    let a = http(
+    let a = get(
         &sim,
-        "GET",
         "/orgs/acme/actions/runners?per_page=100",
         &[AUTH, ("if-none-match", &etag)],
-        None,
     )
     .await;
     assert_eq!(a.status, 304);
@@ -139,12 +104,10 @@ async fn lists_paginate_with_link_headers_and_etags() {
     // Changed → 200 with a new ETag.
     let id = sim.runner_by_name("orgs/acme", "r-0").unwrap().id;
     sim.set_online(id, false).unwrap();
-    let a = http(
+    let a = get(
         &sim,
-        "GET",
         "/orgs/acme/actions/runners?per_page=100",
         &[AUTH, ("if-none-match", &etag)],
-        None,
     )
     .await;
     assert_eq!(a.status, 200);
@@ -155,14 +118,7 @@ async fn lists_paginate_with_link_headers_and_etags() {
         remaining - 1
     );
     // By name.
-    let a = http(
-        &sim,
-        "GET",
-        "/orgs/acme/actions/runners?name=r-3",
-        &[AUTH],
-        None,
-    )
-    .await;
+    let a = get(&sim, "/orgs/acme/actions/runners?name=r-3", &[AUTH]).await;
     assert_eq!(a.json()["total_count"], 1);
 }
 
@@ -171,12 +127,11 @@ async fn runner_routes_answer_githubs_status_codes() {
     let sim = start().await;
     let base = "/repos/o/r/actions/runners";
     let body = json!({ "name": "n-0", "runner_group_id": 1, "labels": ["hangar-x"], "work_folder": "_work" });
-    let a = http(
+    let a = post(
         &sim,
-        "POST",
         &format!("{base}/generate-jitconfig"),
         &[AUTH],
-        Some(body.clone()),
+        body.clone(),
     )
     .await;
     assert_eq!(a.status, 201);
@@ -195,21 +150,13 @@ async fn runner_routes_answer_githubs_status_codes() {
     let runner_file: Value = serde_json::from_slice(&runner_file).unwrap();
     assert_eq!(runner_file["AgentName"], "n-0");
 
-    let a = http(
-        &sim,
-        "POST",
-        &format!("{base}/generate-jitconfig"),
-        &[AUTH],
-        Some(body),
-    )
-    .await;
+    let a = post(&sim, &format!("{base}/generate-jitconfig"), &[AUTH], body).await;
     assert_eq!(a.status, 409);
-    let a = http(
+    let a = post(
         &sim,
-        "POST",
         &format!("{base}/generate-jitconfig"),
         &[AUTH],
-        Some(json!({ "name": "n-1", "labels": ["a"] })),
+        json!({ "name": "n-1", "labels": ["a"] }),
     )
     .await;
     assert_eq!(a.status, 422);
@@ -218,40 +165,37 @@ async fn runner_routes_answer_githubs_status_codes() {
         .unwrap()
         .contains("runner_group_id"));
     for labels in [json!([]), json!(["a,b"]), json!([""])] {
-        let a = http(
+        let a = post(
             &sim,
-            "POST",
             &format!("{base}/generate-jitconfig"),
             &[AUTH],
-            Some(json!({ "name": "n-1", "runner_group_id": 1, "labels": labels })),
+            json!({ "name": "n-1", "runner_group_id": 1, "labels": labels }),
         )
         .await;
         assert_eq!(a.status, 422, "{labels}");
     }
-    let a = http(
+    let a = post(
         &sim,
-        "POST",
         &format!("{base}/generate-jitconfig"),
         &[AUTH],
-        Some(json!({ "name": "n-1", "runner_group_id": 9, "labels": ["a"] })),
+        json!({ "name": "n-1", "runner_group_id": 9, "labels": ["a"] }),
     )
     .await;
     assert_eq!(a.status, 404);
 
-    let a = http(&sim, "GET", &format!("{base}/{id}"), &[AUTH], None).await;
+    let a = get(&sim, &format!("{base}/{id}"), &[AUTH]).await;
     assert_eq!(a.status, 200);
     assert_eq!(a.json()["name"], "n-0");
-    let a = http(&sim, "GET", &format!("{base}/999999"), &[AUTH], None).await;
+    let a = get(&sim, &format!("{base}/999999"), &[AUTH]).await;
     assert_eq!(a.status, 404);
     assert_eq!(a.json()["message"], "Not Found");
 
     // Labels.
-    let a = http(
+    let a = post(
         &sim,
-        "POST",
         &format!("{base}/{id}/labels"),
         &[AUTH],
-        Some(json!({ "labels": ["extra"] })),
+        json!({ "labels": ["extra"] }),
     )
     .await;
     assert_eq!(a.status, 200);
@@ -260,23 +204,9 @@ async fn runner_routes_answer_githubs_status_codes() {
         .unwrap()
         .iter()
         .any(|l| l["name"] == "extra"));
-    let a = http(
-        &sim,
-        "DELETE",
-        &format!("{base}/{id}/labels/extra"),
-        &[AUTH],
-        None,
-    )
-    .await;
+    let a = delete(&sim, &format!("{base}/{id}/labels/extra"), &[AUTH]).await;
     assert_eq!(a.status, 200);
-    let a = http(
-        &sim,
-        "DELETE",
-        &format!("{base}/{id}/labels/extra"),
-        &[AUTH],
-        None,
-    )
-    .await;
+    let a = delete(&sim, &format!("{base}/{id}/labels/extra"), &[AUTH]).await;
     assert_eq!(a.status, 404);
 
     // Tokens.
@@ -291,16 +221,16 @@ async fn runner_routes_answer_githubs_status_codes() {
     // Delete: busy → 422, then 204, then 404.
     sim.run_jit(encoded).unwrap();
     sim.start_job(id).unwrap();
-    let a = http(&sim, "DELETE", &format!("{base}/{id}"), &[AUTH], None).await;
+    let a = delete(&sim, &format!("{base}/{id}"), &[AUTH]).await;
     assert_eq!(a.status, 422);
     let mut sim_runner = sim.runner(id).unwrap();
     assert!(sim_runner.busy);
     sim.set_online(id, false).unwrap();
     sim_runner = sim.runner(id).unwrap();
     assert!(!sim_runner.busy);
-    let a = http(&sim, "DELETE", &format!("{base}/{id}"), &[AUTH], None).await;
+    let a = delete(&sim, &format!("{base}/{id}"), &[AUTH]).await;
     assert_eq!(a.status, 204);
-    let a = http(&sim, "DELETE", &format!("{base}/{id}"), &[AUTH], None).await;
+    let a = delete(&sim, &format!("{base}/{id}"), &[AUTH]).await;
     assert_eq!(a.status, 404);
 }
 
@@ -308,14 +238,7 @@ async fn runner_routes_answer_githubs_status_codes() {
 async fn groups_rate_limit_and_headers() {
     let sim = start().await;
     sim.add_runner_group("acme", "GPU").unwrap();
-    let a = http(
-        &sim,
-        "GET",
-        "/orgs/acme/actions/runner-groups",
-        &[AUTH],
-        None,
-    )
-    .await;
+    let a = get(&sim, "/orgs/acme/actions/runner-groups", &[AUTH]).await;
     assert_eq!(a.status, 200);
     let v = a.json();
     assert_eq!(v["total_count"], 2);
@@ -331,12 +254,12 @@ async fn groups_rate_limit_and_headers() {
     ] {
         assert!(!a.header(h).is_empty(), "{h}");
     }
-    let a = http(&sim, "GET", "/rate_limit", &[AUTH], None).await;
+    let a = get(&sim, "/rate_limit", &[AUTH]).await;
     let v = a.json();
     assert_eq!(v["resources"]["core"]["limit"], 5000);
     assert_eq!(v["rate"]["remaining"], v["resources"]["core"]["remaining"]);
     let before = v["rate"]["remaining"].as_u64().unwrap();
-    let a = http(&sim, "GET", "/rate_limit", &[AUTH], None).await;
+    let a = get(&sim, "/rate_limit", &[AUTH]).await;
     assert_eq!(
         a.json()["rate"]["remaining"].as_u64().unwrap(),
         before,
@@ -345,7 +268,7 @@ async fn groups_rate_limit_and_headers() {
 
     // Exhausted budget: 403 with remaining 0.
     sim.set_rate_remaining(0);
-    let a = http(&sim, "GET", "/orgs/acme/actions/runners", &[AUTH], None).await;
+    let a = get(&sim, "/orgs/acme/actions/runners", &[AUTH]).await;
     assert_eq!(a.status, 403);
     assert_eq!(a.header("x-ratelimit-remaining"), "0");
 }
@@ -353,21 +276,20 @@ async fn groups_rate_limit_and_headers() {
 #[tokio::test]
 async fn the_control_api_plays_the_vm_and_injects_faults() {
     let sim = start().await;
-    let a = http(
+    let a = post(
         &sim,
-        "POST",
         "/_sim/registration-token",
         &[],
-        Some(json!({ "scope": "repos/o/r" })),
+        json!({ "scope": "repos/o/r" }),
     )
     .await;
     assert_eq!(a.status, 201);
     let token = a.json()["token"].as_str().unwrap().to_string();
     let reg = json!({ "scope": "repos/o/r", "name": "p-0", "labels": ["x"], "token": "wrong" });
-    let a = http(&sim, "POST", "/_sim/runners", &[], Some(reg)).await;
+    let a = post(&sim, "/_sim/runners", &[], reg).await;
     assert_eq!(a.status, 401);
     let reg = json!({ "scope": "repos/o/r", "name": "p-0", "labels": ["x"], "token": token });
-    let a = http(&sim, "POST", "/_sim/runners", &[], Some(reg)).await;
+    let a = post(&sim, "/_sim/runners", &[], reg).await;
     assert_eq!(a.status, 201);
     let id = a.json()["id"].as_u64().unwrap();
     for (step, status) in [
@@ -388,59 +310,45 @@ async fn the_control_api_plays_the_vm_and_injects_faults() {
         .await;
         assert_eq!(a.status, status, "{step}");
     }
-    let a = http(
+    let a = post(
         &sim,
-        "POST",
         "/_sim/jit/run",
         &[],
-        Some(json!({ "encoded_jit_config": "bm9wZQ==" })),
+        json!({ "encoded_jit_config": "bm9wZQ==" }),
     )
     .await;
     assert_eq!(a.status, 401);
 
     let fault =
         json!({ "kind": "server_error", "status": 503, "count": 2, "route": "actions/runners" });
-    assert_eq!(
-        http(&sim, "POST", "/_sim/faults", &[], Some(fault))
-            .await
-            .status,
-        204
-    );
+    assert_eq!(post(&sim, "/_sim/faults", &[], fault).await.status, 204);
     let fault = json!({ "kind": "rate_limited", "retry_after_secs": 9, "count": 1 });
-    assert_eq!(
-        http(&sim, "POST", "/_sim/faults", &[], Some(fault))
-            .await
-            .status,
-        204
-    );
+    assert_eq!(post(&sim, "/_sim/faults", &[], fault).await.status, 204);
     let path = "/repos/o/r/actions/runners";
-    assert_eq!(http(&sim, "GET", path, &[AUTH], None).await.status, 503);
-    assert_eq!(http(&sim, "GET", path, &[AUTH], None).await.status, 503);
-    let a = http(&sim, "GET", path, &[AUTH], None).await;
+    assert_eq!(get(&sim, path, &[AUTH]).await.status, 503);
+    assert_eq!(get(&sim, path, &[AUTH]).await.status, 503);
+    let a = get(&sim, path, &[AUTH]).await;
     assert_eq!(a.status, 429);
     assert_eq!(a.header("retry-after"), "9");
     let fault = json!({ "kind": "secondary_limit", "retry_after_secs": null, "count": 1 });
-    http(&sim, "POST", "/_sim/faults", &[], Some(fault)).await;
-    let a = http(&sim, "GET", path, &[AUTH], None).await;
+    post(&sim, "/_sim/faults", &[], fault).await;
+    let a = get(&sim, path, &[AUTH]).await;
     assert_eq!(a.status, 403);
     assert!(a.json()["message"]
         .as_str()
         .unwrap()
         .contains("secondary rate limit"));
-    assert_eq!(http(&sim, "GET", path, &[AUTH], None).await.status, 200);
+    assert_eq!(get(&sim, path, &[AUTH]).await.status, 200);
 
-    let a = http(&sim, "GET", "/_sim/stats", &[], None).await;
+    let a = get(&sim, "/_sim/stats", &[]).await;
     let stats = a.json();
     let route = "GET /repos/{owner}/{repo}/actions/runners";
     assert_eq!(stats["by_route"][route], 5);
     assert_eq!(stats["by_status"]["503"], 2);
     assert_eq!(stats["by_route_status"][route]["429"], 1);
-    let a = http(&sim, "GET", "/_sim/state", &[], None).await;
+    let a = get(&sim, "/_sim/state", &[]).await;
     assert!(a.json()["scopes"]["repos/o/r"]["runners"][id.to_string()].is_object());
-    assert_eq!(
-        http(&sim, "DELETE", "/_sim/stats", &[], None).await.status,
-        204
-    );
+    assert_eq!(delete(&sim, "/_sim/stats", &[]).await.status, 204);
     assert_eq!(sim.stats().total, 0);
 }
 
@@ -458,7 +366,7 @@ async fn the_state_file_survives_a_restart() {
 
     let again = sim::start(config).await.unwrap();
     assert_eq!(again.runner(ids[1]).unwrap().name, "keep-1");
-    let a = http(&again, "GET", "/orgs/acme/actions/runners", &[AUTH], None).await;
+    let a = get(&again, "/orgs/acme/actions/runners", &[AUTH]).await;
     assert_eq!(a.json()["total_count"], 2);
     // New ids do not collide with loaded ones.
     let more = again.add_runners("orgs/acme", "new", 1, &[]).unwrap();

@@ -4,29 +4,15 @@
 #[path = "support/raw_http.rs"]
 mod raw_http;
 
-use hangar::sim::{self, SimConfig, SimHandle};
-use raw_http::http;
+use hangar::sim::{self, SimConfig};
+use raw_http::{get, post, start, AUTH, TOKEN};
 use serde_json::json;
-
-const TOKEN: &str = "sim-raw-token";
-const AUTH: (&str, &str) = ("authorization", "Bearer sim-raw-token");
-
-async fn start() -> SimHandle {
-    sim::start(SimConfig::new(TOKEN)).await.unwrap()
-}
 
 #[tokio::test]
 async fn runner_releases_are_served_in_githubs_shape_with_etags() {
     let sim = start().await;
     // The seed: a release of actions/runner, so `latest` resolves offline.
-    let latest = http(
-        &sim,
-        "GET",
-        "/repos/actions/runner/releases/latest",
-        &[],
-        None,
-    )
-    .await;
+    let latest = get(&sim, "/repos/actions/runner/releases/latest", &[]).await;
     assert_eq!(latest.status, 200, "{}", latest.body);
     let r = latest.json();
     let seed = sim::SEED_RUNNER_VERSION;
@@ -55,7 +41,7 @@ async fn runner_releases_are_served_in_githubs_shape_with_etags() {
     let url = x64["browser_download_url"].as_str().unwrap();
     let path = url.strip_prefix(&sim.base_url).unwrap();
     let before = sim.rate().remaining;
-    let dl = http(&sim, "GET", path, &[], None).await;
+    let dl = get(&sim, path, &[]).await;
     assert_eq!(dl.status, 200);
     assert_eq!(dl.header("content-length"), x64["size"].to_string());
     assert_eq!(sim.rate().remaining, before);
@@ -63,33 +49,28 @@ async fn runner_releases_are_served_in_githubs_shape_with_etags() {
     // ETag and a free 304.
     let etag = latest.header("etag").to_string();
     assert!(etag.starts_with("W/\""), "{etag}");
-    let again = http(
+    let again = get(
         &sim,
-        "GET",
         "/repos/actions/runner/releases/latest",
         &[("if-none-match", &etag)],
-        None,
     )
     .await;
     assert_eq!(again.status, 304);
     assert!(again.body.is_empty());
 
     // A new release appears through the control API.
-    let published = http(
+    let published = post(
         &sim,
-        "POST",
         "/_sim/releases",
         &[],
-        Some(json!({ "version": "2.331.0", "published_at": "2030-01-02T03:04:05Z", "arches": ["x64"] })),
+        json!({ "version": "2.331.0", "published_at": "2030-01-02T03:04:05Z", "arches": ["x64"] }),
     )
     .await;
     assert_eq!(published.status, 201, "{}", published.body);
-    let changed = http(
+    let changed = get(
         &sim,
-        "GET",
         "/repos/actions/runner/releases/latest",
         &[("if-none-match", &etag)],
-        None,
     )
     .await;
     assert_eq!(changed.status, 200);
@@ -98,36 +79,16 @@ async fn runner_releases_are_served_in_githubs_shape_with_etags() {
 
     // A prerelease is listed but is not `latest`; a given tarball is served as given.
     let body = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, b"not a tarball");
-    let pre = http(
-        &sim,
-        "POST",
-        "/_sim/releases",
-        &[],
-        Some(json!({ "version": "2.332.0", "prerelease": true, "arches": ["arm64"], "tarball_base64": body,
-                     "published_at": "2030-02-01T00:00:00Z" })),
-    )
+    let pre = post(&sim, "/_sim/releases", &[], json!({ "version": "2.332.0", "prerelease": true, "arches": ["arm64"], "tarball_base64": body,
+                     "published_at": "2030-02-01T00:00:00Z" }))
     .await;
     assert_eq!(pre.status, 201);
     assert_eq!(pre.json()["assets"][0]["size"], 13);
-    let latest = http(
-        &sim,
-        "GET",
-        "/repos/actions/runner/releases/latest",
-        &[],
-        None,
-    )
-    .await;
+    let latest = get(&sim, "/repos/actions/runner/releases/latest", &[]).await;
     assert_eq!(latest.json()["tag_name"], "v2.331.0");
 
     // The list: newest first, paged with Link.
-    let page = http(
-        &sim,
-        "GET",
-        "/repos/actions/runner/releases?per_page=2",
-        &[],
-        None,
-    )
-    .await;
+    let page = get(&sim, "/repos/actions/runner/releases?per_page=2", &[]).await;
     assert_eq!(page.status, 200);
     let tags: Vec<String> = page
         .json()
@@ -142,62 +103,37 @@ async fn runner_releases_are_served_in_githubs_shape_with_etags() {
         "{}",
         page.header("link")
     );
-    let page2 = http(
+    let page2 = get(
         &sim,
-        "GET",
         "/repos/actions/runner/releases?per_page=2&page=2",
         &[],
-        None,
     )
     .await;
     assert_eq!(page2.json()[0]["tag_name"], format!("v{seed}"));
 
     // By tag; unknown tags and repositories are GitHub's 404.
-    let tag = http(
-        &sim,
-        "GET",
-        "/repos/actions/runner/releases/tags/v2.331.0",
-        &[],
-        None,
-    )
-    .await;
+    let tag = get(&sim, "/repos/actions/runner/releases/tags/v2.331.0", &[]).await;
     assert_eq!(
         tag.json()["assets"][0]["name"],
         "actions-runner-linux-x64-2.331.0.tar.gz"
     );
-    let missing = http(
-        &sim,
-        "GET",
-        "/repos/actions/runner/releases/tags/v9.9.9",
-        &[],
-        None,
-    )
-    .await;
+    let missing = get(&sim, "/repos/actions/runner/releases/tags/v9.9.9", &[]).await;
     assert_eq!(missing.status, 404);
     assert_eq!(missing.json()["message"], "Not Found");
-    let none = http(&sim, "GET", "/repos/o/r/releases/latest", &[], None).await;
+    let none = get(&sim, "/repos/o/r/releases/latest", &[]).await;
     assert_eq!(none.status, 404);
 
     // Public, but a bad credential is still refused.
-    let bad = http(
+    let bad = get(
         &sim,
-        "GET",
         "/repos/actions/runner/releases/latest",
         &[("authorization", "Bearer nope")],
-        None,
     )
     .await;
     assert_eq!(bad.status, 401);
 
     // Refused input on the control route.
-    let refused = http(
-        &sim,
-        "POST",
-        "/_sim/releases",
-        &[],
-        Some(json!({ "version": "two" })),
-    )
-    .await;
+    let refused = post(&sim, "/_sim/releases", &[], json!({ "version": "two" })).await;
     assert_eq!(refused.status, 422);
 }
 
@@ -206,14 +142,7 @@ async fn the_seed_release_can_be_left_out() {
     let mut config = SimConfig::new(TOKEN);
     config.seed_runner_release = false;
     let sim = sim::start(config).await.unwrap();
-    let latest = http(
-        &sim,
-        "GET",
-        "/repos/actions/runner/releases/latest",
-        &[],
-        None,
-    )
-    .await;
+    let latest = get(&sim, "/repos/actions/runner/releases/latest", &[]).await;
     assert_eq!(latest.status, 404);
 }
 
@@ -221,14 +150,7 @@ async fn the_seed_release_can_be_left_out() {
 async fn downloads_installations_rate_limit_and_group_etags() {
     let sim = start().await;
     for scope in ["/repos/o/r", "/orgs/acme"] {
-        let d = http(
-            &sim,
-            "GET",
-            &format!("{scope}/actions/runners/downloads"),
-            &[AUTH],
-            None,
-        )
-        .await;
+        let d = get(&sim, &format!("{scope}/actions/runners/downloads"), &[AUTH]).await;
         assert_eq!(d.status, 200, "{}", d.body);
         let apps = d.json();
         let x64 = apps
@@ -245,34 +167,25 @@ async fn downloads_installations_rate_limit_and_group_etags() {
         );
         assert_eq!(x64["sha256_checksum"].as_str().unwrap().len(), 64);
     }
-    let rate = http(&sim, "GET", "/rate_limit", &[AUTH], None).await.json();
+    let rate = get(&sim, "/rate_limit", &[AUTH]).await.json();
     assert!(rate["resources"]["search"]["limit"].is_u64(), "{rate}");
     assert!(rate["resources"]["core"]["limit"].is_u64());
 
-    let groups = http(
-        &sim,
-        "GET",
-        "/orgs/acme/actions/runner-groups",
-        &[AUTH],
-        None,
-    )
-    .await;
+    let groups = get(&sim, "/orgs/acme/actions/runner-groups", &[AUTH]).await;
     let etag = groups.header("etag").to_string();
     assert!(etag.starts_with("W/"), "{etag}");
-    let again = http(
+    let again = get(
         &sim,
-        "GET",
         "/orgs/acme/actions/runner-groups",
         &[AUTH, ("if-none-match", &etag)],
-        None,
     )
     .await;
     assert_eq!(again.status, 304);
 
     // Without an App configured, the App routes are GitHub's 404; with a
     // token instead of a JWT, 401.
-    let app = http(&sim, "GET", "/app", &[AUTH], None).await;
+    let app = get(&sim, "/app", &[AUTH]).await;
     assert_eq!(app.status, 404);
-    let no_auth = http(&sim, "GET", "/orgs/acme/installation", &[], None).await;
+    let no_auth = get(&sim, "/orgs/acme/installation", &[]).await;
     assert_eq!(no_auth.status, 404);
 }

@@ -9,6 +9,8 @@
 
 #[path = "trust/input.rs"]
 mod input;
+#[path = "kit/host.rs"]
+mod kit;
 #[path = "trust/ownership.rs"]
 mod ownership;
 #[path = "trust/secrets.rs"]

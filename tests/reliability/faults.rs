@@ -10,10 +10,11 @@ use hangar::plan::model::{Action, DeleteReason, ReplaceReason, VmState, WaitReas
 use hangar::providers::{ErrorKind, Hypervisor};
 use hangar::reconcile::event::Ignore;
 use hangar::reconcile::execute::Outcome;
-use hangar::sim::{Fault, FaultKind, Latency, RegisterRunner};
+use hangar::sim::{Fault, FaultKind, Latency};
 
 use super::results::Scenario;
 use super::rig::{self, fleet_yaml, pool, slot, Op, Rig, Strike, FLEET, SCOPE};
+use super::wiring;
 
 /// Passes `step` apart until converged; panics after `max`.
 async fn settle(rig: &Rig, max: usize, step: Duration) -> usize {
@@ -25,6 +26,13 @@ async fn settle(rig: &Rig, max: usize, step: Duration) -> usize {
     }
     let r = rig.diff().await;
     panic!("not converged after {max} passes: {:#?}", r.plan.actions);
+}
+
+/// A rig for `yaml`, settled (see [`settle`]).
+async fn settled(yaml: &str) -> Rig {
+    let rig = Rig::new(yaml).await;
+    settle(&rig, 10, Duration::from_secs(1)).await;
+    rig
 }
 
 fn at_most_one_domain_per_slot(rig: &Rig, what: &str) {
@@ -109,9 +117,11 @@ async fn s02_ambiguous_create_is_adopted_not_duplicated() {
 #[tokio::test(start_paused = true)]
 async fn s04_busy_runners_are_never_killed() {
     let sc = Scenario::begin(4);
-    let yaml = fleet_yaml(&["h1"], &[pool("p", 2, false, 1), pool("e", 2, true, 1)]);
-    let mut rig = Rig::new(&yaml).await;
-    settle(&rig, 10, Duration::from_secs(1)).await;
+    let mut rig = settled(&fleet_yaml(
+        &["h1"],
+        &[pool("p", 2, false, 1), pool("e", 2, true, 1)],
+    ))
+    .await;
     let mut trials = 0;
 
     // (a) GitHub says busy: scale-down and a spec change wait.
@@ -245,17 +255,8 @@ async fn s05_booting_vms_are_not_reaped() {
         );
         let booting = r
             .plan
-            .actions
-            .iter()
-            .filter(|a| {
-                matches!(
-                    a,
-                    Action::Wait {
-                        reason: WaitReason::Booting { .. },
-                        ..
-                    }
-                )
-            })
+            .waits()
+            .filter(|(_, reason)| matches!(reason, WaitReason::Booting { .. }))
             .count();
         assert_eq!(booting, 2, "at +{off}s: {:#?}", r.plan.actions);
         trials += 1;
@@ -271,15 +272,7 @@ async fn s05_booting_vms_are_not_reaped() {
         .plan
         .actions
         .iter()
-        .filter(|a| {
-            matches!(
-                a,
-                Action::Replace {
-                    reason: ReplaceReason::BootTimeout { .. },
-                    ..
-                }
-            )
-        })
+        .filter(|a| matches!(a, Action::Replace { reason, .. } if matches!(reason, ReplaceReason::BootTimeout { .. })))
         .count();
     assert_eq!(replaced, 2, "{:#?}", r.plan.actions);
     sc.pass(
@@ -310,7 +303,6 @@ async fn s06_foreign_objects_are_never_touched() {
             .unwrap()
             .create()
             .unwrap();
-        let pool = conn.lookup_storage_pool_by_name("default").unwrap();
         for v in [
             // Same name as e-0's first root overlay, but not an overlay.
             format!("{}-g1-root.qcow2", slot("e", 0)),
@@ -318,41 +310,20 @@ async fn s06_foreign_objects_are_never_touched() {
             // Named like a cache of a slot that does not exist.
             format!("{}-cache.qcow2", slot("p", 7)),
         ] {
-            virt::storage_vol::StorageVol::create_xml(
-                &pool,
-                &format!(
-                    "<volume><name>{v}</name><capacity unit='M'>1</capacity>\
-                     <target><format type='raw'/></target></volume>"
-                ),
-                0,
-            )
-            .unwrap();
+            wiring::foreign_volume(&hosts["h1"], "default", &v, "raw", 1);
         }
     })
     .await;
     // Foreign runners: one holds slot p-0's name, one has the fleet's
     // custom label, one is another fleet's, one is named like a slot of ours
     // that is not in the file.
-    let token = rig.sim.registration_token(SCOPE).unwrap();
     for (name, labels) in [
         (slot("p", 0), vec!["rel".to_string()]),
         ("ci-1".to_string(), vec!["rel".to_string()]),
         ("oth-p-0".to_string(), vec!["hangar-oth".to_string()]),
         (slot("p", 9), vec!["rel".to_string()]),
     ] {
-        let r = rig
-            .sim
-            .register_runner(&RegisterRunner {
-                scope: SCOPE.into(),
-                name,
-                labels,
-                token: token.clone(),
-                group: None,
-                replace: false,
-                ephemeral: false,
-                no_default_labels: false,
-            })
-            .unwrap();
+        let r = wiring::register(&rig.sim, SCOPE, &name, labels, false).unwrap();
         if r.name != slot("p", 9) {
             rig.sim.set_online(r.id, true).unwrap();
         }
@@ -477,9 +448,7 @@ async fn s06_foreign_objects_are_never_touched() {
 #[tokio::test(start_paused = true)]
 async fn s07_spent_jit_config_is_never_reused() {
     let sc = Scenario::begin(7);
-    let yaml = fleet_yaml(&["h1"], &[pool("e", 1, true, 1)]);
-    let rig = Rig::new(&yaml).await;
-    settle(&rig, 10, Duration::from_secs(1)).await;
+    let rig = settled(&fleet_yaml(&["h1"], &[pool("e", 1, true, 1)])).await;
     let name = slot("e", 0);
     let mut seen_ids = Vec::new();
     let mut seen_sha = Vec::new();
@@ -523,9 +492,11 @@ async fn s07_spent_jit_config_is_never_reused() {
 #[tokio::test(start_paused = true)]
 async fn s08_github_storms_back_off_and_destroy_nothing() {
     let sc = Scenario::begin(8);
-    let yaml = fleet_yaml(&["h1"], &[pool("p", 2, false, 1), pool("e", 1, true, 1)]);
-    let mut rig = Rig::new(&yaml).await;
-    settle(&rig, 10, Duration::from_secs(1)).await;
+    let mut rig = settled(&fleet_yaml(
+        &["h1"],
+        &[pool("p", 2, false, 1), pool("e", 1, true, 1)],
+    ))
+    .await;
     // A file that, once GitHub answers, means deletes and replaces.
     rig.set_fleet(&fleet_yaml(
         &["h1"],
@@ -640,12 +611,11 @@ async fn s08_github_storms_back_off_and_destroy_nothing() {
 #[tokio::test(start_paused = true)]
 async fn s11_host_reboot_restarts_or_replaces() {
     let sc = Scenario::begin(11);
-    let yaml = fleet_yaml(
+    let rig = settled(&fleet_yaml(
         &["h1", "h2"],
         &[pool("p", 2, false, 1), pool("e", 2, true, 1)],
-    );
-    let rig = Rig::new(&yaml).await;
-    settle(&rig, 10, Duration::from_secs(1)).await;
+    ))
+    .await;
     let mut trials = 0;
     for _ in 0..3 {
         let mut before = BTreeMap::new();
@@ -697,9 +667,11 @@ async fn s11_host_reboot_restarts_or_replaces() {
 #[tokio::test(start_paused = true)]
 async fn s13_removed_pool_drains_busy_runners_first() {
     let sc = Scenario::begin(13);
-    let yaml = fleet_yaml(&["h1"], &[pool("p", 2, false, 1), pool("q", 2, false, 1)]);
-    let mut rig = Rig::new(&yaml).await;
-    settle(&rig, 10, Duration::from_secs(1)).await;
+    let mut rig = settled(&fleet_yaml(
+        &["h1"],
+        &[pool("p", 2, false, 1), pool("q", 2, false, 1)],
+    ))
+    .await;
     let q1 = rig.runner(&slot("q", 1)).unwrap();
     rig.sim.start_job(q1.id).unwrap();
     let keep: Vec<String> = rig

@@ -16,23 +16,23 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use hangar::assemble::FleetProvisioner;
-use hangar::model::host::{DomainType, NetworkAttachment};
+use hangar::model::host::DomainType;
 use hangar::model::names::ownership_label;
-use hangar::providers::github::{Auth, GithubConfig, GithubRegistry, Scope};
 use hangar::providers::hooked::{Hook, Hooked, HvCall, HvOp, Made};
-use hangar::providers::libvirt::{HostConfig, LibvirtHost};
-use hangar::providers::Hypervisor;
-use hangar::providers::{RetryPolicy, Retrying};
+use hangar::providers::libvirt::HostConfig;
+use hangar::providers::RetryPolicy;
 use hangar::reconcile::engine::Engine;
-use hangar::reconcile::{Limits, SystemClock, World};
-use hangar::secret::Secret;
-use hangar::sim::{self, RegisterRunner, SimConfig};
+use hangar::reconcile::SystemClock;
+use hangar::sim::{self, SimConfig};
 use tokio_util::sync::CancellationToken;
 use virt::connect::Connect;
 
 use super::cli::{text, State};
+use super::kit;
 use super::results::Scenario;
+use super::wiring;
+
+const SCOPE: &str = "repos/acme/widgets";
 
 /// A libvirtd of the suite's own.
 pub struct Daemon {
@@ -301,31 +301,19 @@ async fn s09_libvirtd_restarted_mid_pass() {
     let daemon = Arc::new(Mutex::new(daemon));
 
     let sim = Arc::new(sim::start(SimConfig::new("libvirtd-test")).await.unwrap());
-    let registry = GithubRegistry::new(GithubConfig {
-        scope: Scope::Repository {
-            owner: "acme".into(),
-            repo: "widgets".into(),
-        },
-        api_url: sim.base_url.clone(),
-        auth: Auth::Token(Secret::new("libvirtd-test".to_string())),
-        timeout: Some(Duration::from_secs(30)),
+    let registry = wiring::registry(
+        &sim,
+        "acme",
+        "widgets",
+        "libvirtd-test",
+        Some(Duration::from_secs(30)),
+    );
+    let host = kit::connect(HostConfig {
+        domain_type: Some(DomainType::Qemu),
+        console_dir: Some(console_dir),
+        ..kit::host_config("real", &uri, "rel")
     })
-    .unwrap();
-    let host = tokio::task::spawn_blocking(move || {
-        LibvirtHost::connect(HostConfig {
-            name: "real".into(),
-            uri,
-            storage_pool: "rel".into(),
-            network: NetworkAttachment::None,
-            domain_type: Some(DomainType::Qemu),
-            console_dir: Some(console_dir),
-            volume_record: None,
-            image_dirs: Vec::new(),
-        })
-    })
-    .await
-    .unwrap()
-    .expect("connect");
+    .await;
     let restarting = Arc::new(Hooked::new(
         Arc::new(host),
         Restarting {
@@ -333,30 +321,27 @@ async fn s09_libvirtd_restarted_mid_pass() {
             restart_before: Mutex::new(None),
         },
     ));
-    let mut fleet = hangar::fleet::load_str("fleet.yaml", &real_yaml(1)).unwrap();
+    let mut fleet = wiring::load(&real_yaml(1));
+    let policy = RetryPolicy {
+        max_attempts: 3,
+        base_delay: Duration::from_millis(300),
+        max_delay: Duration::from_secs(2),
+        max_total_wait: Duration::from_secs(10),
+    };
+    let hosts = BTreeMap::from([(
+        "real".to_string(),
+        wiring::retrying(restarting.clone(), policy, None),
+    )]);
+    let registry = wiring::retrying_registry(registry, RetryPolicy::GITHUB, None);
     let mut engine = Engine {
-        world: World {
-            fleet: "rel".into(),
-            hosts: BTreeMap::from([(
-                "real".to_string(),
-                Arc::new(Retrying::<dyn Hypervisor>::new(
-                    restarting.clone() as Arc<dyn Hypervisor>,
-                    RetryPolicy {
-                        max_attempts: 3,
-                        base_delay: Duration::from_millis(300),
-                        max_delay: Duration::from_secs(2),
-                        max_total_wait: Duration::from_secs(10),
-                    },
-                )) as Arc<dyn Hypervisor>,
-            )]),
-            registry: Arc::new(Retrying::new(registry, RetryPolicy::GITHUB)),
-        },
-        provisioner: Arc::new(FleetProvisioner::new(fleet.fleet.clone(), None)),
-        clock: Arc::new(SystemClock),
-        limits: Limits::default(),
-        guests: None,
         poll: Duration::from_secs(1),
-        services: Vec::new(),
+        ..wiring::engine(
+            &fleet,
+            hosts,
+            Arc::new(registry),
+            Arc::new(SystemClock),
+            None,
+        )
     };
     let cancel = CancellationToken::new();
     // The guests' part: a running VM's runner registers and comes online.
@@ -368,18 +353,8 @@ async fn s09_libvirtd_restarted_mid_pass() {
             .collect();
         let _ = engine;
         for n in names {
-            if sim.runner_by_name("repos/acme/widgets", &n).is_none() {
-                let token = sim.registration_token("repos/acme/widgets").unwrap();
-                if let Ok(r) = sim.register_runner(&RegisterRunner {
-                    scope: "repos/acme/widgets".into(),
-                    name: n,
-                    labels: desired_labels.clone(),
-                    token,
-                    group: None,
-                    replace: true,
-                    ephemeral: false,
-                    no_default_labels: false,
-                }) {
+            if sim.runner_by_name(SCOPE, &n).is_none() {
+                if let Ok(r) = wiring::register(&sim, SCOPE, &n, desired_labels.clone(), true) {
                     sim.set_online(r.id, true).unwrap();
                 }
             }
@@ -393,10 +368,7 @@ async fn s09_libvirtd_restarted_mid_pass() {
     ) -> (usize, usize) {
         let mut failed = 0;
         for n in 1..=8 {
-            let r = engine
-                .pass(fleet, false, cancel, &|_| {}, Duration::from_secs(60))
-                .await
-                .unwrap();
+            let r = wiring::pass(engine, fleet, false, cancel, Duration::from_secs(60)).await;
             failed += r.report.as_ref().map_or(0, |r| r.failed()) + r.snapshot.failures().len();
             play(engine, fleet);
             if r.converged() {
@@ -422,8 +394,8 @@ async fn s09_libvirtd_restarted_mid_pass() {
         (HvOp::Delete, 1),
         (HvOp::RemoveSeed, 2),
     ] {
-        fleet = hangar::fleet::load_str("fleet.yaml", &real_yaml(count)).unwrap();
-        engine.provisioner = Arc::new(FleetProvisioner::new(fleet.fleet.clone(), None));
+        fleet = wiring::load(&real_yaml(count));
+        engine.provisioner = wiring::provisioner(&fleet, None);
         *restarting.hook.restart_before.lock().unwrap() = Some(op);
         let (passes, failed) = converge(&engine, &fleet, &cancel, &play).await;
         assert!(

@@ -8,52 +8,41 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{TimeZone, Utc};
-use hangar::assemble::FleetProvisioner;
-use hangar::fleet::{self, LoadedFleet};
+use hangar::fleet::LoadedFleet;
 use hangar::plan::model::{Action, ObservedVm};
-use hangar::providers::github::{Auth, GithubConfig, GithubRegistry, Scope};
 use hangar::providers::hooked::{Hook, Hooked, HvCall, HvOp, Made};
-use hangar::providers::{ErrorKind, Hypervisor, ProviderError, RetryPolicy, Retrying};
+use hangar::providers::{ErrorKind, Hypervisor, ProviderError, RetryPolicy};
 use hangar::reconcile::engine::{Engine, GuestPlay, PassResult};
-use hangar::reconcile::{Limits, TokioClock, World};
-use hangar::sandbox::guest::SandboxGuests;
+use hangar::reconcile::TokioClock;
 use hangar::sandbox::host::SandboxHost;
-use hangar::secret::Secret;
-use hangar::sim::{self, SimConfig, SimHandle, SimRunner};
+use hangar::sim::{SimHandle, SimRunner};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tokio_util::sync::CancellationToken;
 
 use super::inspect::{self, NodeView};
+use super::wiring;
 
 pub const TOKEN: &str = "reliability-rig-token";
 pub const SCOPE: &str = "repos/acme/widgets";
 pub const FLEET: &str = "rel";
+/// The `every` of the rig's passes.
+const PASS_EVERY: Duration = Duration::from_secs(120);
 
 /// A fleet file `rel` on sandbox hosts, registering in `acme/widgets`.
 pub fn fleet_yaml(hosts: &[&str], pools: &[String]) -> String {
-    let mut y = format!(
-        "apiVersion: hangar/v1\nkind: Fleet\nmetadata:\n  name: {FLEET}\nspec:\n  github:\n    \
-         repository: acme/widgets\n    simulator: true\n  policy:\n    bootTimeout: 5m\n    \
-         offlineTimeout: 10m\n    backoffBase: 1m\n    backoffMax: 10m\n  hosts:\n"
-    );
-    for h in hosts {
-        y.push_str(&format!("    - name: {h}\n      uri: sandbox\n"));
-    }
-    y.push_str("  pools:\n");
-    for p in pools {
-        y.push_str(p);
-    }
-    y
+    wiring::sandbox_fleet(
+        FLEET,
+        "acme/widgets",
+        "    bootTimeout: 5m\n    offlineTimeout: 10m\n    backoffBase: 1m\n    backoffMax: 10m\n",
+        hosts,
+        &pools.concat(),
+    )
 }
 
-/// A `pools:` entry.
+/// A `pools:` entry labelled `rel`, with a 1 GiB cache.
 pub fn pool(name: &str, count: u32, ephemeral: bool, cpus: u32) -> String {
-    format!(
-        "    - name: {name}\n      count: {count}\n      ephemeral: {ephemeral}\n      \
-         labels: [rel]\n      vm:\n        cpus: {cpus}\n        memory: 512MiB\n        \
-         disk: 4GiB\n        image: base.qcow2\n      cache:\n        size: 1GiB\n"
-    )
+    wiring::sandbox_pool(name, count, ephemeral, "rel", cpus, Some("1GiB"))
 }
 
 pub fn slot(pool: &str, i: u32) -> String {
@@ -199,35 +188,11 @@ pub struct Rig {
 }
 
 impl Rig {
-    pub async fn new(yaml: &str) -> Rig {
-        Rig::with_seed(yaml, |_| {}).await
-    }
-
     /// `seed` may define foreign domains and volumes before the engine looks.
-    pub async fn with_seed(
-        yaml: &str,
-        seed: impl FnOnce(&BTreeMap<String, Arc<SandboxHost>>),
-    ) -> Rig {
-        let fleet = fleet::load_str("fleet.yaml", yaml).unwrap_or_else(|e| panic!("{e}"));
-        let dir = tempfile::tempdir().unwrap();
-        let mut hosts = BTreeMap::new();
-        for h in &fleet.fleet.spec.hosts {
-            let host = SandboxHost::open(dir.path(), &h.name, &h.storage_pool).unwrap();
-            hosts.insert(h.name.clone(), Arc::new(host));
-        }
-        seed(&hosts);
-        let sim = Arc::new(sim::start(SimConfig::new(TOKEN)).await.unwrap());
-        let registry = GithubRegistry::new(GithubConfig {
-            scope: Scope::Repository {
-                owner: "acme".into(),
-                repo: "widgets".into(),
-            },
-            api_url: sim.base_url.clone(),
-            auth: Auth::Token(Secret::new(TOKEN.to_string())),
-            // Paused time jumps to the next timer while the simulator answers.
-            timeout: None,
-        })
-        .unwrap();
+    pub async fn with_seed(yaml: &str, seed: impl FnOnce(&wiring::Hosts)) -> Rig {
+        let sandbox = wiring::sandbox(yaml, TOKEN, seed).await;
+        let (dir, fleet, hosts, sim) = (sandbox.dir, sandbox.fleet, sandbox.hosts, sandbox.sim);
+        let registry = wiring::registry(&sim, "acme", "widgets", TOKEN, None);
         let calls = Arc::new(Mutex::new(Vec::new()));
         let cancel = CancellationToken::new();
         let mut faults = BTreeMap::new();
@@ -235,59 +200,38 @@ impl Rig {
         for (name, h) in &hosts {
             let f = Arc::new(Mutex::new(HostFaults::default()));
             faults.insert(name.clone(), f.clone());
-            let faulty: Arc<dyn Hypervisor> = Arc::new(Hooked::new(
+            let faulty = Arc::new(Hooked::new(
                 h.clone(),
                 Faulty {
                     calls: calls.clone(),
                     faults: f,
                 },
             ));
+            let policy = RetryPolicy {
+                max_attempts: 3,
+                base_delay: Duration::from_millis(200),
+                max_delay: Duration::from_millis(800),
+                max_total_wait: Duration::from_secs(10),
+            };
             world_hosts.insert(
                 name.clone(),
-                Arc::new(
-                    Retrying::<dyn Hypervisor>::new(
-                        faulty,
-                        RetryPolicy {
-                            max_attempts: 3,
-                            base_delay: Duration::from_millis(200),
-                            max_delay: Duration::from_millis(800),
-                            max_total_wait: Duration::from_secs(10),
-                        },
-                    )
-                    .stopped_by(cancel.clone()),
-                ),
+                wiring::retrying(faulty, policy, Some(&cancel)),
             );
         }
-        let guests: Arc<dyn GuestPlay> = Arc::new(SandboxGuests {
-            sim: sim.clone(),
-            scope: SCOPE.to_string(),
-            hosts: hosts.values().cloned().collect(),
-        });
+        let guests = wiring::sandbox_guests(&sim, SCOPE, &hosts);
+        let registry_policy = RetryPolicy {
+            max_attempts: 4,
+            base_delay: Duration::from_secs(1),
+            max_delay: Duration::from_secs(8),
+            max_total_wait: Duration::from_secs(60),
+        };
+        let registry = wiring::retrying_registry(registry, registry_policy, Some(&cancel));
+        let clock = Arc::new(TokioClock::starting_at(
+            Utc.with_ymd_and_hms(2030, 1, 1, 0, 0, 0).unwrap(),
+        ));
         let engine = Engine {
-            world: World {
-                fleet: FLEET.to_string(),
-                hosts: world_hosts,
-                registry: Arc::new(
-                    Retrying::new(
-                        registry,
-                        RetryPolicy {
-                            max_attempts: 4,
-                            base_delay: Duration::from_secs(1),
-                            max_delay: Duration::from_secs(8),
-                            max_total_wait: Duration::from_secs(60),
-                        },
-                    )
-                    .stopped_by(cancel.clone()),
-                ),
-            },
-            provisioner: Arc::new(FleetProvisioner::new(fleet.fleet.clone(), None)),
-            clock: Arc::new(TokioClock::starting_at(
-                Utc.with_ymd_and_hms(2030, 1, 1, 0, 0, 0).unwrap(),
-            )),
-            limits: Limits::default(),
             guests: Some(guests.clone()),
-            poll: Duration::from_millis(500),
-            services: Vec::new(),
+            ..wiring::engine(&fleet, world_hosts, Arc::new(registry), clock, None)
         };
         Rig {
             _dir: dir,
@@ -302,9 +246,13 @@ impl Rig {
         }
     }
 
+    pub async fn new(yaml: &str) -> Rig {
+        Rig::with_seed(yaml, |_| {}).await
+    }
+
     pub fn set_fleet(&mut self, yaml: &str) {
-        self.fleet = fleet::load_str("fleet.yaml", yaml).unwrap_or_else(|e| panic!("{e}"));
-        self.engine.provisioner = Arc::new(FleetProvisioner::new(self.fleet.fleet.clone(), None));
+        self.fleet = wiring::load(yaml);
+        self.engine.provisioner = wiring::provisioner(&self.fleet, None);
     }
 
     /// Whether the stand-in guests act after each pass.
@@ -334,29 +282,11 @@ impl Rig {
     }
 
     pub async fn pass(&self) -> PassResult {
-        self.engine
-            .pass(
-                &self.fleet,
-                false,
-                &self.cancel,
-                &|_| {},
-                Duration::from_secs(120),
-            )
-            .await
-            .unwrap_or_else(|e| panic!("pass failed: {e}"))
+        wiring::pass(&self.engine, &self.fleet, false, &self.cancel, PASS_EVERY).await
     }
 
     pub async fn diff(&self) -> PassResult {
-        self.engine
-            .pass(
-                &self.fleet,
-                true,
-                &self.cancel,
-                &|_| {},
-                Duration::from_secs(120),
-            )
-            .await
-            .unwrap_or_else(|e| panic!("dry run failed: {e}"))
+        wiring::pass(&self.engine, &self.fleet, true, &self.cancel, PASS_EVERY).await
     }
 
     pub fn take_calls(&self) -> Vec<Call> {

@@ -50,6 +50,16 @@ impl Sandbox {
         (child, rx)
     }
 
+    /// Start the daemon: `hangar reconcile -f FILE --every EVERY MORE…`.
+    pub fn reconcile(
+        &self,
+        file: &Path,
+        every: &str,
+        more: &[&str],
+    ) -> (Child, mpsc::Receiver<String>) {
+        self.spawn(&reconcile_args(file.to_str().unwrap(), every, more))
+    }
+
     pub fn run(&self, args: &[&str]) -> Run {
         let out = self.command(args).output().unwrap();
         Run::from(out, args)
@@ -97,6 +107,13 @@ impl std::fmt::Display for Run {
             self.args, self.code, self.stdout, self.stderr
         )
     }
+}
+
+/// `reconcile -f FILE --every EVERY MORE…`.
+pub fn reconcile_args<'a>(file: &'a str, every: &'a str, more: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec!["reconcile", "-f", file, "--every", every];
+    args.extend_from_slice(more);
+    args
 }
 
 /// Slots of a `status -o json` that have a VM or a runner.

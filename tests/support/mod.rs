@@ -9,28 +9,25 @@
 
 #![allow(dead_code)]
 
+pub mod wiring;
+
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::Utc;
-use hangar::assemble::FleetProvisioner;
-use hangar::fleet::{self, LoadedFleet};
+use hangar::fleet::LoadedFleet;
 use hangar::plan::model::{Action, ObservedVm};
-use hangar::providers::github::{Auth, GithubConfig, GithubRegistry, Scope};
 use hangar::providers::hooked::{Hook, Hooked, HvCall as Call, Made};
-use hangar::providers::{Hypervisor, RetryPolicy, Retrying, RunnerRegistry};
+use hangar::providers::{Hypervisor, RetryPolicy, RunnerRegistry};
 use hangar::reconcile::daemon::Assembler;
 use hangar::reconcile::engine::{Engine, GuestPlay, PassResult};
-use hangar::reconcile::event::Ignore;
 use hangar::reconcile::memory::{OfflineMemory, Remembering};
-use hangar::reconcile::{Clock, Limits, TokioClock, World};
+use hangar::reconcile::{Clock, TokioClock};
 use hangar::runner_dist::RunnerSupply;
-use hangar::sandbox::guest::SandboxGuests;
 use hangar::sandbox::host::SandboxHost;
-use hangar::secret::Secret;
-use hangar::sim::{self, SimConfig, SimHandle, SimRunner};
+use hangar::sim::{SimHandle, SimRunner};
 use tokio_util::sync::CancellationToken;
 
 pub mod scale;
@@ -45,35 +42,28 @@ pub const FLEET: &str = "t";
 /// `acme/widgets`, with short timeouts, and the given `pools:` entries
 /// (YAML list items indented by four spaces).
 pub fn fleet_yaml(hosts: &[&str], pools: &str) -> String {
-    let mut y = format!(
-        "apiVersion: hangar/v1\nkind: Fleet\nmetadata:\n  name: {FLEET}\nspec:\n  github:\n    \
-         repository: {OWNER}/{REPO}\n    simulator: true\n  policy:\n    bootTimeout: 5m\n    \
-         backoffBase: 1m\n    backoffMax: 10m\n  hosts:\n"
-    );
-    for h in hosts {
-        y.push_str(&format!("    - name: {h}\n      uri: sandbox\n"));
-    }
-    y.push_str("  pools:\n");
-    y.push_str(pools);
-    y
+    wiring::sandbox_fleet(
+        FLEET,
+        &format!("{OWNER}/{REPO}"),
+        "    bootTimeout: 5m\n    backoffBase: 1m\n    backoffMax: 10m\n",
+        hosts,
+        pools,
+    )
 }
 
-/// A `pools:` entry.
+/// A `pools:` entry labelled `test`, with a 2 GiB cache when `cache`.
 pub fn pool(name: &str, count: u32, ephemeral: bool, cpus: u32, cache: bool) -> String {
-    let mut p = format!(
-        "    - name: {name}\n      count: {count}\n      ephemeral: {ephemeral}\n      \
-         labels: [test]\n      vm:\n        cpus: {cpus}\n        memory: 512MiB\n        \
-         disk: 4GiB\n        image: base.qcow2\n"
-    );
-    if cache {
-        p.push_str("      cache:\n        size: 2GiB\n");
-    }
-    p
+    wiring::sandbox_pool(
+        name,
+        count,
+        ephemeral,
+        "test",
+        cpus,
+        cache.then_some("2GiB"),
+    )
 }
 
-pub fn load(yaml: &str) -> LoadedFleet {
-    fleet::load_str("fleet.yaml", yaml).unwrap_or_else(|e| panic!("fleet does not load: {e}"))
-}
+pub use wiring::load;
 
 /// A mutating hypervisor call, as the engine made it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -184,6 +174,9 @@ pub struct RigWiring {
     pub runners: Option<Arc<RunnerSupply>>,
 }
 
+/// The `every` of the rig's passes (the daemon's period).
+const PASS_EVERY: Duration = Duration::from_secs(120);
+
 /// Backoff short enough for tests; paused time runs it at once anyway.
 pub const FAST_RETRY: RetryPolicy = RetryPolicy {
     max_attempts: 3,
@@ -195,58 +188,38 @@ pub const FAST_RETRY: RetryPolicy = RetryPolicy {
 impl RigWiring {
     /// An engine for `fleet`, wired as `assemble` wires one.
     pub fn build(&self, fleet: &LoadedFleet) -> Engine {
-        let registry = GithubRegistry::new(GithubConfig {
-            scope: Scope::Repository {
-                owner: OWNER.into(),
-                repo: REPO.into(),
-            },
-            api_url: self.sim.base_url.clone(),
-            auth: Auth::Token(Secret::new(TOKEN.to_string())),
-            // Under paused time an idle runtime jumps to the next timer,
-            // which would be a request timeout while the simulator answers.
-            timeout: None,
-        })
-        .unwrap()
-        .with_pools(&fleet.fleet);
+        let registry =
+            wiring::registry(&self.sim, OWNER, REPO, TOKEN, None).with_pools(&fleet.fleet);
         // As `assemble` does: retries ended by the stop signal, offline times
         // remembered in the state dir.
         let registry: Arc<dyn RunnerRegistry> = Arc::new(Remembering {
-            inner: Retrying::new(registry, RetryPolicy::GITHUB).stopped_by(self.cancel.clone()),
+            inner: wiring::retrying_registry(registry, RetryPolicy::GITHUB, Some(&self.cancel)),
             memory: OfflineMemory::new(&self.state_dir, fleet.name()),
             clock: self.clock.clone(),
         });
-        let hosts: BTreeMap<String, Arc<dyn Hypervisor>> = self
+        let hosts = self
             .hosts
             .iter()
             .map(|(name, h)| {
-                let rec: Arc<dyn Hypervisor> = Arc::new(Hooked::new(
+                let recorded = Arc::new(Hooked::new(
                     h.clone(),
                     Recorder {
                         log: self.log.clone(),
                     },
                 ));
-                let retrying: Arc<dyn Hypervisor> = Arc::new(
-                    Retrying::<dyn Hypervisor>::new(rec, FAST_RETRY)
-                        .stopped_by(self.cancel.clone()),
-                );
-                (name.clone(), retrying)
+                let host = wiring::retrying(recorded, FAST_RETRY, Some(&self.cancel));
+                (name.clone(), host)
             })
             .collect();
         Engine {
-            world: World {
-                fleet: fleet.name().to_string(),
+            guests: Some(self.guests.clone()),
+            ..wiring::engine(
+                fleet,
                 hosts,
                 registry,
-            },
-            provisioner: Arc::new(FleetProvisioner::new(
-                fleet.fleet.clone(),
+                self.clock.clone(),
                 self.runners.clone(),
-            )),
-            clock: self.clock.clone(),
-            limits: Limits::default(),
-            guests: Some(self.guests.clone()),
-            poll: Duration::from_millis(500),
-            services: Vec::new(),
+            )
         }
     }
 }
@@ -269,30 +242,15 @@ impl Rig {
 
     /// Like [`Rig::new`], but `seed` may change the hosts (define foreign
     /// domains and volumes) before the engine first looks at them.
-    pub async fn with_seed(
-        yaml: &str,
-        seed: impl FnOnce(&BTreeMap<String, Arc<SandboxHost>>),
-    ) -> Rig {
-        let fleet = load(yaml);
-        let dir = tempfile::tempdir().unwrap();
-        let mut hosts = BTreeMap::new();
-        for h in &fleet.fleet.spec.hosts {
-            let host = SandboxHost::open(dir.path(), &h.name, &h.storage_pool)
-                .unwrap_or_else(|e| panic!("sandbox host {}: {e}", h.name));
-            hosts.insert(h.name.clone(), Arc::new(host));
-        }
-        seed(&hosts);
-        let sim = Arc::new(sim::start(SimConfig::new(TOKEN)).await.unwrap());
+    pub async fn with_seed(yaml: &str, seed: impl FnOnce(&wiring::Hosts)) -> Rig {
+        let sandbox = wiring::sandbox(yaml, TOKEN, seed).await;
+        let (dir, fleet, hosts, sim) = (sandbox.dir, sandbox.fleet, sandbox.hosts, sandbox.sim);
         // Starts at the wall clock: the GitHub provider stamps `offline_since`
         // with the wall clock, not the engine's, so an origin far from it
         // would make a runner that just went offline look long gone.
         let clock: Arc<dyn Clock> = Arc::new(TokioClock::starting_at(Utc::now()));
         let log = Arc::new(Mutex::new(Vec::new()));
-        let guests: Arc<dyn GuestPlay> = Arc::new(SandboxGuests {
-            sim: sim.clone(),
-            scope: SCOPE.to_string(),
-            hosts: hosts.values().cloned().collect(),
-        });
+        let guests = wiring::sandbox_guests(&sim, SCOPE, &hosts);
         let cancel = CancellationToken::new();
         let wiring = RigWiring {
             state_dir: dir.path().to_path_buf(),
@@ -322,10 +280,7 @@ impl Rig {
     /// does when the file changes).
     pub fn set_fleet(&mut self, yaml: &str) {
         self.fleet = load(yaml);
-        self.engine.provisioner = Arc::new(FleetProvisioner::new(
-            self.fleet.fleet.clone(),
-            self.wiring.runners.clone(),
-        ));
+        self.engine.provisioner = wiring::provisioner(&self.fleet, self.wiring.runners.clone());
     }
 
     /// From now on, resolve each pool's runner release from the simulator
@@ -335,10 +290,7 @@ impl Rig {
         let supply = RunnerSupply::new(&self.sim.base_url, self.dir.path(), None)
             .expect("a runner supply on the simulator");
         self.wiring.runners = Some(Arc::new(supply));
-        self.engine.provisioner = Arc::new(FleetProvisioner::new(
-            self.fleet.fleet.clone(),
-            self.wiring.runners.clone(),
-        ));
+        self.engine.provisioner = wiring::provisioner(&self.fleet, self.wiring.runners.clone());
     }
 
     /// Whether the stand-in guests act after each pass.
@@ -348,30 +300,12 @@ impl Rig {
 
     /// One full pass.
     pub async fn pass(&self) -> PassResult {
-        self.engine
-            .pass(
-                &self.fleet,
-                false,
-                &self.cancel,
-                &Ignore,
-                Duration::from_secs(120),
-            )
-            .await
-            .unwrap_or_else(|e| panic!("pass failed: {e}"))
+        wiring::pass(&self.engine, &self.fleet, false, &self.cancel, PASS_EVERY).await
     }
 
     /// A dry run: observe and plan only.
     pub async fn diff(&self) -> PassResult {
-        self.engine
-            .pass(
-                &self.fleet,
-                true,
-                &self.cancel,
-                &Ignore,
-                Duration::from_secs(120),
-            )
-            .await
-            .unwrap_or_else(|e| panic!("dry run failed: {e}"))
+        wiring::pass(&self.engine, &self.fleet, true, &self.cancel, PASS_EVERY).await
     }
 
     /// Passes (a second apart) until one is converged; panics after `max`.
@@ -414,13 +348,7 @@ impl Rig {
 
     /// GitHub API requests that can change something (not GET).
     pub fn github_writes(&self) -> u64 {
-        self.sim
-            .stats()
-            .by_route
-            .iter()
-            .filter(|(route, _)| !route.starts_with("GET "))
-            .map(|(_, n)| n)
-            .sum()
+        wiring::github_writes(&self.sim.stats())
     }
 
     /// Every domain on `host`, by name.
@@ -495,12 +423,7 @@ impl Rig {
 
     /// Every runner registered in the fleet's scope.
     pub fn runners(&self) -> Vec<SimRunner> {
-        let world = self.sim.world();
-        let key = sim::scope_key(SCOPE).unwrap();
-        world
-            .scope(&key)
-            .map(|s| s.runners.values().cloned().collect())
-            .unwrap_or_default()
+        wiring::runners(&self.sim, SCOPE)
     }
 
     pub fn runner(&self, name: &str) -> Option<SimRunner> {
@@ -532,18 +455,8 @@ impl Rig {
     /// Register a runner as a persistent `config.sh` would; it is offline
     /// until set online.
     pub fn register(&self, name: &str, labels: &[&str]) -> u64 {
-        let token = self.sim.registration_token(SCOPE).unwrap();
-        self.sim
-            .register_runner(&sim::RegisterRunner {
-                scope: SCOPE.into(),
-                name: name.into(),
-                labels: labels.iter().map(|l| l.to_string()).collect(),
-                token,
-                group: None,
-                replace: false,
-                ephemeral: false,
-                no_default_labels: false,
-            })
+        let labels = labels.iter().map(|l| l.to_string()).collect();
+        wiring::register(&self.sim, SCOPE, name, labels, false)
             .unwrap()
             .id
     }

@@ -5,9 +5,34 @@
 
 use std::collections::HashMap;
 
-use hangar::sim::SimHandle;
+use hangar::sim::{self, SimConfig, SimHandle};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// The token the simulator's tests start it with, and the header that
+/// presents it.
+pub const TOKEN: &str = "sim-raw-token";
+pub const AUTH: (&str, &str) = ("authorization", "Bearer sim-raw-token");
+
+/// A simulator that accepts [`TOKEN`].
+pub async fn start() -> SimHandle {
+    sim::start(SimConfig::new(TOKEN)).await.unwrap()
+}
+
+/// `GET path` with `headers`.
+pub async fn get(sim: &SimHandle, path: &str, headers: &[(&str, &str)]) -> Answer {
+    http(sim, "GET", path, headers, None).await
+}
+
+/// `DELETE path` with `headers`.
+pub async fn delete(sim: &SimHandle, path: &str, headers: &[(&str, &str)]) -> Answer {
+    http(sim, "DELETE", path, headers, None).await
+}
+
+/// `POST path` with `headers` and the JSON `body`.
+pub async fn post(sim: &SimHandle, path: &str, headers: &[(&str, &str)], body: Value) -> Answer {
+    http(sim, "POST", path, headers, Some(body)).await
+}
 
 pub struct Answer {
     pub status: u16,

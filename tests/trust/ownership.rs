@@ -7,58 +7,33 @@ use std::path::PathBuf;
 use chrono::Utc;
 use hangar::model::host::NetworkAttachment;
 use hangar::model::names::{cache_volume_name, root_volume_name, seed_volume_name};
-use hangar::model::ownership::{Ownership, SpecHash, VmShape};
+use hangar::model::ownership::{Ownership, VmShape};
 use hangar::plan::model::Leftover;
 use hangar::providers::libvirt::{HostConfig, LibvirtHost};
-use hangar::providers::{ErrorKind, Hypervisor, Seed, VmCreate};
-use hangar::secret::Secret;
+use hangar::providers::{ErrorKind, Hypervisor, VmCreate};
 
-use super::virsh::{self as kit, virsh, SYSTEM as URI};
-const MIB: u64 = 1 << 20;
+use super::kit::{self, MIB};
+use super::virsh::{self, virsh, Cleanup, PrivatePool, SYSTEM as URI};
 
 /// A private pool (with an empty `base.qcow2`) on the real daemon, removed
 /// with every domain named after the fleet on drop.
 struct Rig {
     fleet: String,
     pool: String,
-    dir: tempfile::TempDir,
-}
-
-impl Drop for Rig {
-    fn drop(&mut self) {
-        kit::remove_domains(&self.fleet);
-        kit::remove_pool(&self.pool);
-    }
+    /// The pool's temp dir, for hangar's record and the test's files.
+    dir: PathBuf,
+    _guard: Cleanup,
 }
 
 impl Rig {
     fn new() -> Option<Rig> {
-        if !kit::usable() {
-            return None;
-        }
-        let id = format!(
-            "{:x}{:x}",
-            std::process::id(),
-            Utc::now().timestamp_subsec_nanos()
-        );
-        let rig = Rig {
-            fleet: format!("trust{id}"),
-            pool: format!("trust-{id}"),
-            dir: tempfile::tempdir().unwrap(),
-        };
-        let pool_dir = rig.dir.path().join("pool");
-        std::fs::create_dir_all(&pool_dir).unwrap();
-        virsh(&[
-            "pool-define-as",
-            &rig.pool,
-            "dir",
-            "--target",
-            pool_dir.to_str().unwrap(),
-        ])
-        .unwrap();
-        virsh(&["pool-start", &rig.pool]).unwrap();
-        rig.make_volume("base.qcow2", "qcow2");
-        Some(rig)
+        let private = PrivatePool::new("trust")?;
+        Some(Rig {
+            fleet: private.fleet,
+            pool: private.pool,
+            dir: private.dir,
+            _guard: private.guard,
+        })
     }
 
     /// A volume made by someone else (virsh), named as the test says.
@@ -67,11 +42,11 @@ impl Rig {
     }
 
     fn volumes(&self) -> Vec<String> {
-        kit::volumes(&self.pool)
+        virsh::volumes(&self.pool)
     }
 
     fn record(&self) -> PathBuf {
-        self.dir.path().join("volumes.json")
+        self.dir.join("volumes.json")
     }
 
     /// A fresh provider (a new hangar process, as far as caches go) with
@@ -80,58 +55,35 @@ impl Rig {
         self.host_with_image_dirs(vec![]).await
     }
 
+    /// A fresh provider and our VM of slot `index` (generation 1) made by it.
+    async fn host_with_vm(&self, index: u32) -> (LibvirtHost, Ownership) {
+        let host = self.host().await;
+        let a = self.owner(index, 1);
+        host.create(&vm(a.clone())).await.unwrap();
+        (host, a)
+    }
+
     async fn host_with_image_dirs(&self, image_dirs: Vec<PathBuf>) -> LibvirtHost {
-        let config = HostConfig {
-            name: "local".into(),
-            uri: URI.into(),
-            storage_pool: self.pool.clone(),
-            network: NetworkAttachment::None,
-            domain_type: None,
-            console_dir: Some(self.dir.path().join("consoles")),
+        kit::connect(HostConfig {
+            console_dir: Some(self.dir.join("consoles")),
             volume_record: Some(self.record()),
             image_dirs,
-        };
-        tokio::task::spawn_blocking(move || LibvirtHost::connect(config))
-            .await
-            .unwrap()
-            .unwrap()
+            ..kit::host_config("local", URI, &self.pool)
+        })
+        .await
     }
 
     fn owner(&self, index: u32, generation: u64) -> Ownership {
-        Ownership {
-            fleet: self.fleet.clone(),
-            pool: "p".into(),
-            slot: format!("{}-p-{index}", self.fleet),
-            index,
-            generation,
-            spec_hash: SpecHash(format!("{generation:016x}")),
-            created_at: Utc::now(),
-            ephemeral: true,
-            boot_failures: 0,
-            shape: VmShape {
-                cpus: 1,
-                memory_bytes: 128 * MIB,
-                disk_bytes: 128 * MIB,
-                image: "base.qcow2".into(),
-                cache_bytes: Some(64 * MIB),
-            },
-        }
+        let shape = VmShape {
+            disk_bytes: 128 * MIB,
+            ..kit::small_vm(Some(64 * MIB))
+        };
+        kit::ownership(&self.fleet, "p", index, generation, Utc::now(), shape)
     }
 }
 
 fn vm(owner: Ownership) -> VmCreate {
-    VmCreate {
-        seed: Seed {
-            user_data: "#cloud-config\n".to_string(),
-            meta_data: format!("instance-id: {}-g{}\n", owner.slot, owner.generation),
-            credential: Secret::new("jit".to_string()),
-        },
-        owner,
-        boot: None,
-        network: NetworkAttachment::None,
-        cpu_model: Default::default(),
-        runner_volume: None,
-    }
+    kit::vm_create(owner, NetworkAttachment::None, "jit")
 }
 
 fn leftover_names(host: &LibvirtHost) -> Vec<String> {
@@ -204,9 +156,7 @@ async fn defect_02_foreign_volumes_named_like_ours_are_never_deleted_or_adopted(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn defect_03_a_domain_redefined_without_our_metadata_is_not_deleted() {
     let Some(rig) = Rig::new() else { return };
-    let a = rig.owner(0, 1);
-    let host = rig.host().await;
-    host.create(&vm(a.clone())).await.unwrap();
+    let (host, a) = rig.host_with_vm(0).await;
     let seen = host.observe(&rig.fleet).await.unwrap();
     assert_eq!(seen.len(), 1);
     // What `virsh edit` does when someone removes the metadata: same UUID.
@@ -215,7 +165,7 @@ async fn defect_03_a_domain_redefined_without_our_metadata_is_not_deleted() {
     let start = xml.find("<metadata>").expect("metadata element");
     let end = xml.find("</metadata>").unwrap() + "</metadata>".len();
     let edited = format!("{}{}", &xml[..start], &xml[end..]);
-    let file = rig.dir.path().join("edited.xml");
+    let file = rig.dir.join("edited.xml");
     std::fs::write(&file, edited).unwrap();
     virsh(&["define", file.to_str().unwrap()]).unwrap();
 
@@ -234,9 +184,7 @@ async fn defect_03_a_domain_redefined_without_our_metadata_is_not_deleted() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn defect_04_a_copy_naming_another_slot_is_foreign_so_the_slot_waits() {
     let Some(rig) = Rig::new() else { return };
-    let a = rig.owner(0, 1);
-    let host = rig.host().await;
-    host.create(&vm(a.clone())).await.unwrap();
+    let (_first, a) = rig.host_with_vm(0).await;
     // A copy of a's definition under slot 1's name, new UUID, a's metadata.
     let xml = virsh(&["dumpxml", "--inactive", &a.slot]).unwrap();
     let uuid_start = xml.find("<uuid>").unwrap();
@@ -247,7 +195,7 @@ async fn defect_04_a_copy_naming_another_slot_is_foreign_so_the_slot_waits() {
         &format!("<name>{copy_name}</name>"),
         1,
     );
-    let file = rig.dir.path().join("copy.xml");
+    let file = rig.dir.join("copy.xml");
     std::fs::write(&file, copy).unwrap();
     virsh(&["define", file.to_str().unwrap()]).unwrap();
 
@@ -268,9 +216,9 @@ async fn defect_04_a_copy_naming_another_slot_is_foreign_so_the_slot_waits() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn defect_08_a_host_path_image_outside_pools_and_image_dirs_is_refused() {
     let Some(rig) = Rig::new() else { return };
-    let images = rig.dir.path().join("images");
+    let images = rig.dir.join("images");
     std::fs::create_dir(&images).unwrap();
-    let outside = rig.dir.path().join("secret.img");
+    let outside = rig.dir.join("secret.img");
     std::fs::write(&outside, b"not for guests").unwrap();
     // A symlink inside the allowed directory that leads out of it.
     std::os::unix::fs::symlink(&outside, images.join("link.img")).unwrap();
