@@ -13,8 +13,8 @@
 //!    part (a JIT runner comes online when `run.sh --jitconfig` starts) and
 //!    apply converges. `status` shows both hosts; `diff` is in sync.
 //! 2. `hangar logs` of the remote slot says on which host its log is.
-//! 3. The remote host goes away (its sshd stopped): `diff` waits on it and
-//!    plans nothing for either host, `reconcile --once` changes nothing,
+//! 3. The remote host goes away (its sshd stopped): `diff` exits 3, says
+//!    the remote slot waits on its host and plans nothing for either host, `reconcile --once` changes nothing,
 //!    and the remote VM keeps running.
 //! 4. It comes back: `diff` is in sync again.
 //! 5. `destroy --yes` leaves no domain, volume or runner of the fleet on
@@ -518,10 +518,13 @@ fn a_fleet_across_a_local_and_a_remote_host_boots_survives_the_remote_going_away
     stop_remote_sshd();
     t.at("remote host's sshd stopped");
     let (status, out) = hangar(&env, &["diff", "-f", &f]);
-    assert_eq!(status.code(), Some(1), "diff with a host away:\n{out}");
+    // A host that cannot be observed is an error of the provider (exit 3),
+    // and the plan says what waits on it.
+    assert_eq!(status.code(), Some(3), "diff with a host away:\n{out}");
     assert!(
-        out.contains("remote"),
-        "diff does not name the host away:\n{out}"
+        out.contains(&format!("= wait    {there} (host remote not observed"))
+            && out.contains("nothing destructive is planned there"),
+        "diff does not say the remote slot waits on its host:\n{out}"
     );
     // Only waits: no create, replace, delete, start, drain or removal.
     assert!(
