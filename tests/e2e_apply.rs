@@ -27,22 +27,24 @@
 //! message otherwise. Needs root (the image build and qemu:///system).
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use sha2::{Digest, Sha256};
 
 #[path = "kit/e2e_image.rs"]
 mod e2e_image;
+#[path = "kit/e2e_play.rs"]
+mod e2e_play;
 #[path = "kit/virsh.rs"]
 mod virsh;
 use e2e_image::{build_image, BaseImage, Progress};
+use e2e_play::{
+    hangar, line_after, log_file, read_log, run_token, sha256_hex, start_sim, tail, Timeline,
+    HANGAR,
+};
 use virsh::{domains as domains_named, must, virsh, volumes, SYSTEM as URI};
-const HANGAR: &str = env!("CARGO_BIN_EXE_hangar");
 /// Where hangar's libvirt provider writes serial console logs.
 const CONSOLE_DIR: &str = "/var/log/hangar";
 const REPOSITORY: &str = "e2e/hangar";
@@ -67,41 +69,8 @@ const REBOOT_IDLE: Duration = Duration::from_secs(240);
 /// ...and no boot may take longer than this at all.
 const REBOOT_CAP: Duration = Duration::from_secs(1200);
 
-fn sha256_hex(s: &str) -> String {
-    hex::encode(Sha256::digest(s.as_bytes()))
-}
-
-fn read_log(path: &Path) -> String {
-    std::fs::read(path)
-        .map(|b| String::from_utf8_lossy(&b).into_owned())
-        .unwrap_or_default()
-}
-
 fn console_path(slot: &str, generation: u64) -> PathBuf {
     Path::new(CONSOLE_DIR).join(format!("{slot}-g{generation}.console.log"))
-}
-
-/// The last `n` lines of `text`, for failure messages.
-fn tail(text: &str, n: usize) -> String {
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
-}
-
-/// A log file a child process appends to (stdout and stderr share it).
-fn log_file(path: &Path) -> std::fs::File {
-    std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
-
-/// The rest of the first line that carries `needle`, after it.
-fn line_after<'a>(log: &'a str, needle: &str) -> Option<&'a str> {
-    log.lines().find_map(|l| {
-        l.find(needle)
-            .map(|i| l[i + needle.len()..].trim_end_matches(['\r', ' ']))
-    })
 }
 
 /// Everything this test made, removed even when it panics: child processes
@@ -164,118 +133,6 @@ impl Drop for Guard {
     }
 }
 
-/// Elapsed time since the start, printed as things happen.
-struct Timeline {
-    start: Instant,
-    phases: Vec<(String, Duration)>,
-}
-
-impl Timeline {
-    fn at(&self, what: &str) {
-        eprintln!("[{:>6.1}s] {what}", self.start.elapsed().as_secs_f64());
-    }
-
-    fn phase(&mut self, what: &str, since: Instant) {
-        let d = since.elapsed();
-        self.at(&format!("{what} ({:.1}s)", d.as_secs_f64()));
-        self.phases.push((what.to_string(), d));
-    }
-}
-
-/// The simulator's control API over plain HTTP/1.1 on loopback.
-struct Sim {
-    port: u16,
-}
-
-impl Sim {
-    fn call(&self, method: &str, path: &str, body: Option<&Value>) -> Result<(u16, Value), String> {
-        let mut s = TcpStream::connect(("127.0.0.1", self.port)).map_err(|e| e.to_string())?;
-        s.set_read_timeout(Some(Duration::from_secs(30)))
-            .map_err(|e| e.to_string())?;
-        let body = body.map(Value::to_string).unwrap_or_default();
-        write!(
-            s,
-            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nConnection: close\r\n\
-             Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-            self.port,
-            body.len()
-        )
-        .map_err(|e| e.to_string())?;
-        let mut raw = Vec::new();
-        s.read_to_end(&mut raw).map_err(|e| e.to_string())?;
-        let split = raw
-            .windows(4)
-            .position(|w| w == b"\r\n\r\n")
-            .ok_or_else(|| format!("{method} {path}: no HTTP header in the answer"))?;
-        let head = String::from_utf8_lossy(&raw[..split]).to_ascii_lowercase();
-        let status: u16 = head
-            .split_whitespace()
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .ok_or_else(|| format!("{method} {path}: bad status line"))?;
-        let mut payload = raw[split + 4..].to_vec();
-        if head.contains("transfer-encoding: chunked") {
-            payload = dechunk(&payload);
-        }
-        let value = if payload.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_slice(&payload)
-                .map_err(|e| format!("{method} {path}: answer is not JSON: {e}"))?
-        };
-        Ok((status, value))
-    }
-
-    fn ok(&self, method: &str, path: &str, body: Option<Value>) -> Value {
-        match self.call(method, path, body.as_ref()) {
-            Ok((status, v)) if (200..300).contains(&status) => v,
-            Ok((status, v)) => panic!("simulator {method} {path}: {status} {v}"),
-            Err(e) => panic!("simulator {method} {path}: {e}"),
-        }
-    }
-
-    fn state(&self) -> Value {
-        self.ok("GET", "/_sim/state", None)
-    }
-
-    fn runners(&self) -> Vec<Value> {
-        self.state()["scopes"][SCOPE]["runners"]
-            .as_object()
-            .map(|m| m.values().cloned().collect())
-            .unwrap_or_default()
-    }
-
-    fn runner(&self, name: &str) -> Option<Value> {
-        self.runners().into_iter().find(|r| r["name"] == name)
-    }
-
-    fn registration_tokens(&self) -> Vec<String> {
-        self.state()["tokens"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter(|t| t["kind"] == "registration")
-            .filter_map(|t| t["token"].as_str().map(str::to_string))
-            .collect()
-    }
-}
-
-fn dechunk(mut body: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    while let Some(eol) = body.windows(2).position(|w| w == b"\r\n") {
-        let size = std::str::from_utf8(&body[..eol])
-            .ok()
-            .and_then(|s| usize::from_str_radix(s.split(';').next().unwrap_or("").trim(), 16).ok())
-            .unwrap_or(0);
-        if size == 0 || body.len() < eol + 2 + size {
-            break;
-        }
-        out.extend_from_slice(&body[eol + 2..eol + 2 + size]);
-        body = &body[(eol + 4 + size).min(body.len())..];
-    }
-    out
-}
-
 fn fleet_yaml(fleet: &str, port: u16, pool: &str, base: &BaseImage) -> String {
     let pool_yaml = |name: &str, ephemeral: bool| {
         format!(
@@ -336,22 +193,6 @@ spec:
         eph = pool_yaml("eph", true),
         per = pool_yaml("per", false),
     )
-}
-
-/// `hangar ARGS` to completion, with the test's state dir and token.
-fn hangar(env: &[(&str, &str)], args: &[&str]) -> (ExitStatus, String) {
-    let out = Command::new(HANGAR)
-        .args(args)
-        .envs(env.iter().copied())
-        .stdin(Stdio::null())
-        .output()
-        .expect("the hangar binary runs");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status, text)
 }
 
 /// The arguments of the stand-in `config.sh` line: `--flag value` or `--flag`.
@@ -463,33 +304,10 @@ fn apply_boots_ephemeral_and_persistent_runners_replaces_the_spent_one_and_destr
     guard.pool = Some(pool.clone());
 
     // GitHub: the simulator as a child process on a free loopback port.
-    let port = {
-        let l = TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
-    let token = sha256_hex(&format!("{pid}-{:?}", Instant::now()))[..40].to_string();
-    let sim_log = dir.path().join("github-sim.log");
-    let sim_child = Command::new(HANGAR)
-        .args(["github-sim", "--listen", &format!("127.0.0.1:{port}")])
-        .arg("--state")
-        .arg(dir.path().join("github-sim.json"))
-        .env("HANGAR_SIM_TOKEN", &token)
-        .stdin(Stdio::null())
-        .stdout(log_file(&sim_log))
-        .stderr(log_file(&sim_log))
-        .spawn()
-        .expect("hangar github-sim starts");
+    let token = run_token();
+    let (sim_child, sim) = start_sim(dir.path(), &token, SCOPE);
     guard.children.push(("github-sim", sim_child));
-    let sim = Sim { port };
-    let up = Instant::now();
-    while sim.call("GET", "/_sim/state", None).is_err() {
-        assert!(
-            up.elapsed() < Duration::from_secs(20),
-            "the simulator does not answer on port {port}: {}",
-            read_log(&sim_log)
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let port = sim.port;
     t.at(&format!("github-sim on http://127.0.0.1:{port}"));
 
     let fleet_file = dir.path().join("fleet.yaml");

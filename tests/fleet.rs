@@ -300,7 +300,7 @@ fn committed_schema_matches_the_types() {
     assert!(
         committed == generated,
         "schemas/fleet.schema.json is stale: regenerate it with \
-         `UPDATE_SCHEMA=1 cargo test --test spec committed_schema` (or `hangar schema > schemas/fleet.schema.json`)"
+         `UPDATE_SCHEMA=1 cargo test --test fleet committed_schema` (or `hangar schema > schemas/fleet.schema.json`)"
     );
     let schema: serde_json::Value = serde_json::from_str(&generated).unwrap();
     assert_eq!(

@@ -322,7 +322,7 @@ pub fn host_config(host: &Host, fleet: &str, state_dir: &Path) -> HostConfig {
             DomainTypeSpec::Kvm => Some(DomainType::Kvm),
             DomainTypeSpec::Qemu => Some(DomainType::Qemu),
         },
-        console_dir: None,
+        console_dir: host.console_dir.as_ref().map(PathBuf::from),
         volume_record: Some(state_dir.join(format!("{fleet}.{}.volumes.json", host.name))),
         image_dirs: host.image_dirs.iter().map(PathBuf::from).collect(),
     }

@@ -242,6 +242,13 @@ pub struct Host {
     /// resolved. Default: none, so a host path must be a pool's volume.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub image_dirs: Vec<String>,
+    /// Directory on this host where libvirt writes the VMs' serial console
+    /// logs (`<slot>-g<N>.console.log`). Default: `/var/log/hangar`, made by
+    /// hangar on a local host; on a remote host it must exist and be
+    /// writable by the host's qemu (a session daemon's user cannot write
+    /// `/var/log`: name a directory of that user's here).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub console_dir: Option<String>,
 }
 
 pub(crate) fn default_storage_pool() -> String {

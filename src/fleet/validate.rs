@@ -353,6 +353,11 @@ impl Validator<'_, '_> {
                 self.at_path(&p.key("imageDirs").index(i), why);
             }
         }
+        if let Some(dir) = &host.console_dir {
+            if let Some(why) = super::trust::host_path(dir) {
+                self.at_path(&p.key("consoleDir"), why);
+            }
+        }
         self.non_empty(&p.key("storagePool"), &host.storage_pool);
         let net = &host.network;
         let np = p.key("network");
