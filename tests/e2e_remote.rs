@@ -124,8 +124,9 @@ fn try_remote_side(args: &[&str]) -> Result<String, String> {
     Ok(String::from_utf8_lossy(&out.stdout).to_string())
 }
 
-fn names_with(list: &str, prefix: &str) -> Vec<String> {
-    let mut v: Vec<String> = list
+/// Running domains named `prefix…` on the remote side, seen without ssh.
+fn remote_running(prefix: &str) -> Vec<String> {
+    let mut v: Vec<String> = remote_side(&["list", "--state-running", "--name"])
         .split_whitespace()
         .filter(|n| n.starts_with(prefix))
         .map(str::to_string)
@@ -134,68 +135,29 @@ fn names_with(list: &str, prefix: &str) -> Vec<String> {
     v
 }
 
-fn remote_domains(prefix: &str) -> Vec<String> {
-    names_with(&remote_side(&["list", "--all", "--name"]), prefix)
+/// The fleet's volumes in the remote pool, over ssh.
+fn remote_volumes(uri: &str, prefix: &str) -> Vec<String> {
+    virsh::volumes_at(uri, REMOTE_POOL)
+        .into_iter()
+        .filter(|v| v.starts_with(prefix))
+        .collect()
 }
 
-fn remote_running(prefix: &str) -> Vec<String> {
-    names_with(&remote_side(&["list", "--state-running", "--name"]), prefix)
-}
-
-fn remote_volumes(prefix: &str) -> Vec<String> {
-    remote_side(&["pool-refresh", REMOTE_POOL]);
-    let list = remote_side(&["vol-list", REMOTE_POOL]);
-    let mut v: Vec<String> = list
-        .lines()
-        .filter_map(|l| l.split_whitespace().next())
-        .filter(|n| n.starts_with(prefix))
-        .map(str::to_string)
-        .collect();
-    v.sort();
-    v
-}
-
-/// What the test made on the remote side, removed even when it panics:
-/// the remote host brought back (its sshd may be stopped), then the
-/// fleet's domains and volumes there, the base image volume and the boot
-/// files given to the remote user, and the fleet's console logs.
-struct RemoteCleanup {
-    prefix: String,
+/// Brings the remote host back when dropped (its sshd may be stopped),
+/// then removes what the test gave its user: the base image volume and the
+/// boot files. Declared after the remote [`Cleanup`], so it drops first.
+struct RemoteBack {
+    uri: String,
     base_volume: String,
     boot_dir: PathBuf,
 }
 
-impl Drop for RemoteCleanup {
+impl Drop for RemoteBack {
     fn drop(&mut self) {
-        // The host back for the next test, whatever this one left.
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join(".ci/start-remote-libvirtd");
         let _ = Command::new(script).stdin(Stdio::null()).status();
-        let list = try_remote_side(&["list", "--all", "--name"]).unwrap_or_default();
-        for dom in names_with(&list, &self.prefix) {
-            eprintln!("cleanup: removing remote domain {dom}");
-            let _ = try_remote_side(&["destroy", &dom]);
-            if let Err(e) = try_remote_side(&["undefine", &dom]) {
-                eprintln!("cleanup: {e}");
-            }
-        }
-        let _ = try_remote_side(&["pool-refresh", REMOTE_POOL]);
-        let list = try_remote_side(&["vol-list", REMOTE_POOL]).unwrap_or_default();
-        let mut vols: Vec<String> = list
-            .lines()
-            .filter_map(|l| l.split_whitespace().next())
-            .filter(|n| n.starts_with(&self.prefix))
-            .map(str::to_string)
-            .collect();
-        vols.push(self.base_volume.clone());
-        for vol in vols {
-            if let Err(e) = try_remote_side(&["vol-delete", "--pool", REMOTE_POOL, &vol]) {
-                eprintln!("cleanup: {e}");
-            }
-        }
+        virsh::remove_volumes_at(&self.uri, REMOTE_POOL, &self.base_volume);
         let _ = std::fs::remove_dir_all(&self.boot_dir);
-        for log in virsh::console_logs(Path::new(REMOTE_CONSOLES), &self.prefix) {
-            let _ = std::fs::remove_file(log);
-        }
     }
 }
 
@@ -372,20 +334,19 @@ fn a_fleet_across_a_local_and_a_remote_host_boots_survives_the_remote_going_away
         "--target",
         pool_dir.to_str().unwrap(),
     ]);
-    let _local = Cleanup {
-        prefix: prefix.clone(),
-        pool: Some(local_pool.clone()),
-        fleet: None,
-        console_dir: Some(PathBuf::from(LOCAL_CONSOLES)),
-        dir: None,
-    };
+    let mut _local = Cleanup::domains(&prefix);
+    _local.pool = Some(local_pool.clone());
+    _local.console_dir = Some(PathBuf::from(LOCAL_CONSOLES));
     // The remote side: the base image as a volume of the remote user's
     // pool (not named like the fleet's: hangar must leave it alone), the
     // kernel and initrd in a directory of that user's.
     let remote_base = format!("base-{fleet}.qcow2");
     let boot_dir = PathBuf::from(REMOTE_HOME).join(format!("boot-{fleet}"));
-    let _remote = RemoteCleanup {
-        prefix: prefix.clone(),
+    let mut _remote = Cleanup::domains_at(&remote_uri, &prefix);
+    _remote.shared_pool = Some(REMOTE_POOL.to_string());
+    _remote.console_dir = Some(PathBuf::from(REMOTE_CONSOLES));
+    let _back = RemoteBack {
+        uri: remote_uri.clone(),
         base_volume: remote_base.clone(),
         boot_dir: boot_dir.clone(),
     };
@@ -557,14 +518,17 @@ fn a_fleet_across_a_local_and_a_remote_host_boots_survives_the_remote_going_away
         "local volumes left: {:?}",
         virsh::volumes(&local_pool)
     );
-    assert!(remote_domains(&prefix).is_empty(), "remote domains left");
     assert!(
-        remote_volumes(&prefix).is_empty(),
-        "remote volumes left: {:?}",
-        remote_volumes(&prefix)
+        virsh::domains_at(&remote_uri, &prefix).is_empty(),
+        "remote domains left"
     );
     assert!(
-        remote_volumes("base-").contains(&remote_base),
+        remote_volumes(&remote_uri, &prefix).is_empty(),
+        "remote volumes left: {:?}",
+        remote_volumes(&remote_uri, &prefix)
+    );
+    assert!(
+        remote_volumes(&remote_uri, "base-").contains(&remote_base),
         "destroy removed the remote base image, which the fleet does not own"
     );
     assert!(
