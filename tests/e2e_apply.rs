@@ -18,8 +18,16 @@
 //!    hot-plugged disk (see tests/e2e/runner/run.sh). The job writes a file
 //!    on the cache disk; the runner exits; the guest powers off; the domain
 //!    is shut off.
-//! 3. `hangar reconcile --once` replaces the VM with generation 2, which
-//!    boots with the same cache disk and prints the file generation 1 wrote.
+//!    Meanwhile GitHub assigns the persistent runner a job, and queues the
+//!    next one right behind it (both hot-plugged disks; the stand-in runner
+//!    takes them in turn). Both guests' agents answer: `hangar status`
+//!    shows their root and cache use as the guests count it.
+//! 3. The persistent pool's spec changes; `hangar reconcile --once`
+//!    replaces the spent ephemeral VM with generation 2, which boots with
+//!    the same cache disk and prints the file generation 1 wrote, and
+//!    drains the busy persistent runner over the guest agent: its job runs
+//!    to its end uncut, the queued job never starts, the runner stops; the
+//!    next pass replaces the persistent VM.
 //! 4. `hangar destroy --yes` leaves no domain, no volume, no console log and
 //!    no runner registration of the fleet.
 //!
@@ -133,8 +141,10 @@ impl Drop for Guard {
     }
 }
 
-fn fleet_yaml(fleet: &str, port: u16, pool: &str, base: &BaseImage) -> String {
-    let pool_yaml = |name: &str, ephemeral: bool| {
+/// `per_memory`: the persistent pool's memory (changing it changes the
+/// pool's spec).
+fn fleet_yaml(fleet: &str, port: u16, pool: &str, base: &BaseImage, per_memory: &str) -> String {
+    let pool_yaml = |name: &str, ephemeral: bool, memory: &str| {
         format!(
             "    - name: {name}
       count: 1
@@ -142,7 +152,7 @@ fn fleet_yaml(fleet: &str, port: u16, pool: &str, base: &BaseImage) -> String {
       labels: [{LABEL}]
       vm:
         cpus: 1
-        memory: 1536MiB
+        memory: {memory}
         disk: 4GiB
         image: {image}
         boot:
@@ -190,8 +200,8 @@ spec:
             .parent()
             .expect("the image path has a directory")
             .display(),
-        eph = pool_yaml("eph", true),
-        per = pool_yaml("per", false),
+        eph = pool_yaml("eph", true, "1536MiB"),
+        per = pool_yaml("per", false, per_memory),
     )
 }
 
@@ -217,6 +227,59 @@ fn parse_args(line: &str) -> BTreeMap<String, Option<String>> {
         i += 1;
     }
     out
+}
+
+/// Hot-plugs a small empty disk with `serial` into the running `dom`: how
+/// GitHub's "here is a job" reaches a guest without network (see
+/// tests/e2e/runner/run.sh).
+fn hotplug(dir: &Path, dom: &str, target: &str, serial: &str) {
+    let disk = dir.join(format!("{serial}.img"));
+    std::fs::File::create(&disk)
+        .and_then(|f| f.set_len(1 << 20))
+        .unwrap();
+    must(&[
+        "attach-disk",
+        dom,
+        disk.to_str().unwrap(),
+        target,
+        "--targetbus",
+        "virtio",
+        "--driver",
+        "qemu",
+        "--subdriver",
+        "raw",
+        "--mode",
+        "readonly",
+        "--serial",
+        serial,
+        "--live",
+    ]);
+}
+
+/// Waits until the console log at `path` holds every one of `needles`.
+fn wait_for_console(path: &Path, what: &str, needles: &[&str], timeout: Duration) -> String {
+    let since = Instant::now();
+    loop {
+        let log = read_log(path);
+        if needles.iter().all(|n| log.contains(n)) {
+            return log;
+        }
+        assert!(
+            !log.contains("hangar: failed") && since.elapsed() < timeout,
+            "{what}: no {needles:?} on the console within {timeout:?}:\n{}",
+            tail(&log, 60)
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// The guest's own count of one file system in `hangar status -o json`.
+fn guest_fs(slot: &Value, fs: &str) -> (u64, u64) {
+    let f = &slot["guestDisks"][fs];
+    match (f["usedBytes"].as_u64(), f["totalBytes"].as_u64()) {
+        (Some(u), Some(t)) => (u, t),
+        _ => panic!("status shows no {fs} use from the guest: {slot}"),
+    }
 }
 
 /// What every guest must have printed by the time its runner started.
@@ -311,7 +374,11 @@ fn apply_boots_ephemeral_and_persistent_runners_replaces_the_spent_one_and_destr
     t.at(&format!("github-sim on http://127.0.0.1:{port}"));
 
     let fleet_file = dir.path().join("fleet.yaml");
-    std::fs::write(&fleet_file, fleet_yaml(&fleet, port, &pool, &base)).unwrap();
+    std::fs::write(
+        &fleet_file,
+        fleet_yaml(&fleet, port, &pool, &base, "1536MiB"),
+    )
+    .unwrap();
     let fleet_arg = fleet_file.to_str().unwrap().to_string();
     let state_arg = state_dir.to_str().unwrap().to_string();
     let env = [
@@ -556,6 +623,59 @@ fn apply_boots_ephemeral_and_persistent_runners_replaces_the_spent_one_and_destr
         assert!(vols.contains(&v), "no volume {v}: {vols:?}");
     }
 
+    // Both guests' agents answer: status shows their file systems as they
+    // count them (the host's allocation would say "(host)").
+    let since = Instant::now();
+    let (status, out) = hangar(&env, &["status", "-f", &fleet_arg, "-o", "json"]);
+    assert!(status.success(), "hangar status failed:\n{out}");
+    t.phase("hangar status (guest agents)", since);
+    let start = out.find('{').expect("status printed JSON");
+    // stdout (the JSON) comes first in `out`, any log lines after it.
+    let view: Value = serde_json::Deserializer::from_str(&out[start..])
+        .into_iter::<Value>()
+        .next()
+        .expect("status printed JSON")
+        .unwrap_or_else(|e| panic!("status JSON: {e}:\n{out}"));
+    for slot in [&eph, &per] {
+        let s = view["slots"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|s| s["slot"].as_str() == Some(slot.as_str()))
+            .unwrap_or_else(|| panic!("status lists no {slot}:\n{out}"));
+        let (root_used, root_total) = guest_fs(s, "root");
+        assert!(
+            root_used > 0 && root_used < root_total && root_total > 1 << 30,
+            "{slot}: root use {root_used} of {root_total}"
+        );
+        let (cache_used, cache_total) = guest_fs(s, "cache");
+        assert!(
+            cache_total > CACHE_BYTES / 2 && cache_total <= CACHE_BYTES && cache_used < cache_total,
+            "{slot}: cache use {cache_used} of {cache_total}"
+        );
+        t.at(&format!(
+            "{slot}: guest agent: root {root_used} / {root_total}, cache {cache_used} / {cache_total}"
+        ));
+    }
+
+    // The persistent runner gets a job, and the next one is queued behind
+    // it; the job lasts until the test says it is done.
+    let since = Instant::now();
+    let r = sim.ok("POST", &format!("/_sim/runners/{per_id}/job/start"), None);
+    assert_eq!(r["busy"], true);
+    hotplug(dir.path(), &per, "vdx", "e2e-job-p1");
+    wait_for_console(
+        &per_log,
+        &per,
+        &[
+            "hangar: job started",
+            "hangar-e2e-runner: job e2e-job-p1 running ",
+        ],
+        JOB_TIMEOUT,
+    );
+    hotplug(dir.path(), &per, "vdy", "e2e-job-p2");
+    t.phase(&format!("{per}: job p1 running, job p2 queued"), since);
+
     // 2. GitHub assigns the ephemeral runner a job; the job reaches the
     // guest as a hot-plugged disk; the runner exits; the guest powers off.
     let since = Instant::now();
@@ -634,12 +754,29 @@ fn apply_boots_ephemeral_and_persistent_runners_replaces_the_spent_one_and_destr
     );
     assert!(!eph_g1.contains("hangar: failed"), "{}", show());
 
-    // 3. The next pass replaces the spent VM with generation 2, which finds
-    // on the same cache disk what generation 1 wrote.
+    // 3. The persistent pool's spec changes. The next pass replaces the
+    // spent VM with generation 2, which finds on the same cache disk what
+    // generation 1 wrote, and drains the busy persistent runner.
+    std::fs::write(
+        &fleet_file,
+        fleet_yaml(&fleet, port, &pool, &base, "1600MiB"),
+    )
+    .unwrap();
     let since = Instant::now();
     let (status, out) = hangar(&env, &["reconcile", "-f", &fleet_arg, "--once"]);
     assert!(status.success(), "hangar reconcile --once failed:\n{out}");
-    t.phase("hangar reconcile --once", since);
+    t.phase("hangar reconcile --once (replace eph, drain per)", since);
+    assert!(
+        out.lines().any(|l| l.contains("drain") && l.contains(&per)),
+        "the pass did not drain {per}:\n{out}"
+    );
+    let per_drain = wait_for_console(&per_log, &per, &["hangar: drain requested"], JOB_TIMEOUT);
+    assert!(
+        !per_drain.contains("hangar: job finished")
+            && !per_drain.contains("hangar-e2e-runner: job e2e-job-p1 done"),
+        "{per}: the drain cut the running job:\n{}",
+        tail(&per_drain, 40)
+    );
     assert_eq!(must(&["domstate", &eph]), "running", "{out}");
     assert_eq!(must(&["domstate", &per]), "running", "{out}");
     let vols = volumes(&pool);
@@ -650,6 +787,48 @@ fn apply_boots_ephemeral_and_persistent_runners_replaces_the_spent_one_and_destr
     assert!(!vols.contains(&format!("{eph}-g1-root.qcow2")), "{vols:?}");
     assert!(vols.contains(&format!("{eph}-cache.qcow2")), "{vols:?}");
     assert!(vols.contains(&format!("{per}-g1-root.qcow2")), "{vols:?}");
+
+    // The drained runner's job ends on its own; no other job starts; the
+    // runner stops; the next pass replaces the VM (its boot overlaps the
+    // ephemeral generation 2's).
+    let since = Instant::now();
+    hotplug(dir.path(), &per, "vdw", "e2e-done-p1");
+    let drained = wait_for_console(&per_log, &per, &["hangar: drained"], JOB_TIMEOUT);
+    sim.ok("POST", &format!("/_sim/runners/{per_id}/job/finish"), None);
+    t.phase(&format!("{per}: job p1 ended, runner drained"), since);
+    let at = |needle: &str| {
+        drained
+            .find(needle)
+            .unwrap_or_else(|| panic!("{per}: no `{needle}`:\n{}", tail(&drained, 40)))
+    };
+    assert!(
+        at("hangar: drain requested") < at("hangar-e2e-runner: job e2e-job-p1 done")
+            && at("hangar-e2e-runner: job e2e-job-p1 done") < at("hangar: job finished")
+            && at("hangar: job finished") < at("hangar: drained"),
+        "{per}: drain, job end and stop out of order:\n{}",
+        tail(&drained, 40)
+    );
+    // Longer than the stand-in listener's pause between jobs.
+    std::thread::sleep(Duration::from_secs(10));
+    let per_g1 = read_log(&per_log);
+    let _ = std::fs::write(keep.join("e2e-apply-per-g1.console.log"), &per_g1);
+    assert!(
+        !per_g1.contains("got e2e-job-p2") && !per_g1.contains("hangar: failed"),
+        "{per}: the drained runner took the queued job or failed:\n{}",
+        tail(&per_g1, 40)
+    );
+    let since = Instant::now();
+    let (status, out) = hangar(&env, &["reconcile", "-f", &fleet_arg, "--once"]);
+    assert!(status.success(), "hangar reconcile --once failed:\n{out}");
+    t.phase("hangar reconcile --once (replace the drained per)", since);
+    let vols = volumes(&pool);
+    assert!(
+        vols.contains(&format!("{per}-g2-root.qcow2"))
+            && !vols.contains(&format!("{per}-g1-root.qcow2"))
+            && vols.contains(&format!("{per}-cache.qcow2")),
+        "{per} was not replaced: {vols:?}\n{out}"
+    );
+    assert_eq!(must(&["domstate", &per]), "running", "{out}");
     // Generation 1's console log is a leftover now, which the next plan
     // removes as an action of its own (destroy below leaves none).
     let (_, diff) = hangar(&env, &["diff", "-f", &fleet_arg]);
@@ -690,6 +869,26 @@ fn apply_boots_ephemeral_and_persistent_runners_replaces_the_spent_one_and_destr
         "generation 2 did not get its own JIT config:\n{}",
         tail(&eph_g2, 40)
     );
+
+    // The persistent generation 2 boots with the new spec and configures
+    // its runner.
+    let since = Instant::now();
+    let per_log2 = console_path(&per, 2);
+    let mut progress = Progress::new(REBOOT_IDLE, REBOOT_CAP);
+    loop {
+        let log = read_log(&per_log2);
+        if log.contains("hangar-e2e-runner: config.sh") {
+            break;
+        }
+        assert!(
+            !log.contains("hangar: failed") && !progress.stalled(&log),
+            "{per} g2 did not configure its runner ({}):\n{}",
+            progress.why(),
+            tail(&log, 60)
+        );
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    t.phase("persistent generation 2 booted", since);
 
     // 4. destroy leaves nothing of the fleet.
     let since = Instant::now();

@@ -18,7 +18,8 @@
 # pool's `cache.mountPath`.
 #
 # `run.sh` alone needs a prior config.sh and stays up, like a persistent
-# runner waiting for jobs.
+# runner waiting for jobs; with `hangar_e2e.jobs=hotplug` it takes
+# hot-plugged jobs one after another (see below), running the job hooks.
 set -eu
 cd "$(dirname "$0")"
 say() {
@@ -79,4 +80,40 @@ if [ ! -f .runner ]; then
   exit 1
 fi
 say "run.sh listening $(whoami_docker) ($(cat .runner))"
-exec sleep infinity
+case " $(cat /proc/cmdline) " in
+  *" hangar_e2e.jobs=hotplug "*) ;;
+  *) exec sleep infinity ;;
+esac
+# Jobs one after the other, each a hot-plugged disk `e2e-job-<id>`, oldest
+# first. A job runs in a worker process of its own (the real runner's
+# Runner.Worker), whose hooks see it as their parent; it lasts until the
+# test hot-plugs `e2e-done-<id>`. After a job the listener reports it and
+# asks GitHub for the next (a few seconds' round trip), unless stopped.
+done_jobs=" "
+while :; do
+  job=
+  for dev in /dev/disk/by-id/virtio-e2e-job-*; do
+    [ -e "$dev" ] || continue
+    id=${dev#/dev/disk/by-id/virtio-e2e-job-}
+    case "$done_jobs" in *" $id "*) continue ;; esac
+    job=$id
+    break
+  done
+  if [ -z "$job" ]; then
+    sleep 1
+    continue
+  fi
+  say "got e2e-job-$job"
+  (
+    hook ACTIONS_RUNNER_HOOK_JOB_STARTED
+    say "job e2e-job-$job running $(whoami_docker)"
+    until [ -e "/dev/disk/by-id/virtio-e2e-done-$job" ]; do
+      sleep 1
+    done
+    say "job e2e-job-$job done"
+    hook ACTIONS_RUNNER_HOOK_JOB_COMPLETED
+    say "worker of e2e-job-$job exits"
+  )
+  done_jobs="$done_jobs$job "
+  sleep 5
+done
