@@ -728,7 +728,7 @@ async fn s13_removed_pool_drains_busy_runners_first() {
     sc.pass(
         "pool q (one runner busy) removed from the file; then the CLI without --yes on a non-TTY, and with --yes",
         trials,
-        "plan: delete q-0 (pool removed), wait for busy q-1, nothing for pool p; q-1 deleted only after its job; \
+        "plan: delete q-0 (pool removed), drain busy q-1 (then wait for its job), nothing for pool p; q-1 deleted only after its job; \
          p's domains byte-identical; no --yes → exit 2 and state files unchanged, --yes → exit 0",
     );
 }
