@@ -7,6 +7,7 @@
 
 pub mod console;
 pub mod log;
+pub mod prune;
 pub mod slot;
 
 pub use crate::providers::libvirt::serial::SlotDomain;

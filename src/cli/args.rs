@@ -187,6 +187,11 @@ pub enum Command {
         #[arg(long)]
         force: bool,
     },
+    /// A slot's cache disk
+    Cache {
+        #[command(subcommand)]
+        command: CacheCommand,
+    },
     /// Remove everything the fleet owns (registrations, VMs, volumes, caches)
     Destroy {
         #[command(flatten)]
@@ -244,6 +249,18 @@ pub enum Command {
     /// Print the man page (roff), for packaging
     #[command(hide = true)]
     Man,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CacheCommand {
+    /// Prune the slot's cache disk now, as the guest does at each job start
+    /// (through its qemu guest agent), and print what the prune said
+    Prune {
+        /// Slot name, e.g. ldmx-umn-umn-0
+        slot: String,
+        #[command(flatten)]
+        fleet: FleetFile,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -489,3 +489,49 @@ pub async fn render_cmd(
     );
     Ok(ExitStatus::Ok)
 }
+
+/// `hangar cache prune SLOT`: the guest's own cache-prune, now, through its
+/// guest agent (see [`crate::access::prune`]); prints what it said.
+pub async fn cache_prune(ctx: &Ctx, file: &Path, slot_name: &str) -> Result<ExitStatus> {
+    use crate::access::slot::{self, ConsolePlace};
+    let fleet = load(file)?;
+    let slot = slot::find(&fleet, slot_name)?;
+    let configs: Vec<_> = slot
+        .hosts
+        .iter()
+        .filter(|h| h.uri != crate::assemble::SANDBOX_URI)
+        .map(|h| match slot::console_place(h, &fleet, &ctx.state_dir) {
+            ConsolePlace::Remote(c) => c,
+            ConsolePlace::Here(_) => crate::assemble::host_config(h, fleet.name(), &ctx.state_dir),
+        })
+        .collect();
+    if configs.is_empty() {
+        return Err(crate::access::AccessError::Unavailable(format!(
+            "{} runs in the sandbox, whose VMs have no guest agent to prune through",
+            slot.name
+        ))
+        .into());
+    }
+    let (fleet_name, name) = (fleet.name().to_string(), slot.name.clone());
+    let pruned = tokio::task::spawn_blocking(move || {
+        crate::access::prune::prune(&configs, &fleet_name, &name)
+    })
+    .await
+    .map_err(|e| ExpectedError::Usage(format!("cache prune: {e}")))??;
+    let said = format!("{}{}", pruned.run.stdout, pruned.run.stderr);
+    crate::out!("{said}");
+    if pruned.run.exit_code != 0 {
+        return Err(crate::access::AccessError::Unavailable(format!(
+            "the cache prune of {} (generation {}) on host {} exited with {}",
+            slot.name, pruned.generation, pruned.host, pruned.run.exit_code
+        ))
+        .into());
+    }
+    crate::outln!(
+        "pruned the cache of {} (generation {}) on host {}",
+        slot.name,
+        pruned.generation,
+        pruned.host
+    );
+    Ok(ExitStatus::Ok)
+}

@@ -194,6 +194,9 @@ pub async fn run(cli: Cli) -> ExitStatus {
             )
             .await
         }
+        Command::Cache {
+            command: args::CacheCommand::Prune { slot, fleet },
+        } => commands::cache_prune(&ctx, &fleet.file, &slot).await,
         Command::Console { slot, fleet, force } => {
             console::console(&ctx, &fleet.file, console::ConsoleArgs { slot, force }).await
         }

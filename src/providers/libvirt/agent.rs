@@ -313,6 +313,103 @@ impl Inner {
     }
 }
 
+/// The guest's cache pruning (as root, by the agent, on demand).
+pub const CACHE_PRUNE: &str = "/usr/local/lib/hangar/cache-prune";
+/// How long an on-demand prune may run: removing a large cache's blobs on
+/// a slow disk takes minutes, not seconds.
+const PRUNE_TIMEOUT: Duration = Duration::from_secs(15 * 60);
+
+/// What a program run in the guest by its agent ended with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GuestRun {
+    pub exit_code: i64,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Why a program could not be run in a guest.
+#[derive(Debug, thiserror::Error)]
+pub enum GuestRunError {
+    /// No agent answers in the guest (none installed, not started, no
+    /// channel) or it refused the command.
+    #[error("its guest agent does not answer ({0})")]
+    NoAgent(String),
+    #[error(transparent)]
+    Provider(#[from] ProviderError),
+}
+
+/// One agent command on `dom`, outside a provider's connection cache.
+fn agent_once(
+    dom: &Domain,
+    host: &str,
+    name: &str,
+    execute: &str,
+    arguments: Value,
+) -> Result<Value, GuestRunError> {
+    let cmd = json!({ "execute": execute, "arguments": arguments });
+    let answer = dom
+        .qemu_agent_command(&cmd.to_string(), AGENT_TIMEOUT_SECS, 0)
+        .map_err(|e| match e.code() {
+            virt::enumutil::Enum::Known(code) if agent_unavailable(code) => {
+                GuestRunError::NoAgent(format!("{execute}: {}", e.message()))
+            }
+            _ => map_error(host, &format!("{execute} on {name}"), &e).into(),
+        })?;
+    let value: Value = serde_json::from_str(&answer)
+        .map_err(|e| GuestRunError::NoAgent(format!("{execute}: answer is not JSON: {e}")))?;
+    value
+        .get("return")
+        .cloned()
+        .ok_or_else(|| GuestRunError::NoAgent(format!("{execute}: no return value")))
+}
+
+/// The text of a `guest-exec-status` output field (base64 in the answer).
+fn exec_output(status: &Value, field: &str) -> String {
+    use base64::Engine as _;
+    let bytes = status
+        .get(field)
+        .and_then(Value::as_str)
+        .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
+        .unwrap_or_default();
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+impl super::serial::SlotDomain {
+    /// Run the guest's `cache-prune` now (as root) and wait for it: what it
+    /// printed and its exit code.
+    pub fn cache_prune(&self) -> Result<GuestRun, GuestRunError> {
+        let (dom, host, name) = (self.domain(), self.host(), self.owner.slot.as_str());
+        let started = agent_once(
+            dom,
+            host,
+            name,
+            "guest-exec",
+            json!({ "path": CACHE_PRUNE, "capture-output": true }),
+        )?;
+        let pid = started
+            .get("pid")
+            .and_then(Value::as_i64)
+            .ok_or_else(|| GuestRunError::NoAgent("guest-exec: no pid".into()))?;
+        let deadline = Instant::now() + PRUNE_TIMEOUT;
+        loop {
+            let status = agent_once(dom, host, name, "guest-exec-status", json!({ "pid": pid }))?;
+            if status.get("exited").and_then(Value::as_bool) == Some(true) {
+                return Ok(GuestRun {
+                    exit_code: status.get("exitcode").and_then(Value::as_i64).unwrap_or(-1),
+                    stdout: exec_output(&status, "out-data"),
+                    stderr: exec_output(&status, "err-data"),
+                });
+            }
+            if Instant::now() >= deadline {
+                return Err(GuestRunError::NoAgent(format!(
+                    "{CACHE_PRUNE} did not finish within {PRUNE_TIMEOUT:?}"
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

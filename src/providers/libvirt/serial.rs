@@ -78,6 +78,11 @@ impl SlotDomain {
         &self.host
     }
 
+    /// The domain itself, for the guest agent's commands.
+    pub(super) fn domain(&self) -> &Domain {
+        &self.dom
+    }
+
     /// Attach to the domain's serial console. `force`: take it over from
     /// another client attached to it (`virsh console --force`); without it
     /// a console someone else holds is refused.

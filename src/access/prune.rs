@@ -1,0 +1,40 @@
+//! Pruning a slot's cache disk now (`hangar cache prune SLOT`): the guest's
+//! own `cache-prune`, run as root through its qemu guest agent, the same
+//! script the job-started hook and the guest's 15-minute timer run. It
+//! removes only what the pruning rules allow (see docs/guest.md), so asking
+//! for it is safe while a job runs.
+
+use super::log::find_on;
+use super::AccessError;
+use crate::providers::libvirt::{GuestRun, GuestRunError, HostConfig};
+
+/// What the guest's prune said, and where it ran.
+pub struct Pruned {
+    pub host: String,
+    pub generation: u64,
+    pub run: GuestRun,
+}
+
+/// Find the slot's running domain on `hosts` and prune its cache now.
+/// Blocking: run it off the async runtime's threads.
+pub fn prune(hosts: &[HostConfig], fleet: &str, slot: &str) -> Result<Pruned, AccessError> {
+    let found = find_on(hosts, fleet, slot)?;
+    let host = found.host().to_string();
+    if !found.running {
+        return Err(AccessError::Unavailable(format!(
+            "the VM of {slot} on host {host} is not running: no guest to prune in"
+        )));
+    }
+    let run = found.cache_prune().map_err(|e| match e {
+        GuestRunError::NoAgent(why) => AccessError::Unavailable(format!(
+            "cannot prune the cache of {slot} on host {host}: its guest agent does not \
+             answer ({why}); the guest still prunes at each job start and every 15 minutes"
+        )),
+        GuestRunError::Provider(e) => AccessError::Provider(e),
+    })?;
+    Ok(Pruned {
+        host,
+        generation: found.owner.generation,
+        run,
+    })
+}
