@@ -60,6 +60,8 @@ const SCOPE: &str = "repos/e2e/hangar";
 const TOKEN_ENV: &str = "HANGAR_E2E_GITHUB_TOKEN";
 const LABEL: &str = "e2e";
 const CACHE_BYTES: u64 = 1 << 30;
+/// The cache budget, low so that a few hundred MB of stale blobs exceed it.
+const PRUNE_ABOVE: u64 = 20;
 /// Makes the stand-in JIT runner wait for a job instead of running one at once.
 const JOBS_BY_HOTPLUG: &str = "hangar_e2e.jobs=hotplug";
 /// What the stand-in runner prints on the console.
@@ -165,6 +167,7 @@ fn fleet_yaml(fleet: &str, port: u16, pool: &str, base: &BaseImage, per_memory: 
         preinstalled: {runner_dir}
       cache:
         size: 1GiB
+        pruneAbove: {PRUNE_ABOVE}%
 ",
             image = json!(base.image),
             kernel = json!(base.kernel),
@@ -280,6 +283,94 @@ fn guest_fs(slot: &Value, fs: &str) -> (u64, u64) {
         (Some(u), Some(t)) => (u, t),
         _ => panic!("status shows no {fs} use from the guest: {slot}"),
     }
+}
+
+/// Runs `script` with `sh -c` in the running `dom`, as `user`, through its
+/// guest agent (`virsh qemu-agent-command`): exit code and stdout.
+fn guest_sh(dom: &str, user: &str, script: &str) -> (i64, String) {
+    use base64::Engine as _;
+    let cmd = json!({
+        "execute": "guest-exec",
+        "arguments": {
+            "path": "/usr/sbin/runuser",
+            "arg": ["-u", user, "--", "/bin/sh", "-c", script],
+            "capture-output": true,
+        },
+    });
+    let started: Value =
+        serde_json::from_str(&must(&["qemu-agent-command", dom, &cmd.to_string()])).unwrap();
+    let pid = started["return"]["pid"]
+        .as_i64()
+        .expect("guest-exec gave a pid");
+    let since = Instant::now();
+    loop {
+        let status = json!({ "execute": "guest-exec-status", "arguments": { "pid": pid } });
+        let r: Value =
+            serde_json::from_str(&must(&["qemu-agent-command", dom, &status.to_string()])).unwrap();
+        let r = &r["return"];
+        if r["exited"] == true {
+            let text = |field: &str| {
+                let bytes = r[field]
+                    .as_str()
+                    .map(|b| base64::engine::general_purpose::STANDARD.decode(b).unwrap())
+                    .unwrap_or_default();
+                String::from_utf8_lossy(&bytes).into_owned()
+            };
+            let (out, err) = (text("out-data"), text("err-data"));
+            let code = r["exitcode"].as_i64().unwrap_or(-1);
+            assert!(code == 0, "{dom}: `{script}` exited {code}:\n{out}{err}");
+            return (code, out);
+        }
+        assert!(
+            since.elapsed() < JOB_TIMEOUT,
+            "{dom}: `{script}` still runs after {JOB_TIMEOUT:?}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// A job's BuildKit `type=local` export as the OCI image-layout spec has
+/// it (oci-layout, index.json, blobs/sha256/<digest>): one image (manifest,
+/// config, a 1 MiB layer) that index.json reaches, and 3 × 80 MiB of blobs
+/// of earlier exports that nothing reaches any more, all of them exported
+/// two hours ago. Prints the reachable digests, then the cache's use (%).
+const WRITE_LAYOUT: &str = r#"set -eu
+. /etc/hangar/guest.env
+l=$HANGAR_CACHE_DIR/buildx/e2e
+b=$l/blobs/sha256
+mkdir -p "$b"
+blob() { h=$(sha256sum "$1" | cut -d' ' -f1); mv "$1" "$b/$h"; echo "$h"; }
+head -c 1048576 /dev/urandom > "$l/t"; layer=$(blob "$l/t")
+printf '{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":["sha256:%s"]}}' "$layer" > "$l/t"
+config=$(blob "$l/t")
+printf '{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:%s","size":%s},"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":"sha256:%s","size":1048576}]}'   "$config" "$(stat -c %s "$b/$config")" "$layer" > "$l/t"
+manifest=$(blob "$l/t")
+printf '{"imageLayoutVersion":"1.0.0"}' > "$l/oci-layout"
+printf '{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:%s","size":%s}]}'   "$manifest" "$(stat -c %s "$b/$manifest")" > "$l/index.json"
+for i in 1 2 3; do head -c 83886080 /dev/urandom > "$l/t"; blob "$l/t" >/dev/null; done
+touch -d '2 hours ago' "$b"/* "$l/index.json" "$l/oci-layout"
+sync
+echo "reachable $manifest $config $layer"
+echo "use $(df --output=pcent "$HANGAR_CACHE_DIR" | tail -n 1 | tr -dc 0-9)"
+"#;
+
+/// The layout as the guest sees it: every blob's name and content digest,
+/// whether oci-layout and index.json are there, and the cache's use (%).
+const READ_LAYOUT: &str = r#"set -eu
+. /etc/hangar/guest.env
+l=$HANGAR_CACHE_DIR/buildx/e2e
+cd "$l/blobs/sha256"
+for f in *; do echo "blob $f $(sha256sum "$f" | cut -d' ' -f1)"; done
+grep -q imageLayoutVersion "$l/oci-layout" && echo "oci-layout ok"
+grep -o 'sha256:[0-9a-f]*' "$l/index.json" | sed 's/^/index /'
+echo "use $(df --output=pcent "$HANGAR_CACHE_DIR" | tail -n 1 | tr -dc 0-9)"
+"#;
+
+/// The number after `key ` on its line of `out`.
+fn use_percent(out: &str) -> u64 {
+    line_after(out, "use ")
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no use in:\n{out}"))
 }
 
 /// What every guest must have printed by the time its runner started.
@@ -889,6 +980,84 @@ fn apply_boots_ephemeral_and_persistent_runners_replaces_the_spent_one_and_destr
         std::thread::sleep(Duration::from_secs(1));
     }
     t.phase("persistent generation 2 booted", since);
+
+    // Prune on demand: a job leaves an over-budget cache (a valid OCI
+    // layout with stale blobs); `hangar cache prune` has the guest prune it
+    // now, through its agent; the layout stays valid, every referenced blob
+    // stays, and the cache is back within budget.
+    let since = Instant::now();
+    let (_, wrote) = guest_sh(&eph, "github", WRITE_LAYOUT);
+    let reachable: Vec<String> = line_after(&wrote, "reachable ")
+        .unwrap_or_else(|| panic!("{eph}: the layout was not written:\n{wrote}"))
+        .split_whitespace()
+        .map(str::to_string)
+        .collect();
+    assert_eq!(reachable.len(), 3, "{wrote}");
+    let before = use_percent(&wrote);
+    assert!(
+        before > PRUNE_ABOVE,
+        "{eph}: the cache is not over budget: {wrote}"
+    );
+    t.phase(
+        &format!("{eph}: a job wrote an OCI layout, cache at {before}%"),
+        since,
+    );
+    let since = Instant::now();
+    let (status, out) = hangar(&env, &["cache", "prune", &eph, "-f", &fleet_arg]);
+    assert!(status.success(), "hangar cache prune failed:\n{out}");
+    t.phase("hangar cache prune (on demand)", since);
+    assert!(
+        out.contains("hangar-prune: ")
+            && out.contains("buildx/e2e: removed 3 blobs its index.json no longer reaches")
+            && out.contains(&format!(
+                "pruned the cache of {eph} (generation 2) on host local"
+            )),
+        "the prune did not say what it did:\n{out}"
+    );
+    let (_, layout) = guest_sh(&eph, "github", READ_LAYOUT);
+    let mut blobs: Vec<String> = Vec::new();
+    for line in layout.lines().filter_map(|l| l.strip_prefix("blob ")) {
+        let (name, digest) = line.split_once(' ').unwrap();
+        assert_eq!(name, digest, "{eph}: blob {name} does not hold its digest");
+        blobs.push(name.to_string());
+    }
+    blobs.sort();
+    let mut want = reachable.clone();
+    want.sort();
+    assert_eq!(
+        blobs, want,
+        "{eph}: not exactly the referenced blobs are left:\n{layout}"
+    );
+    assert!(layout.contains("oci-layout ok"), "{layout}");
+    assert!(
+        layout.contains(&format!("index sha256:{}", reachable[0])),
+        "{eph}: index.json no longer names the manifest:\n{layout}"
+    );
+    let after = use_percent(&layout);
+    assert!(
+        after <= PRUNE_ABOVE,
+        "{eph}: the cache is at {after}% after the prune"
+    );
+    t.at(&format!(
+        "{eph}: cache from {before}% to {after}%, 3 referenced blobs kept"
+    ));
+
+    // A slot the file does not have: a usage error that names it.
+    let (status, out) = hangar(
+        &env,
+        &[
+            "cache",
+            "prune",
+            &format!("{fleet}-eph-9"),
+            "-f",
+            &fleet_arg,
+        ],
+    );
+    assert_eq!(status.code(), Some(2), "{out}");
+    assert!(
+        out.contains(&format!("no slot {fleet}-eph-9 in fleet {fleet}")),
+        "{out}"
+    );
 
     // 4. destroy leaves nothing of the fleet.
     let since = Instant::now();
