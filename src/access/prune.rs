@@ -26,10 +26,7 @@ pub fn prune(hosts: &[HostConfig], fleet: &str, slot: &str) -> Result<Pruned, Ac
         )));
     }
     let run = found.cache_prune().map_err(|e| match e {
-        GuestRunError::NoAgent(why) => AccessError::Unavailable(format!(
-            "cannot prune the cache of {slot} on host {host}: its guest agent does not \
-             answer ({why}); the guest still prunes at each job start and every 15 minutes"
-        )),
+        GuestRunError::NoAgent(why) => no_agent(slot, &host, &why),
         GuestRunError::Provider(e) => AccessError::Provider(e),
     })?;
     Ok(Pruned {
@@ -37,4 +34,27 @@ pub fn prune(hosts: &[HostConfig], fleet: &str, slot: &str) -> Result<Pruned, Ac
         generation: found.owner.generation,
         run,
     })
+}
+
+fn no_agent(slot: &str, host: &str, why: &str) -> AccessError {
+    AccessError::Unavailable(format!(
+        "cannot prune the cache of {slot} on host {host}: its guest agent does not \
+         answer ({why}); the guest still prunes at each job start and every 15 minutes"
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_slot_without_an_agent_is_named_with_its_host() {
+        let e = no_agent("lab-build-0", "rack1", "guest-exec: agent is not connected");
+        assert_eq!(
+            e.to_string(),
+            "cannot prune the cache of lab-build-0 on host rack1: its guest agent does not \
+             answer (guest-exec: agent is not connected); the guest still prunes at each job \
+             start and every 15 minutes"
+        );
+    }
 }

@@ -414,6 +414,34 @@ impl super::serial::SlotDomain {
 mod tests {
     use super::*;
 
+    /// libvirt's test driver has no guest agent: its running domain `test`
+    /// answers no agent command, which is "no agent", not a provider fault.
+    #[test]
+    fn a_guest_exec_without_an_agent_is_no_agent() {
+        let conn = virt::connect::Connect::open(Some("test:///default")).unwrap();
+        let dom = conn.lookup_domain_by_name("test").unwrap();
+        assert!(dom.is_active().unwrap());
+        let r = agent_once(
+            &dom,
+            "local",
+            "test",
+            "guest-exec",
+            json!({ "path": CACHE_PRUNE, "capture-output": true }),
+        );
+        assert!(
+            matches!(&r, Err(GuestRunError::NoAgent(why)) if why.starts_with("guest-exec: ")),
+            "{r:?}"
+        );
+    }
+
+    #[test]
+    fn exec_output_decodes_base64_and_is_empty_without_it() {
+        let status =
+            json!({ "exited": true, "exitcode": 0, "out-data": "aGFuZ2FyLXBydW5lOiBvawo=" });
+        assert_eq!(exec_output(&status, "out-data"), "hangar-prune: ok\n");
+        assert_eq!(exec_output(&status, "err-data"), "");
+    }
+
     #[test]
     fn fsinfo_yields_root_and_the_cache_disk_by_serial() {
         let answer = json!([
