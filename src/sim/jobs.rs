@@ -309,20 +309,26 @@ impl SimWorld {
                 } else {
                     conclusion
                 };
-                let run = self.runs.get_mut(&job.run_id).expect("the job's run");
+                // A job is found through its run, so both are there; an
+                // answer, not a panic, should that ever not hold.
+                let run = self.runs.get_mut(&job.run_id).ok_or_else(|| {
+                    SimError::NotFound(format!("run {} of job {job_id}", job.run_id))
+                })?;
                 run.updated_at = now;
                 let j = run
                     .jobs
                     .iter_mut()
                     .find(|j| j.id == job_id)
-                    .expect("found above");
+                    .ok_or_else(|| SimError::NotFound(format!("job {job_id}")))?;
                 j.status = JobStatus::Completed;
                 j.conclusion = Some(conclusion.to_string());
                 j.completed_at = Some(now);
             }
         }
         self.assign_jobs(now);
-        Ok(self.job(job_id).cloned().expect("found above"))
+        self.job(job_id)
+            .cloned()
+            .ok_or_else(|| SimError::NotFound(format!("job {job_id}")))
     }
 }
 
