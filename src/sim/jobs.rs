@@ -700,6 +700,26 @@ mod tests {
     }
 
     #[test]
+    fn ending_a_job_whose_run_is_gone_answers_not_found_instead_of_panicking() {
+        let mut w = SimWorld::default();
+        let now = Utc::now();
+        let j = w.enqueue_job(&EnqueueJob::new("o/r", &["x"]), now).unwrap();
+        // A state file edited by hand: the job names a run that is not there.
+        for run in w.runs.values_mut() {
+            for job in &mut run.jobs {
+                job.run_id += 1000;
+            }
+        }
+        let e = w
+            .finish_queued_or_running_job(j.id, "success", now)
+            .unwrap_err();
+        assert!(
+            matches!(e, SimError::NotFound(ref m) if m.contains("run")),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn an_organizations_runner_takes_its_repositories_jobs() {
         let mut w = SimWorld::default();
         let id = w.add_runners("orgs/o", "org", 1, &["x".into()]).unwrap()[0];
