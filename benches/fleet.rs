@@ -5,7 +5,7 @@
 //! Calls are counted three ways: `Metered` wraps each host's `Hypervisor`
 //! (calls by kind, injectable latency), `LibvirtHost::libvirt_calls` counts
 //! libvirt round trips under it, and the simulator counts requests by route
-//! and status. The cases (P1–P4) are described in `docs/performance.md`;
+//! and status. The cases (P1–P6) are described in `docs/performance.md`;
 //! the table is printed and written to `target/bench/report.json`.
 //!
 //! `cargo bench --bench fleet`. After `--`: `--quick` (a smoke run),
@@ -39,6 +39,11 @@ use tokio_util::sync::CancellationToken;
 
 #[path = "../tests/support/wiring.rs"]
 mod wiring;
+
+// Under `cases/`: a file directly in `benches/` would be a bench target
+// of its own.
+#[path = "cases/scale_case.rs"]
+mod scale_case;
 
 const FLEET: &str = "bench";
 const OWNER: &str = "bench-org";
@@ -1225,7 +1230,7 @@ fn main() {
     let cases = args
         .iter()
         .find_map(|a| a.strip_prefix("--cases="))
-        .unwrap_or("p1,p2,p3,p4,p5")
+        .unwrap_or("p1,p2,p3,p4,p5,p6")
         .to_lowercase();
     rt.block_on(async {
         // P5 alone needs no rig.
@@ -1244,6 +1249,9 @@ fn main() {
         }
         if cases.contains("p5") {
             p5_runner_pages(&mut rep, &opt).await;
+        }
+        if cases.contains("p6") {
+            scale_case::p6_scale(&mut rep, &opt).await;
         }
     });
     rep.seconds = started.elapsed().as_secs_f64();

@@ -262,17 +262,7 @@ impl Validator<'_, '_> {
                     );
                 }
                 if let Some(env) = &auth.token_env {
-                    let valid = env
-                        .bytes()
-                        .next()
-                        .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
-                        && env.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
-                    if !valid {
-                        self.at_path(
-                            &auth_path.key("tokenEnv"),
-                            "not an environment variable name (letters, digits and `_`, not starting with a digit)",
-                        );
-                    }
+                    self.env_name(&auth_path.key("tokenEnv"), env);
                 }
                 if let Some(file) = &auth.token_file {
                     self.non_empty(&auth_path.key("tokenFile"), file);
@@ -801,20 +791,25 @@ impl Validator<'_, '_> {
             _ => self.at_path(p, "set exactly one of `secretEnv` or `secretFile`"),
         }
         if let Some(env) = &w.secret_env {
-            let valid = env
-                .bytes()
-                .next()
-                .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
-                && env.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
-            if !valid {
-                self.at_path(
-                    &p.key("secretEnv"),
-                    "not an environment variable name (letters, digits and `_`, not starting with a digit)",
-                );
-            }
+            self.env_name(&p.key("secretEnv"), env);
         }
         if let Some(file) = &w.secret_file {
             self.non_empty(&p.key("secretFile"), file);
+        }
+    }
+
+    /// `env` at `p` names an environment variable (`tokenEnv`, `secretEnv`).
+    fn env_name(&mut self, p: &FieldPath, env: &str) {
+        let valid = env
+            .bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
+            && env.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+        if !valid {
+            self.at_path(
+                p,
+                "not an environment variable name (letters, digits and `_`, not starting with a digit)",
+            );
         }
     }
 

@@ -309,20 +309,26 @@ impl SimWorld {
                 } else {
                     conclusion
                 };
-                let run = self.runs.get_mut(&job.run_id).expect("the job's run");
+                // A job is found through its run, so both are there; an
+                // answer, not a panic, should that ever not hold.
+                let run = self.runs.get_mut(&job.run_id).ok_or_else(|| {
+                    SimError::NotFound(format!("run {} of job {job_id}", job.run_id))
+                })?;
                 run.updated_at = now;
                 let j = run
                     .jobs
                     .iter_mut()
                     .find(|j| j.id == job_id)
-                    .expect("found above");
+                    .ok_or_else(|| SimError::NotFound(format!("job {job_id}")))?;
                 j.status = JobStatus::Completed;
                 j.conclusion = Some(conclusion.to_string());
                 j.completed_at = Some(now);
             }
         }
         self.assign_jobs(now);
-        Ok(self.job(job_id).cloned().expect("found above"))
+        self.job(job_id)
+            .cloned()
+            .ok_or_else(|| SimError::NotFound(format!("job {job_id}")))
     }
 }
 
@@ -690,6 +696,26 @@ mod tests {
         assert_eq!(
             w.job(none.id).unwrap().conclusion.as_deref(),
             Some("cancelled")
+        );
+    }
+
+    #[test]
+    fn ending_a_job_whose_run_is_gone_answers_not_found_instead_of_panicking() {
+        let mut w = SimWorld::default();
+        let now = Utc::now();
+        let j = w.enqueue_job(&EnqueueJob::new("o/r", &["x"]), now).unwrap();
+        // A state file edited by hand: the job names a run that is not there.
+        for run in w.runs.values_mut() {
+            for job in &mut run.jobs {
+                job.run_id += 1000;
+            }
+        }
+        let e = w
+            .finish_queued_or_running_job(j.id, "success", now)
+            .unwrap_err();
+        assert!(
+            matches!(e, SimError::NotFound(ref m) if m.contains("run")),
+            "{e}"
         );
     }
 
