@@ -773,27 +773,7 @@ fn apply_boots_ephemeral_and_persistent_runners_replaces_the_spent_one_and_destr
     let r = sim.ok("POST", &format!("/_sim/runners/{eph_id}/job/start"), None);
     assert_eq!(r["busy"], true);
     let job = format!("e2e-job-{eph_id}");
-    let job_disk = dir.path().join("job.img");
-    std::fs::File::create(&job_disk)
-        .and_then(|f| f.set_len(1 << 20))
-        .unwrap();
-    must(&[
-        "attach-disk",
-        &eph,
-        job_disk.to_str().unwrap(),
-        "vdz",
-        "--targetbus",
-        "virtio",
-        "--driver",
-        "qemu",
-        "--subdriver",
-        "raw",
-        "--mode",
-        "readonly",
-        "--serial",
-        &job,
-        "--live",
-    ]);
+    hotplug(dir.path(), &eph, "vdz", &job);
     t.at(&format!("{eph}: job {job} assigned (disk hot-plugged)"));
     let finished = format!("{RUNNER}run.sh exits 0");
     loop {
