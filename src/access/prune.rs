@@ -6,7 +6,7 @@
 
 use super::log::find_on;
 use super::AccessError;
-use crate::providers::libvirt::{GuestRun, GuestRunError, HostConfig};
+use crate::providers::libvirt::{AgentError, GuestRun, HostConfig};
 
 /// What the guest's prune said, and where it ran.
 pub struct Pruned {
@@ -26,8 +26,8 @@ pub fn prune(hosts: &[HostConfig], fleet: &str, slot: &str) -> Result<Pruned, Ac
         )));
     }
     let run = found.cache_prune().map_err(|e| match e {
-        GuestRunError::NoAgent(why) => no_agent(slot, &host, &why),
-        GuestRunError::Provider(e) => AccessError::Provider(e),
+        AgentError::Unavailable(why) => no_agent(slot, &host, &why),
+        AgentError::Provider(e) => AccessError::Provider(e),
     })?;
     Ok(Pruned {
         host,

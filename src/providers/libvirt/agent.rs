@@ -59,7 +59,7 @@ pub struct GuestDisks {
 
 /// Why the agent did not answer a command.
 #[derive(Debug)]
-pub(super) enum AgentError {
+pub enum AgentError {
     /// The guest cannot be told: no channel, no agent running in it, the
     /// agent refused or timed out, the command failed in the guest. Not a
     /// fault of the connection.
@@ -145,60 +145,27 @@ impl Inner {
         execute: &str,
         arguments: Option<Value>,
     ) -> Result<Value, AgentError> {
-        let mut cmd = json!({ "execute": execute });
-        if let Some(arguments) = arguments {
-            cmd["arguments"] = arguments;
-        }
         self.calls
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let answer = dom
-            .qemu_agent_command(&cmd.to_string(), AGENT_TIMEOUT_SECS, 0)
-            .map_err(|e| match e.code() {
-                virt::enumutil::Enum::Known(code) if agent_unavailable(code) => {
-                    AgentError::Unavailable(format!("{execute}: {}", e.message()))
+        agent_once(dom, &self.config.name, name, execute, arguments).inspect_err(|e| {
+            if let AgentError::Provider(err) = e {
+                if err.kind == ErrorKind::Transient {
+                    self.drop_connection();
                 }
-                _ => {
-                    let err = map_error(&self.config.name, &format!("{execute} on {name}"), &e);
-                    if err.kind == ErrorKind::Transient {
-                        self.drop_connection();
-                    }
-                    AgentError::Provider(err)
-                }
-            })?;
-        let value: Value = serde_json::from_str(&answer)
-            .map_err(|e| AgentError::Unavailable(format!("{execute}: answer is not JSON: {e}")))?;
-        value
-            .get("return")
-            .cloned()
-            .ok_or_else(|| AgentError::Unavailable(format!("{execute}: no return value")))
+            }
+        })
     }
 
     /// Run `path` in the guest (as root) and wait for it, briefly: its
     /// exit code.
     fn agent_exec(&self, dom: &Domain, name: &str, path: &str) -> Result<i64, AgentError> {
-        let started = self.agent(
-            dom,
-            name,
-            "guest-exec",
-            Some(json!({ "path": path, "capture-output": true })),
-        )?;
-        let pid = started
-            .get("pid")
-            .and_then(Value::as_i64)
-            .ok_or_else(|| AgentError::Unavailable("guest-exec: no pid".into()))?;
-        let deadline = Instant::now() + Duration::from_secs(AGENT_TIMEOUT_SECS as u64);
-        loop {
-            let status = self.agent(dom, name, "guest-exec-status", Some(json!({ "pid": pid })))?;
-            if status.get("exited").and_then(Value::as_bool) == Some(true) {
-                return Ok(status.get("exitcode").and_then(Value::as_i64).unwrap_or(-1));
-            }
-            if Instant::now() >= deadline {
-                return Err(AgentError::Unavailable(format!(
-                    "{path} did not finish within {AGENT_TIMEOUT_SECS} s"
-                )));
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        }
+        exec_wait(
+            |execute, arguments| self.agent(dom, name, execute, Some(arguments)),
+            path,
+            Duration::from_secs(AGENT_TIMEOUT_SECS as u64),
+            Duration::from_millis(200),
+        )
+        .map(|run| run.exit_code)
     }
 
     /// Tell the guest of `vm` to drain, and record what came of it.
@@ -327,40 +294,68 @@ pub struct GuestRun {
     pub stderr: String,
 }
 
-/// Why a program could not be run in a guest.
-#[derive(Debug, thiserror::Error)]
-pub enum GuestRunError {
-    /// No agent answers in the guest (none installed, not started, no
-    /// channel) or it refused the command.
-    #[error("its guest agent does not answer ({0})")]
-    NoAgent(String),
-    #[error(transparent)]
-    Provider(#[from] ProviderError),
-}
-
-/// One agent command on `dom`, outside a provider's connection cache.
+/// One agent command on `dom`; its `return` value. `host` and `name` only
+/// name the call in errors.
 fn agent_once(
     dom: &Domain,
     host: &str,
     name: &str,
     execute: &str,
-    arguments: Value,
-) -> Result<Value, GuestRunError> {
-    let cmd = json!({ "execute": execute, "arguments": arguments });
+    arguments: Option<Value>,
+) -> Result<Value, AgentError> {
+    let mut cmd = json!({ "execute": execute });
+    if let Some(arguments) = arguments {
+        cmd["arguments"] = arguments;
+    }
     let answer = dom
         .qemu_agent_command(&cmd.to_string(), AGENT_TIMEOUT_SECS, 0)
         .map_err(|e| match e.code() {
             virt::enumutil::Enum::Known(code) if agent_unavailable(code) => {
-                GuestRunError::NoAgent(format!("{execute}: {}", e.message()))
+                AgentError::Unavailable(format!("{execute}: {}", e.message()))
             }
-            _ => map_error(host, &format!("{execute} on {name}"), &e).into(),
+            _ => AgentError::Provider(map_error(host, &format!("{execute} on {name}"), &e)),
         })?;
     let value: Value = serde_json::from_str(&answer)
-        .map_err(|e| GuestRunError::NoAgent(format!("{execute}: answer is not JSON: {e}")))?;
+        .map_err(|e| AgentError::Unavailable(format!("{execute}: answer is not JSON: {e}")))?;
     value
         .get("return")
         .cloned()
-        .ok_or_else(|| GuestRunError::NoAgent(format!("{execute}: no return value")))
+        .ok_or_else(|| AgentError::Unavailable(format!("{execute}: no return value")))
+}
+
+/// Run `path` in the guest (as root, by `guest-exec` through `call`) and
+/// wait up to `timeout` for it, asking every `poll`.
+fn exec_wait(
+    mut call: impl FnMut(&str, Value) -> Result<Value, AgentError>,
+    path: &str,
+    timeout: Duration,
+    poll: Duration,
+) -> Result<GuestRun, AgentError> {
+    let started = call(
+        "guest-exec",
+        json!({ "path": path, "capture-output": true }),
+    )?;
+    let pid = started
+        .get("pid")
+        .and_then(Value::as_i64)
+        .ok_or_else(|| AgentError::Unavailable("guest-exec: no pid".into()))?;
+    let deadline = Instant::now() + timeout;
+    loop {
+        let status = call("guest-exec-status", json!({ "pid": pid }))?;
+        if status.get("exited").and_then(Value::as_bool) == Some(true) {
+            return Ok(GuestRun {
+                exit_code: status.get("exitcode").and_then(Value::as_i64).unwrap_or(-1),
+                stdout: exec_output(&status, "out-data"),
+                stderr: exec_output(&status, "err-data"),
+            });
+        }
+        if Instant::now() >= deadline {
+            return Err(AgentError::Unavailable(format!(
+                "{path} did not finish within {timeout:?}"
+            )));
+        }
+        std::thread::sleep(poll);
+    }
 }
 
 /// The text of a `guest-exec-status` output field (base64 in the answer).
@@ -377,36 +372,14 @@ fn exec_output(status: &Value, field: &str) -> String {
 impl super::serial::SlotDomain {
     /// Run the guest's `cache-prune` now (as root) and wait for it: what it
     /// printed and its exit code.
-    pub fn cache_prune(&self) -> Result<GuestRun, GuestRunError> {
+    pub fn cache_prune(&self) -> Result<GuestRun, AgentError> {
         let (dom, host, name) = (self.domain(), self.host(), self.owner.slot.as_str());
-        let started = agent_once(
-            dom,
-            host,
-            name,
-            "guest-exec",
-            json!({ "path": CACHE_PRUNE, "capture-output": true }),
-        )?;
-        let pid = started
-            .get("pid")
-            .and_then(Value::as_i64)
-            .ok_or_else(|| GuestRunError::NoAgent("guest-exec: no pid".into()))?;
-        let deadline = Instant::now() + PRUNE_TIMEOUT;
-        loop {
-            let status = agent_once(dom, host, name, "guest-exec-status", json!({ "pid": pid }))?;
-            if status.get("exited").and_then(Value::as_bool) == Some(true) {
-                return Ok(GuestRun {
-                    exit_code: status.get("exitcode").and_then(Value::as_i64).unwrap_or(-1),
-                    stdout: exec_output(&status, "out-data"),
-                    stderr: exec_output(&status, "err-data"),
-                });
-            }
-            if Instant::now() >= deadline {
-                return Err(GuestRunError::NoAgent(format!(
-                    "{CACHE_PRUNE} did not finish within {PRUNE_TIMEOUT:?}"
-                )));
-            }
-            std::thread::sleep(Duration::from_millis(500));
-        }
+        exec_wait(
+            |execute, arguments| agent_once(dom, host, name, execute, Some(arguments)),
+            CACHE_PRUNE,
+            PRUNE_TIMEOUT,
+            Duration::from_millis(500),
+        )
     }
 }
 
@@ -426,10 +399,10 @@ mod tests {
             "local",
             "test",
             "guest-exec",
-            json!({ "path": CACHE_PRUNE, "capture-output": true }),
+            Some(json!({ "path": CACHE_PRUNE, "capture-output": true })),
         );
         assert!(
-            matches!(&r, Err(GuestRunError::NoAgent(why)) if why.starts_with("guest-exec: ")),
+            matches!(&r, Err(AgentError::Unavailable(why)) if why.starts_with("guest-exec: ")),
             "{r:?}"
         );
     }

@@ -63,7 +63,7 @@ use super::{CacheUsage, Hypervisor, ProviderError, VmCreate};
 use crate::model::host::{DomainType, HostFacts, HostIdentity, NetworkAttachment};
 use crate::plan::model::{DrainState, Leftover, ObservedHost, ObservedVm, VmRef};
 
-pub use self::agent::{GuestDisks, GuestFs, GuestRun, GuestRunError, DRAIN_NS, GUEST_FS_REFRESH};
+pub use self::agent::{AgentError, GuestDisks, GuestFs, GuestRun, DRAIN_NS, GUEST_FS_REFRESH};
 pub use self::connection::uri_is_local;
 pub use self::connection::CALL_TIMEOUT;
 pub use self::facts::{choose_domain_type, DomainTypeChoice};
