@@ -55,6 +55,16 @@ pub fn find<'a>(fleet: &'a LoadedFleet, name: &str) -> Result<FileSlot<'a>, Acce
     })
 }
 
+/// The libvirt hosts (the sandbox left out) that the slot may be on, as
+/// the providers reach them: where the console and the guest agent are.
+pub fn libvirt_hosts(slot: &FileSlot, fleet: &LoadedFleet, state_dir: &Path) -> Vec<HostConfig> {
+    slot.hosts
+        .iter()
+        .filter(|h| h.uri != SANDBOX_URI)
+        .map(|h| crate::assemble::host_config(h, fleet.name(), state_dir))
+        .collect()
+}
+
 /// Where a host of the file writes its VMs' console logs.
 pub enum ConsolePlace {
     /// A directory on this machine.

@@ -493,18 +493,10 @@ pub async fn render_cmd(
 /// `hangar cache prune SLOT`: the guest's own cache-prune, now, through its
 /// guest agent (see [`crate::access::prune`]); prints what it said.
 pub async fn cache_prune(ctx: &Ctx, file: &Path, slot_name: &str) -> Result<ExitStatus> {
-    use crate::access::slot::{self, ConsolePlace};
+    use crate::access::slot;
     let fleet = load(file)?;
     let slot = slot::find(&fleet, slot_name)?;
-    let configs: Vec<_> = slot
-        .hosts
-        .iter()
-        .filter(|h| h.uri != crate::assemble::SANDBOX_URI)
-        .map(|h| match slot::console_place(h, &fleet, &ctx.state_dir) {
-            ConsolePlace::Remote(c) => c,
-            ConsolePlace::Here(_) => crate::assemble::host_config(h, fleet.name(), &ctx.state_dir),
-        })
-        .collect();
+    let configs = slot::libvirt_hosts(&slot, &fleet, &ctx.state_dir);
     if configs.is_empty() {
         return Err(crate::access::AccessError::Unavailable(format!(
             "{} runs in the sandbox, whose VMs have no guest agent to prune through",

@@ -6,9 +6,8 @@ use std::path::Path;
 use super::commands::Ctx;
 use super::error::ExpectedError;
 use crate::access::console::{self, Ended};
-use crate::access::slot::{self, ConsolePlace};
+use crate::access::slot;
 use crate::access::AccessError;
-use crate::assemble::SANDBOX_URI;
 use crate::exit::ExitStatus;
 
 type Result<T> = std::result::Result<T, ExpectedError>;
@@ -21,15 +20,7 @@ pub struct ConsoleArgs {
 pub async fn console(ctx: &Ctx, file: &Path, args: ConsoleArgs) -> Result<ExitStatus> {
     let fleet = crate::files::fleet::load(file)?;
     let slot = slot::find(&fleet, &args.slot)?;
-    let configs: Vec<_> = slot
-        .hosts
-        .iter()
-        .filter(|h| h.uri != SANDBOX_URI)
-        .map(|h| match slot::console_place(h, &fleet, &ctx.state_dir) {
-            ConsolePlace::Remote(c) => c,
-            ConsolePlace::Here(_) => crate::assemble::host_config(h, fleet.name(), &ctx.state_dir),
-        })
-        .collect();
+    let configs = slot::libvirt_hosts(&slot, &fleet, &ctx.state_dir);
     if configs.is_empty() {
         return Err(AccessError::Unavailable(format!(
             "{} runs in the sandbox, whose VMs have no serial console to attach to; \
