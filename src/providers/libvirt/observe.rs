@@ -13,7 +13,7 @@ use super::{xml, Inner};
 use crate::model::guest::GuestStage;
 use crate::model::names::{cache_volume_name, root_volume_name, seed_volume_name};
 use crate::model::ownership::Ownership;
-use crate::plan::model::{DrainState, ObservedVm, VmRef};
+use crate::plan::model::{DrainState, ForeignUse, ObservedVm, VmRef, VmState};
 use crate::providers::{ErrorKind, ProviderError};
 
 /// What the ownership cache knows of a domain UUID.
@@ -22,6 +22,10 @@ pub(super) enum Known {
     Foreign {
         /// Pool volumes its disks use (none of them is a leftover).
         volumes: Vec<String>,
+        /// What it takes from the host while it runs (its `<memory>` and
+        /// `<vcpu>`).
+        memory_bytes: u64,
+        vcpus: u32,
     },
     Ours {
         owner: Box<Ownership>,
@@ -34,7 +38,7 @@ pub(super) enum Known {
 impl Known {
     pub(super) fn volumes(&self) -> &[String] {
         match self {
-            Known::Foreign { volumes } | Known::Ours { volumes, .. } => volumes,
+            Known::Foreign { volumes, .. } | Known::Ours { volumes, .. } => volumes,
         }
     }
 }
@@ -78,7 +82,11 @@ impl Inner {
                 drain: facts.drain,
                 volumes,
             },
-            None => Known::Foreign { volumes },
+            None => Known::Foreign {
+                volumes,
+                memory_bytes: facts.memory_bytes,
+                vcpus: facts.vcpus,
+            },
         }))
     }
 
@@ -118,6 +126,8 @@ impl Inner {
         }
         let mut out = Vec::new();
         let mut foreign = Vec::new();
+        // What running domains that are not this fleet's take from the host.
+        let mut foreign_use = ForeignUse::default();
         // Volumes some domain uses, and whether every domain's are known:
         // only then can a volume be called a leftover.
         let mut used: HashSet<String> = HashSet::new();
@@ -147,6 +157,18 @@ impl Inner {
                 },
             };
             used.extend(known.volumes().iter().cloned());
+            let runs = matches!(d.state, VmState::Running | VmState::Paused);
+            if let (
+                true,
+                Known::Foreign {
+                    memory_bytes,
+                    vcpus,
+                    ..
+                },
+            ) = (runs, &known)
+            {
+                foreign_use.add(*memory_bytes, *vcpus);
+            }
             let Known::Ours {
                 owner,
                 seed_attached,
@@ -158,6 +180,9 @@ impl Inner {
                 continue;
             };
             if owner.fleet != fleet {
+                if runs {
+                    foreign_use.add(owner.shape.memory_bytes, owner.shape.cpus);
+                }
                 foreign.push(d.name);
                 continue;
             }
@@ -186,7 +211,8 @@ impl Inner {
         out.sort_by(|a, b| a.name.cmp(&b.name));
         foreign.sort();
         *self.foreign.lock().expect("foreign names lock") = foreign;
-        let state = self.observe_host(&conn, fleet, &out, all_known.then_some(&used))?;
+        let mut state = self.observe_host(&conn, fleet, &out, all_known.then_some(&used))?;
+        state.foreign = foreign_use;
         *self.host_state.lock().expect("host state lock") = state;
         Ok(out)
     }

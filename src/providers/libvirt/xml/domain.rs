@@ -350,6 +350,10 @@ pub struct DomainFacts {
     pub console_log: Option<String>,
     /// The drain record (`agent`), if hangar wrote one.
     pub drain: Option<DrainState>,
+    /// `<memory>` (the most the guest may use) and `<vcpu>`: what the
+    /// domain takes from its host while it runs. 0 where absent.
+    pub memory_bytes: u64,
+    pub vcpus: u32,
 }
 
 /// Read ownership and disks from a full domain XML (`virDomainGetXMLDesc`).
@@ -404,12 +408,23 @@ pub fn parse_domain(xml: &str) -> Result<DomainFacts, OwnershipError> {
                 None => None,
             },
         );
+    // libvirt's default unit for `<memory>` is KiB.
+    let memory_bytes = root
+        .child("memory")
+        .and_then(|m| super::volume::to_bytes(m.text.trim(), m.attr("unit").unwrap_or("KiB")).ok())
+        .unwrap_or(0);
+    let vcpus = root
+        .child_text("vcpu")
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
     Ok(DomainFacts {
         owner,
         volumes,
         seed_attached,
         console_log,
         drain,
+        memory_bytes,
+        vcpus,
     })
 }
 
