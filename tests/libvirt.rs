@@ -671,6 +671,12 @@ fn every_generated_xml_passes_virt_xml_validate() {
                     if bi == 0 {
                         spec.uuid = Some("5f1f1b4e-6a55-4a8c-9f3d-0c7a4c1d2e3f".into());
                     }
+                    // A session daemon's VM binds its agent socket beside
+                    // its console log.
+                    if bi == 1 {
+                        spec.agent_socket =
+                            Some("/home/u/consoles/ci-linux-0-g1.console.agent".into());
+                    }
                     let name = format!("domain-{domain_type:?}-{ni}-{bi}-{}.xml", cache.is_some());
                     validate(dir.path(), &name, &xml::domain_xml(&spec));
                     count += 1;

@@ -3,6 +3,7 @@
 //! generation is a new domain), and the guest's progress from its console.
 
 use std::collections::HashSet;
+use std::time::Instant;
 
 use virt::connect::Connect;
 use virt::domain::Domain;
@@ -123,6 +124,10 @@ impl Inner {
                 .lock()
                 .expect("console lock")
                 .retain(|uuid, _| live.contains(uuid.as_str()));
+            self.agent_stages
+                .lock()
+                .expect("agent stage lock")
+                .retain(|uuid, _| live.contains(uuid.as_str()));
         }
         let mut out = Vec::new();
         let mut foreign = Vec::new();
@@ -195,7 +200,10 @@ impl Inner {
                 foreign.push(d.name);
                 continue;
             }
-            let guest = self.guest_stage(&d.uuid, &owner);
+            let guest = match self.local {
+                true => self.guest_stage(&d.uuid, &owner),
+                false => self.agent_stage(&d.dom, &d.uuid, &d.name, d.state),
+            };
             out.push(ObservedVm {
                 name: d.name,
                 uuid: d.uuid,
@@ -230,6 +238,49 @@ impl Inner {
                 tracing::warn!(host = %self.config.name, path = %path.display(), error = %e,
                     "cannot read console log");
                 None
+            }
+        }
+    }
+
+    /// The guest's progress on a host whose console log is not on this
+    /// machine, from its markers file through the guest agent: on every
+    /// observation while the guest is on its way (until its runner started),
+    /// then at most once per [`super::agent::STAGE_REFRESH`] (for its jobs
+    /// and a failure). `None` until the agent has answered once (no agent
+    /// yet, or none in this VM); after that, the last stage read.
+    fn agent_stage(
+        &self,
+        dom: &Domain,
+        uuid: &str,
+        name: &str,
+        state: VmState,
+    ) -> Option<GuestStage> {
+        let cached = self
+            .agent_stages
+            .lock()
+            .expect("agent stage lock")
+            .get(uuid)
+            .copied();
+        let settled = cached.is_some_and(|(at, c)| {
+            c.stage >= GuestStage::RunnerStarted && at.elapsed() < super::agent::STAGE_REFRESH
+        });
+        if settled || state != VmState::Running {
+            return cached.map(|(_, c)| c.stage);
+        }
+        let mut cursor = cached.map(|(_, c)| c).unwrap_or_default();
+        match self.read_markers(dom, name, cursor.offset) {
+            Ok(bytes) => {
+                cursor.feed(&bytes);
+                self.agent_stages
+                    .lock()
+                    .expect("agent stage lock")
+                    .insert(uuid.to_string(), (Instant::now(), cursor));
+                Some(cursor.stage)
+            }
+            Err(e) => {
+                tracing::debug!(host = %self.config.name, domain = %name, error = ?e,
+                    "guest agent did not tell the guest's stage");
+                cached.map(|(_, c)| c.stage)
             }
         }
     }

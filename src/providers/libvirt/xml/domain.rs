@@ -50,6 +50,9 @@ pub struct DomainSpec {
     pub console_log: Option<String>,
     /// The qemu guest agent's channel (qemu and kvm domains only).
     pub agent_channel: bool,
+    /// Where the channel's socket is bound on the host; `None`: where
+    /// libvirt puts it.
+    pub agent_socket: Option<String>,
 }
 
 impl DomainSpec {
@@ -96,6 +99,7 @@ impl DomainSpec {
             disks,
             console_log,
             agent_channel: domain_type != DomainType::Test,
+            agent_socket: None,
         }
     }
 }
@@ -195,7 +199,7 @@ fn write_domain(w: &mut Xw, spec: &DomainSpec) -> io::Result<()> {
                 }
                 write_interface(w, &spec.network)?;
                 if spec.agent_channel && spec.domain_type != DomainType::Test {
-                    write_agent_channel(w)?;
+                    write_agent_channel(w, spec.agent_socket.as_deref())?;
                 }
                 if let Some(path) = &spec.console_log {
                     // A PTY that is also logged: `hangar console` attaches
@@ -226,10 +230,16 @@ fn write_domain(w: &mut Xw, spec: &DomainSpec) -> io::Result<()> {
 /// The qemu guest agent's virtio-serial port (libvirt picks the socket and
 /// adds the controller): hangar's host→guest channel, reached through the
 /// libvirt connection (see `agent`).
-fn write_agent_channel(w: &mut Xw) -> io::Result<()> {
+fn write_agent_channel(w: &mut Xw, socket: Option<&str>) -> io::Result<()> {
     w.create_element("channel")
         .with_attribute(("type", "unix"))
         .write_inner_content(|w| {
+            if let Some(path) = socket {
+                w.create_element("source")
+                    .with_attribute(("mode", "bind"))
+                    .with_attribute(("path", path))
+                    .write_empty()?;
+            }
             w.create_element("target")
                 .with_attribute(("type", "virtio"))
                 .with_attribute(("name", GUEST_AGENT_CHANNEL))
