@@ -233,6 +233,7 @@ spec:
       uri: {SYSTEM}
       storagePool: {local_pool}
       domainType: qemu
+      cpuOvercommit: 16
       imageDirs: [{local_images}]
       network:
         mode: none

@@ -44,6 +44,17 @@ impl Usage {
     }
 }
 
+/// Memory left for one more VM on a host: within the fleet's share
+/// (`cap`, `maxMemory`) after `used` by the fleet, and within the host's
+/// memory after the fleet and the foreign domains (a `maxMemory` that holds
+/// memory back for other VMs does not count them twice).
+fn free_memory(cap: u64, facts: &HostFacts, used: u64) -> i128 {
+    let share = i128::from(cap) - i128::from(used);
+    let host =
+        i128::from(facts.memory_bytes) - i128::from(used) - i128::from(facts.foreign.memory_bytes);
+    share.min(host)
+}
+
 fn capacity(host: &Host, facts: &HostFacts) -> Capacity {
     let memory = host
         .max_memory
@@ -172,9 +183,7 @@ impl LoadedFleet {
                     let used = usage.get(h);
                     // Foreign domains rank the hosts (a new slot goes where
                     // there is room now), but do not make the file wrong.
-                    let free_mem = i128::from(cap.memory)
-                        - i128::from(used.map_or(0, |u| u.memory))
-                        - i128::from(f.foreign.memory_bytes);
+                    let free_mem = free_memory(cap.memory, f, used.map_or(0, |u| u.memory));
                     let free_cpu = i128::from(cap.cpu_millis)
                         - i128::from(used.map_or(0, |u| u.cpus) + f.foreign.vcpus) * 1000;
                     Some(((free_mem, free_cpu, Reverse(*h)), host, f))
@@ -209,10 +218,10 @@ impl LoadedFleet {
                     let mem = pool.vm.memory.bytes_on(f.memory_bytes);
                     let cpus = u64::from(pool.vm.cpus);
                     let used = usage.get(h);
-                    let free_mem = cap
-                        .memory
-                        .saturating_sub(used.map_or(0, |u| u.memory))
-                        .saturating_sub(f.foreign.memory_bytes);
+                    let free_mem = u64::try_from(
+                        free_memory(cap.memory, f, used.map_or(0, |u| u.memory)).max(0),
+                    )
+                    .unwrap_or(0);
                     let free_cpu = cap
                         .cpu_millis
                         .saturating_sub((used.map_or(0, |u| u.cpus) + f.foreign.vcpus) * 1000);
@@ -403,6 +412,7 @@ impl LoadedFleet {
                         h.name.clone(),
                         HostRoom {
                             memory_bytes: cap.memory,
+                            host_memory_bytes: f.memory_bytes,
                             cpu_millis: cap.cpu_millis,
                             pool_free_bytes: f.pool_free_bytes,
                         },

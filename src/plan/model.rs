@@ -82,14 +82,17 @@ pub struct Desired {
     pub capacity: BTreeMap<String, HostRoom>,
 }
 
-/// What a host offers the fleet: its memory (or `maxMemory`), its cpus
-/// times `cpuOvercommit` (in thousandths, so that a fractional overcommit
-/// compares exactly), and the free space of its storage pool where libvirt
-/// tells.
+/// What a host offers the fleet: its memory (or `maxMemory`, the fleet's
+/// share of it), its cpus times `cpuOvercommit` (in thousandths, so that a
+/// fractional overcommit compares exactly), and the free space of its
+/// storage pool where libvirt tells.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct HostRoom {
+    /// What the fleet may use: `maxMemory`, or the host's memory.
     pub memory_bytes: u64,
+    /// The host's memory: what every running domain shares.
+    pub host_memory_bytes: u64,
     pub cpu_millis: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pool_free_bytes: Option<u64>,

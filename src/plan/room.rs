@@ -45,9 +45,14 @@ pub(super) fn room_waits(
         left.insert(
             host,
             Left {
-                memory: i128::from(room.memory_bytes)
-                    - i128::from(ours_memory)
-                    - i128::from(foreign.memory_bytes),
+                // Within the fleet's share, and within the host's memory
+                // beside the foreign domains: a `maxMemory` that holds
+                // memory back for them does not count them twice.
+                memory: (i128::from(room.memory_bytes) - i128::from(ours_memory)).min(
+                    i128::from(room.host_memory_bytes)
+                        - i128::from(ours_memory)
+                        - i128::from(foreign.memory_bytes),
+                ),
                 cpu_millis: i128::from(room.cpu_millis)
                     - i128::from(ours_cpus + foreign.vcpus) * 1000,
                 pool_free: room.pool_free_bytes,

@@ -12,6 +12,7 @@ const GIB: u64 = 1 << 30;
 fn room(memory_gib: u64, cpus: u64, pool_free_gib: Option<u64>) -> HostRoom {
     HostRoom {
         memory_bytes: memory_gib * GIB,
+        host_memory_bytes: memory_gib * GIB,
         cpu_millis: cpus * 1000,
         pool_free_bytes: pool_free_gib.map(|g| g * GIB),
     }
@@ -186,6 +187,28 @@ fn a_replace_needs_only_what_its_new_shape_adds() {
             resource: RoomResource::Memory,
             needed: 2 * GIB,
             available: 0,
+        })
+    );
+}
+
+#[test]
+fn a_max_memory_that_holds_memory_back_for_other_vms_does_not_count_them_twice() {
+    // 32 GiB host, maxMemory 16 GiB, a foreign 12 GiB VM: the fleet's
+    // share bounds it (16 − 6 = 10 GiB left), not 16 − 6 − 12.
+    let mut r = room(16, 16, None);
+    r.host_memory_bytes = 32 * GIB;
+    let (d, o) = world(r, foreign(12, 1));
+    assert_eq!(creates(&plan(&d, &o, now())), 1);
+    // A bigger foreign VM leaves less than the share: the host bounds it.
+    let (d, o) = world(r, foreign(22, 1));
+    let p = plan(&d, &o, now());
+    assert_eq!(
+        the_wait(&p),
+        Some(&WaitReason::NoRoomOnHost {
+            host: "h1".into(),
+            resource: RoomResource::Memory,
+            needed: 6 * GIB,
+            available: 4 * GIB,
         })
     );
 }
