@@ -827,6 +827,7 @@ fn synthetic(n: usize, hosts: usize) -> (Desired, Observed) {
                     domain_type: DomainType::Test,
                     domain_type_reason: "synthetic".into(),
                     identity: None,
+                    foreign: Default::default(),
                 },
             )
         })

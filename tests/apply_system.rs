@@ -119,7 +119,7 @@ impl System {
                 "apiVersion: hangar/v1\nkind: Fleet\nmetadata:\n  name: {fleet}\nspec:\n  github:\n    \
                  repository: acme/widgets\n    apiUrl: {api}\n    auth:\n      tokenEnv: {TOKEN_ENV}\n  \
                  hosts:\n    - name: local\n      uri: {URI}\n      storagePool: {pool}\n      \
-                 domainType: qemu\n      network:\n        mode: none\n  pools:\n    - name: sys\n      \
+                 domainType: qemu\n      cpuOvercommit: 16\n      network:\n        mode: none\n  pools:\n    - name: sys\n      \
                  count: 2\n      labels: [sys]\n      vm:\n        cpus: 1\n        memory: 256MiB\n        \
                  disk: 1GiB\n        image: base.qcow2\n      cache:\n        size: 1GiB\n",
                 api = sim.base_url

@@ -402,6 +402,78 @@ fn destroy_removes_the_fleet_and_nothing_else() {
     assert_eq!(occupied(&sb.status(&file)), Vec::<String>::new());
 }
 
+/// Issue 14: a foreign domain's memory reduces the capacity hangar places
+/// into. Another tool's VMs that hold a sandbox host's 64 GiB leave no room
+/// for one more runner: the plan says which slot waits for what on which
+/// host, nothing is made, and `status` shows what the foreign domains hold.
+#[test]
+fn a_foreign_domains_memory_leaves_no_room_and_status_shows_it() {
+    let sb = Sandbox::new();
+    let file = quickstart();
+    let f = file.to_str().unwrap();
+    let r = sb.run(&["reconcile", "-f", f, "--once"]);
+    assert_eq!(r.code, 0, "{r}");
+
+    // Running, 60 GiB and 3 vCPUs on each host (the fleet's two VMs there
+    // hold 1 GiB of the 64).
+    for host in ["sandbox-1", "sandbox-2"] {
+        let node = sb.state.path().join(format!("sandbox/{host}.xml"));
+        let foreign = format!(
+            "<domain type='test' xmlns:test='http://libvirt.org/schemas/domain/test/1.0'>\
+             <name>big-{host}</name><memory unit='GiB'>60</memory><vcpu>3</vcpu>\
+             <os><type>hvm</type></os><test:runstate>1</test:runstate></domain>"
+        );
+        let text = std::fs::read_to_string(&node).unwrap();
+        std::fs::write(
+            &node,
+            text.replacen("</memory>", &format!("</memory>{foreign}"), 1),
+        )
+        .unwrap();
+    }
+    let status = sb.status(&file);
+    for h in status["hosts"].as_array().unwrap() {
+        assert_eq!(
+            h["facts"]["foreign"],
+            serde_json::json!({"domains": 1, "memoryBytes": 60u64 << 30, "vcpus": 3}),
+            "{h}"
+        );
+    }
+    let r = sb.run(&["status", "-f", f]);
+    assert_eq!(r.code, 0, "{r}");
+    assert!(r.stdout.contains("NOT THE FLEET'S"), "{r}");
+    assert_eq!(
+        r.stdout.matches("1 running: 60GiB, 3 vCPUs").count(),
+        2,
+        "{r}"
+    );
+
+    // 3 GiB is left on each host, room for 6 runners of 512 MiB: of 14
+    // more build runners (7 placed on each host), 12 are made, 2 wait.
+    let grown = sb.edited("grown.yaml", |t| t.replacen("count: 2", "count: 16", 1));
+    let g = grown.to_str().unwrap();
+    let r = sb.run(&["diff", "-f", g]);
+    assert_eq!(r.code, 1, "{r}");
+    assert_eq!(r.stdout.matches("+ create").count(), 12, "{r}");
+    let waits: Vec<&str> = r
+        .stdout
+        .lines()
+        .filter(|l| l.contains("no room on host sandbox-"))
+        .collect();
+    assert_eq!(waits.len(), 2, "{r}");
+    for w in &waits {
+        assert!(
+            w.contains("needs 512MiB of memory, 0B left beside what runs there"),
+            "{w}"
+        );
+    }
+    // apply makes what fits and says the rest waits on something else.
+    let r = sb.run(&["apply", "-f", g]);
+    assert_ne!(r.code, 0, "{r}");
+    assert!(r.stdout.contains("no room on host sandbox-"), "{r}");
+    let status = sb.status(&grown);
+    assert_eq!(occupied(&status).len(), 2 + 12 + 2, "{status:#}");
+}
+
 /// Issue 17, item 12: `destroy` beside a running daemon exited 0 and the
 /// daemon made all of it again within seconds. Now it is refused with exit
 /// 4, naming the daemon's pid and how to stop it, and nothing is removed.

@@ -91,7 +91,7 @@ async fn rig() -> Option<Rig> {
             "apiVersion: hangar/v1\nkind: Fleet\nmetadata:\n  name: {fleet}\nspec:\n  github:\n    \
              repository: acme/widgets\n    auth:\n      tokenEnv: HANGAR_CONSOLE_TOKEN\n  \
              hosts:\n    - name: local\n      uri: {URI}\n      storagePool: {pool}\n      \
-             domainType: qemu\n      network:\n        mode: none\n  pools:\n    - name: linux\n      \
+             domainType: qemu\n      cpuOvercommit: 16\n      network:\n        mode: none\n  pools:\n    - name: linux\n      \
              count: 1\n      vm:\n        cpus: 1\n        memory: 256MiB\n        \
              disk: 1GiB\n        image: base.qcow2\n"
         ),

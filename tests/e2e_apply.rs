@@ -192,6 +192,7 @@ spec:
       uri: {URI}
       storagePool: {pool}
       domainType: qemu
+      cpuOvercommit: 16
       imageDirs: [{image_dir}]
       network:
         mode: none

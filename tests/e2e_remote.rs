@@ -233,6 +233,7 @@ spec:
       uri: {SYSTEM}
       storagePool: {local_pool}
       domainType: qemu
+      cpuOvercommit: 16
       imageDirs: [{local_images}]
       network:
         mode: none
@@ -460,6 +461,30 @@ fn a_fleet_across_a_local_and_a_remote_host_boots_survives_the_remote_going_away
     for want in ["local", "remote", here.as_str(), there.as_str()] {
         assert!(out.contains(want), "status does not show {want}:\n{out}");
     }
+    // The remote guest's stage comes through its guest agent (its console
+    // log is on the remote host only), on the session daemon too.
+    let (status, out) = hangar(&env, &["status", "-f", &f, "-o", "json"]);
+    assert!(status.success(), "status:\n{out}");
+    let start = out.find('{').expect("status printed JSON");
+    let view: serde_json::Value = serde_json::Deserializer::from_str(&out[start..])
+        .into_iter::<serde_json::Value>()
+        .next()
+        .expect("status printed JSON")
+        .unwrap_or_else(|e| panic!("status JSON: {e}:\n{out}"));
+    let stage = |slot: &str| {
+        view["slots"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|s| s["slot"].as_str() == Some(slot))
+            .map(|s| s["guest"].clone())
+    };
+    assert_eq!(
+        stage(&there),
+        Some(json!("runner_started")),
+        "the remote slot's stage, through its agent:\n{out}"
+    );
+    assert_eq!(stage(&here), Some(json!("runner_started")), "{out}");
     let (status, out) = hangar(&env, &["diff", "-f", &f]);
     assert_eq!(
         status.code(),

@@ -244,6 +244,7 @@ fn sandbox_facts(names: &[&str]) -> BTreeMap<String, HostFacts> {
                     domain_type: DomainType::Test,
                     domain_type_reason: "sandbox".into(),
                     identity: None,
+                    foreign: Default::default(),
                 },
             )
         })

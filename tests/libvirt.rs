@@ -14,7 +14,7 @@ use hangar::model::guest::GuestStage;
 use hangar::model::guest::{MARKER_DOCKER_OK, MARKER_USER_OK};
 use hangar::model::host::{DirectBoot, DomainType, NetworkAttachment};
 use hangar::model::ownership::Ownership;
-use hangar::plan::model::{VmRef, VmState};
+use hangar::plan::model::{ForeignUse, VmRef, VmState};
 use hangar::providers::libvirt::xml::{self, DomainSpec, VolumeFormat, VolumeSpec};
 use hangar::providers::libvirt::LibvirtHost;
 use hangar::providers::{ErrorKind, Hypervisor, VmCreate};
@@ -204,6 +204,40 @@ async fn create_then_observe_round_trips_ownership_and_hides_foreign_domains() {
     assert_eq!(seen[0].guest, Some(GuestStage::DockerReady));
 
     assert_eq!(n.foreign(), before);
+}
+
+#[tokio::test]
+async fn running_domains_that_are_not_the_fleets_count_what_they_hold() {
+    let n = Node::new();
+    let o = owner(0, 1, None);
+    n.host.create(&vm(o.clone())).await.unwrap();
+    n.host.observe(FLEET).await.unwrap();
+    // The node's foreign domains: ci-linux-7 (1 GiB, 1 vCPU) and
+    // ci-linux-0-old (512 MiB, 1 vCPU) run; legacy-builder is shut off.
+    let mib = 1u64 << 20;
+    assert_eq!(
+        n.host.host_state().foreign,
+        ForeignUse {
+            domains: 2,
+            memory_bytes: 1536 * mib,
+            vcpus: 2
+        }
+    );
+    // Started, it holds its memory too; for another fleet our VM is foreign.
+    n.conn()
+        .lookup_domain_by_name("legacy-builder")
+        .unwrap()
+        .create()
+        .unwrap();
+    n.host.observe("other-fleet").await.unwrap();
+    assert_eq!(
+        n.host.host_state().foreign,
+        ForeignUse {
+            domains: 4,
+            memory_bytes: 2560 * mib + o.shape.memory_bytes,
+            vcpus: 3 + u64::from(o.shape.cpus)
+        }
+    );
 }
 
 #[tokio::test]
@@ -636,6 +670,12 @@ fn every_generated_xml_passes_virt_xml_validate() {
                     );
                     if bi == 0 {
                         spec.uuid = Some("5f1f1b4e-6a55-4a8c-9f3d-0c7a4c1d2e3f".into());
+                    }
+                    // A session daemon's VM binds its agent socket beside
+                    // its console log.
+                    if bi == 1 {
+                        spec.agent_socket =
+                            Some("/home/u/consoles/ci-linux-0-g1.console.agent".into());
                     }
                     let name = format!("domain-{domain_type:?}-{ni}-{bi}-{}.xml", cache.is_some());
                     validate(dir.path(), &name, &xml::domain_xml(&spec));

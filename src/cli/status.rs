@@ -105,7 +105,15 @@ pub fn human(doc: &StatusView) -> String {
 
     let mut h = Table::new();
     h.load_preset(presets::NOTHING);
-    h.set_header(vec!["HOST", "TYPE", "VMS", "CPUS", "MEMORY", "POOL FREE"]);
+    h.set_header(vec![
+        "HOST",
+        "TYPE",
+        "VMS",
+        "CPUS",
+        "MEMORY",
+        "POOL FREE",
+        "NOT THE FLEET'S",
+    ]);
     for host in &doc.hosts {
         match &host.facts {
             Some(f) => h.add_row(vec![
@@ -119,6 +127,14 @@ pub fn human(doc: &StatusView) -> String {
                     bytes(f.memory_bytes)
                 ),
                 f.pool_free_bytes.map(bytes).unwrap_or_else(|| "?".into()),
+                match f.foreign.domains {
+                    0 => "-".into(),
+                    n => format!(
+                        "{n} running: {}, {} vCPUs",
+                        bytes(f.foreign.memory_bytes),
+                        f.foreign.vcpus
+                    ),
+                },
             ]),
             None => h.add_row(vec![
                 host.host.clone(),

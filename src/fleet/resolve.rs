@@ -16,7 +16,7 @@ use super::units::{human_bytes, MemorySpec};
 use crate::model::host::{HostFacts, NetworkAttachment};
 use crate::model::names::slot_name;
 use crate::model::ownership::{SpecHash, VmShape};
-use crate::plan::model::{Desired, DesiredSlot, NoRoom, PoolScale, ScaledPool};
+use crate::plan::model::{Desired, DesiredSlot, HostRoom, NoRoom, PoolScale, ScaledPool};
 
 /// What a host offers the fleet: memory budget and vCPU budget in
 /// thousandths, so that fractional overcommit compares exactly.
@@ -42,6 +42,17 @@ impl Usage {
         e.0 += 1;
         e.1 += memory;
     }
+}
+
+/// Memory left for one more VM on a host: within the fleet's share
+/// (`cap`, `maxMemory`) after `used` by the fleet, and within the host's
+/// memory after the fleet and the foreign domains (a `maxMemory` that holds
+/// memory back for other VMs does not count them twice).
+fn free_memory(cap: u64, facts: &HostFacts, used: u64) -> i128 {
+    let share = i128::from(cap) - i128::from(used);
+    let host =
+        i128::from(facts.memory_bytes) - i128::from(used) - i128::from(facts.foreign.memory_bytes);
+    share.min(host)
 }
 
 fn capacity(host: &Host, facts: &HostFacts) -> Capacity {
@@ -170,10 +181,11 @@ impl LoadedFleet {
                     let f = facts.get(*h)?;
                     let cap = capacity(host, f);
                     let used = usage.get(h);
-                    let free_mem =
-                        i128::from(cap.memory) - i128::from(used.map_or(0, |u| u.memory));
-                    let free_cpu =
-                        i128::from(cap.cpu_millis) - i128::from(used.map_or(0, |u| u.cpus)) * 1000;
+                    // Foreign domains rank the hosts (a new slot goes where
+                    // there is room now), but do not make the file wrong.
+                    let free_mem = free_memory(cap.memory, f, used.map_or(0, |u| u.memory));
+                    let free_cpu = i128::from(cap.cpu_millis)
+                        - i128::from(used.map_or(0, |u| u.cpus) + f.foreign.vcpus) * 1000;
                     Some(((free_mem, free_cpu, Reverse(*h)), host, f))
                 })
                 .max_by(|a, b| a.0.cmp(&b.0));
@@ -206,10 +218,13 @@ impl LoadedFleet {
                     let mem = pool.vm.memory.bytes_on(f.memory_bytes);
                     let cpus = u64::from(pool.vm.cpus);
                     let used = usage.get(h);
-                    let free_mem = cap.memory.saturating_sub(used.map_or(0, |u| u.memory));
+                    let free_mem = u64::try_from(
+                        free_memory(cap.memory, f, used.map_or(0, |u| u.memory)).max(0),
+                    )
+                    .unwrap_or(0);
                     let free_cpu = cap
                         .cpu_millis
-                        .saturating_sub(used.map_or(0, |u| u.cpus) * 1000);
+                        .saturating_sub((used.map_or(0, |u| u.cpus) + f.foreign.vcpus) * 1000);
                     (mem <= free_mem && cpus * 1000 <= free_cpu).then_some((
                         (free_mem, free_cpu, Reverse(*h)),
                         host,
@@ -386,6 +401,24 @@ impl LoadedFleet {
             runners: Vec::new(),
             scale: scale.to_vec(),
             no_room: no_room_out,
+            capacity: fleet
+                .spec
+                .hosts
+                .iter()
+                .filter_map(|h| {
+                    let f = facts.get(&h.name)?;
+                    let cap = capacity(h, f);
+                    Some((
+                        h.name.clone(),
+                        HostRoom {
+                            memory_bytes: cap.memory,
+                            host_memory_bytes: f.memory_bytes,
+                            cpu_millis: cap.cpu_millis,
+                            pool_free_bytes: f.pool_free_bytes,
+                        },
+                    ))
+                })
+                .collect(),
         })
     }
 
@@ -584,6 +617,7 @@ mod tests {
             domain_type: DomainType::Kvm,
             domain_type_reason: "test".into(),
             identity: None,
+            foreign: Default::default(),
         }
     }
 
@@ -597,6 +631,39 @@ mod tests {
             above_target_since: None,
             unknown: None,
         }
+    }
+
+    fn with_foreign(mut f: HostFacts, memory_gib: u64, vcpus: u64) -> HostFacts {
+        f.foreign = crate::model::host::ForeignUse {
+            domains: 1,
+            memory_bytes: memory_gib * GIB,
+            vcpus,
+        };
+        f
+    }
+
+    #[test]
+    fn foreign_domains_steer_new_slots_but_never_make_the_file_wrong() {
+        // Two equal hosts: by name, the slot would go to `a`; a foreign
+        // 12 GiB domain there sends it to `b`.
+        let y = fleet(&[("a", ""), ("b", "")], &[("p", 1, 2, "4GiB", None)]);
+        let f: BTreeMap<String, HostFacts> = [
+            ("a".to_string(), with_foreign(facts(16, 8), 12, 2)),
+            ("b".to_string(), facts(16, 8)),
+        ]
+        .into();
+        let d = resolve(&y, &f, &BTreeMap::new()).unwrap();
+        assert_eq!(hosts_of(&d), [("f-p-0".to_string(), "b".to_string())]);
+        // The capacity the planner places into is the host's own; what the
+        // foreign domains hold is subtracted from it at plan time.
+        assert_eq!(d.capacity["a"].memory_bytes, 16 * GIB);
+        assert_eq!(d.capacity["a"].cpu_millis, 8000);
+        // A host full of foreign domains is no error in the file: the
+        // slot's VM waits for room (see plan::room).
+        let y = fleet(&[("a", "")], &[("p", 2, 2, "8GiB", None)]);
+        let f: BTreeMap<String, HostFacts> =
+            [("a".to_string(), with_foreign(facts(16, 8), 16, 8))].into();
+        assert_eq!(resolve(&y, &f, &BTreeMap::new()).unwrap().slots.len(), 2);
     }
 
     #[test]

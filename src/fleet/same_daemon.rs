@@ -64,6 +64,7 @@ mod tests {
                 hostname: "build1".into(),
                 daemon: daemon.into(),
             }),
+            foreign: Default::default(),
         }
     }
 

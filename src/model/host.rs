@@ -42,6 +42,33 @@ pub struct HostFacts {
     /// provider cannot tell (then no two entries are compared).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub identity: Option<HostIdentity>,
+    /// What domains that are not the fleet's hold there, from the pass's
+    /// observation (the engine fills it in; providers leave it empty).
+    #[serde(default, skip_serializing_if = "ForeignUse::is_none")]
+    pub foreign: ForeignUse,
+}
+
+/// Memory and vCPUs that running (or paused) domains not of this fleet
+/// hold on a host, from their definitions (`<memory>`, the most a guest
+/// may use, and `<vcpu>`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ForeignUse {
+    pub domains: u32,
+    pub memory_bytes: u64,
+    pub vcpus: u64,
+}
+
+impl ForeignUse {
+    pub fn add(&mut self, memory_bytes: u64, vcpus: u32) {
+        self.domains += 1;
+        self.memory_bytes = self.memory_bytes.saturating_add(memory_bytes);
+        self.vcpus += u64::from(vcpus);
+    }
+
+    pub fn is_none(&self) -> bool {
+        self.domains == 0
+    }
 }
 
 /// What a libvirtd is, whatever URI reached it: two host entries with equal

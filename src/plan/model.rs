@@ -5,6 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
+pub use crate::model::host::ForeignUse;
 use crate::model::{ownership_label, parse_slot_name, GuestStage, Ownership, SpecHash, VmShape};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -74,6 +75,27 @@ pub struct Desired {
     /// has room for this pass.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub no_room: Vec<NoRoom>,
+    /// Per host with facts this pass: what it offers the fleet. The
+    /// planner makes a VM only where it fits beside what already runs there
+    /// (this fleet's VMs and foreign domains alike).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub capacity: BTreeMap<String, HostRoom>,
+}
+
+/// What a host offers the fleet: its memory (or `maxMemory`, the fleet's
+/// share of it), its cpus times `cpuOvercommit` (in thousandths, so that a
+/// fractional overcommit compares exactly), and the free space of its
+/// storage pool where libvirt tells.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HostRoom {
+    /// What the fleet may use: `maxMemory`, or the host's memory.
+    pub memory_bytes: u64,
+    /// The host's memory: what every running domain shares.
+    pub host_memory_bytes: u64,
+    pub cpu_millis: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pool_free_bytes: Option<u64>,
 }
 
 /// A pool with `scale`, as the planner needs it.
@@ -439,6 +461,10 @@ pub struct ObservedHost {
     /// The fleet's runner volumes present on the host.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub runner_volumes: Vec<String>,
+    /// What running domains that are not this fleet's (another tool's,
+    /// another fleet's) take from the host: it is not there to place into.
+    #[serde(default, skip_serializing_if = "ForeignUse::is_none")]
+    pub foreign: ForeignUse,
 }
 
 /// The world as observed at the start of a pass.
@@ -567,10 +593,29 @@ pub enum WaitReason {
     /// A scaled pool's slot that queued jobs ask for, with no room on any
     /// of the pool's hosts; made once another pool's runners leave.
     NoCapacity { hosts: Vec<String>, jobs: Vec<u64> },
+    /// The slot's VM does not fit on its host beside what runs there now
+    /// (this fleet's VMs and domains that are not its own): `needed` of
+    /// `resource`, `available` left. Made once something there ends.
+    NoRoomOnHost {
+        host: String,
+        resource: RoomResource,
+        needed: u64,
+        available: u64,
+    },
     /// A registration of ours is online but no observed host has its VM:
     /// something hangar cannot see runs it, so it is neither removed nor
     /// duplicated until it goes offline.
     OrphanOnline { runner_id: u64 },
+}
+
+/// What a host has too little of for a VM. Memory and pool space in
+/// bytes, vCPUs in thousandths of one (see [`HostRoom::cpu_millis`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RoomResource {
+    Memory,
+    Vcpus,
+    PoolSpace,
 }
 
 /// The only way anything in the world changes. `diff` renders these,

@@ -105,7 +105,8 @@ pub fn plan(desired: &Desired, observed: &Observed, now: DateTime<Utc>) -> Plan 
         });
     }
     planner.scope_waits(|host| desired.slots.iter().any(|s| s.host == host));
-    let mut actions = without_runner_waits(planner.actions);
+    let mut actions =
+        super::room::room_waits(desired, observed, without_runner_waits(planner.actions));
     let ours = |slot: &str| is_our_slot(&world, &desired.fleet, &desired.pools, slot);
     host_actions(
         observed,

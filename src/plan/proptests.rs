@@ -155,6 +155,7 @@ fn build(
         runners: Vec::new(),
         scale: Vec::new(),
         no_room: Vec::new(),
+        capacity: Default::default(),
     };
 
     let mut hosts: BTreeMap<String, Vec<ObservedVm>> =

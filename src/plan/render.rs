@@ -5,7 +5,8 @@ use std::fmt::Write as _;
 use chrono::{DateTime, SecondsFormat, Utc};
 
 use super::model::{
-    Action, DeleteReason, Leftover, Plan, RemoveRunnerReason, ReplaceReason, WaitReason,
+    Action, DeleteReason, Leftover, Plan, RemoveRunnerReason, ReplaceReason, RoomResource,
+    WaitReason,
 };
 
 const GREEN: &str = "\x1b[32m";
@@ -199,6 +200,28 @@ fn wait_reason(reason: &WaitReason) -> String {
         WaitReason::OrphanOnline { runner_id } => {
             format!("runner #{runner_id} online without a VM on any host")
         }
+        WaitReason::NoRoomOnHost {
+            host,
+            resource,
+            needed,
+            available,
+        } => match resource {
+            RoomResource::Memory => format!(
+                "no room on host {host}: needs {} of memory, {} left beside what runs there",
+                bytes(*needed),
+                bytes(*available)
+            ),
+            RoomResource::Vcpus => format!(
+                "no room on host {host}: needs {} vCPUs, {} left beside what runs there",
+                vcpus(*needed),
+                vcpus(*available)
+            ),
+            RoomResource::PoolSpace => format!(
+                "no room on host {host}: its disks need {} in the storage pool, {} free",
+                bytes(*needed),
+                bytes(*available)
+            ),
+        },
         WaitReason::NoCapacity { hosts, jobs } => {
             let jobs: Vec<String> = jobs.iter().map(|j| format!("#{j}")).collect();
             let waiting = match jobs.len() {
@@ -298,3 +321,12 @@ fn time(t: &DateTime<Utc>) -> String {
 }
 
 pub use crate::model::units::{bytes, duration};
+
+/// Thousandths of a vCPU as a count: `2`, `1.5`.
+fn vcpus(millis: u64) -> String {
+    if millis.is_multiple_of(1000) {
+        (millis / 1000).to_string()
+    } else {
+        format!("{:.1}", millis as f64 / 1000.0)
+    }
+}

@@ -58,6 +58,7 @@ pub(super) fn desired(slots: Vec<DesiredSlot>) -> Desired {
         runners: Vec::new(),
         scale: Vec::new(),
         no_room: Vec::new(),
+        capacity: Default::default(),
     }
 }
 
@@ -118,7 +119,7 @@ fn busy(mut r: ObservedRunner) -> ObservedRunner {
     r
 }
 
-fn observed(vms: Vec<ObservedVm>, runners: Vec<ObservedRunner>) -> Observed {
+pub(super) fn observed(vms: Vec<ObservedVm>, runners: Vec<ObservedRunner>) -> Observed {
     let mut hosts: BTreeMap<String, Vec<ObservedVm>> =
         [("h1".to_string(), vec![]), ("h2".to_string(), vec![])].into();
     for vm in vms {

@@ -73,6 +73,8 @@ pub struct Metrics {
     host_cpus_used: Family<HostLabels, Gauge>,
     host_memory: Family<HostLabels, Gauge>,
     host_memory_used: Family<HostLabels, Gauge>,
+    host_foreign_memory: Family<HostLabels, Gauge>,
+    host_foreign_vcpus: Family<HostLabels, Gauge>,
     rate_limit: Gauge,
     rate_remaining: Gauge,
     passes: Counter,
@@ -105,6 +107,8 @@ impl Metrics {
             host_cpus_used: Family::default(),
             host_memory: Family::default(),
             host_memory_used: Family::default(),
+            host_foreign_memory: Family::default(),
+            host_foreign_vcpus: Family::default(),
             rate_limit: Gauge::default(),
             rate_remaining: Gauge::default(),
             passes: Counter::default(),
@@ -166,6 +170,17 @@ impl Metrics {
             "Memory of the fleet's VMs on a host",
             Unit::Bytes,
             m.host_memory_used.clone(),
+        );
+        registry.register_with_unit(
+            "host_foreign_memory",
+            "Memory of running domains on a host that are not the fleet's",
+            Unit::Bytes,
+            m.host_foreign_memory.clone(),
+        );
+        registry.register(
+            "host_foreign_vcpus",
+            "vCPUs of running domains on a host that are not the fleet's",
+            m.host_foreign_vcpus.clone(),
         );
         registry.register(
             "github_rate_limit",
@@ -288,6 +303,12 @@ impl Metrics {
                 self.host_memory
                     .get_or_create(&l)
                     .set(gauge(f.memory_bytes));
+                self.host_foreign_memory
+                    .get_or_create(&l)
+                    .set(gauge(f.foreign.memory_bytes));
+                self.host_foreign_vcpus
+                    .get_or_create(&l)
+                    .set(gauge(f.foreign.vcpus));
             }
             self.host_cpus_used
                 .get_or_create(&l)

@@ -170,10 +170,18 @@ fn serialize_facts<S: serde::Serializer>(
 
 impl Snapshot {
     /// Facts of the hosts whose facts could be read.
+    /// Each host's facts, with what its foreign domains hold (from the
+    /// pass's observation) filled in.
     pub fn known_facts(&self) -> BTreeMap<String, HostFacts> {
         self.facts
             .iter()
-            .filter_map(|(h, f)| f.as_ref().ok().map(|f| (h.clone(), f.clone())))
+            .filter_map(|(h, f)| {
+                let mut f = f.as_ref().ok()?.clone();
+                if let Some(state) = self.observed.host_state.get(h) {
+                    f.foreign = state.foreign;
+                }
+                Some((h.clone(), f))
+            })
             .collect()
     }
 

@@ -177,6 +177,8 @@ pub fn ends_by_itself(reason: &WaitReason) -> bool {
         | WaitReason::OrphanOnline { .. }
         // Another pool's runners must end their jobs first.
         | WaitReason::NoCapacity { .. }
+        // Something else on the host must end first.
+        | WaitReason::NoRoomOnHost { .. }
         | WaitReason::RunnerOffline { deadline: None } => false,
     }
 }

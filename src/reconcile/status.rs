@@ -182,7 +182,12 @@ impl StatusView {
                 let on_host: Vec<&&ObservedVm> = vms.iter().filter(|v| &v.host == host).collect();
                 HostRow {
                     host: host.clone(),
-                    facts: f.as_ref().ok().cloned(),
+                    facts: f.as_ref().ok().cloned().map(|mut f| {
+                        if let Some(state) = snap.observed.host_state.get(host) {
+                            f.foreign = state.foreign;
+                        }
+                        f
+                    }),
                     error: f.as_ref().err().cloned(),
                     vms: on_host.len(),
                     cpus_used: on_host.iter().map(|v| v.owner.shape.cpus).sum(),

@@ -64,6 +64,7 @@ fn render_example(choice: &DomainTypeChoice) -> String {
         domain_type: choice.domain_type,
         domain_type_reason: choice.reason.clone(),
         identity: None,
+        foreign: Default::default(),
     };
     let host = fleet.fleet.spec.hosts[0].name.clone();
     let desired = fleet
@@ -109,6 +110,7 @@ fn cpu_model_host_model_is_honoured_under_kvm_and_changes_the_slot() {
         domain_type: choice.domain_type,
         domain_type_reason: choice.reason.clone(),
         identity: None,
+        foreign: Default::default(),
     };
     let hash_and_xml = |text: &str| {
         let fleet = hangar::fleet::load_str(path, text).unwrap();

@@ -32,6 +32,15 @@ pub const DRAIN_ELEMENT: &str = "drain";
 pub const DRAIN_PREFIX: &str = "hangar-drain";
 /// The guest's script a drain runs (as root, by the agent).
 pub const DRAIN_REQUEST: &str = "/usr/local/lib/hangar/drain-request";
+/// The guest's copy of its console markers (written by `say`, root's, in
+/// a tmpfs): where a host's console log is not on this machine, the agent
+/// reads the guest's progress from it.
+pub const MARKERS_FILE: &str = "/run/hangar/markers";
+/// A settled guest's markers (its runner started) are read again after this
+/// long; a booting one's on every observation.
+pub const STAGE_REFRESH: Duration = Duration::from_secs(60);
+/// At most this much of the markers file per read; the rest comes next time.
+const MARKERS_CHUNK: u64 = 64 * 1024;
 /// How long one agent command may take, in seconds.
 const AGENT_TIMEOUT_SECS: i32 = 10;
 /// A guest's file-system use is read again after this long, not sooner.
@@ -166,6 +175,60 @@ impl Inner {
             Duration::from_millis(200),
         )
         .map(|run| run.exit_code)
+    }
+
+    /// What the guest wrote to [`MARKERS_FILE`] from byte `offset` on (at
+    /// most [`MARKERS_CHUNK`]); empty while there is no such file yet.
+    pub(super) fn read_markers(
+        &self,
+        dom: &Domain,
+        name: &str,
+        offset: u64,
+    ) -> Result<Vec<u8>, AgentError> {
+        use base64::Engine as _;
+        let opened = self.agent(
+            dom,
+            name,
+            "guest-file-open",
+            Some(json!({ "path": MARKERS_FILE, "mode": "r" })),
+        );
+        let handle = match opened {
+            Ok(h) => h
+                .as_i64()
+                .ok_or_else(|| AgentError::Unavailable("guest-file-open: no handle".into()))?,
+            // The agent answers but the file is not there: nothing printed yet.
+            Err(AgentError::Unavailable(e)) if e.contains("No such file") => return Ok(Vec::new()),
+            Err(e) => return Err(e),
+        };
+        let read = (|| {
+            if offset > 0 {
+                self.agent(
+                    dom,
+                    name,
+                    "guest-file-seek",
+                    Some(json!({ "handle": handle, "offset": offset, "whence": "set" })),
+                )?;
+            }
+            let got = self.agent(
+                dom,
+                name,
+                "guest-file-read",
+                Some(json!({ "handle": handle, "count": MARKERS_CHUNK })),
+            )?;
+            Ok(got
+                .get("buf-b64")
+                .and_then(Value::as_str)
+                .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
+                .unwrap_or_default())
+        })();
+        // Closed whatever the read did: the agent keeps a handle otherwise.
+        let _ = self.agent(
+            dom,
+            name,
+            "guest-file-close",
+            Some(json!({ "handle": handle })),
+        );
+        read
     }
 
     /// Tell the guest of `vm` to drain, and record what came of it.

@@ -48,7 +48,12 @@ impl ConsoleCursor {
         file.seek(SeekFrom::Start(self.offset))?;
         let mut buf = Vec::new();
         file.take(len - self.offset).read_to_end(&mut buf)?;
-        // A partial last line waits for its newline.
+        Ok(self.feed(&buf))
+    }
+
+    /// Take `buf`, what follows [`ConsoleCursor::offset`]: its complete
+    /// lines advance the stage; a partial last line waits for its newline.
+    pub fn feed(&mut self, buf: &[u8]) -> GuestStage {
         let complete = match buf.iter().rposition(|&b| b == b'\n') {
             Some(i) => i + 1,
             None => 0,
@@ -56,7 +61,7 @@ impl ConsoleCursor {
         let text = String::from_utf8_lossy(&buf[..complete]);
         self.stage = advance(self.stage, &text);
         self.offset += complete as u64;
-        Ok(self.stage)
+        self.stage
     }
 }
 

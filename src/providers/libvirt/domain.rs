@@ -119,9 +119,18 @@ impl Inner {
         spec.cpu_model = vm.cpu_model;
         // A session daemon puts the channel's socket under the user's home,
         // and a path longer than a UNIX socket's 108 bytes fails the start
-        // ("UNIX socket path ... too long"): there the VM goes without an
+        // ("UNIX socket path ... too long"): there the socket goes beside
+        // the console log, in the host's consoleDir (the session user's),
+        // where that path is short enough; otherwise the VM goes without an
         // agent, and a drain falls back to waiting for the job.
-        spec.agent_channel = !self.config.uri.contains("/session");
+        if self.config.uri.contains("/session") {
+            let socket = console.with_extension("agent");
+            if socket.as_os_str().len() < UNIX_SOCKET_PATH_MAX {
+                spec.agent_socket = Some(socket.display().to_string());
+            } else {
+                spec.agent_channel = false;
+            }
+        }
         if let Some(volume) = &vm.runner_volume {
             // Refused here rather than at start: the plan ensures it first.
             if self.lookup_volume(&pool, volume)?.is_none() {
@@ -288,3 +297,6 @@ impl Inner {
         Ok(())
     }
 }
+
+/// The longest path a UNIX socket can be bound to, plus one (`sun_path`).
+const UNIX_SOCKET_PATH_MAX: usize = 108;

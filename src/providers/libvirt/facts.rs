@@ -222,6 +222,7 @@ impl Inner {
             domain_type: self.domain_type,
             domain_type_reason: self.domain_type_reason.clone(),
             identity: Some(self.identity.lock().expect("identity lock").clone()),
+            foreign: Default::default(),
         })
     }
 

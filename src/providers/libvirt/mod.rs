@@ -119,6 +119,9 @@ struct Inner {
     known: Mutex<HashMap<String, Known>>,
     /// By domain UUID.
     consoles: Mutex<HashMap<String, ConsoleCursor>>,
+    /// By domain UUID, on a host whose console logs are not on this
+    /// machine: the guest's markers as read through its agent, and when.
+    agent_stages: Mutex<HashMap<String, (std::time::Instant, ConsoleCursor)>>,
     /// By domain UUID: when the guest agent was last asked for file-system
     /// use, and its answer (see `agent`).
     #[allow(clippy::type_complexity)]
@@ -191,6 +194,7 @@ impl LibvirtHost {
                 local,
                 known: Mutex::new(HashMap::new()),
                 consoles: Mutex::new(HashMap::new()),
+                agent_stages: Mutex::new(HashMap::new()),
                 guest_fs: Mutex::new(HashMap::new()),
                 calls: AtomicU64::new(0),
                 facts: Mutex::new(None),

@@ -3,6 +3,7 @@
 //! generation is a new domain), and the guest's progress from its console.
 
 use std::collections::HashSet;
+use std::time::Instant;
 
 use virt::connect::Connect;
 use virt::domain::Domain;
@@ -13,7 +14,7 @@ use super::{xml, Inner};
 use crate::model::guest::GuestStage;
 use crate::model::names::{cache_volume_name, root_volume_name, seed_volume_name};
 use crate::model::ownership::Ownership;
-use crate::plan::model::{DrainState, ObservedVm, VmRef};
+use crate::plan::model::{DrainState, ForeignUse, ObservedVm, VmRef, VmState};
 use crate::providers::{ErrorKind, ProviderError};
 
 /// What the ownership cache knows of a domain UUID.
@@ -22,6 +23,10 @@ pub(super) enum Known {
     Foreign {
         /// Pool volumes its disks use (none of them is a leftover).
         volumes: Vec<String>,
+        /// What it takes from the host while it runs (its `<memory>` and
+        /// `<vcpu>`).
+        memory_bytes: u64,
+        vcpus: u32,
     },
     Ours {
         owner: Box<Ownership>,
@@ -34,7 +39,7 @@ pub(super) enum Known {
 impl Known {
     pub(super) fn volumes(&self) -> &[String] {
         match self {
-            Known::Foreign { volumes } | Known::Ours { volumes, .. } => volumes,
+            Known::Foreign { volumes, .. } | Known::Ours { volumes, .. } => volumes,
         }
     }
 }
@@ -78,7 +83,11 @@ impl Inner {
                 drain: facts.drain,
                 volumes,
             },
-            None => Known::Foreign { volumes },
+            None => Known::Foreign {
+                volumes,
+                memory_bytes: facts.memory_bytes,
+                vcpus: facts.vcpus,
+            },
         }))
     }
 
@@ -115,9 +124,15 @@ impl Inner {
                 .lock()
                 .expect("console lock")
                 .retain(|uuid, _| live.contains(uuid.as_str()));
+            self.agent_stages
+                .lock()
+                .expect("agent stage lock")
+                .retain(|uuid, _| live.contains(uuid.as_str()));
         }
         let mut out = Vec::new();
         let mut foreign = Vec::new();
+        // What running domains that are not this fleet's take from the host.
+        let mut foreign_use = ForeignUse::default();
         // Volumes some domain uses, and whether every domain's are known:
         // only then can a volume be called a leftover.
         let mut used: HashSet<String> = HashSet::new();
@@ -147,6 +162,18 @@ impl Inner {
                 },
             };
             used.extend(known.volumes().iter().cloned());
+            let runs = matches!(d.state, VmState::Running | VmState::Paused);
+            if let (
+                true,
+                Known::Foreign {
+                    memory_bytes,
+                    vcpus,
+                    ..
+                },
+            ) = (runs, &known)
+            {
+                foreign_use.add(*memory_bytes, *vcpus);
+            }
             let Known::Ours {
                 owner,
                 seed_attached,
@@ -158,6 +185,9 @@ impl Inner {
                 continue;
             };
             if owner.fleet != fleet {
+                if runs {
+                    foreign_use.add(owner.shape.memory_bytes, owner.shape.cpus);
+                }
                 foreign.push(d.name);
                 continue;
             }
@@ -170,7 +200,10 @@ impl Inner {
                 foreign.push(d.name);
                 continue;
             }
-            let guest = self.guest_stage(&d.uuid, &owner);
+            let guest = match self.local {
+                true => self.guest_stage(&d.uuid, &owner),
+                false => self.agent_stage(&d.dom, &d.uuid, &d.name, d.state),
+            };
             out.push(ObservedVm {
                 name: d.name,
                 uuid: d.uuid,
@@ -186,7 +219,8 @@ impl Inner {
         out.sort_by(|a, b| a.name.cmp(&b.name));
         foreign.sort();
         *self.foreign.lock().expect("foreign names lock") = foreign;
-        let state = self.observe_host(&conn, fleet, &out, all_known.then_some(&used))?;
+        let mut state = self.observe_host(&conn, fleet, &out, all_known.then_some(&used))?;
+        state.foreign = foreign_use;
         *self.host_state.lock().expect("host state lock") = state;
         Ok(out)
     }
@@ -204,6 +238,49 @@ impl Inner {
                 tracing::warn!(host = %self.config.name, path = %path.display(), error = %e,
                     "cannot read console log");
                 None
+            }
+        }
+    }
+
+    /// The guest's progress on a host whose console log is not on this
+    /// machine, from its markers file through the guest agent: on every
+    /// observation while the guest is on its way (until its runner started),
+    /// then at most once per [`super::agent::STAGE_REFRESH`] (for its jobs
+    /// and a failure). `None` until the agent has answered once (no agent
+    /// yet, or none in this VM); after that, the last stage read.
+    fn agent_stage(
+        &self,
+        dom: &Domain,
+        uuid: &str,
+        name: &str,
+        state: VmState,
+    ) -> Option<GuestStage> {
+        let cached = self
+            .agent_stages
+            .lock()
+            .expect("agent stage lock")
+            .get(uuid)
+            .copied();
+        let settled = cached.is_some_and(|(at, c)| {
+            c.stage >= GuestStage::RunnerStarted && at.elapsed() < super::agent::STAGE_REFRESH
+        });
+        if settled || state != VmState::Running {
+            return cached.map(|(_, c)| c.stage);
+        }
+        let mut cursor = cached.map(|(_, c)| c).unwrap_or_default();
+        match self.read_markers(dom, name, cursor.offset) {
+            Ok(bytes) => {
+                cursor.feed(&bytes);
+                self.agent_stages
+                    .lock()
+                    .expect("agent stage lock")
+                    .insert(uuid.to_string(), (Instant::now(), cursor));
+                Some(cursor.stage)
+            }
+            Err(e) => {
+                tracing::debug!(host = %self.config.name, domain = %name, error = ?e,
+                    "guest agent did not tell the guest's stage");
+                cached.map(|(_, c)| c.stage)
             }
         }
     }

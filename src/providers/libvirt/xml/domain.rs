@@ -50,6 +50,9 @@ pub struct DomainSpec {
     pub console_log: Option<String>,
     /// The qemu guest agent's channel (qemu and kvm domains only).
     pub agent_channel: bool,
+    /// Where the channel's socket is bound on the host; `None`: where
+    /// libvirt puts it.
+    pub agent_socket: Option<String>,
 }
 
 impl DomainSpec {
@@ -96,6 +99,7 @@ impl DomainSpec {
             disks,
             console_log,
             agent_channel: domain_type != DomainType::Test,
+            agent_socket: None,
         }
     }
 }
@@ -195,7 +199,7 @@ fn write_domain(w: &mut Xw, spec: &DomainSpec) -> io::Result<()> {
                 }
                 write_interface(w, &spec.network)?;
                 if spec.agent_channel && spec.domain_type != DomainType::Test {
-                    write_agent_channel(w)?;
+                    write_agent_channel(w, spec.agent_socket.as_deref())?;
                 }
                 if let Some(path) = &spec.console_log {
                     // A PTY that is also logged: `hangar console` attaches
@@ -226,10 +230,16 @@ fn write_domain(w: &mut Xw, spec: &DomainSpec) -> io::Result<()> {
 /// The qemu guest agent's virtio-serial port (libvirt picks the socket and
 /// adds the controller): hangar's host→guest channel, reached through the
 /// libvirt connection (see `agent`).
-fn write_agent_channel(w: &mut Xw) -> io::Result<()> {
+fn write_agent_channel(w: &mut Xw, socket: Option<&str>) -> io::Result<()> {
     w.create_element("channel")
         .with_attribute(("type", "unix"))
         .write_inner_content(|w| {
+            if let Some(path) = socket {
+                w.create_element("source")
+                    .with_attribute(("mode", "bind"))
+                    .with_attribute(("path", path))
+                    .write_empty()?;
+            }
             w.create_element("target")
                 .with_attribute(("type", "virtio"))
                 .with_attribute(("name", GUEST_AGENT_CHANNEL))
@@ -350,6 +360,10 @@ pub struct DomainFacts {
     pub console_log: Option<String>,
     /// The drain record (`agent`), if hangar wrote one.
     pub drain: Option<DrainState>,
+    /// `<memory>` (the most the guest may use) and `<vcpu>`: what the
+    /// domain takes from its host while it runs. 0 where absent.
+    pub memory_bytes: u64,
+    pub vcpus: u32,
 }
 
 /// Read ownership and disks from a full domain XML (`virDomainGetXMLDesc`).
@@ -404,12 +418,23 @@ pub fn parse_domain(xml: &str) -> Result<DomainFacts, OwnershipError> {
                 None => None,
             },
         );
+    // libvirt's default unit for `<memory>` is KiB.
+    let memory_bytes = root
+        .child("memory")
+        .and_then(|m| super::volume::to_bytes(m.text.trim(), m.attr("unit").unwrap_or("KiB")).ok())
+        .unwrap_or(0);
+    let vcpus = root
+        .child_text("vcpu")
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
     Ok(DomainFacts {
         owner,
         volumes,
         seed_attached,
         console_log,
         drain,
+        memory_bytes,
+        vcpus,
     })
 }
 

@@ -122,7 +122,8 @@ pub fn parse_volume(xml: &str) -> Result<VolumeFacts, String> {
     })
 }
 
-fn to_bytes(value: &str, unit: &str) -> Result<u64, String> {
+/// A libvirt `<capacity>`/`<memory>` value in `unit`, in bytes.
+pub(crate) fn to_bytes(value: &str, unit: &str) -> Result<u64, String> {
     let n: u64 = value
         .parse()
         .map_err(|_| format!("capacity {value:?} is not a number"))?;
