@@ -5,7 +5,7 @@
 //! Calls are counted three ways: `Metered` wraps each host's `Hypervisor`
 //! (calls by kind, injectable latency), `LibvirtHost::libvirt_calls` counts
 //! libvirt round trips under it, and the simulator counts requests by route
-//! and status. The cases (P1–P6) are described in `docs/performance.md`;
+//! and status. The cases (P1–P7) are described in `docs/performance.md`;
 //! the table is printed and written to `target/bench/report.json`.
 //!
 //! `cargo bench --bench fleet`. After `--`: `--quick` (a smoke run),
@@ -42,6 +42,8 @@ mod wiring;
 
 // Under `cases/`: a file directly in `benches/` would be a bench target
 // of its own.
+#[path = "cases/hung_case.rs"]
+mod hung_case;
 #[path = "cases/scale_case.rs"]
 mod scale_case;
 
@@ -1231,7 +1233,7 @@ fn main() {
     let cases = args
         .iter()
         .find_map(|a| a.strip_prefix("--cases="))
-        .unwrap_or("p1,p2,p3,p4,p5,p6")
+        .unwrap_or("p1,p2,p3,p4,p5,p6,p7")
         .to_lowercase();
     rt.block_on(async {
         // P5 alone needs no rig.
@@ -1253,6 +1255,9 @@ fn main() {
         }
         if cases.contains("p6") {
             scale_case::p6_scale(&mut rep, &opt).await;
+        }
+        if cases.contains("p7") {
+            hung_case::p7_hung_host(&mut rep, &opt).await;
         }
     });
     rep.seconds = started.elapsed().as_secs_f64();

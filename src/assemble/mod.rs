@@ -331,12 +331,34 @@ pub fn host_config(host: &Host, fleet: &str, state_dir: &Path) -> HostConfig {
 /// A libvirt host that connects on first use and keeps trying while the
 /// host is unreachable, so that one host down at start does not stop the
 /// others, and the daemon picks the host up once it answers.
+///
+/// A host that accepts the connection and never answers costs a pass the
+/// connect deadline once: the calls of the pass that come while the
+/// connect is under way wait for that same connect (not each for one of
+/// their own), and once it has waited the deadline, every call fails at
+/// once (as `Refused`: retrying within the pass would multiply the wait)
+/// until it returns. The blocking thread of a connect cannot be
+/// interrupted; no second one is started while it is parked. When the
+/// attempt ends (the peer answers or drops the connection), the next call
+/// takes its host, or tries afresh after a failure nobody waited for.
 pub struct LazyHost {
     config: HostConfig,
     isolation: Option<IsolatedNetwork>,
-    host: Mutex<Option<Arc<LibvirtHost>>>,
+    link: Mutex<Link>,
     /// The deadline of the host's connect and of each of its calls.
     call_timeout: Duration,
+}
+
+/// Where a [`LazyHost`]'s connection stands.
+enum Link {
+    /// No connection and no attempt under way.
+    Down,
+    /// A connect under way on a blocking thread since `since`.
+    Connecting {
+        since: tokio::time::Instant,
+        task: tokio::task::JoinHandle<Result<LibvirtHost, ProviderError>>,
+    },
+    Up(Arc<LibvirtHost>),
 }
 
 impl LazyHost {
@@ -344,7 +366,7 @@ impl LazyHost {
         LazyHost {
             config,
             isolation,
-            host: Mutex::new(None),
+            link: Mutex::new(Link::Down),
             call_timeout: crate::providers::libvirt::CALL_TIMEOUT,
         }
     }
@@ -356,29 +378,84 @@ impl LazyHost {
         self
     }
 
+    fn not_answering(&self, message: String) -> ProviderError {
+        ProviderError::new(&self.config.name, ErrorKind::Refused, message)
+    }
+
     pub async fn get(&self) -> Result<Arc<LibvirtHost>, ProviderError> {
-        let mut slot = self.host.lock().await;
-        if let Some(h) = slot.as_ref() {
+        let mut link = self.link.lock().await;
+        // An attempt that ended while no call waited for it.
+        if matches!(&*link, Link::Connecting { task, .. } if task.is_finished()) {
+            if let Link::Connecting { task, .. } = std::mem::replace(&mut *link, Link::Down) {
+                match task.await {
+                    Ok(Ok(h)) => *link = Link::Up(self.up(h)),
+                    Ok(Err(e)) => {
+                        tracing::debug!(host = %self.config.name, error = %e, "earlier connect failed; trying again")
+                    }
+                    Err(e) => {
+                        tracing::debug!(host = %self.config.name, error = %e, "earlier connect task failed")
+                    }
+                }
+            }
+        }
+        if let Link::Up(h) = &*link {
             return Ok(h.clone());
         }
-        let config = self.config.clone();
-        let isolation = self.isolation.clone();
-        let name = config.name.clone();
-        let task =
-            tokio::task::spawn_blocking(move || LibvirtHost::connect_isolated(config, isolation));
+        if matches!(&*link, Link::Down) {
+            let config = self.config.clone();
+            let isolation = self.isolation.clone();
+            *link = Link::Connecting {
+                since: tokio::time::Instant::now(),
+                task: tokio::task::spawn_blocking(move || {
+                    LibvirtHost::connect_isolated(config, isolation)
+                }),
+            };
+        }
+        let Link::Connecting { since, task } = &mut *link else {
+            unreachable!("the link is connecting here");
+        };
         // A host that never answers (remote, or a local libvirtd that
-        // hangs) must not hold up the pass.
+        // hangs) must not hold up the pass, nor twice.
         let limit = self.call_timeout;
-        let joined = tokio::time::timeout(limit, task).await.map_err(|_| {
-            let msg = format!("not answering: no connection within {}s", limit.as_secs());
-            ProviderError::new(&name, ErrorKind::Transient, msg)
-        })?;
-        let h = joined
-            .map_err(|e| ProviderError::new(&name, ErrorKind::Transient, e.to_string()))??;
-        h.set_call_timeout(Some(limit));
-        let h = Arc::new(h);
-        *slot = Some(h.clone());
+        let waited = since.elapsed();
+        if waited >= limit {
+            return Err(self.not_answering(format!(
+                "not answering: a connection has waited {}s",
+                waited.as_secs()
+            )));
+        }
+        let joined = tokio::time::timeout(limit - waited, task)
+            .await
+            .map_err(|_| {
+                self.not_answering(format!(
+                    "not answering: no connection within {}s",
+                    limit.as_secs()
+                ))
+            })?;
+        *link = Link::Down;
+        let h = joined.map_err(|e| {
+            ProviderError::new(&self.config.name, ErrorKind::Transient, e.to_string())
+        })??;
+        let h = self.up(h);
+        *link = Link::Up(h.clone());
         Ok(h)
+    }
+
+    /// A host just connected, its calls under the host's deadline.
+    fn up(&self, h: LibvirtHost) -> Arc<LibvirtHost> {
+        h.set_call_timeout(Some(self.call_timeout));
+        Arc::new(h)
+    }
+
+    /// The connected host, if it is (without waiting).
+    fn connected(&self) -> Option<Arc<LibvirtHost>> {
+        match self.link.try_lock() {
+            Ok(link) => match &*link {
+                Link::Up(h) => Some(h.clone()),
+                _ => None,
+            },
+            Err(_) => None,
+        }
     }
 }
 
@@ -397,10 +474,9 @@ impl Hypervisor for LazyHost {
     }
 
     fn foreign_names(&self) -> Vec<String> {
-        match self.host.try_lock() {
-            Ok(h) => h.as_ref().map(|h| h.foreign_names()).unwrap_or_default(),
-            Err(_) => Vec::new(),
-        }
+        self.connected()
+            .map(|h| h.foreign_names())
+            .unwrap_or_default()
     }
 
     async fn create(&self, vm: &VmCreate) -> Result<(), ProviderError> {
@@ -428,10 +504,7 @@ impl Hypervisor for LazyHost {
     }
 
     fn host_state(&self) -> ObservedHost {
-        match self.host.try_lock() {
-            Ok(h) => h.as_ref().map(|h| h.host_state()).unwrap_or_default(),
-            Err(_) => ObservedHost::default(),
-        }
+        self.connected().map(|h| h.host_state()).unwrap_or_default()
     }
 
     async fn ensure_network(&self, network: &str, filter: &str) -> Result<(), ProviderError> {
@@ -675,4 +748,87 @@ pub fn render(
         "<!-- domain type {}: {reason} -->\n{xml}",
         format!("{domain_type:?}").to_lowercase()
     )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::host::NetworkAttachment;
+    use std::time::Instant;
+
+    fn config(uri: String) -> HostConfig {
+        HostConfig {
+            name: "far".into(),
+            uri,
+            storage_pool: "default".into(),
+            network: NetworkAttachment::None,
+            domain_type: None,
+            console_dir: None,
+            volume_record: None,
+            image_dirs: Vec::new(),
+        }
+    }
+
+    /// A libvirt URI on a loopback listener that never accepts: the kernel
+    /// completes the handshake, nothing is ever read or answered.
+    fn silent() -> (std::net::TcpListener, String) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("loopback listener");
+        let port = listener.local_addr().expect("its port").port();
+        (listener, format!("qemu+tcp://127.0.0.1:{port}/system"))
+    }
+
+    /// Issue 14: a pass's two calls (facts and listing, at once, under
+    /// the retry wrapper) wait for one connect deadline, not one each nor
+    /// one per retry; the next pass's calls fail at once while that connect
+    /// is parked; once it ends, the host is tried afresh.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_host_that_never_answers_costs_a_pass_one_connect_deadline() {
+        let (listener, uri) = silent();
+        let limit = Duration::from_millis(600);
+        let lazy = Arc::new(LazyHost::new(config(uri), None).with_call_timeout(limit));
+        let hv: Arc<dyn Hypervisor> = Arc::new(Retrying::<dyn Hypervisor>::new(
+            lazy.clone() as Arc<dyn Hypervisor>,
+            RetryPolicy::LIBVIRT,
+        ));
+
+        let t = Instant::now();
+        let (facts, vms) = tokio::join!(hv.facts(), hv.observe("f"));
+        let took = t.elapsed();
+        for e in [
+            facts.expect_err("facts fail"),
+            vms.expect_err("listing fails"),
+        ] {
+            assert_eq!(e.kind, ErrorKind::Refused, "{e}");
+            assert!(e.message.contains("not answering"), "{e}");
+        }
+        assert!(took >= limit, "failed before the deadline: {took:?}");
+        assert!(
+            took < limit * 3 / 2,
+            "waited more than one deadline: {took:?}"
+        );
+
+        let t = Instant::now();
+        let (facts, vms) = tokio::join!(hv.facts(), hv.observe("f"));
+        let took = t.elapsed();
+        assert!(facts.is_err() && vms.is_err());
+        assert!(
+            took < limit / 3,
+            "the parked connect was waited for again: {took:?}"
+        );
+        assert!(lazy.connected().is_none());
+
+        // The listener gone, the parked connect ends (reset); the next call
+        // makes a new attempt, refused at once, not "not answering".
+        drop(listener);
+        let t = Instant::now();
+        let e = loop {
+            let e = lazy.facts().await.expect_err("nothing listens");
+            if !e.message.contains("not answering") || t.elapsed() > Duration::from_secs(5) {
+                break e;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        assert_eq!(e.kind, ErrorKind::Transient, "{e}");
+        assert!(!e.message.contains("not answering"), "{e}");
+    }
 }
