@@ -70,6 +70,23 @@ async fn a_pool_follows_its_queue_up_and_back_to_zero_after_the_cooldown() {
     for name in &takers {
         assert!(rig.runner(name).unwrap().busy, "{name}");
     }
+    // `status` says what the queue asks of the pool.
+    let view = hangar::reconcile::status::status(&rig.engine, &rig.fleet).await;
+    assert_eq!(view.scale.len(), 1, "{:?}", view.scale);
+    let p = &view.scale[0];
+    assert_eq!(
+        (
+            p.pool.as_str(),
+            p.busy,
+            p.queued.len(),
+            p.target,
+            p.slots.len()
+        ),
+        ("burst", 3, 0, 3, 3),
+        "{p:?}"
+    );
+    let json = serde_json::to_value(&view).unwrap();
+    assert_eq!(json["scale"][0]["target"], 3, "{json}");
 
     // A job with labels no pool has creates nothing.
     let stray = rig.enqueue(&["self-hosted", "gpu"]);

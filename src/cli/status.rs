@@ -170,6 +170,9 @@ pub fn human(doc: &StatusView) -> String {
             out.push_str(&format!("pool {}: warning: {w}\n", r.pool));
         }
     }
+    for p in &doc.scale {
+        out.push_str(&format!("pool {}: {}\n", p.pool, scale_line(p)));
+    }
     out.push('\n');
     out.push_str(&match (&doc.github_error, &doc.rate_limit) {
         (Some(e), _) => format!("GitHub {}: unreachable: {}\n", doc.github_scope, e.message),
@@ -183,4 +186,58 @@ pub fn human(doc: &StatusView) -> String {
         ),
     });
     out
+}
+
+/// `follows the queue: 2 busy, 1 queued, target 3, 3 slots`.
+fn scale_line(p: &crate::plan::model::PoolScale) -> String {
+    let mut line = format!(
+        "follows the queue: {} busy, {} queued, target {}, {} slot{}",
+        p.busy,
+        p.queued.len(),
+        p.target,
+        p.slots.len(),
+        if p.slots.len() == 1 { "" } else { "s" }
+    );
+    if let Some(since) = p.above_target_since {
+        line.push_str(&format!(
+            "; above target since {}",
+            since.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        ));
+    }
+    if let Some(e) = &p.unknown {
+        line.push_str(&format!("; the queue could not be read: {}", e.message));
+    }
+    line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::scale_line;
+    use crate::plan::model::{Failure, PoolScale};
+    use crate::providers::ErrorKind;
+    use chrono::TimeZone;
+
+    #[test]
+    fn a_scaled_pools_line_says_what_the_queue_asks() {
+        let mut p = PoolScale {
+            pool: "burst".into(),
+            busy: 2,
+            queued: vec![41],
+            target: 3,
+            slots: vec![0, 1, 2],
+            above_target_since: None,
+            unknown: None,
+        };
+        assert_eq!(
+            scale_line(&p),
+            "follows the queue: 2 busy, 1 queued, target 3, 3 slots"
+        );
+        p.above_target_since = Some(chrono::Utc.with_ymd_and_hms(2026, 3, 1, 12, 0, 0).unwrap());
+        p.unknown = Some(Failure::new(ErrorKind::Transient, "rate limited"));
+        assert_eq!(
+            scale_line(&p),
+            "follows the queue: 2 busy, 1 queued, target 3, 3 slots; \
+             above target since 2026-03-01T12:00:00Z; the queue could not be read: rate limited"
+        );
+    }
 }

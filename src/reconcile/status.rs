@@ -12,7 +12,8 @@ use crate::fleet::LoadedFleet;
 use crate::model::guest::GuestStage;
 use crate::model::host::HostFacts;
 use crate::plan::model::{
-    Desired, Failure, Observation, ObservedRunner, ObservedVm, PoolRunner, RunnerStatus, VmState,
+    Desired, Failure, Observation, ObservedRunner, ObservedVm, PoolRunner, PoolScale, RunnerStatus,
+    VmState,
 };
 use crate::providers::{CacheUsage, RateBudget};
 
@@ -70,6 +71,9 @@ pub struct StatusView {
     pub unobserved: usize,
     /// Each pool's runner release, as resolved for this observation.
     pub runners: Vec<PoolRunner>,
+    /// Each pool that follows the queue: what the queue asked of it.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub scale: Vec<PoolScale>,
 }
 
 /// What `status` needs besides the snapshot.
@@ -208,6 +212,7 @@ impl StatusView {
             rate_limit: i.rate_limit,
             unobserved: snap.failures().len(),
             runners: i.desired.map(|d| d.runners.clone()).unwrap_or_default(),
+            scale: i.desired.map(|d| d.scale.clone()).unwrap_or_default(),
         }
     }
 }
