@@ -126,7 +126,7 @@ impl Inner {
                 .retain(|uuid, _| live.contains(uuid.as_str()));
             self.agent_stages
                 .lock()
-                .expect("agent stage lock")
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .retain(|uuid, _| live.contains(uuid.as_str()));
         }
         let mut out = Vec::new();
@@ -258,7 +258,7 @@ impl Inner {
         let cached = self
             .agent_stages
             .lock()
-            .expect("agent stage lock")
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .get(uuid)
             .copied();
         let settled = cached.is_some_and(|(at, c)| {
@@ -273,7 +273,7 @@ impl Inner {
                 cursor.feed(&bytes);
                 self.agent_stages
                     .lock()
-                    .expect("agent stage lock")
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
                     .insert(uuid.to_string(), (Instant::now(), cursor));
                 Some(cursor.stage)
             }
