@@ -112,6 +112,20 @@ impl Hook for Meter {
 // ---------------------------------------------------------------------------
 // The in-process world.
 
+/// A test-driver host `name` at `uri`, its console logs under `dir`.
+fn host_config(name: &str, uri: String, dir: &Path) -> HostConfig {
+    HostConfig {
+        name: name.to_string(),
+        uri,
+        storage_pool: STORAGE_POOL.into(),
+        network: NetworkAttachment::None,
+        domain_type: None,
+        console_dir: Some(dir.join("console")),
+        volume_record: None,
+        image_dirs: Vec::new(),
+    }
+}
+
 /// A test-driver node big enough for any case here: 1,024 cpus, 2 TiB, and
 /// a 1 PB dir pool holding the base image.
 fn node_xml() -> String {
@@ -220,22 +234,29 @@ impl Rig {
             let name = host_name(i);
             let node = dir.path().join(format!("{name}.xml"));
             std::fs::write(&node, node_xml()).expect("node file");
-            let lv = LibvirtHost::connect(HostConfig {
-                name: name.clone(),
-                uri: format!("test://{}", node.display()),
-                storage_pool: STORAGE_POOL.into(),
-                network: NetworkAttachment::None,
-                domain_type: None,
-                console_dir: Some(dir.path().join("console")),
-                volume_record: None,
-                image_dirs: Vec::new(),
-            })
+            let lv = LibvirtHost::connect(host_config(
+                &name,
+                format!("test://{}", node.display()),
+                dir.path(),
+            ))
             .unwrap_or_else(|e| panic!("test driver host {name}: {e}"));
             assert_eq!(lv.domain_type(), DomainType::Test);
             let m = Arc::new(Metered::new(Arc::new(lv), Meter::default()));
             metered.push(m.clone());
             world_hosts.insert(name, wiring::retrying(m, RetryPolicy::LIBVIRT, None));
         }
+        Rig::assemble(dir, metered, fleet, world_hosts, runners).await
+    }
+
+    /// The rig around `world_hosts`: the simulator, and the engine with the
+    /// fleet's concurrency limits.
+    async fn assemble(
+        dir: tempfile::TempDir,
+        hosts: Vec<Arc<Metered>>,
+        fleet: LoadedFleet,
+        world_hosts: BTreeMap<String, Arc<dyn Hypervisor>>,
+        runners: usize,
+    ) -> Rig {
         // JIT mints draw on GitHub's registration bucket (10,000/h), not the
         // core 5,000/h the simulator models; building 5,000 slots would
         // exhaust the latter. The budget *cost* is read from the counters.
@@ -262,7 +283,7 @@ impl Rig {
         Rig {
             _dir: dir,
             sim,
-            hosts: metered,
+            hosts,
             engine,
             fleet,
             runners,
@@ -496,6 +517,20 @@ fn status_kib(name: &str) -> u64 {
 /// read belongs to what runs after.
 fn reset_peak_rss() -> bool {
     std::fs::write("/proc/self/clear_refs", "5").is_ok()
+}
+
+/// From `from` to `to` KiB, in MiB, negative when it shrank.
+fn growth_mib(from: u64, to: u64) -> f64 {
+    if to >= from {
+        mib(to - from)
+    } else {
+        -mib(from - to)
+    }
+}
+
+/// P4's flatness goal: grown by at most 2 % or 2 MiB.
+fn is_flat(from: u64, to: u64) -> bool {
+    to.saturating_sub(from) as f64 <= (from as f64 * 0.02).max(2048.0)
 }
 
 fn mib(kib: u64) -> f64 {
@@ -1121,7 +1156,6 @@ async fn p4_memory(rep: &mut Report, opt: &Options, rig: &Rig) {
             "P4: scaled down from {wanted} to {done} passes to stay within the time budget"
         ));
     }
-    let growth = rss_end as f64 - rss_warm as f64;
     rep.row(
         "P4",
         format!("RSS after {warm} passes (warm)"),
@@ -1138,31 +1172,28 @@ async fn p4_memory(rep: &mut Report, opt: &Options, rig: &Rig) {
         "flat",
         None,
     );
-    let flat = growth <= (rss_warm as f64 * 0.02).max(2048.0);
     rep.row(
         "P4",
         format!("RSS growth from pass {warm} to {done}"),
-        mib(growth.max(0.0) as u64) * growth.signum(),
+        growth_mib(rss_warm, rss_end),
         "MiB",
         "≤ max(2 %, 2 MiB)",
-        Some(flat),
+        Some(is_flat(rss_warm, rss_end)),
     );
     // What a leak would grow is the anonymous part; the file-backed part
     // grows as code and libraries are paged in for the first time.
-    let anon_growth = anon_end as f64 - anon_warm as f64;
     rep.row(
         "P4",
         format!("  of which anonymous (RssAnon: heap, stacks) from pass {warm} to {done}"),
-        mib(anon_growth.abs() as u64) * anon_growth.signum(),
+        growth_mib(anon_warm, anon_end),
         "MiB",
         "≤ max(2 %, 2 MiB)",
-        Some(anon_growth <= (anon_warm as f64 * 0.02).max(2048.0)),
+        Some(is_flat(anon_warm, anon_end)),
     );
-    let file_growth = file_end as f64 - file_warm as f64;
     rep.row(
         "P4",
         format!("  of which file-backed (RssFile: code, libraries) from pass {warm} to {done}"),
-        mib(file_growth.abs() as u64) * file_growth.signum(),
+        growth_mib(file_warm, file_end),
         "MiB",
         "",
         None,

@@ -21,18 +21,15 @@ use std::time::{Duration, Instant};
 
 use hangar::assemble::LazyHost;
 use hangar::fleet::{load_str, LoadedFleet};
-use hangar::model::host::NetworkAttachment;
 use hangar::plan::model::{Action, Observation, WaitReason};
 use hangar::providers::libvirt::HostConfig;
 use hangar::providers::{Hypervisor, RetryPolicy};
 use hangar::reconcile::engine::PassResult;
-use hangar::reconcile::{Limits, SystemClock};
-use hangar::sim::{self, SimConfig};
 use tokio::task::JoinHandle;
 
 use super::{
-    host_name, median, ms, node_xml, wiring, Options, Report, Rig, BASE_IMAGE, OWNER, REPO,
-    STORAGE_POOL, TOKEN,
+    host_config, host_name, median, ms, node_xml, wiring, Options, Report, Rig, BASE_IMAGE, OWNER,
+    REPO, STORAGE_POOL,
 };
 
 const FLEET: &str = "far";
@@ -115,19 +112,6 @@ impl Silent {
     }
 }
 
-fn host_config(name: &str, uri: String, dir: &Path) -> HostConfig {
-    HostConfig {
-        name: name.to_string(),
-        uri,
-        storage_pool: STORAGE_POOL.into(),
-        network: NetworkAttachment::None,
-        domain_type: None,
-        console_dir: Some(dir.join("console")),
-        volume_record: None,
-        image_dirs: Vec::new(),
-    }
-}
-
 /// A host through `assemble`'s connection path, under the retry wrapper.
 fn lazy(config: HostConfig, limit: Duration) -> Arc<dyn Hypervisor> {
     let host = LazyHost::new(config, None).with_call_timeout(limit);
@@ -149,34 +133,7 @@ async fn rig(hosts: usize, near: usize, away: usize, limit: Duration) -> Rig {
             lazy(host_config(&name, uri, dir.path()), limit),
         );
     }
-    let mut config = SimConfig::new(TOKEN);
-    config.rate_limit = 1_000_000;
-    let sim = sim::start(config).await.expect("github simulator");
-    let registry = wiring::registry(&sim, OWNER, REPO, TOKEN, Some(Duration::from_secs(30)));
-    let registry = wiring::retrying_registry(registry, RetryPolicy::GITHUB, None);
-    let c = fleet.concurrency();
-    let engine = hangar::reconcile::engine::Engine {
-        limits: Limits {
-            global: c.global as usize,
-            per_host: c.per_host as usize,
-        },
-        poll: Duration::from_secs(1),
-        ..wiring::engine(
-            &fleet,
-            world_hosts,
-            Arc::new(registry),
-            Arc::new(SystemClock),
-            None,
-        )
-    };
-    Rig {
-        _dir: dir,
-        sim,
-        hosts: Vec::new(),
-        engine,
-        fleet,
-        runners: near + away,
-    }
+    Rig::assemble(dir, Vec::new(), fleet, world_hosts, near + away).await
 }
 
 /// What a pass with the silent host must show: the host unobserved and

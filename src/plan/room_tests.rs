@@ -44,6 +44,16 @@ fn foreign(memory_gib: u64, vcpus: u64) -> ForeignUse {
     }
 }
 
+/// The wait for room on h1.
+fn no_room(resource: RoomResource, needed: u64, available: u64) -> WaitReason {
+    WaitReason::NoRoomOnHost {
+        host: "h1".into(),
+        resource,
+        needed,
+        available,
+    }
+}
+
 fn the_wait(p: &Plan) -> Option<&WaitReason> {
     p.actions.iter().find_map(|a| match a {
         Action::Wait { reason, .. } => Some(reason),
@@ -69,12 +79,7 @@ fn a_foreign_domains_memory_leaves_no_room_and_the_slot_waits() {
     assert_eq!(creates(&p), 0, "{p:?}");
     assert_eq!(
         the_wait(&p),
-        Some(&WaitReason::NoRoomOnHost {
-            host: "h1".into(),
-            resource: RoomResource::Memory,
-            needed: 6 * GIB,
-            available: 2 * GIB,
-        })
+        Some(&no_room(RoomResource::Memory, 6 * GIB, 2 * GIB))
     );
     let text = render::human(&p, false);
     assert!(
@@ -91,12 +96,7 @@ fn a_foreign_domains_vcpus_count_against_the_overcommitted_cpus() {
     let p = plan(&d, &o, now());
     assert_eq!(
         the_wait(&p),
-        Some(&WaitReason::NoRoomOnHost {
-            host: "h1".into(),
-            resource: RoomResource::Vcpus,
-            needed: 2000,
-            available: 1000,
-        })
+        Some(&no_room(RoomResource::Vcpus, 2000, 1000))
     );
     assert!(render::human(&p, false).contains("needs 2 vCPUs, 1 left"));
 }
@@ -135,12 +135,7 @@ fn a_new_vm_needs_its_disks_full_size_free_in_the_pool() {
     let p = plan(&d, &o, now());
     assert_eq!(
         the_wait(&p),
-        Some(&WaitReason::NoRoomOnHost {
-            host: "h1".into(),
-            resource: RoomResource::PoolSpace,
-            needed: 134 * GIB,
-            available: 100 * GIB,
-        })
+        Some(&no_room(RoomResource::PoolSpace, 134 * GIB, 100 * GIB))
     );
     assert!(
         render::human(&p, false).contains("its disks need 134GiB in the storage pool, 100GiB free")
@@ -182,12 +177,7 @@ fn a_replace_needs_only_what_its_new_shape_adds() {
         .any(|a| matches!(a, Action::Replace { .. } | Action::Delete { .. })));
     assert_eq!(
         the_wait(&p),
-        Some(&WaitReason::NoRoomOnHost {
-            host: "h1".into(),
-            resource: RoomResource::Memory,
-            needed: 2 * GIB,
-            available: 0,
-        })
+        Some(&no_room(RoomResource::Memory, 2 * GIB, 0))
     );
 }
 
@@ -204,11 +194,6 @@ fn a_max_memory_that_holds_memory_back_for_other_vms_does_not_count_them_twice()
     let p = plan(&d, &o, now());
     assert_eq!(
         the_wait(&p),
-        Some(&WaitReason::NoRoomOnHost {
-            host: "h1".into(),
-            resource: RoomResource::Memory,
-            needed: 6 * GIB,
-            available: 4 * GIB,
-        })
+        Some(&no_room(RoomResource::Memory, 6 * GIB, 4 * GIB))
     );
 }
