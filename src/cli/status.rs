@@ -213,8 +213,7 @@ fn scale_line(p: &crate::plan::model::PoolScale) -> String {
 #[cfg(test)]
 mod tests {
     use super::scale_line;
-    use crate::plan::model::{Failure, PoolScale};
-    use crate::providers::ErrorKind;
+    use crate::plan::model::{ErrorKind, Failure, PoolScale};
     use chrono::TimeZone;
 
     #[test]
