@@ -334,7 +334,7 @@ async fn spec_change_replaces_idle_vms_and_waits_for_the_busy_one() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_actions_on_one_sandbox_host_all_save_their_state() {
     let mut rig = Rig::new(&fleet_yaml(&["h1"], &pool("build", 12, false, 1, true))).await;
-    rig.engine.limits.per_host = 12;
+    rig.engine.limits.per_host = Some(12);
     // Creates, then (the guests having registered) seed removals: twelve
     // saves at once, twice.
     for _ in 0..2 {

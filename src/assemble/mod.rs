@@ -245,7 +245,7 @@ pub async fn assemble(
         clock,
         limits: Limits {
             global: concurrency.global as usize,
-            per_host: concurrency.per_host as usize,
+            per_host: concurrency.per_host.map(|n| n as usize),
         },
         guests,
         poll: if all_simulated {

@@ -637,10 +637,11 @@ pub struct PolicySpec {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct ConcurrencySpec {
-    /// In the whole fleet (at least 1). Default 8.
+    /// In the whole fleet (at least 1). Default 64.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub global: Option<u32>,
-    /// On one host (at least 1). Default 2.
+    /// On one host (at least 1). Default: 5 per cpu of the host, at most
+    /// 20.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub per_host: Option<u32>,
 }
@@ -650,19 +651,21 @@ pub struct ConcurrencySpec {
 #[serde(rename_all = "camelCase")]
 pub struct Concurrency {
     pub global: u32,
-    pub per_host: u32,
+    /// `None`: each host's own default, from its cpus
+    /// ([`crate::reconcile::execute::per_host_for_cpus`]).
+    pub per_host: Option<u32>,
 }
 
-pub const DEFAULT_CONCURRENCY: Concurrency = Concurrency {
-    global: 8,
-    per_host: 2,
-};
+/// The fleet-wide default: well under GitHub's 100 concurrent requests
+/// (each create mints one JIT config), and above what the per-host
+/// defaults of a few hosts add up to.
+pub const DEFAULT_GLOBAL_CONCURRENCY: u32 = 64;
 
 impl ConcurrencySpec {
     pub fn resolved(&self) -> Concurrency {
         Concurrency {
-            global: self.global.unwrap_or(DEFAULT_CONCURRENCY.global),
-            per_host: self.per_host.unwrap_or(DEFAULT_CONCURRENCY.per_host),
+            global: self.global.unwrap_or(DEFAULT_GLOBAL_CONCURRENCY),
+            per_host: self.per_host,
         }
     }
 }

@@ -77,7 +77,7 @@ pub async fn destroy(
             });
         }
         let progressed = if plan.has_changes() {
-            let report = engine.execute(&plan, stop, events).await;
+            let report = engine.execute_seen(&plan, &snap.facts, stop, events).await;
             report.done() > 0 && report.failed() == 0
         } else {
             false

@@ -15,7 +15,8 @@ use super::policy::{self, Requeue};
 use super::progress;
 use super::{Clock, Error, Provisioner, SlotRunner, Snapshot, World};
 use crate::fleet::LoadedFleet;
-use crate::plan::model::{Desired, Observation, Plan};
+use crate::model::host::HostFacts;
+use crate::plan::model::{Desired, Failure, Observation, Plan};
 use crate::plan::{self};
 
 /// Something outside the VMs that plays the guest's part: the sandbox, whose
@@ -191,7 +192,10 @@ impl Engine {
         let report = if dry_run || !plan.has_changes() {
             None
         } else {
-            Some(self.execute(&plan, stop, events).await)
+            Some(
+                self.execute_seen(&plan, &snapshot.facts, stop, events)
+                    .await,
+            )
         };
         let guest_play = match (&self.guests, dry_run) {
             (Some(g), false) => g.play(&self.world, &desired, self.clock.as_ref()).await,
@@ -211,22 +215,45 @@ impl Engine {
         })
     }
 
-    /// Execute a plan's actions (its waits are reported as skipped).
+    /// Execute a plan's actions (its waits are reported as skipped), each
+    /// host's default limit from one cpu (see [`Engine::execute_seen`]).
     pub async fn execute(
         &self,
         plan: &Plan,
         stop: &CancellationToken,
         events: &dyn Events,
     ) -> Report {
-        execute(&self.execution(stop, events), plan).await
+        execute(&self.execution(BTreeMap::new(), stop, events), plan).await
     }
 
-    fn execution<'a>(&'a self, stop: &CancellationToken, events: &'a dyn Events) -> Execution<'a> {
+    /// [`Engine::execute`], each host's default limit from its cpus in
+    /// `facts` (the observation the plan was made from).
+    pub async fn execute_seen(
+        &self,
+        plan: &Plan,
+        facts: &BTreeMap<String, Result<HostFacts, Failure>>,
+        stop: &CancellationToken,
+        events: &dyn Events,
+    ) -> Report {
+        let cpus = facts
+            .iter()
+            .filter_map(|(h, f)| f.as_ref().ok().map(|f| (h.clone(), f.cpus)))
+            .collect();
+        execute(&self.execution(cpus, stop, events), plan).await
+    }
+
+    fn execution<'a>(
+        &'a self,
+        host_cpus: BTreeMap<String, u32>,
+        stop: &CancellationToken,
+        events: &'a dyn Events,
+    ) -> Execution<'a> {
         Execution {
             world: &self.world,
             provisioner: self.provisioner.as_ref(),
             clock: self.clock.as_ref(),
             limits: self.limits,
+            host_cpus,
             cancel: stop.clone(),
             events,
         }

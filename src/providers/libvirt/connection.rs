@@ -1,6 +1,17 @@
-//! One long-lived connection per host, reopened when it dropped, and the
+//! Long-lived connections to each host, reopened when they drop, and the
 //! wrapper every libvirt call goes through: counted, its error classified,
 //! off the async runtime.
+//!
+//! libvirtd serves at most [`CALLS_PER_CONNECTION`] calls in flight on one
+//! client connection (`max_client_requests`); more wait in its queue. The
+//! work of one trait method makes its calls one after another, so a
+//! connection carries one call per work on it: a host opens another
+//! connection (up to [`MAX_CONNECTIONS`]) only when every open one already
+//! carries that many works, i.e. only where the host's mutation limit lets
+//! more than [`CALLS_PER_CONNECTION`] run at once. A work keeps the
+//! connection it first took until it ends (its domain and volume handles
+//! belong to it). A test-driver host keeps one: a private
+//! `test:///…/node.xml` is a world of its own per connection.
 //!
 //! Remote connections send libvirt keepalives (libvirt's event loop runs on
 //! a thread of its own, started once per process): a peer that stops
@@ -24,13 +35,16 @@
 //! process, which does not wait for it).
 
 use std::cell::RefCell;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Once};
 use std::time::{Duration, Instant};
 
 use virt::connect::Connect;
+use virt::storage_pool::StoragePool;
 
 use super::errors::map_error;
+use super::image::Base;
 use super::{HostConfig, Inner, LibvirtHost};
 use crate::model::host::HostIdentity;
 use crate::providers::{ErrorKind, ProviderError};
@@ -46,11 +60,107 @@ pub const KEEPALIVE_COUNT: u32 = 3;
 /// the host counts as not answering; also the deadline of opening a
 /// connection.
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(60);
+/// Calls libvirtd serves at once on one client connection (its default
+/// `max_client_requests`).
+pub const CALLS_PER_CONNECTION: usize = 5;
+/// Connections one host opens at most: with [`CALLS_PER_CONNECTION`] each,
+/// libvirtd's default worker pool (`max_workers = 20`).
+pub const MAX_CONNECTIONS: usize = 4;
 
 thread_local! {
     /// The progress mark of the work running on this blocking thread (see
     /// [`LibvirtHost::blocking`]).
     static PROGRESS: RefCell<Option<Arc<AtomicU64>>> = const { RefCell::new(None) };
+    /// Which of the host's connections the work on this thread took (see
+    /// [`Connections`]): `Some(None)` inside a work that has not taken one
+    /// yet, `None` outside any work.
+    static LEASE: RefCell<Option<Option<usize>>> = const { RefCell::new(None) };
+}
+
+/// One host's connections (see the module doc).
+pub(super) struct Connections {
+    slots: std::sync::Mutex<Vec<Slot>>,
+    max: usize,
+    /// Base images as last read, by the fleet file's `image`, and when:
+    /// every create of a pass needs the same one.
+    bases: std::sync::Mutex<HashMap<String, (Instant, Base)>>,
+}
+
+/// How long a base image's facts (path, format, size) are taken as read.
+/// A create that fails forgets them.
+pub(super) const BASE_MAX_AGE: Duration = Duration::from_secs(60);
+
+struct Slot {
+    /// `None`: dropped, reopened by the next work that takes it.
+    conn: Option<Arc<Connect>>,
+    /// Works that hold this connection.
+    works: usize,
+    /// The host's storage pool as looked up on this connection.
+    pool: Option<StoragePool>,
+    /// Whether it was ever open (a new one is no news of the host).
+    opened: bool,
+}
+
+impl Connections {
+    /// `first`, and room for more where `uri` is not the test driver.
+    pub(super) fn new(uri: &str, first: Connect) -> Connections {
+        let test_driver = uri.split_once("://").map(|(s, _)| s) == Some("test");
+        Connections {
+            slots: std::sync::Mutex::new(vec![Slot {
+                conn: Some(Arc::new(first)),
+                works: 0,
+                pool: None,
+                opened: true,
+            }]),
+            max: if test_driver { 1 } else { MAX_CONNECTIONS },
+            bases: std::sync::Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn bases(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Instant, Base)>> {
+        self.bases
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// `image`'s base as read less than [`BASE_MAX_AGE`] ago.
+    pub(super) fn base(&self, image: &str) -> Option<Base> {
+        let bases = self.bases();
+        let (at, base) = bases.get(image)?;
+        (at.elapsed() < BASE_MAX_AGE).then(|| base.clone())
+    }
+
+    pub(super) fn keep_base(&self, image: &str, base: &Base) {
+        self.bases()
+            .insert(image.to_string(), (Instant::now(), base.clone()));
+    }
+
+    pub(super) fn forget_bases(&self) {
+        self.bases().clear();
+    }
+
+    fn slots(&self) -> std::sync::MutexGuard<'_, Vec<Slot>> {
+        self.slots
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Connections open now (for tests and the bench).
+    pub(super) fn open_count(&self) -> usize {
+        self.slots().iter().filter(|s| s.conn.is_some()).count()
+    }
+
+    /// The work on this thread has ended: its connection carries one less.
+    fn release(&self, index: usize) {
+        if let Some(slot) = self.slots().get_mut(index) {
+            slot.works = slot.works.saturating_sub(1);
+        }
+    }
+}
+
+/// The connection the work on this thread took, if any.
+fn leased() -> Option<usize> {
+    LEASE.with(|l| l.borrow().flatten())
 }
 
 /// The work on this thread is still moving: a call returned, a chunk went.
@@ -151,14 +261,19 @@ impl LibvirtHost {
             let (inner, done, progress) = (inner.clone(), done.clone(), progress.clone());
             move || {
                 /// Unset however the work ends (a fault point panics).
-                struct Unmark;
-                impl Drop for Unmark {
+                /// Also gives back the connection the work took.
+                struct Unmark<'a>(&'a Inner);
+                impl Drop for Unmark<'_> {
                     fn drop(&mut self) {
                         PROGRESS.with(|p| *p.borrow_mut() = None);
+                        if let Some(index) = LEASE.with(|l| l.borrow_mut().take()).flatten() {
+                            self.0.conns.release(index);
+                        }
                     }
                 }
                 PROGRESS.with(|p| *p.borrow_mut() = Some(progress));
-                let _unmark = Unmark;
+                LEASE.with(|l| *l.borrow_mut() = Some(None));
+                let _unmark = Unmark(&inner);
                 let r = f(&inner);
                 done.store(true, Ordering::Release);
                 r
@@ -197,6 +312,11 @@ impl LibvirtHost {
         joined.map_err(|e| inner.err(ErrorKind::Transient, format!("libvirt task failed: {e}")))?
     }
 
+    /// Connections open to the host now (see the module doc).
+    pub fn libvirt_connections(&self) -> usize {
+        self.inner.connections_open()
+    }
+
     /// Change the deadline of every call on this host (`None`: unbounded).
     /// Every host starts with [`CALL_TIMEOUT`].
     pub fn set_call_timeout(&self, limit: Option<Duration>) {
@@ -213,25 +333,80 @@ impl Inner {
         ProviderError::new(&self.config.name, kind, message)
     }
 
-    /// The connection, reopened if it dropped.
+    /// The connection of the work on this thread: the one it took, or
+    /// (on its first call) the least busy one, a new one when every open
+    /// connection already carries [`CALLS_PER_CONNECTION`] works and there
+    /// is room; reopened if it dropped. Outside a work: the first.
     pub(super) fn conn(&self) -> Result<Arc<Connect>, ProviderError> {
-        let mut guard = self.conn.lock().expect("connection lock");
-        if let Some(c) = guard.as_ref() {
+        let in_work = LEASE.with(|l| l.borrow().is_some());
+        let mut slots = self.conns.slots();
+        let index = match leased() {
+            Some(i) => i,
+            None if !in_work => 0,
+            None => {
+                let least = (0..slots.len())
+                    .min_by_key(|&i| slots[i].works)
+                    .unwrap_or(0);
+                let i =
+                    if slots[least].works >= CALLS_PER_CONNECTION && slots.len() < self.conns.max {
+                        slots.push(Slot {
+                            conn: None,
+                            works: 0,
+                            pool: None,
+                            opened: false,
+                        });
+                        slots.len() - 1
+                    } else {
+                        least
+                    };
+                slots[i].works += 1;
+                LEASE.with(|l| *l.borrow_mut() = Some(Some(i)));
+                i
+            }
+        };
+        let slot = &mut slots[index];
+        if let Some(c) = slot.conn.as_ref() {
             // virConnectIsAlive is answered locally, no round trip.
             if c.is_alive().unwrap_or(false) {
                 return Ok(c.clone());
             }
         }
-        *guard = None;
-        // A new connection may be a new host (or one resized): read again.
-        self.forget_facts();
+        let fresh = !slot.opened;
+        slot.conn = None;
+        slot.pool = None;
+        if !fresh {
+            // A new connection may be a new host (or one resized): read again.
+            self.forget_facts();
+        }
         self.calls.fetch_add(1, Ordering::Relaxed);
-        let c = Arc::new(open(&self.config, "reconnect to")?);
+        let what = if fresh { "connect to" } else { "reconnect to" };
+        let c = Arc::new(open(&self.config, what)?);
         self.calls.fetch_add(3, Ordering::Relaxed);
         let identity = super::facts::read_identity(&c, &self.config)?;
         self.check_identity(identity);
-        *guard = Some(c.clone());
+        slot.conn = Some(c.clone());
+        slot.opened = true;
         Ok(c)
+    }
+
+    /// The host's storage pool on the work's connection, looked up once
+    /// per connection (a failed call forgets it).
+    pub(super) fn cached_pool(&self) -> Option<StoragePool> {
+        let index = leased()?;
+        self.conns.slots().get(index)?.pool.clone()
+    }
+
+    pub(super) fn keep_pool(&self, pool: &StoragePool) {
+        if let Some(index) = leased() {
+            if let Some(slot) = self.conns.slots().get_mut(index) {
+                slot.pool = Some(pool.clone());
+            }
+        }
+    }
+
+    /// Connections open to this host now.
+    pub(super) fn connections_open(&self) -> usize {
+        self.conns.open_count()
     }
 
     /// One counted libvirt call, its error mapped. A transient failure drops
@@ -246,11 +421,31 @@ impl Inner {
         mark_progress();
         r.map_err(|e| {
             let err = map_error(&self.config.name, what, &e);
+            // A pool handle kept from before may be what failed (the pool
+            // was redefined): look it up again next time. An object not
+            // found (a lookup of a volume not made yet) says nothing of it.
+            let pool_gone = matches!(
+                e.code(),
+                virt::enumutil::Enum::Known(virt::error::ErrorNumber::NoStoragePool)
+            );
+            if err.kind != ErrorKind::NotFound || pool_gone {
+                self.forget_pools();
+            }
             if err.kind == ErrorKind::Transient {
                 self.drop_connection();
             }
             err
         })
+    }
+
+    /// A libvirt call answered from the handle itself (a domain's UUID), not
+    /// counted: it makes no round trip.
+    pub(super) fn local_read<T>(
+        &self,
+        what: &str,
+        f: impl FnOnce() -> Result<T, virt::error::Error>,
+    ) -> Result<T, ProviderError> {
+        f().map_err(|e| map_error(&self.config.name, what, &e))
     }
 
     /// A reconnect reached `now`: if that is not the libvirtd the host was,
@@ -279,9 +474,41 @@ impl Inner {
         }
     }
 
-    /// Forget the connection: the next call reopens it.
+    /// Forget the work's connection: the next call reopens it.
     pub(super) fn drop_connection(&self) {
-        *self.conn.lock().expect("connection lock") = None;
+        let index = leased().unwrap_or(0);
+        if let Some(slot) = self.conns.slots().get_mut(index) {
+            slot.conn = None;
+            slot.pool = None;
+        }
+    }
+
+    fn forget_pools(&self) {
+        for slot in self.conns.slots().iter_mut() {
+            slot.pool = None;
+        }
+    }
+
+    /// The base image for `image`, read again only when older than
+    /// [`BASE_MAX_AGE`] (see [`Inner::base_image`]).
+    pub(super) fn recent_base(
+        &self,
+        conn: &Connect,
+        pool: &StoragePool,
+        image: &str,
+    ) -> Result<Base, ProviderError> {
+        if let Some(base) = self.conns.base(image) {
+            return Ok(base);
+        }
+        let base = self.base_image(conn, pool, image)?;
+        self.conns.keep_base(image, &base);
+        Ok(base)
+    }
+
+    /// Forget what was read of the host's pool and images (a create failed).
+    pub(super) fn forget_looked_up(&self) {
+        self.forget_pools();
+        self.conns.forget_bases();
     }
 
     /// Calls made outside [`Inner::call`] (the isolation module counts its

@@ -35,7 +35,20 @@ impl LibvirtHost {
 }
 
 impl Inner {
+    /// Make the VM: its volumes, its domain, started. About 10 round trips
+    /// for a new slot (look up the name, then for each of root, cache and
+    /// seed a lookup and a create, the seed's upload, define, start); the
+    /// pool and the base image are looked up once per connection and once
+    /// per [`super::connection::BASE_MAX_AGE`].
     pub(super) fn create(&self, vm: &VmCreate) -> Result<(), ProviderError> {
+        let r = self.create_vm(vm);
+        if r.is_err() {
+            self.forget_looked_up();
+        }
+        r
+    }
+
+    fn create_vm(&self, vm: &VmCreate) -> Result<(), ProviderError> {
         self.pool_changed();
         let conn = self.conn()?;
         let owner = &vm.owner;
@@ -62,7 +75,8 @@ impl Inner {
                     if self.call(&format!("read state of {slot}"), || dom.is_active())? {
                         return Ok(());
                     }
-                    let uuid = self.call(&format!("read uuid of {slot}"), || dom.uuid_string())?;
+                    let uuid =
+                        self.local_read(&format!("read uuid of {slot}"), || dom.uuid_string())?;
                     carried = Some((uuid, *theirs));
                 }
                 Some(Known::Ours { owner: theirs, .. }) => {
@@ -83,7 +97,7 @@ impl Inner {
         // The network, and what earlier generations left, are the
         // planner's: `EnsureNetwork` runs before this, `RemoveLeftover`
         // removes the rest.
-        let base = self.base_image(&conn, &pool, &owner.shape.image)?;
+        let base = self.recent_base(&conn, &pool, &owner.shape.image)?;
         self.ensure_root(&pool, owner, &base)?;
         self.ensure_cache(&pool, owner)?;
         self.write_seed(&conn, &pool, vm)?;
@@ -146,7 +160,8 @@ impl Inner {
         let dom = self.call(&format!("define domain {slot}"), || {
             conn.define_domain_xml(&text)
         })?;
-        let uuid = self.call(&format!("read uuid of {slot}"), || dom.uuid_string())?;
+        // The handle holds the UUID: no round trip.
+        let uuid = self.local_read(&format!("read uuid of {slot}"), || dom.uuid_string())?;
         self.known.lock().expect("ownership cache lock").insert(
             uuid,
             Known::Ours {
@@ -177,6 +192,11 @@ impl Inner {
         Ok(())
     }
 
+    /// Stop and remove our VM: its domain is stopped at once (a VM the
+    /// planner discards runs no job: see [`crate::plan`]), its root and
+    /// seed volumes deleted, with `remove_cache` its cache too, the domain
+    /// undefined last. The ownership check ([`Inner::our_domain`]) is the
+    /// one read of the domain.
     pub(super) fn delete(&self, vm: &VmRef, remove_cache: bool) -> Result<(), ProviderError> {
         self.pool_changed();
         let conn = self.conn()?;
@@ -184,35 +204,47 @@ impl Inner {
             return Ok(());
         };
         let pool = self.pool(&conn)?;
-        let text = self.call(&format!("read domain {}", vm.name), || {
-            dom.xml_desc(sys::VIR_DOMAIN_XML_INACTIVE)
-        })?;
-        let facts = xml::parse_domain(&text)
-            .map_err(|e| self.err(ErrorKind::Refused, format!("domain {}: {e}", vm.name)))?;
+        // The volumes its definition references, as the ownership check
+        // just read them; of those in our pool, the ones named as this
+        // slot's are in hangar's record now (`read_known` records them), so
+        // `made_here` below is true for exactly those.
+        let referenced_names = match self.known_volumes(&vm.uuid) {
+            Some(v) => v,
+            None => {
+                let text = self.call(&format!("read domain {}", vm.name), || {
+                    dom.xml_desc(sys::VIR_DOMAIN_XML_INACTIVE)
+                })?;
+                let facts = xml::parse_domain(&text).map_err(|e| {
+                    self.err(ErrorKind::Refused, format!("domain {}: {e}", vm.name))
+                })?;
+                facts.volumes.into_iter().map(|(_, v)| v).collect()
+            }
+        };
         if self.call(&format!("read state of {}", vm.name), || dom.is_active())? {
-            self.call(&format!("stop domain {}", vm.name), || dom.destroy())?;
+            // virDomainDestroy without VIR_DOMAIN_DESTROY_GRACEFUL: qemu
+            // gets SIGTERM and, if it lingers, SIGKILL; nothing waits for
+            // the guest.
+            self.call(&format!("stop domain {}", vm.name), || {
+                dom.destroy_flags(sys::VIR_DOMAIN_DESTROY_DEFAULT)
+            })?;
         }
-        let pool_name = &self.config.storage_pool;
-        let referenced = |name: &str| {
-            facts
-                .volumes
-                .iter()
-                .any(|(p, v)| p == pool_name && v == name)
+        let referenced = |name: &str| -> Result<bool, ProviderError> {
+            Ok(referenced_names.iter().any(|v| v == name) && self.made_here(name)?)
         };
         let root = root_volume_name(&owner.slot, owner.generation);
         let seed = seed_volume_name(&owner.slot, owner.generation);
         let cache = cache_volume_name(&owner.slot);
         let mut doomed = Vec::new();
-        if referenced(&root) {
+        if referenced(&root)? {
             doomed.push(root);
         }
         // The seed may already be detached (a remove_seed cut short between
         // detach and delete): then hangar's record says whose it is, as its
         // name cannot.
-        if referenced(&seed) || self.made_here(&seed)? {
+        if self.made_here(&seed)? {
             doomed.push(seed);
         }
-        if remove_cache && referenced(&cache) {
+        if remove_cache && referenced(&cache)? {
             doomed.push(cache);
         }
         for name in doomed {
@@ -232,6 +264,23 @@ impl Inner {
         Ok(())
     }
 
+    /// The volumes our domain `uuid` references and whether its seed is
+    /// attached to its definition, as the ownership cache holds them.
+    fn known_ours(&self, uuid: &str) -> Option<(Vec<String>, bool)> {
+        match self.known.lock().expect("ownership cache lock").get(uuid) {
+            Some(Known::Ours {
+                volumes,
+                seed_attached,
+                ..
+            }) => Some((volumes.clone(), *seed_attached)),
+            _ => None,
+        }
+    }
+
+    fn known_volumes(&self, uuid: &str) -> Option<Vec<String>> {
+        self.known_ours(uuid).map(|(v, _)| v)
+    }
+
     pub(super) fn remove_seed(&self, vm: &VmRef) -> Result<(), ProviderError> {
         self.pool_changed();
         let conn = self.conn()?;
@@ -247,20 +296,22 @@ impl Inner {
                 .map_err(|e| self.err(ErrorKind::Refused, format!("domain {}: {e}", vm.name)))?;
             Ok(facts.seed_attached)
         };
+        // As the ownership check just read the definition.
+        let attached = match self.known_ours(&vm.uuid) {
+            Some((_, attached)) => attached,
+            None => has_seed(sys::VIR_DOMAIN_XML_INACTIVE)?,
+        };
         // Attached to our domain, or in hangar's record: the proof that the
         // seed volume is ours to delete.
-        let ours = has_seed(sys::VIR_DOMAIN_XML_INACTIVE)? || self.made_here(&disk.volume)?;
+        let ours = attached || self.made_here(&disk.volume)?;
         if self.domain_type == DomainType::Test {
             // The test driver cannot detach devices: redefine the persistent
             // config without the seed (same UUID, same ownership). Nothing
             // runs there, so there is no live device to unplug.
-            let text = self.call(&format!("read domain {}", vm.name), || {
-                dom.xml_desc(sys::VIR_DOMAIN_XML_INACTIVE)
-            })?;
-            if xml::parse_domain(&text)
-                .map(|f| f.seed_attached)
-                .unwrap_or(false)
-            {
+            if attached {
+                let text = self.call(&format!("read domain {}", vm.name), || {
+                    dom.xml_desc(sys::VIR_DOMAIN_XML_INACTIVE)
+                })?;
                 let edited = xml::without_seed_disk(&text).map_err(|e| {
                     self.err(ErrorKind::Refused, format!("domain {}: {e}", vm.name))
                 })?;
@@ -269,7 +320,7 @@ impl Inner {
                 })?;
             }
         } else {
-            if has_seed(sys::VIR_DOMAIN_XML_INACTIVE)? {
+            if attached {
                 self.call(&format!("detach seed of {} (config)", vm.name), || {
                     dom.detach_device_flags(&disk_text, sys::VIR_DOMAIN_AFFECT_CONFIG)
                 })?;

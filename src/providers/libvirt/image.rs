@@ -84,6 +84,7 @@ pub fn url_volume_name(sha256: &str) -> String {
 }
 
 /// The base image an overlay is made on.
+#[derive(Debug, Clone)]
 pub(super) struct Base {
     pub backing: Backing,
     pub capacity_bytes: Option<u64>,

@@ -26,6 +26,9 @@ use crate::providers::{ErrorKind, ProviderError};
 pub(super) struct MadeVolumes {
     path: Option<PathBuf>,
     memory: Mutex<BTreeSet<String>>,
+    /// Held across each read-change-write: concurrent creates on one host
+    /// would otherwise write over each other's names.
+    changing: Mutex<()>,
 }
 
 fn key(pool: &str, volume: &str) -> String {
@@ -37,6 +40,7 @@ impl MadeVolumes {
         MadeVolumes {
             path,
             memory: Mutex::new(BTreeSet::new()),
+            changing: Mutex::new(()),
         }
     }
 
@@ -82,6 +86,7 @@ impl MadeVolumes {
         pool: &str,
         volumes: impl IntoIterator<Item = &'a str>,
     ) -> Result<(), String> {
+        let _changing = self.changing.lock().unwrap_or_else(|e| e.into_inner());
         let mut set = self.load()?;
         let before = set.len();
         set.extend(volumes.into_iter().map(|v| key(pool, v)));
@@ -93,6 +98,7 @@ impl MadeVolumes {
 
     /// `volume` of `pool` is gone.
     pub(super) fn forget(&self, pool: &str, volume: &str) -> Result<(), String> {
+        let _changing = self.changing.lock().unwrap_or_else(|e| e.into_inner());
         let mut set = self.load()?;
         if set.remove(&key(pool, volume)) {
             self.store(&set)?;

@@ -110,7 +110,8 @@ pub struct LibvirtHost {
 
 struct Inner {
     config: HostConfig,
-    conn: Mutex<Option<Arc<Connect>>>,
+    /// See `connection`.
+    conns: connection::Connections,
     domain_type: DomainType,
     domain_type_reason: String,
     /// The host is this machine: console logs can be read directly.
@@ -187,8 +188,8 @@ impl LibvirtHost {
         Ok(LibvirtHost {
             inner: Arc::new(Inner {
                 made,
+                conns: connection::Connections::new(&config.uri, conn),
                 config,
-                conn: Mutex::new(Some(Arc::new(conn))),
                 domain_type: choice.domain_type,
                 domain_type_reason: choice.reason,
                 local,

@@ -20,12 +20,18 @@ const UPLOAD_CHUNK: usize = 1 << 20;
 
 impl Inner {
     /// The host's storage pool; a missing one is a refusal (the fleet file
-    /// names it), not a "gone".
+    /// names it), not a "gone". Looked up once per connection: a pool's
+    /// handle stays valid while the pool is defined, and any failed call
+    /// forgets it.
     pub(super) fn pool(&self, conn: &Connect) -> Result<StoragePool, ProviderError> {
+        if let Some(pool) = self.cached_pool() {
+            return Ok(pool);
+        }
         let name = &self.config.storage_pool;
         self.call("look up storage pool", || {
             conn.lookup_storage_pool_by_name(name)
         })
+        .inspect(|pool| self.keep_pool(pool))
         .map_err(|e| match e.kind {
             ErrorKind::NotFound => self.err(
                 ErrorKind::Refused,
