@@ -262,3 +262,45 @@ async fn a_url_image_is_uploaded_verified_into_the_real_pool() {
     host.delete(&seen[0].vm_ref(), true).await.unwrap();
     assert_eq!(volumes(pool), vec!["base.qcow2".to_string(), name]);
 }
+
+/// Ten creates at once on one host (issue 18): all made, on connections
+/// opened as needed (four works on each), and ten deletes at once leave
+/// only the base image. Before, concurrent creates lost each other's names
+/// in hangar's record of the volumes it made.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_creates_at_once_share_connections_and_keep_every_volume_record() {
+    let Some(rig) = rig().await else { return };
+    let (host, fleet, pool) = (&rig.host, &rig.fleet, &rig.pool);
+    assert_eq!(host.libvirt_connections(), 1);
+    let made: Vec<_> = (0..10)
+        .map(|i| {
+            let host = host.clone();
+            let o = owner(fleet, i, 1, 64 * MIB);
+            tokio::spawn(async move { host.create(&vm(o)).await })
+        })
+        .collect();
+    for m in made {
+        m.await.unwrap().unwrap();
+    }
+    // More than one, never more than 10 works need at 4 each (all ten
+    // overlap unless some finish before the last starts).
+    let n = host.libvirt_connections();
+    assert!(
+        (2..=3).contains(&n),
+        "{n} connections for 10 creates at once"
+    );
+    let seen = host.observe(fleet).await.unwrap();
+    assert_eq!(seen.len(), 10);
+    let gone: Vec<_> = seen
+        .iter()
+        .map(|v| {
+            let (host, vm) = (host.clone(), v.vm_ref());
+            tokio::spawn(async move { host.delete(&vm, true).await })
+        })
+        .collect();
+    for g in gone {
+        g.await.unwrap().unwrap();
+    }
+    assert!(host.observe(fleet).await.unwrap().is_empty());
+    assert_eq!(volumes(pool), vec!["base.qcow2".to_string()]);
+}

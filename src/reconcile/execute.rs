@@ -48,7 +48,7 @@ impl Default for Limits {
 /// 10 VMs in 2.4 s, one after another in 20 s.
 pub const MUTATIONS_PER_CPU: usize = 5;
 /// The default's ceiling: what libvirtd serves at once with its default
-/// worker pool (`max_workers = 20`), on four connections of five calls.
+/// worker pool (`max_workers = 20`), on five connections of four works.
 pub const MAX_DEFAULT_PER_HOST: usize = 20;
 
 /// A host's default mutation limit: [`MUTATIONS_PER_CPU`] per cpu, at
@@ -535,4 +535,34 @@ fn fault_point_reached(name: &str) {
         tracing::warn!(fault_point = name, "fault point reached");
     }
     let _ = name;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_per_host_limit_is_five_per_cpu_up_to_twenty() {
+        for (cpus, limit) in [
+            (None, 5),
+            (Some(0), 5),
+            (Some(1), 5),
+            (Some(2), 10),
+            (Some(3), 15),
+            (Some(4), 20),
+            (Some(64), 20),
+        ] {
+            assert_eq!(per_host_for_cpus(cpus), limit, "{cpus:?} cpus");
+        }
+        let fixed = Limits {
+            global: 8,
+            per_host: Some(2),
+        };
+        assert_eq!(fixed.for_host(Some(64)), 2);
+        let by_cpus = Limits {
+            global: 8,
+            per_host: None,
+        };
+        assert_eq!(by_cpus.for_host(Some(2)), 10);
+    }
 }

@@ -158,6 +158,24 @@ mod tests {
     use super::*;
 
     #[test]
+    fn concurrent_records_keep_every_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let record = MadeVolumes::new(Some(dir.path().join("h.volumes.json")));
+        std::thread::scope(|s| {
+            for i in 0..16 {
+                let record = &record;
+                s.spawn(move || {
+                    for k in 0..8 {
+                        let name = format!("s{i}-v{k}");
+                        record.record("p", [name.as_str()]).unwrap();
+                    }
+                });
+            }
+        });
+        assert_eq!(record.in_pool("p").unwrap().len(), 16 * 8);
+    }
+
+    #[test]
     fn the_record_survives_the_process_and_forgets_what_is_deleted() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("h.volumes.json");
