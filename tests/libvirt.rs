@@ -713,3 +713,28 @@ fn every_generated_xml_passes_virt_xml_validate() {
         validate(dir.path(), &format!("volume-{i}.xml"), &xml::volume_xml(v));
     }
 }
+
+/// Issue 18: once the host's pool and base image have been looked up, a
+/// create costs only its own round trips, and a delete reads the domain
+/// once (the ownership check) (test driver: no seed upload here).
+#[tokio::test]
+async fn a_create_and_a_delete_cost_only_their_own_round_trips() {
+    let n = Node::new();
+    n.host
+        .create(&vm(owner(0, 1, Some(1 << 30))))
+        .await
+        .unwrap();
+    let c0 = n.host.libvirt_calls();
+    let o = owner(1, 1, Some(1 << 30));
+    n.host.create(&vm(o.clone())).await.unwrap();
+    // The name's lookup; a lookup and a create for each of root, cache and
+    // seed; define; start.
+    assert_eq!(n.host.libvirt_calls() - c0, 1 + 3 * 2 + 2);
+    let seen = n.host.observe(FLEET).await.unwrap();
+    let ours = seen.iter().find(|v| v.owner.slot == o.slot).unwrap();
+    let c1 = n.host.libvirt_calls();
+    n.host.delete(&ours.vm_ref(), true).await.unwrap();
+    // The ownership check (lookup, read); its state; stop; a lookup and a
+    // delete for each of root, seed and cache; undefine.
+    assert_eq!(n.host.libvirt_calls() - c1, 2 + 1 + 1 + 3 * 2 + 1);
+}
