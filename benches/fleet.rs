@@ -122,6 +122,7 @@ fn host_config(name: &str, uri: String, dir: &Path) -> HostConfig {
         domain_type: None,
         console_dir: Some(dir.join("console")),
         volume_record: None,
+        observed: None,
         image_dirs: Vec::new(),
     }
 }

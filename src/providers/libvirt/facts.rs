@@ -16,18 +16,18 @@ use crate::providers::{ErrorKind, ProviderError};
 /// How long the pool's free space may be reused when nothing of ours on the
 /// host changed it. The engine's pass only sizes slots by cpus and memory;
 /// free space is for `status` (a fresh process) and operators.
-const POOL_FREE_MAX_AGE: Duration = Duration::from_secs(10 * 60);
+pub(super) const POOL_FREE_MAX_AGE: Duration = Duration::from_secs(10 * 60);
 
 /// Host facts kept between passes, so that steady-state observation is the
 /// one listing call.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct CachedFacts {
     /// From `virNodeGetInfo`: fixed while the connection lives.
-    memory_bytes: u64,
-    cpus: u32,
+    pub(super) memory_bytes: u64,
+    pub(super) cpus: u32,
     /// From `virStoragePoolGetInfo`, with when it was read; `None` once a
     /// create or delete of ours changed the pool.
-    pool_free: Option<(u64, Instant)>,
+    pub(super) pool_free: Option<(u64, Instant)>,
 }
 
 /// The domain type a host's VMs run with, and why (for `status` and logs).
@@ -196,6 +196,7 @@ impl Inner {
             Some(c) => (c.memory_bytes, c.cpus),
             None => {
                 let node = self.call("read node info", || conn.node_info())?;
+                self.snapshot_touched();
                 (node.memory * 1024, node.cpus)
             }
         };
@@ -207,6 +208,7 @@ impl Inner {
             None => {
                 let pool = self.pool(&conn)?;
                 let info = self.call("read storage pool info", || pool.info())?;
+                self.snapshot_touched();
                 (info.available, Instant::now())
             }
         };
@@ -232,11 +234,13 @@ impl Inner {
             c.pool_free = None;
         }
         self.forget_volumes();
+        self.snapshot_touched();
     }
 
     /// A new connection may be a new host (or one resized): read all again.
     pub(super) fn forget_facts(&self) {
         *self.facts.lock().expect("facts lock") = None;
+        self.snapshot_touched();
     }
 }
 

@@ -42,6 +42,7 @@ mod observe;
 mod runner_volume;
 pub mod seed;
 pub mod serial;
+mod snapshot;
 pub mod survey;
 pub mod test_node;
 mod volumes;
@@ -100,6 +101,9 @@ pub struct HostConfig {
     /// Directories a host-path image that is no pool's volume may be in
     /// (`imageDirs`); see `image`.
     pub image_dirs: Vec<PathBuf>,
+    /// File of the observation kept for the next process (see
+    /// `snapshot`); `None`: this process only.
+    pub observed: Option<PathBuf>,
 }
 
 /// A libvirt host. Cheap to clone (shared state).
@@ -156,6 +160,8 @@ struct Inner {
     call_timeout: Mutex<Option<std::time::Duration>>,
     #[allow(clippy::type_complexity)]
     stuck: Mutex<Option<(std::time::Instant, Arc<std::sync::atomic::AtomicBool>)>>,
+    /// The caches above as kept for the next process.
+    snapshot: snapshot::Keeper,
 }
 
 impl LibvirtHost {
@@ -184,8 +190,10 @@ impl LibvirtHost {
         );
         let made = made::MadeVolumes::new(config.volume_record.clone());
         let identity = facts::read_identity(&conn, &config)?;
-        Ok(LibvirtHost {
+        let snapshot = snapshot::Keeper::new(config.observed.clone());
+        let host = LibvirtHost {
             inner: Arc::new(Inner {
+                snapshot,
                 made,
                 config,
                 conn: Mutex::new(Some(Arc::new(conn))),
@@ -209,7 +217,9 @@ impl LibvirtHost {
                 call_timeout: Mutex::new(Some(connection::CALL_TIMEOUT)),
                 stuck: Mutex::new(None),
             }),
-        })
+        };
+        host.inner.restore_snapshot();
+        Ok(host)
     }
 
     pub fn config(&self) -> &HostConfig {
@@ -244,7 +254,11 @@ impl LibvirtHost {
     /// (the sandbox, whose guests are played).
     pub async fn record_drain(&self, vm: &VmRef, state: DrainState) -> Result<(), ProviderError> {
         let vm = vm.clone();
-        self.blocking(move |i| i.record_drain(&vm, state)).await
+        self.blocking(move |i| {
+            let _changing = i.changing();
+            i.record_drain(&vm, state)
+        })
+        .await
     }
 
     /// Path of a VM generation's serial console log on the host.
@@ -287,11 +301,19 @@ impl Hypervisor for LibvirtHost {
     }
 
     async fn create(&self, vm: &VmCreate) -> Result<(), ProviderError> {
+        // Held across the image download too; the blocking part holds its
+        // own, which outlives this future if the call is cut short.
+        let _changing = self.inner.changing();
         if let Ok(ImageSource::Url { url, sha256 }) = ImageSource::parse(&vm.owner.shape.image) {
             self.ensure_url_image(&url, &sha256).await?;
         }
         let vm = vm.clone();
-        let r = self.blocking(move |i| i.create(&vm)).await;
+        let r = self
+            .blocking(move |i| {
+                let _changing = i.changing();
+                i.create(&vm)
+            })
+            .await;
         if r.is_err() {
             self.inner.forget_network();
         }
@@ -300,22 +322,38 @@ impl Hypervisor for LibvirtHost {
 
     async fn start(&self, vm: &VmRef) -> Result<(), ProviderError> {
         let vm = vm.clone();
-        self.blocking(move |i| i.start(&vm)).await
+        self.blocking(move |i| {
+            let _changing = i.changing();
+            i.start(&vm)
+        })
+        .await
     }
 
     async fn delete(&self, vm: &VmRef, remove_cache: bool) -> Result<(), ProviderError> {
         let vm = vm.clone();
-        self.blocking(move |i| i.delete(&vm, remove_cache)).await
+        self.blocking(move |i| {
+            let _changing = i.changing();
+            i.delete(&vm, remove_cache)
+        })
+        .await
     }
 
     async fn remove_seed(&self, vm: &VmRef) -> Result<(), ProviderError> {
         let vm = vm.clone();
-        self.blocking(move |i| i.remove_seed(&vm)).await
+        self.blocking(move |i| {
+            let _changing = i.changing();
+            i.remove_seed(&vm)
+        })
+        .await
     }
 
     async fn drain(&self, vm: &VmRef) -> Result<DrainState, ProviderError> {
         let vm = vm.clone();
-        self.blocking(move |i| i.drain(&vm)).await
+        self.blocking(move |i| {
+            let _changing = i.changing();
+            i.drain(&vm)
+        })
+        .await
     }
 
     async fn cache_usage(&self, fleet: &str) -> Result<Vec<CacheUsage>, ProviderError> {
@@ -332,23 +370,34 @@ impl Hypervisor for LibvirtHost {
         volume: &str,
         local: &crate::model::runner::LocalTarball,
     ) -> Result<(), ProviderError> {
+        let _changing = self.inner.changing();
         self.upload_runner_volume(volume, local).await
     }
 
     async fn ensure_network(&self, network: &str, filter: &str) -> Result<(), ProviderError> {
         let (network, filter) = (network.to_string(), filter.to_string());
-        self.blocking(move |i| i.ensure_network(&network, &filter))
-            .await
+        self.blocking(move |i| {
+            let _changing = i.changing();
+            i.ensure_network(&network, &filter)
+        })
+        .await
     }
 
     async fn remove_network(&self, network: &str, filter: &str) -> Result<(), ProviderError> {
         let (network, filter) = (network.to_string(), filter.to_string());
-        self.blocking(move |i| i.remove_network(&network, &filter))
-            .await
+        self.blocking(move |i| {
+            let _changing = i.changing();
+            i.remove_network(&network, &filter)
+        })
+        .await
     }
 
     async fn remove_leftover(&self, leftover: &Leftover) -> Result<(), ProviderError> {
         let leftover = leftover.clone();
-        self.blocking(move |i| i.remove_leftover(&leftover)).await
+        self.blocking(move |i| {
+            let _changing = i.changing();
+            i.remove_leftover(&leftover)
+        })
+        .await
     }
 }
