@@ -5,7 +5,7 @@
 //! Calls are counted three ways: `Metered` wraps each host's `Hypervisor`
 //! (calls by kind, injectable latency), `LibvirtHost::libvirt_calls` counts
 //! libvirt round trips under it, and the simulator counts requests by route
-//! and status. The cases (P1–P7) are described in `docs/performance.md`;
+//! and status. The cases (P1–P8) are described in `docs/performance.md`;
 //! the table is printed and written to `target/bench/report.json`.
 //!
 //! `cargo bench --bench fleet`. After `--`: `--quick` (a smoke run),
@@ -42,6 +42,8 @@ mod wiring;
 
 // Under `cases/`: a file directly in `benches/` would be a bench target
 // of its own.
+#[path = "cases/cron_case.rs"]
+mod cron_case;
 #[path = "cases/hung_case.rs"]
 mod hung_case;
 #[path = "cases/scale_case.rs"]
@@ -1291,17 +1293,23 @@ fn main() {
         });
         return;
     }
-    // `--cases=p2,p3` runs a subset (P1 runs with any of P1-P4: it builds
+    // `--cases=p2,p3` runs a subset (P1 runs with any of P1-P4 and P8: it builds
     // the rig).
     let cases = args
         .iter()
         .find_map(|a| a.strip_prefix("--cases="))
-        .unwrap_or("p1,p2,p3,p4,p5,p6,p7")
+        .unwrap_or("p1,p2,p3,p4,p5,p6,p7,p8")
         .to_lowercase();
     rt.block_on(async {
         // P5 alone needs no rig.
-        if ["p1", "p2", "p3", "p4"].iter().any(|c| cases.contains(c)) {
+        if ["p1", "p2", "p3", "p4", "p8"]
+            .iter()
+            .any(|c| cases.contains(c))
+        {
             let rig = p1_steady_state(&mut rep, &opt).await;
+            if cases.contains("p8") {
+                cron_case::p8_cron_mode(&mut rep, &opt, &rig).await;
+            }
             if cases.contains("p4") {
                 p4_memory(&mut rep, &opt, &rig).await;
             }

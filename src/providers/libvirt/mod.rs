@@ -181,7 +181,8 @@ impl LibvirtHost {
     ) -> Result<LibvirtHost, ProviderError> {
         let local = uri_is_local(&config.uri);
         let conn = connection::open(&config, "connect to")?;
-        let choice = facts::decide_domain_type(&conn, &config)?;
+        let caps = facts::read_capabilities(&conn, &config)?;
+        let choice = facts::decide_domain_type(&conn, &config, &caps)?;
         tracing::info!(
             host = %config.name,
             domain_type = ?choice.domain_type,
@@ -189,7 +190,7 @@ impl LibvirtHost {
             "domain type chosen"
         );
         let made = made::MadeVolumes::new(config.volume_record.clone());
-        let identity = facts::read_identity(&conn, &config)?;
+        let identity = facts::identity_from(&conn, &config, &caps)?;
         let snapshot = snapshot::Keeper::new(config.observed.clone());
         let host = LibvirtHost {
             inner: Arc::new(Inner {
