@@ -44,10 +44,16 @@ mod wiring;
 // of its own.
 #[path = "cases/cron_case.rs"]
 mod cron_case;
+#[path = "cases/heap.rs"]
+mod heap;
 #[path = "cases/hung_case.rs"]
 mod hung_case;
 #[path = "cases/scale_case.rs"]
 mod scale_case;
+
+/// Counts the Rust heap for P4 (see `heap`).
+#[global_allocator]
+static ALLOC: heap::Counting = heap::Counting;
 
 const FLEET: &str = "bench";
 const OWNER: &str = "bench-org";
@@ -1131,6 +1137,7 @@ async fn p4_memory(rep: &mut Report, opt: &Options, rig: &Rig) {
     }
     let (rss_warm, peak_pass) = rss_kib();
     let (anon_warm, file_warm) = rss_parts_kib();
+    let heap_warm = heap::Heap::now();
     rep.row(
         "P4",
         format!("peak RSS during steady passes at {} runners", rig.runners),
@@ -1154,6 +1161,7 @@ async fn p4_memory(rep: &mut Report, opt: &Options, rig: &Rig) {
     }
     let (rss_end, _) = rss_kib();
     let (anon_end, file_end) = rss_parts_kib();
+    let heap_end = heap::Heap::now();
     if done < wanted {
         rep.notes.push(format!(
             "P4: scaled down from {wanted} to {done} passes to stay within the time budget"
@@ -1209,6 +1217,7 @@ async fn p4_memory(rep: &mut Report, opt: &Options, rig: &Rig) {
         "",
         None,
     );
+    heap::report_growth(rep, (warm, done), (heap_warm, heap_end), anon_end);
     rep.notes.push(format!(
         "P4 RSS series (pass: MiB): {}",
         series

@@ -128,7 +128,10 @@ mod tests {
         assert_eq!(c.read(&path).unwrap(), GuestStage::Booting);
         // A failed guest's log is not read again: it stays failed even when
         // the path no longer holds a log at all.
-        let mut f = std::fs::OpenOptions::new().append(true).open(&path).unwrap();
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap();
         writeln!(f, "hangar: failed").unwrap();
         assert_eq!(c.read(&path).unwrap(), GuestStage::Failed);
         std::fs::remove_file(&path).unwrap();
