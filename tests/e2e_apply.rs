@@ -899,6 +899,25 @@ fn apply_boots_ephemeral_and_persistent_runners_replaces_the_spent_one_and_destr
         &format!("{per}: ssh -p {ssh_port} github@127.0.0.1 with the pool's key"),
         since,
     );
+    // The NIC reaches nothing else: not even the host's loopback, where
+    // the simulator listens (qemu's user network maps 10.0.2.2 to it),
+    // while the same probe reaches the guest's own sshd on that NIC.
+    let probe = |addr: &str, port: u16| {
+        format!(
+            "if timeout 10 bash -c '</dev/tcp/{addr}/{port}' 2>/dev/null; \
+             then echo reached; else echo confined; fi; "
+        )
+    };
+    let (_, reach) = guest_sh(
+        &per,
+        "github",
+        &format!("{}{}", probe(SSH_NIC_ADDRESS, 22), probe("10.0.2.2", port)),
+    );
+    assert_eq!(
+        reach.split_whitespace().collect::<Vec<_>>(),
+        ["reached", "confined"],
+        "{per}: the probe of its own sshd, then of the host through the ssh NIC"
+    );
     // The guest's agent now reports the NIC's address, and status shows it.
     let (view, out) = status_json(&env, &fleet_arg);
     let addresses = slot_row(&view, &per, &out)["addresses"].clone();
