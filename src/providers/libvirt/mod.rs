@@ -64,7 +64,9 @@ use super::{CacheUsage, Hypervisor, ProviderError, VmCreate};
 use crate::model::host::{DomainType, HostFacts, HostIdentity, NetworkAttachment};
 use crate::plan::model::{DrainState, Leftover, ObservedHost, ObservedVm, VmRef};
 
-pub use self::agent::{AgentError, GuestDisks, GuestFs, GuestRun, DRAIN_NS, GUEST_FS_REFRESH};
+pub use self::agent::{
+    AgentError, GuestDisks, GuestFs, GuestReading, GuestRun, DRAIN_NS, GUEST_FS_REFRESH,
+};
 pub use self::connection::uri_is_local;
 pub use self::connection::CALL_TIMEOUT;
 pub use self::facts::{choose_domain_type, DomainTypeChoice};
@@ -127,9 +129,9 @@ struct Inner {
     /// machine: the guest's markers as read through its agent, and when.
     agent_stages: Mutex<HashMap<String, (std::time::Instant, ConsoleCursor)>>,
     /// By domain UUID: when the guest agent was last asked for file-system
-    /// use, and its answer (see `agent`).
+    /// use and addresses, and its answers (see `agent`).
     #[allow(clippy::type_complexity)]
-    guest_fs: Mutex<HashMap<String, (std::time::Instant, Option<GuestDisks>)>>,
+    guest_fs: Mutex<HashMap<String, (std::time::Instant, GuestReading)>>,
     calls: AtomicU64,
     /// See [`Inner::facts`].
     facts: Mutex<Option<CachedFacts>>,
