@@ -5,7 +5,7 @@
 //! Calls are counted three ways: `Metered` wraps each host's `Hypervisor`
 //! (calls by kind, injectable latency), `LibvirtHost::libvirt_calls` counts
 //! libvirt round trips under it, and the simulator counts requests by route
-//! and status. The cases (P1–P8) are described in `docs/performance.md`;
+//! and status. The cases (P1–P9) are described in `docs/performance.md`;
 //! the table is printed and written to `target/bench/report.json`.
 //!
 //! `cargo bench --bench fleet`. After `--`: `--quick` (a smoke run),
@@ -42,6 +42,10 @@ mod wiring;
 
 // Under `cases/`: a file directly in `benches/` would be a bench target
 // of its own.
+#[path = "cases/cron_case.rs"]
+mod cron_case;
+#[path = "cases/heap.rs"]
+mod heap;
 #[path = "cases/hung_case.rs"]
 mod hung_case;
 #[path = "cases/pace_case.rs"]
@@ -50,6 +54,10 @@ mod pace_case;
 mod scale_case;
 #[path = "../tests/kit/virsh.rs"]
 mod virsh;
+
+/// Counts the Rust heap for P4 (see `heap`).
+#[global_allocator]
+static ALLOC: heap::Counting = heap::Counting;
 
 const FLEET: &str = "bench";
 const OWNER: &str = "bench-org";
@@ -126,6 +134,7 @@ fn host_config(name: &str, uri: String, dir: &Path) -> HostConfig {
         domain_type: None,
         console_dir: Some(dir.join("console")),
         volume_record: None,
+        observed: None,
         image_dirs: Vec::new(),
     }
 }
@@ -1137,6 +1146,7 @@ async fn p4_memory(rep: &mut Report, opt: &Options, rig: &Rig) {
     }
     let (rss_warm, peak_pass) = rss_kib();
     let (anon_warm, file_warm) = rss_parts_kib();
+    let heap_warm = heap::Heap::now();
     rep.row(
         "P4",
         format!("peak RSS during steady passes at {} runners", rig.runners),
@@ -1160,6 +1170,7 @@ async fn p4_memory(rep: &mut Report, opt: &Options, rig: &Rig) {
     }
     let (rss_end, _) = rss_kib();
     let (anon_end, file_end) = rss_parts_kib();
+    let heap_end = heap::Heap::now();
     if done < wanted {
         rep.notes.push(format!(
             "P4: scaled down from {wanted} to {done} passes to stay within the time budget"
@@ -1215,6 +1226,7 @@ async fn p4_memory(rep: &mut Report, opt: &Options, rig: &Rig) {
         "",
         None,
     );
+    heap::report_growth(rep, (warm, done), (heap_warm, heap_end), anon_end);
     rep.notes.push(format!(
         "P4 RSS series (pass: MiB): {}",
         series
@@ -1306,28 +1318,35 @@ fn main() {
         });
         return;
     }
-    // `--cases=p2,p3` runs a subset (P1 runs with any of P1-P4: it builds
+    // `--cases=p2,p3` runs a subset (P1 runs with any of P1-P4 and P8: it builds
     // the rig).
-    // P8 needs the real libvirtd and makes real VMs: in a full run, or
+    // P9 needs the real libvirtd and makes real VMs: in a full run, or
     // when asked for (not in the smoke run of `cargo test --all-targets`).
     let cases = args
         .iter()
         .find_map(|a| a.strip_prefix("--cases="))
         .unwrap_or(if opt.quick {
-            "p1,p2,p3,p4,p5,p6,p7"
-        } else {
             "p1,p2,p3,p4,p5,p6,p7,p8"
+        } else {
+            "p1,p2,p3,p4,p5,p6,p7,p8,p9"
         })
         .to_lowercase();
     rt.block_on(async {
         // P5 alone needs no rig.
-        if ["p1", "p2", "p3", "p4"].iter().any(|c| cases.contains(c)) {
+        if ["p1", "p2", "p3", "p4", "p8"]
+            .iter()
+            .any(|c| cases.contains(c))
+        {
             let rig = p1_steady_state(&mut rep, &opt).await;
             if cases.contains("p4") {
                 p4_memory(&mut rep, &opt, &rig).await;
             }
             if cases.contains("p2") {
                 p2_pass_time(&mut rep, &opt, &rig).await;
+            }
+            // After P4: the second world it connects would be in P4's RSS.
+            if cases.contains("p8") {
+                cron_case::p8_cron_mode(&mut rep, &opt, &rig).await;
             }
             rig.shutdown().await;
         }
@@ -1343,8 +1362,8 @@ fn main() {
         if cases.contains("p7") {
             hung_case::p7_hung_host(&mut rep, &opt).await;
         }
-        if cases.contains("p8") {
-            pace_case::p8_host_pace(&mut rep, &opt).await;
+        if cases.contains("p9") {
+            pace_case::p9_host_pace(&mut rep, &opt).await;
         }
     });
     rep.seconds = started.elapsed().as_secs_f64();

@@ -21,7 +21,13 @@
 //!    Meanwhile GitHub assigns the persistent runner a job, and queues the
 //!    next one right behind it (both hot-plugged disks; the stand-in runner
 //!    takes them in turn). Both guests' agents answer: `hangar status`
-//!    shows their root and cache use as the guests count it.
+//!    shows their root and cache use as the guests count it, and no
+//!    address (they have no NIC). The persistent pool lists a key made for
+//!    the test: the guest gets a NIC on qemu's user network that reaches
+//!    nothing but a forward from 127.0.0.1 to its port 22 (hot-plugged
+//!    through the qemu monitor: tests talk to loopback only), and `ssh -i
+//!    KEY github@127.0.0.1` logs in, the host key checked; `status` then
+//!    shows the NIC's address.
 //! 3. The persistent pool's spec changes; `hangar reconcile --once`
 //!    replaces the spent ephemeral VM with generation 2, which boots with
 //!    the same cache disk and prints the file generation 1 wrote, and
@@ -144,9 +150,16 @@ impl Drop for Guard {
 }
 
 /// `per_memory`: the persistent pool's memory (changing it changes the
-/// pool's spec).
-fn fleet_yaml(fleet: &str, port: u16, pool: &str, base: &BaseImage, per_memory: &str) -> String {
-    let pool_yaml = |name: &str, ephemeral: bool, memory: &str| {
+/// pool's spec); `ssh_key`: the public key the persistent pool lets log in.
+fn fleet_yaml(
+    fleet: &str,
+    port: u16,
+    pool: &str,
+    base: &BaseImage,
+    per_memory: &str,
+    ssh_key: &str,
+) -> String {
+    let pool_yaml = |name: &str, ephemeral: bool, memory: &str, keys: &[&str]| {
         format!(
             "    - name: {name}
       count: 1
@@ -156,6 +169,7 @@ fn fleet_yaml(fleet: &str, port: u16, pool: &str, base: &BaseImage, per_memory: 
         cpus: 1
         memory: {memory}
         disk: 4GiB
+        sshAuthorizedKeys: {keys}
         image: {image}
         boot:
           kernel: {kernel}
@@ -169,6 +183,7 @@ fn fleet_yaml(fleet: &str, port: u16, pool: &str, base: &BaseImage, per_memory: 
         size: 1GiB
         pruneAbove: {PRUNE_ABOVE}%
 ",
+            keys = json!(keys),
             image = json!(base.image),
             kernel = json!(base.kernel),
             initrd = json!(base.initrd),
@@ -204,8 +219,8 @@ spec:
             .parent()
             .expect("the image path has a directory")
             .display(),
-        eph = pool_yaml("eph", true, "1536MiB"),
-        per = pool_yaml("per", false, per_memory),
+        eph = pool_yaml("eph", true, "1536MiB", &[]),
+        per = pool_yaml("per", false, per_memory, &[ssh_key]),
     )
 }
 
@@ -374,6 +389,112 @@ fn use_percent(out: &str) -> u64 {
         .unwrap_or_else(|| panic!("no use in:\n{out}"))
 }
 
+/// `hangar status -o json`, parsed, and all it printed.
+fn status_json(env: &[(&str, &str)], fleet_arg: &str) -> (Value, String) {
+    let (status, out) = hangar(env, &["status", "-f", fleet_arg, "-o", "json"]);
+    assert!(status.success(), "hangar status failed:\n{out}");
+    let start = out.find('{').expect("status printed JSON");
+    // stdout (the JSON) comes first in `out`, any log lines after it.
+    let view: Value = serde_json::Deserializer::from_str(&out[start..])
+        .into_iter::<Value>()
+        .next()
+        .expect("status printed JSON")
+        .unwrap_or_else(|e| panic!("status JSON: {e}:\n{out}"));
+    (view, out)
+}
+
+fn slot_row<'a>(view: &'a Value, slot: &str, out: &str) -> &'a Value {
+    view["slots"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|s| s["slot"].as_str() == Some(slot))
+        .unwrap_or_else(|| panic!("status lists no {slot}:\n{out}"))
+}
+
+/// The MAC of the test's ssh NIC (libvirt's and qemu's prefix, as hangar's
+/// VMs' NICs have) and the address qemu's user network gives a guest.
+const SSH_NIC_MAC: &str = "52:54:00:e2:e5:22";
+const SSH_NIC_ADDRESS: &str = "10.0.2.15";
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free loopback port")
+        .port()
+}
+
+/// Hot-plugs into the running `dom` a NIC on qemu's user network that
+/// reaches nothing (`restrict=on`) but for a forward of 127.0.0.1:`port`
+/// to the guest's port 22.
+fn ssh_nic(dom: &str, port: u16) {
+    for cmd in [
+        format!("netdev_add user,id=e2essh,restrict=on,hostfwd=tcp:127.0.0.1:{port}-{SSH_NIC_ADDRESS}:22"),
+        // The last slot of the PCI bus: libvirt places the disks the test
+        // hot-plugs from the lowest free one up, not knowing of this NIC.
+        format!(
+            "device_add virtio-net-pci,netdev=e2essh,id=e2essh0,mac={SSH_NIC_MAC},bus=pci.0,addr=0x1f"
+        ),
+    ] {
+        // The monitor answers errors as text, with success.
+        let said = must(&["qemu-monitor-command", dom, "--hmp", &cmd]);
+        assert!(said.trim().is_empty(), "{dom}: `{cmd}`: {said}");
+    }
+}
+
+/// Brings the hot-plugged NIC up with qemu's user-network address (the
+/// guest's network config knows no NIC it did not boot with) and prints
+/// the guest's ed25519 host key, once sshd runs.
+fn configure_ssh_nic() -> String {
+    format!(
+        r#"set -eu
+dev=
+for i in $(seq 1 120); do
+  for d in /sys/class/net/*; do
+    [ "$(cat "$d/address")" = {SSH_NIC_MAC} ] && dev=${{d##*/}}
+  done
+  [ -n "$dev" ] && break
+  sleep 0.5
+done
+[ -n "$dev" ] || {{ echo "no NIC {SSH_NIC_MAC}"; exit 1; }}
+ip link set "$dev" up
+ip addr add {SSH_NIC_ADDRESS}/24 dev "$dev"
+for i in $(seq 1 120); do systemctl is-active --quiet ssh.service && break; sleep 0.5; done
+systemctl is-active ssh.service
+echo "hostkey $(cut -d' ' -f1,2 /etc/ssh/ssh_host_ed25519_key.pub)"
+"#
+    )
+}
+
+/// `ssh -p PORT -i KEY github@127.0.0.1 COMMAND`, the host key checked
+/// against `known_hosts`; retried while sshd is not up yet. Its stdout.
+fn ssh_in(key: &Path, known_hosts: &Path, port: u16, command: &str) -> String {
+    let since = Instant::now();
+    loop {
+        let out = Command::new("ssh")
+            .args(["-F", "/dev/null", "-p", &port.to_string(), "-i"])
+            .arg(key)
+            .args(["-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes"])
+            .args(["-o", "StrictHostKeyChecking=yes", "-o"])
+            .arg(format!("UserKnownHostsFile={}", known_hosts.display()))
+            .args(["-o", "ConnectTimeout=30", "github@127.0.0.1", command])
+            .stdin(Stdio::null())
+            .output()
+            .expect("ssh runs (openssh-client)");
+        if out.status.success() {
+            return String::from_utf8_lossy(&out.stdout).into_owned();
+        }
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(
+            since.elapsed() < JOB_TIMEOUT,
+            "ssh -p {port} github@127.0.0.1 failed for {JOB_TIMEOUT:?}: {}\n{err}",
+            out.status
+        );
+        eprintln!("ssh not yet: {}", err.trim());
+        std::thread::sleep(Duration::from_secs(3));
+    }
+}
+
 /// What every guest must have printed by the time its runner started.
 fn assert_provisioned(log: &str, slot: &str, labels: &str) {
     let show = || format!("console of {slot}:\n{}", tail(log, 80));
@@ -465,10 +586,23 @@ fn apply_boots_ephemeral_and_persistent_runners_replaces_the_spent_one_and_destr
     let port = sim.port;
     t.at(&format!("github-sim on http://127.0.0.1:{port}"));
 
+    // The persistent pool lets this key log in (see the ssh step).
+    let ssh_key = dir.path().join("id_ed25519");
+    let keygen = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", "hangar-e2e", "-f"])
+        .arg(&ssh_key)
+        .status()
+        .expect("ssh-keygen runs (openssh-client)");
+    assert!(keygen.success(), "ssh-keygen failed");
+    let ssh_public = std::fs::read_to_string(ssh_key.with_extension("pub"))
+        .unwrap()
+        .trim()
+        .to_string();
+
     let fleet_file = dir.path().join("fleet.yaml");
     std::fs::write(
         &fleet_file,
-        fleet_yaml(&fleet, port, &pool, &base, "1536MiB"),
+        fleet_yaml(&fleet, port, &pool, &base, "1536MiB", &ssh_public),
     )
     .unwrap();
     let fleet_arg = fleet_file.to_str().unwrap().to_string();
@@ -718,23 +852,10 @@ fn apply_boots_ephemeral_and_persistent_runners_replaces_the_spent_one_and_destr
     // Both guests' agents answer: status shows their file systems as they
     // count them (the host's allocation would say "(host)").
     let since = Instant::now();
-    let (status, out) = hangar(&env, &["status", "-f", &fleet_arg, "-o", "json"]);
-    assert!(status.success(), "hangar status failed:\n{out}");
+    let (view, out) = status_json(&env, &fleet_arg);
     t.phase("hangar status (guest agents)", since);
-    let start = out.find('{').expect("status printed JSON");
-    // stdout (the JSON) comes first in `out`, any log lines after it.
-    let view: Value = serde_json::Deserializer::from_str(&out[start..])
-        .into_iter::<Value>()
-        .next()
-        .expect("status printed JSON")
-        .unwrap_or_else(|e| panic!("status JSON: {e}:\n{out}"));
     for slot in [&eph, &per] {
-        let s = view["slots"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .find(|s| s["slot"].as_str() == Some(slot.as_str()))
-            .unwrap_or_else(|| panic!("status lists no {slot}:\n{out}"));
+        let s = slot_row(&view, slot, &out);
         let (root_used, root_total) = guest_fs(s, "root");
         assert!(
             root_used > 0 && root_used < root_total && root_total > 1 << 30,
@@ -748,7 +869,70 @@ fn apply_boots_ephemeral_and_persistent_runners_replaces_the_spent_one_and_destr
         t.at(&format!(
             "{slot}: guest agent: root {root_used} / {root_total}, cache {cache_used} / {cache_total}"
         ));
+        // No NIC (`network: none`): no address; Docker's docker0 in the
+        // guest is not the VM's.
+        assert!(
+            s.get("addresses").is_none(),
+            "{slot}: an address without a network: {s}"
+        );
     }
+
+    // ssh into the persistent guest with the pool's key. Tests talk to
+    // loopback only, so the guest gets a NIC on qemu's user network with
+    // `restrict=on` (no packet leaves it but the forward) and a forward
+    // from 127.0.0.1 to its port 22, hot-plugged through the qemu monitor:
+    // libvirt 9.0's `<interface type='user'>` forwards ports only with the
+    // passt backend, which does not confine the guest.
+    let since = Instant::now();
+    let ssh_port = free_port();
+    ssh_nic(&per, ssh_port);
+    let (_, host_key) = guest_sh(&per, "root", &configure_ssh_nic());
+    let host_key = line_after(&host_key, "hostkey ")
+        .unwrap_or_else(|| panic!("{per}: no host key:\n{host_key}"))
+        .trim()
+        .to_string();
+    let known_hosts = dir.path().join("known_hosts");
+    std::fs::write(&known_hosts, format!("[127.0.0.1]:{ssh_port} {host_key}\n")).unwrap();
+    let login = ssh_in(&ssh_key, &known_hosts, ssh_port, "id -un");
+    assert_eq!(login.trim(), "github", "{per}: ssh logged in as {login}");
+    t.phase(
+        &format!("{per}: ssh -p {ssh_port} github@127.0.0.1 with the pool's key"),
+        since,
+    );
+    // The NIC reaches nothing else: not even the host's loopback, where
+    // the simulator listens (qemu's user network maps 10.0.2.2 to it),
+    // while the same probe reaches the guest's own sshd on that NIC.
+    let probe = |addr: &str, port: u16| {
+        format!(
+            "if timeout 10 bash -c '</dev/tcp/{addr}/{port}' 2>/dev/null; \
+             then echo reached; else echo confined; fi; "
+        )
+    };
+    let (_, reach) = guest_sh(
+        &per,
+        "github",
+        &format!("{}{}", probe(SSH_NIC_ADDRESS, 22), probe("10.0.2.2", port)),
+    );
+    assert_eq!(
+        reach.split_whitespace().collect::<Vec<_>>(),
+        ["reached", "confined"],
+        "{per}: the probe of its own sshd, then of the host through the ssh NIC"
+    );
+    // The guest's agent now reports the NIC's address, and status shows it.
+    let (view, out) = status_json(&env, &fleet_arg);
+    let addresses = slot_row(&view, &per, &out)["addresses"].clone();
+    assert_eq!(
+        addresses.get(0).and_then(Value::as_str),
+        Some(SSH_NIC_ADDRESS),
+        "{per}: status shows not the guest's address (IPv4 first): {addresses}\n{out}"
+    );
+    let (_, table) = hangar(&env, &["status", "-f", &fleet_arg]);
+    assert!(
+        table
+            .lines()
+            .any(|l| l.contains(per.as_str()) && l.contains(SSH_NIC_ADDRESS)),
+        "the status table shows no address for {per}:\n{table}"
+    );
 
     // The persistent runner gets a job, and the next one is queued behind
     // it; the job lasts until the test says it is done.
@@ -831,7 +1015,7 @@ fn apply_boots_ephemeral_and_persistent_runners_replaces_the_spent_one_and_destr
     // generation 1 wrote, and drains the busy persistent runner.
     std::fs::write(
         &fleet_file,
-        fleet_yaml(&fleet, port, &pool, &base, "1600MiB"),
+        fleet_yaml(&fleet, port, &pool, &base, "1600MiB", &ssh_public),
     )
     .unwrap();
     let since = Instant::now();

@@ -12,7 +12,9 @@
 //! 1. `apply --wait` creates a VM on each host; the test plays GitHub's
 //!    part (a JIT runner comes online when `run.sh --jitconfig` starts) and
 //!    apply converges. `status` shows both hosts; `diff` is in sync.
-//! 2. `hangar logs` of the remote slot says on which host its log is.
+//! 2. `hangar logs` of the remote slot says on which host its log is;
+//!    `hangar logs --follow` streams its live console: a line the guest
+//!    prints (through its agent) arrives.
 //! 3. The remote host goes away (its sshd stopped): `diff` exits 3, says
 //!    the remote slot waits on its host and plans nothing for either host, `reconcile --once` changes nothing,
 //!    and the remote VM keeps running.
@@ -55,6 +57,8 @@ const TOKEN_ENV: &str = "HANGAR_E2E_GITHUB_TOKEN";
 const JOBS_BY_HOTPLUG: &str = "hangar_e2e.jobs=hotplug";
 const APPLY_WAIT: &str = "12m";
 const APPLY_TIMEOUT: Duration = Duration::from_secs(780);
+/// How long `logs --follow` may take to show a line the guest printed.
+const FOLLOW_TIMEOUT: Duration = Duration::from_secs(120);
 
 fn remote_uri() -> String {
     let uri = std::fs::read_to_string(URI_FILE)
@@ -500,6 +504,68 @@ fn a_fleet_across_a_local_and_a_remote_host_boots_survives_the_remote_going_away
         "logs of the remote slot does not say where its log is:\n{out}"
     );
 
+    // `logs --follow` of the remote slot streams its live console over the
+    // libvirt connection: a line the guest prints now arrives.
+    let since = Instant::now();
+    let marker = format!("hangar-e2e-follow {pid}");
+    let follow_err = dir.path().join("follow.err");
+    let mut follow = Command::new(HANGAR)
+        .args(["logs", &there, "-f", &f, "--follow"])
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(log_file(&follow_err))
+        .spawn()
+        .expect("hangar logs --follow starts");
+    let lines = follow.stdout.take().expect("its stdout is a pipe");
+    children.0.push(follow);
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(lines).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut followed = Vec::new();
+    let mut said = Instant::now() - Duration::from_secs(60);
+    let arrived = loop {
+        // Said again every few seconds: the first may come before the
+        // console is open.
+        if read_log(&follow_err).contains("following the live console")
+            && said.elapsed() > Duration::from_secs(5)
+        {
+            print_on_console(&there, &marker);
+            said = Instant::now();
+        }
+        match rx.recv_timeout(Duration::from_millis(500)) {
+            Ok(line) if line.contains(&marker) => break true,
+            Ok(line) => followed.push(line),
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break false,
+        }
+        if since.elapsed() > FOLLOW_TIMEOUT {
+            break false;
+        }
+    };
+    let follow = children.0.last_mut().unwrap();
+    let ended = follow.try_wait().unwrap();
+    let _ = follow.kill();
+    let _ = follow.wait();
+    assert!(
+        arrived,
+        "`hangar logs {there} --follow` did not print `{marker}` within {FOLLOW_TIMEOUT:?} \
+         (exited: {ended:?}); stderr:\n{}\nstdout:\n{}",
+        read_log(&follow_err),
+        tail(&followed.join("\n"), 30)
+    );
+    t.phase(
+        "logs --follow of the remote slot printed the guest's line",
+        since,
+    );
+
     // 3. The remote host goes away.
     stop_remote_sshd();
     t.at("remote host's sshd stopped");
@@ -562,6 +628,19 @@ fn a_fleet_across_a_local_and_a_remote_host_boots_survives_the_remote_going_away
         sim.runners()
     );
     t.phase("destroyed on both hosts", since);
+}
+
+/// Has the remote `dom` print `line` on its serial console (through its
+/// guest agent, on the remote user's own socket).
+fn print_on_console(dom: &str, line: &str) {
+    let cmd = json!({
+        "execute": "guest-exec",
+        "arguments": {
+            "path": "/bin/sh",
+            "arg": ["-c", format!("echo '{line}' > /dev/ttyS0")],
+        },
+    });
+    remote_side(&["qemu-agent-command", dom, &cmd.to_string()]);
 }
 
 /// Child processes, stopped when the test ends, passed or not (before the

@@ -2,10 +2,13 @@
 //! apply, diff, status and destroy against the served simulator through the
 //! binary and exits 0 each time.
 
-use std::net::TcpListener;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+
+#[path = "support/served.rs"]
+mod served;
+
+use served::{control, free_port, play_guests, serve};
 
 const BIN: &str = env!("CARGO_BIN_EXE_hangar");
 
@@ -17,41 +20,6 @@ fn fixture(name: &str) -> String {
         .to_string()
 }
 
-struct Served(Child);
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn serve(port: u16, extra: &[&str]) -> Served {
-    let child = Command::new(BIN)
-        .args(["github-sim", "--listen", &format!("127.0.0.1:{port}")])
-        .args(["--token", "not-the-apps"])
-        .args(extra)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "github-sim did not listen");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Served(child)
-}
-
 fn app_fleet(port: u16) -> String {
     format!(
         "apiVersion: hangar/v1\nkind: Fleet\nmetadata:\n  name: appfleet\nspec:\n  github:\n    \
@@ -61,47 +29,6 @@ fn app_fleet(port: u16) -> String {
          count: 1\n      ephemeral: true\n      labels: [app]\n      vm: {{cpus: 1, memory: 512MiB, disk: 4GiB, image: base.qcow2}}\n",
         fixture("private-key.pem")
     )
-}
-
-/// One request to the simulator's control API; the answer's body.
-fn control(port: u16, method: &str, path: &str) -> String {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\ncontent-length: 0\r\n\r\n"
-    )
-    .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    out.split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default()
-}
-
-/// The guest's part, which the served simulator leaves to its caller: every
-/// runner that appears offline runs (`run.sh --jitconfig`) and comes online.
-fn play_guests(port: u16, stop: std::sync::Arc<std::sync::atomic::AtomicBool>) {
-    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-        let state: serde_json::Value =
-            serde_json::from_str(&control(port, "GET", "/_sim/state")).unwrap_or_default();
-        for scope in state["scopes"]
-            .as_object()
-            .into_iter()
-            .flat_map(|m| m.values())
-        {
-            for r in scope["runners"]
-                .as_object()
-                .into_iter()
-                .flat_map(|m| m.values())
-            {
-                if r["status"] == "offline" {
-                    control(port, "POST", &format!("/_sim/runners/{}/online", r["id"]));
-                }
-            }
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 fn hangar(state: &Path, args: &[&str]) -> (i32, String) {

@@ -1,4 +1,4 @@
-//! P8 (issue 18): creates and deletes at the host's pace, on the real
+//! P9 (issue 18): creates and deletes at the host's pace, on the real
 //! libvirtd at `qemu:///system` (`.ci/start-libvirtd`). In one run, side by
 //! side: hangar's engine creates `n` VMs that never boot (an empty qcow2
 //! base image: no OS to find) with the fleet file's default limits, then
@@ -175,14 +175,14 @@ fn xargs(lines: &[String]) -> Duration {
 
 fn load(fleet: &str, storage_pool: &str, n: usize) -> LoadedFleet {
     load_str("p8.yaml", &fleet_yaml(fleet, storage_pool, n))
-        .unwrap_or_else(|e| panic!("P8 fleet file: {e}"))
+        .unwrap_or_else(|e| panic!("P9 fleet file: {e}"))
 }
 
-pub(crate) async fn p8_host_pace(rep: &mut Report, opt: &Options) {
+pub(crate) async fn p9_host_pace(rep: &mut Report, opt: &Options) {
     if let Some(why) = virsh::unavailable() {
-        eprintln!("P8 skipped: no libvirtd at {URI}: {why}");
+        eprintln!("P9 skipped: no libvirtd at {URI}: {why}");
         rep.notes
-            .push(format!("P8 skipped: no libvirtd at {URI} ({why})"));
+            .push(format!("P9 skipped: no libvirtd at {URI} ({why})"));
         return;
     }
     let n: usize = if opt.quick { 4 } else { 10 };
@@ -206,6 +206,7 @@ pub(crate) async fn p8_host_pace(rep: &mut Report, opt: &Options) {
         domain_type: None,
         console_dir: Some(consoles),
         volume_record: Some(private.dir.join("volumes.json")),
+        observed: Some(private.dir.join("observed.json")),
         image_dirs: Vec::new(),
     };
     let lv = tokio::task::spawn_blocking(move || LibvirtHost::connect(config))
@@ -310,7 +311,7 @@ pub(crate) async fn p8_host_pace(rep: &mut Report, opt: &Options) {
             .join(", ")
     };
     rep.notes.push(format!(
-        "P8 on {URI}, {} cpus, {n} VMs, {rounds} rounds (s): hangar create {}; xargs create {}; \
+        "P9 on {URI}, {} cpus, {n} VMs, {rounds} rounds (s): hangar create {}; xargs create {}; \
          hangar destroy {}; xargs destroy {}",
         facts.cpus,
         fmt(&h_create),
@@ -319,7 +320,7 @@ pub(crate) async fn p8_host_pace(rep: &mut Report, opt: &Options) {
         fmt(&x_destroy)
     ));
     rep.notes
-        .push(format!("P8 hangar destroys: {}", destroy_notes.join("; ")));
+        .push(format!("P9 hangar destroys: {}", destroy_notes.join("; ")));
     let (hc, hd, xc, xd) = (
         median(h_create),
         median(h_destroy),
@@ -328,7 +329,7 @@ pub(crate) async fn p8_host_pace(rep: &mut Report, opt: &Options) {
     );
     let s = |d: Duration| (d.as_secs_f64() * 100.0).round() / 100.0;
     rep.row(
-        "P8",
+        "P9",
         format!(
             "hangar's default limits on this host ({} cpus): per host",
             facts.cpus
@@ -339,7 +340,7 @@ pub(crate) async fn p8_host_pace(rep: &mut Report, opt: &Options) {
         None,
     );
     rep.row(
-        "P8",
+        "P9",
         format!("create {n} VMs: hangar pass (median of {rounds})"),
         s(hc),
         "s",
@@ -347,7 +348,7 @@ pub(crate) async fn p8_host_pace(rep: &mut Report, opt: &Options) {
         None,
     );
     rep.row(
-        "P8",
+        "P9",
         format!("create {n} VMs: virsh under xargs -P {n}"),
         s(xc),
         "s",
@@ -356,7 +357,7 @@ pub(crate) async fn p8_host_pace(rep: &mut Report, opt: &Options) {
     );
     let rc = ms(hc) / ms(xc);
     rep.row(
-        "P8",
+        "P9",
         "  create: hangar / xargs",
         (rc * 100.0).round() / 100.0,
         "×",
@@ -364,7 +365,7 @@ pub(crate) async fn p8_host_pace(rep: &mut Report, opt: &Options) {
         Some(rc <= 1.2),
     );
     rep.row(
-        "P8",
+        "P9",
         format!("destroy {n} VMs: hangar destroy (median of {rounds})"),
         s(hd),
         "s",
@@ -372,7 +373,7 @@ pub(crate) async fn p8_host_pace(rep: &mut Report, opt: &Options) {
         None,
     );
     rep.row(
-        "P8",
+        "P9",
         format!("destroy {n} VMs: virsh under xargs -P {n}"),
         s(xd),
         "s",
@@ -381,7 +382,7 @@ pub(crate) async fn p8_host_pace(rep: &mut Report, opt: &Options) {
     );
     let rd = ms(hd) / ms(xd);
     rep.row(
-        "P8",
+        "P9",
         "  destroy: hangar / xargs",
         (rd * 100.0).round() / 100.0,
         "×",
@@ -389,7 +390,7 @@ pub(crate) async fn p8_host_pace(rep: &mut Report, opt: &Options) {
         Some(rd <= 1.2),
     );
     rep.row(
-        "P8",
+        "P9",
         "libvirt round trips per created VM (create pass / VMs, observation included)",
         (calls_per_create * 10.0).round() / 10.0,
         "calls",
@@ -397,7 +398,7 @@ pub(crate) async fn p8_host_pace(rep: &mut Report, opt: &Options) {
         None,
     );
     rep.row(
-        "P8",
+        "P9",
         "libvirt connections hangar held to the host",
         connections as f64,
         "conn",

@@ -212,13 +212,15 @@ pub async fn assemble(
         state_dir,
         Some(Duration::from_secs(30)),
     )?);
+    let saved_pages = state_dir.join(format!("{}.github.json", f.metadata.name));
     let registry = GithubRegistry::new(GithubConfig {
         scope,
-        api_url,
+        api_url: api_url.clone(),
         auth,
         timeout: Some(Duration::from_secs(30)),
     })?
-    .with_pools(f);
+    .with_pools(f)
+    .with_saved_pages(&saved_pages, &api_url);
     let registry: Arc<dyn RunnerRegistry> = Arc::new(Remembering {
         inner: Retrying::new(registry, RetryPolicy::GITHUB).stopped_by(stop.clone()),
         memory: OfflineMemory::new(state_dir, &f.metadata.name),
@@ -324,6 +326,7 @@ pub fn host_config(host: &Host, fleet: &str, state_dir: &Path) -> HostConfig {
         },
         console_dir: host.console_dir.as_ref().map(PathBuf::from),
         volume_record: Some(state_dir.join(format!("{fleet}.{}.volumes.json", host.name))),
+        observed: Some(state_dir.join(format!("{fleet}.{}.observed.json", host.name))),
         image_dirs: host.image_dirs.iter().map(PathBuf::from).collect(),
     }
 }
@@ -765,6 +768,7 @@ mod tests {
             domain_type: None,
             console_dir: None,
             volume_record: None,
+            observed: None,
             image_dirs: Vec::new(),
         }
     }

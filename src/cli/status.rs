@@ -31,11 +31,21 @@ fn stage_name(s: GuestStage) -> &'static str {
     }
 }
 
+/// The first address (IPv4 first) and how many more there are.
+fn address(addresses: &[std::net::IpAddr]) -> String {
+    match addresses {
+        [] => "-".into(),
+        [one] => one.to_string(),
+        [first, rest @ ..] => format!("{first} (+{})", rest.len()),
+    }
+}
+
 pub fn human(doc: &StatusView) -> String {
     let mut t = Table::new();
     t.load_preset(presets::NOTHING);
     t.set_header(vec![
         "POOL", "SLOT", "HOST", "VM", "GUEST", "RUNNER", "VERSION", "AGE", "SPEC", "CACHE", "ROOT",
+        "ADDRESS",
     ]);
     for s in &doc.slots {
         let vm = match (s.vm, s.generation) {
@@ -99,6 +109,7 @@ pub fn human(doc: &StatusView) -> String {
             spec.to_string(),
             cache,
             root,
+            address(&s.addresses),
         ]);
     }
     let mut out = format!("Fleet {}\n{t}\n\n", doc.fleet);
@@ -212,9 +223,20 @@ fn scale_line(p: &crate::plan::model::PoolScale) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::scale_line;
+    use super::{address, scale_line};
     use crate::plan::model::{ErrorKind, Failure, PoolScale};
     use chrono::TimeZone;
+
+    #[test]
+    fn the_address_column_shows_the_first_and_counts_the_rest() {
+        let a = |t: &str| t.parse::<std::net::IpAddr>().unwrap();
+        assert_eq!(address(&[]), "-");
+        assert_eq!(address(&[a("10.213.7.20")]), "10.213.7.20");
+        assert_eq!(
+            address(&[a("10.213.7.20"), a("fd00::20")]),
+            "10.213.7.20 (+1)"
+        );
+    }
 
     #[test]
     fn a_scaled_pools_line_says_what_the_queue_asks() {

@@ -73,7 +73,7 @@ impl ForeignUse {
 
 /// What a libvirtd is, whatever URI reached it: two host entries with equal
 /// identities are one daemon, and would each see the other's VMs.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct HostIdentity {
     /// The `<host><uuid>` of libvirt's capabilities.

@@ -142,7 +142,9 @@ pub trait Hypervisor: Send + Sync {
     }
 
     /// Bytes used and total of each slot's cache volume on this host, by slot
-    /// name (allocation as the host sees it).
+    /// name (allocation as the host sees it), with what each running VM's
+    /// guest agent tells at a bounded rate (its file systems and addresses;
+    /// a VM without a cache disk is listed only for that).
     async fn cache_usage(&self, fleet: &str) -> Result<Vec<CacheUsage>, ProviderError>;
 
     /// What the last `observe` found besides VMs: the fleet's isolated
@@ -203,12 +205,18 @@ pub trait Hypervisor: Send + Sync {
 #[serde(rename_all = "camelCase")]
 pub struct CacheUsage {
     pub slot: String,
-    pub allocated_bytes: u64,
-    pub capacity_bytes: u64,
+    /// The cache volume as the host allocates it; `None` for a VM without a
+    /// cache disk (listed for what its guest agent told).
+    pub allocated_bytes: Option<u64>,
+    pub capacity_bytes: Option<u64>,
     /// The root and cache file systems as the guest sees them (its agent),
     /// refreshed at a bounded rate; `None` where no agent answered.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub guest: Option<libvirt::GuestDisks>,
+    /// The guest's addresses on its NICs (its agent, read with `guest`),
+    /// IPv4 first; empty where it has none or no agent answered.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub addresses: Vec<std::net::IpAddr>,
 }
 
 /// A freshly minted just-in-time runner: registered, offline, one job.

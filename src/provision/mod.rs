@@ -240,9 +240,9 @@ fn render(guest: &Guest, credential: &Credential<'_>) -> String {
     if !guest.emulate.is_empty() {
         packages.extend(["qemu-user-static".to_string(), "binfmt-support".to_string()]);
     }
-    if !guest.ssh_authorized_keys.is_empty() {
-        packages.push("openssh-server".to_string());
-    }
+    // openssh-server (for `sshAuthorizedKeys`) is installed by provision.sh
+    // only where the image lacks it, as the guest agent is: an image that
+    // carries it needs no package network for it.
 
     let user = User {
         name: guest.user.name.clone(),
@@ -389,7 +389,7 @@ fn guest_env(guest: &Guest, credential: &Credential<'_>) -> String {
         DockerSource::Preinstalled => "preinstalled",
     };
     let cache = guest.cache.as_ref();
-    let vars: [(&str, String); 21] = [
+    let vars: [(&str, String); 22] = [
         ("HANGAR_NAME", guest.hostname.clone()),
         ("HANGAR_USER", guest.user.name.clone()),
         ("HANGAR_LABELS", guest.labels.join(",")),
@@ -426,6 +426,7 @@ fn guest_env(guest: &Guest, credential: &Credential<'_>) -> String {
             "HANGAR_DOCKER_DATA_ROOT",
             bit(cache.is_some_and(|c| c.docker_data_root)),
         ),
+        ("HANGAR_SSH", bit(!guest.ssh_authorized_keys.is_empty())),
     ];
     let mut out =
         String::from("# Written by hangar's user-data; read by /usr/local/lib/hangar/*.\n");

@@ -43,6 +43,10 @@ pub struct SlotRow {
     /// The root and cache file systems as the guest sees them (its agent).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub guest_disks: Option<crate::providers::libvirt::GuestDisks>,
+    /// The VM's addresses as its guest agent tells them (IPv4 first; not
+    /// loopback, not link-local), refreshed at most every 5 minutes.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub addresses: Vec<std::net::IpAddr>,
     /// A drain was asked of the runner (see `Action::Drain`).
     pub draining: bool,
 }
@@ -168,9 +172,10 @@ impl StatusView {
                         }
                         _ => None,
                     },
-                    cache_used_bytes: cache.map(|c| c.allocated_bytes),
-                    cache_size_bytes: cache.map(|c| c.capacity_bytes),
+                    cache_used_bytes: cache.and_then(|c| c.allocated_bytes),
+                    cache_size_bytes: cache.and_then(|c| c.capacity_bytes),
                     guest_disks: cache.and_then(|c| c.guest.clone()),
+                    addresses: cache.map(|c| c.addresses.clone()).unwrap_or_default(),
                     draining: vm.is_some_and(|v| {
                         v.drain == Some(crate::plan::model::DrainState::Delivered)
                     }),

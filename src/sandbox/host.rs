@@ -77,6 +77,7 @@ impl SandboxHost {
             // its directory without a VM of its own for a leftover.
             console_dir: Some(console_dir(state_dir, name)),
             volume_record: Some(dir.join(format!("{name}.volumes.json"))),
+            observed: Some(dir.join(format!("{name}.observed.json"))),
             image_dirs: Vec::new(),
         };
         let seen = modified(&node_file);

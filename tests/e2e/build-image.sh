@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds (or reuses) hangar's e2e base image: Debian 12 with the cloud kernel,
-# cloud-init, systemd, docker.io, qemu-guest-agent and a stand-in Actions runner at
+# cloud-init, systemd, docker.io, qemu-guest-agent, openssh-server (for the ssh
+# test: guests have no package network) and a stand-in Actions runner at
 # /opt/actions-runner, as a qcow2 disk plus the kernel and initrd for a direct
 # kernel boot (`root=/dev/vda console=ttyS0`): an image built without root
 # tricks (no loop device, `mkfs.ext4 -d`) has no bootloader.
@@ -19,7 +20,7 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 cache_root=${HANGAR_E2E_CACHE:-/var/cache/hangar-e2e}
 suite=bookworm
 mirror=${HANGAR_E2E_MIRROR:-http://deb.debian.org/debian}
-packages=systemd-sysv,linux-image-cloud-amd64,cloud-init,udev,kmod,ifupdown,netbase,sudo,e2fsprogs,dbus,docker.io,qemu-guest-agent
+packages=systemd-sysv,linux-image-cloud-amd64,cloud-init,udev,kmod,ifupdown,iproute2,netbase,sudo,e2fsprogs,dbus,docker.io,qemu-guest-agent,openssh-server
 disk_size=3G
 runner_dir=/opt/actions-runner
 cmdline="root=/dev/vda rw console=ttyS0"

@@ -102,6 +102,7 @@ pub fn host_config(name: &str, uri: &str, storage_pool: &str) -> HostConfig {
         domain_type: None,
         console_dir: None,
         volume_record: None,
+        observed: None,
         image_dirs: Vec::new(),
     }
 }
@@ -129,6 +130,7 @@ pub fn test_node(
         domain_type,
         console_dir: Some(dir.path().join("consoles")),
         volume_record: Some(dir.path().join("volumes.json")),
+        observed: None,
         ..host_config("testhost", &format!("test://{}", node.display()), NODE_POOL)
     })?;
     Ok((dir, host))

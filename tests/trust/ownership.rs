@@ -67,6 +67,7 @@ impl Rig {
         kit::connect(HostConfig {
             console_dir: Some(self.dir.join("consoles")),
             volume_record: Some(self.record()),
+            observed: None,
             image_dirs,
             ..kit::host_config("local", URI, &self.pool)
         })

@@ -18,6 +18,7 @@
 mod auth;
 mod jobs;
 pub mod releases;
+mod saved;
 mod transport;
 
 use std::collections::HashMap;
@@ -117,6 +118,7 @@ pub fn web_base_url(api_url: &str) -> String {
 }
 
 /// One page of the runner list as last answered, for `If-None-Match`.
+#[derive(serde::Serialize, Deserialize)]
 struct CachedPage {
     etag: String,
     runners: Vec<ObservedRunner>,
@@ -140,6 +142,10 @@ pub struct GithubRegistry {
     credentials: Credentials,
     /// Keyed by the page's path and query.
     pages: Mutex<HashMap<String, CachedPage>>,
+    /// Where `pages` is kept for the next process, and whether a page
+    /// changed since it was last written.
+    saved: Option<saved::SavedPages>,
+    pages_changed: std::sync::atomic::AtomicBool,
     /// Lowercased runner group name → id (organizations only).
     groups: tokio::sync::Mutex<Option<HashMap<String, u64>>>,
     /// The fleet's name and each pool's `runner.workFolder`, for the JIT
@@ -253,10 +259,21 @@ impl GithubRegistry {
             transport,
             credentials,
             pages: Mutex::new(HashMap::new()),
+            saved: None,
+            pages_changed: std::sync::atomic::AtomicBool::new(false),
             groups: tokio::sync::Mutex::new(None),
             work_folders: None,
             queue: Mutex::new(jobs::JobCache::default()),
         })
+    }
+
+    /// Keep the runner list's pages and their ETags in `path` for the next
+    /// process (see `saved`), starting from what it holds.
+    pub fn with_saved_pages(mut self, path: &std::path::Path, api_url: &str) -> Self {
+        let saved = saved::SavedPages::new(path, api_url, &self.scope.api_path());
+        *self.pages.lock().unwrap_or_else(|e| e.into_inner()) = saved.load();
+        self.saved = Some(saved);
+        self
     }
 
     /// JIT configs of `fleet`'s slots name their pool's `runner.workFolder`;
@@ -417,6 +434,8 @@ impl GithubRegistry {
                     list.runners.into_iter().map(ObservedRunner::from).collect();
                 let next = next_link(answer.header("link"));
                 let mut cache = self.pages.lock().unwrap_or_else(|e| e.into_inner());
+                self.pages_changed
+                    .store(true, std::sync::atomic::Ordering::Release);
                 match answer.header("etag") {
                     Some(tag) => {
                         cache.insert(
@@ -486,6 +505,15 @@ impl RunnerRegistry for GithubRegistry {
             let (page, n, _) = self.runner_page(&p).await?;
             add(page, &mut runners);
             next = n;
+        }
+        if let Some(saved) = &self.saved {
+            if self
+                .pages_changed
+                .swap(false, std::sync::atomic::Ordering::AcqRel)
+            {
+                let cache = self.pages.lock().unwrap_or_else(|e| e.into_inner());
+                saved.save(&cache);
+            }
         }
         tracing::debug!(target: "hangar::github", scope = %self.scope.api_path(), runners = runners.len(), pages, "observed");
         Ok(runners)

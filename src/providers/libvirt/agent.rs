@@ -9,9 +9,11 @@
 //!   in [`DRAIN_NS`], so every process (an `apply` beside a daemon) sees it
 //!   in the domain XML it reads anyway;
 //! - file-system use inside the guest (`guest-get-fsinfo`: root and cache,
-//!   used and total bytes), for `status` and the metrics, at most once per
+//!   used and total bytes) and its addresses (`guest-network-get-interfaces`),
+//!   for `status` and the metrics, read together at most once per
 //!   [`GUEST_FS_REFRESH`] per VM.
 
+use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -64,6 +66,71 @@ pub struct GuestDisks {
     /// The file system on the cache disk (serial `hangar-cache`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cache: Option<GuestFs>,
+}
+
+/// What a guest's agent told of it at its last reading (see
+/// [`GUEST_FS_REFRESH`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GuestReading {
+    /// `None`: the agent did not answer `guest-get-fsinfo`.
+    pub disks: Option<GuestDisks>,
+    /// The guest's addresses on the NICs libvirt gave it, IPv4 first; empty
+    /// when it has none or the agent did not answer.
+    pub addresses: Vec<IpAddr>,
+}
+
+/// The MAC prefix libvirt (and qemu) give every NIC they make; hangar never
+/// sets a MAC of its own. Interfaces the guest made itself (Docker's
+/// `docker0` at 02:42:…, its veths, other bridges) have other MACs and
+/// addresses the host cannot reach, so they are not the VM's address.
+const VM_NIC_MAC_PREFIX: &str = "52:54:00:";
+
+/// The addresses in a `guest-network-get-interfaces` answer that the host
+/// can reach the guest at: on the VM's own NICs (see [`VM_NIC_MAC_PREFIX`]),
+/// neither loopback nor link-local; IPv4 first, each family in the agent's
+/// order.
+pub fn guest_addresses(interfaces: &Value) -> Vec<IpAddr> {
+    let mut v4 = Vec::new();
+    let mut v6 = Vec::new();
+    for nic in interfaces.as_array().into_iter().flatten() {
+        let mac = nic
+            .get("hardware-address")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_ascii_lowercase();
+        if !mac.starts_with(VM_NIC_MAC_PREFIX) {
+            continue;
+        }
+        let addresses = nic.get("ip-addresses").and_then(Value::as_array);
+        for a in addresses.into_iter().flatten() {
+            let Some(ip) = a
+                .get("ip-address")
+                .and_then(Value::as_str)
+                .and_then(|t| t.parse::<IpAddr>().ok())
+            else {
+                continue;
+            };
+            match ip {
+                IpAddr::V4(x) if !(x.is_loopback() || x.is_link_local() || x.is_unspecified()) => {
+                    v4.push(ip)
+                }
+                // fe80::/10; `Ipv6Addr::is_unicast_link_local` is not stable
+                // on every toolchain this builds with.
+                IpAddr::V6(x)
+                    if !(x.is_loopback()
+                        || x.is_unspecified()
+                        || (x.segments()[0] & 0xffc0) == 0xfe80) =>
+                {
+                    v6.push(ip)
+                }
+                _ => {}
+            }
+        }
+    }
+    v4.dedup();
+    v6.dedup();
+    v4.extend(v6);
+    v4
 }
 
 /// Why the agent did not answer a command.
@@ -295,16 +362,16 @@ impl Inner {
         Ok(())
     }
 
-    /// The guest's root and cache file systems, from its agent; cached per
-    /// domain UUID for [`GUEST_FS_REFRESH`] (no libvirt call meanwhile).
-    /// `None`: the agent did not answer (not running, no agent in the image).
-    pub(super) fn guest_fs_of(
+    /// The guest's root and cache file systems and its addresses, from its
+    /// agent; cached per domain UUID for [`GUEST_FS_REFRESH`] (no libvirt
+    /// call meanwhile).
+    pub(super) fn guest_reading_of(
         &self,
         conn: &virt::connect::Connect,
         uuid: &str,
         name: &str,
-    ) -> Option<GuestDisks> {
-        if let Some((at, disks)) = self
+    ) -> GuestReading {
+        if let Some((at, reading)) = self
             .guest_fs
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -312,7 +379,7 @@ impl Inner {
             .cloned()
         {
             if at.elapsed() < GUEST_FS_REFRESH {
-                return disks;
+                return reading;
             }
         }
         let dom = match self.call(&format!("look up domain {name}"), || {
@@ -320,26 +387,40 @@ impl Inner {
         }) {
             Ok(dom) => dom,
             Err(e) => {
-                tracing::debug!(host = %self.config.name, vm = %name, error = %e, "guest file systems");
-                return None;
+                tracing::debug!(host = %self.config.name, vm = %name, error = %e, "guest agent");
+                return GuestReading::default();
             }
         };
-        let disks = match self.agent(&dom, name, "guest-get-fsinfo", None) {
-            Ok(v) => Some(guest_disks(&v)),
+        let mut reading = GuestReading::default();
+        match self.agent(&dom, name, "guest-get-fsinfo", None) {
+            Ok(v) => reading.disks = Some(guest_disks(&v)),
             Err(AgentError::Unavailable(why)) => {
                 tracing::debug!(host = %self.config.name, vm = %name, %why, "no file-system use from the guest");
-                None
             }
             Err(AgentError::Provider(e)) => {
                 tracing::warn!(host = %self.config.name, vm = %name, error = %e, "guest file systems");
-                return None;
+                return reading;
             }
-        };
+        }
+        // An agent that did not answer the first command is not asked the
+        // second at once: it is not up yet, or not there.
+        if reading.disks.is_some() {
+            match self.agent(&dom, name, "guest-network-get-interfaces", None) {
+                Ok(v) => reading.addresses = guest_addresses(&v),
+                Err(AgentError::Unavailable(why)) => {
+                    tracing::debug!(host = %self.config.name, vm = %name, %why, "no addresses from the guest");
+                }
+                Err(AgentError::Provider(e)) => {
+                    tracing::warn!(host = %self.config.name, vm = %name, error = %e, "guest addresses");
+                    return reading;
+                }
+            }
+        }
         self.guest_fs
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .insert(uuid.to_string(), (Instant::now(), disks.clone()));
-        disks
+            .insert(uuid.to_string(), (Instant::now(), reading.clone()));
+        reading
     }
 }
 
@@ -503,6 +584,47 @@ mod tests {
             "/var/cache/hangar"
         );
         assert_eq!(disks.cache.unwrap().used_bytes, 10);
+    }
+
+    /// A real answer: qemu-ga 7.2 in the e2e guest (Debian 12, Docker
+    /// running), with the NIC the e2e test hot-plugs on qemu's user network
+    /// (`virsh qemu-agent-command DOM '{"execute":"guest-network-get-interfaces"}'`).
+    const REAL_INTERFACES: &str = r#"{"return":[{"name":"lo","ip-addresses":[{"ip-address-type":"ipv4","ip-address":"127.0.0.1","prefix":8},{"ip-address-type":"ipv6","ip-address":"::1","prefix":128}],"statistics":{"tx-packets":0,"tx-errs":0,"rx-bytes":0,"rx-dropped":0,"rx-packets":0,"rx-errs":0,"tx-bytes":0,"tx-dropped":0},"hardware-address":"00:00:00:00:00:00"},{"name":"docker0","ip-addresses":[{"ip-address-type":"ipv4","ip-address":"172.17.0.1","prefix":16}],"statistics":{"tx-packets":0,"tx-errs":0,"rx-bytes":0,"rx-dropped":0,"rx-packets":0,"rx-errs":0,"tx-bytes":0,"tx-dropped":0},"hardware-address":"02:42:13:4a:14:e4"},{"name":"ens31","ip-addresses":[{"ip-address-type":"ipv4","ip-address":"10.0.2.15","prefix":24},{"ip-address-type":"ipv6","ip-address":"fec0::5054:ff:fee2:e522","prefix":64},{"ip-address-type":"ipv6","ip-address":"fe80::5054:ff:fee2:e522","prefix":64}],"statistics":{"tx-packets":37,"tx-errs":0,"rx-bytes":5511,"rx-dropped":0,"rx-packets":33,"rx-errs":0,"tx-bytes":6379,"tx-dropped":0},"hardware-address":"52:54:00:e2:e5:22"}]}"#;
+
+    #[test]
+    fn addresses_are_the_vm_nics_without_loopback_and_link_local_ipv4_first() {
+        let answer: Value = serde_json::from_str(REAL_INTERFACES).unwrap();
+        let got: Vec<String> = guest_addresses(&answer["return"])
+            .iter()
+            .map(|a| a.to_string())
+            .collect();
+        assert_eq!(got, ["10.0.2.15", "fec0::5054:ff:fee2:e522"]);
+
+        // IPv4 link-local goes too, and a NIC without addresses is no fault.
+        let answer = json!([
+            {"name": "ens3", "hardware-address": "52:54:00:12:34:56", "ip-addresses": [
+                {"ip-address-type": "ipv6", "ip-address": "fd00::7", "prefix": 64},
+                {"ip-address-type": "ipv4", "ip-address": "169.254.7.1", "prefix": 16},
+                {"ip-address-type": "ipv4", "ip-address": "10.213.7.41", "prefix": 24}]},
+            {"name": "ens4", "hardware-address": "52:54:00:AB:CD:EF"}
+        ]);
+        let got: Vec<String> = guest_addresses(&answer)
+            .iter()
+            .map(|a| a.to_string())
+            .collect();
+        assert_eq!(got, ["10.213.7.41", "fd00::7"]);
+    }
+
+    #[test]
+    fn a_guest_without_a_nic_has_no_address() {
+        let answer = json!([
+            {"name": "lo", "hardware-address": "00:00:00:00:00:00",
+             "ip-addresses": [{"ip-address-type": "ipv4", "ip-address": "127.0.0.1", "prefix": 8}]},
+            {"name": "docker0", "hardware-address": "02:42:5e:0b:9c:11",
+             "ip-addresses": [{"ip-address-type": "ipv4", "ip-address": "172.17.0.1", "prefix": 16}]}
+        ]);
+        assert!(guest_addresses(&answer).is_empty());
+        assert!(guest_addresses(&json!({"error": "not a list"})).is_empty());
     }
 
     #[test]

@@ -17,6 +17,9 @@ use crate::model::guest::GuestStage;
 pub struct ConsoleCursor {
     pub offset: u64,
     pub stage: GuestStage,
+    /// The log's length when last read: a log that has not grown is not
+    /// opened again.
+    seen: u64,
 }
 
 impl Default for ConsoleCursor {
@@ -24,6 +27,7 @@ impl Default for ConsoleCursor {
         ConsoleCursor {
             offset: 0,
             stage: GuestStage::Booting,
+            seen: 0,
         }
     }
 }
@@ -32,7 +36,23 @@ impl ConsoleCursor {
     /// Read complete lines appended since the last call. A missing log
     /// means nothing was printed yet; a shorter log (truncated, or a new
     /// file under the same name) is read again from the start.
+    ///
+    /// Only what can still change is read: a failed guest stays failed (its
+    /// log is not looked at again), and a log that has not grown since the
+    /// last read costs a `stat`, not an open.
     pub fn read(&mut self, path: &Path) -> io::Result<GuestStage> {
+        if self.stage == GuestStage::Failed {
+            return Ok(self.stage);
+        }
+        match std::fs::metadata(path) {
+            Ok(m) if m.len() == self.seen && self.seen >= self.offset => return Ok(self.stage),
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                *self = ConsoleCursor::default();
+                return Ok(self.stage);
+            }
+            Err(e) => return Err(e),
+        }
         let mut file = match File::open(path) {
             Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
@@ -48,6 +68,7 @@ impl ConsoleCursor {
         file.seek(SeekFrom::Start(self.offset))?;
         let mut buf = Vec::new();
         file.take(len - self.offset).read_to_end(&mut buf)?;
+        self.seen = len;
         Ok(self.feed(&buf))
     }
 
@@ -105,5 +126,16 @@ mod tests {
         // A new, shorter log (a new generation under the same path) starts over.
         std::fs::write(&path, "x\n").unwrap();
         assert_eq!(c.read(&path).unwrap(), GuestStage::Booting);
+        // A failed guest's log is not read again: it stays failed even when
+        // the path no longer holds a log at all.
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap();
+        writeln!(f, "hangar: failed").unwrap();
+        assert_eq!(c.read(&path).unwrap(), GuestStage::Failed);
+        std::fs::remove_file(&path).unwrap();
+        std::fs::create_dir(&path).unwrap();
+        assert_eq!(c.read(&path).unwrap(), GuestStage::Failed);
     }
 }

@@ -6,6 +6,7 @@
 use virt::connect::Connect;
 use virt::storage_pool::StoragePool;
 
+use super::agent::GuestReading;
 use super::image::Base;
 use super::xml::{VolumeFormat, VolumeSpec};
 use super::{seed, Inner};
@@ -135,24 +136,33 @@ impl Inner {
         let pool = self.pool(&conn)?;
         let mut out = Vec::new();
         for vm in vms {
-            if vm.owner.shape.cache_bytes.is_none() {
+            let reading = if vm.state == crate::plan::model::VmState::Running {
+                self.guest_reading_of(&conn, &vm.uuid, &vm.name)
+            } else {
+                GuestReading::default()
+            };
+            let volume = match vm.owner.shape.cache_bytes {
+                Some(_) => {
+                    let name = cache_volume_name(&vm.owner.slot);
+                    match self.lookup_volume(&pool, &name)? {
+                        Some(vol) => {
+                            Some(self.call(&format!("read volume {name}"), || vol.info())?)
+                        }
+                        None => None,
+                    }
+                }
+                None => None,
+            };
+            if volume.is_none() && reading.disks.is_none() && reading.addresses.is_empty() {
                 continue;
             }
-            let name = cache_volume_name(&vm.owner.slot);
-            if let Some(vol) = self.lookup_volume(&pool, &name)? {
-                let info = self.call(&format!("read volume {name}"), || vol.info())?;
-                let guest = if vm.state == crate::plan::model::VmState::Running {
-                    self.guest_fs_of(&conn, &vm.uuid, &vm.name)
-                } else {
-                    None
-                };
-                out.push(CacheUsage {
-                    slot: vm.owner.slot.clone(),
-                    allocated_bytes: info.allocation,
-                    capacity_bytes: info.capacity,
-                    guest,
-                });
-            }
+            out.push(CacheUsage {
+                slot: vm.owner.slot.clone(),
+                allocated_bytes: volume.as_ref().map(|i| i.allocation),
+                capacity_bytes: volume.as_ref().map(|i| i.capacity),
+                guest: reading.disks,
+                addresses: reading.addresses,
+            });
         }
         Ok(out)
     }

@@ -16,18 +16,18 @@ use crate::providers::{ErrorKind, ProviderError};
 /// How long the pool's free space may be reused when nothing of ours on the
 /// host changed it. The engine's pass only sizes slots by cpus and memory;
 /// free space is for `status` (a fresh process) and operators.
-const POOL_FREE_MAX_AGE: Duration = Duration::from_secs(10 * 60);
+pub(super) const POOL_FREE_MAX_AGE: Duration = Duration::from_secs(10 * 60);
 
 /// Host facts kept between passes, so that steady-state observation is the
 /// one listing call.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct CachedFacts {
     /// From `virNodeGetInfo`: fixed while the connection lives.
-    memory_bytes: u64,
-    cpus: u32,
+    pub(super) memory_bytes: u64,
+    pub(super) cpus: u32,
     /// From `virStoragePoolGetInfo`, with when it was read; `None` once a
     /// create or delete of ours changed the pool.
-    pool_free: Option<(u64, Instant)>,
+    pub(super) pool_free: Option<(u64, Instant)>,
 }
 
 /// The domain type a host's VMs run with, and why (for `status` and logs).
@@ -44,6 +44,7 @@ pub struct DomainTypeChoice {
 pub(super) fn decide_domain_type(
     conn: &Connect,
     config: &HostConfig,
+    caps: &str,
 ) -> Result<DomainTypeChoice, ProviderError> {
     let name = &config.name;
     let refuse = |msg: String| ProviderError::new(name, ErrorKind::Refused, msg);
@@ -65,19 +66,16 @@ pub(super) fn decide_domain_type(
             config.uri
         )));
     }
-    let caps = conn
-        .capabilities()
-        .map_err(|e| map_error(name, "read capabilities", &e))?;
     // Without the expansion (an old libvirt, a CPU it cannot name) the
     // features the capabilities list by name still count.
-    let expanded = host_cpu_xml(&caps).and_then(|cpu| {
+    let expanded = host_cpu_xml(caps).and_then(|cpu| {
         conn.baseline_cpu(
             &[cpu.as_str()],
             virt::sys::VIR_CONNECT_BASELINE_CPU_EXPAND_FEATURES,
         )
         .ok()
     });
-    choose_domain_type(&caps, expanded.as_deref(), config.domain_type).map_err(refuse)
+    choose_domain_type(caps, expanded.as_deref(), config.domain_type).map_err(refuse)
 }
 
 /// The domain type for a qemu host, from its capabilities XML and
@@ -196,6 +194,7 @@ impl Inner {
             Some(c) => (c.memory_bytes, c.cpus),
             None => {
                 let node = self.call("read node info", || conn.node_info())?;
+                self.snapshot_touched();
                 (node.memory * 1024, node.cpus)
             }
         };
@@ -207,6 +206,7 @@ impl Inner {
             None => {
                 let pool = self.pool(&conn)?;
                 let info = self.call("read storage pool info", || pool.info())?;
+                self.snapshot_touched();
                 (info.available, Instant::now())
             }
         };
@@ -232,11 +232,13 @@ impl Inner {
             c.pool_free = None;
         }
         self.forget_volumes();
+        self.snapshot_touched();
     }
 
     /// A new connection may be a new host (or one resized): read all again.
     pub(super) fn forget_facts(&self) {
         *self.facts.lock().expect("facts lock") = None;
+        self.snapshot_touched();
     }
 }
 
@@ -247,17 +249,34 @@ pub(super) fn read_identity(
     conn: &Connect,
     config: &HostConfig,
 ) -> Result<HostIdentity, ProviderError> {
+    identity_from(conn, config, &read_capabilities(conn, config)?)
+}
+
+/// The capabilities document: the domain types and host CPU
+/// ([`decide_domain_type`]) and the host UUID ([`identity_from`]) come from
+/// one read.
+pub(super) fn read_capabilities(
+    conn: &Connect,
+    config: &HostConfig,
+) -> Result<String, ProviderError> {
+    conn.capabilities()
+        .map_err(|e| map_error(&config.name, "read capabilities", &e))
+}
+
+/// [`read_identity`] from capabilities already read.
+pub(super) fn identity_from(
+    conn: &Connect,
+    config: &HostConfig,
+    caps: &str,
+) -> Result<HostIdentity, ProviderError> {
     let name = &config.name;
-    let caps = conn
-        .capabilities()
-        .map_err(|e| map_error(name, "read capabilities", &e))?;
     let driver = conn
         .driver_type()
         .map_err(|e| map_error(name, "read driver type", &e))?;
     let test_driver = driver.eq_ignore_ascii_case("test");
     // A test driver node file may declare no host UUID: its path alone
     // tells it from the others.
-    let uuid = match capability_host_uuid(&caps) {
+    let uuid = match capability_host_uuid(caps) {
         Ok(uuid) => uuid,
         Err(_) if test_driver => String::new(),
         Err(e) => {

@@ -122,6 +122,7 @@ impl LibvirtHost {
         let path = got.path.clone();
         let uploaded = self
             .blocking(move |i| {
+                let _changing = i.changing();
                 let (format, capacity) = match got.format {
                     download::ImageFormat::Qcow2 { virtual_size } => {
                         (VolumeFormat::Qcow2, virtual_size)

@@ -26,8 +26,8 @@ pub(super) const VOLUMES_MAX_AGE: Duration = Duration::from_secs(10 * 60);
 /// listed.
 #[derive(Debug, Clone)]
 pub(super) struct ListedVolumes {
-    names: Vec<String>,
-    at: Instant,
+    pub(super) names: Vec<String>,
+    pub(super) at: Instant,
 }
 
 /// `<slot>-g<N>-root.qcow2` or `<slot>-g<N>-seed.iso` → (slot, N).
@@ -74,6 +74,7 @@ impl Inner {
                 Some(p) => p,
                 None => {
                     let present = self.network_defined(conn, net)?;
+                    self.snapshot_touched();
                     *self.network_present.lock().expect("network cache lock") = Some(present);
                     present
                 }
@@ -200,6 +201,7 @@ impl Inner {
             names: names.clone(),
             at: Instant::now(),
         });
+        self.snapshot_touched();
         Ok(names)
     }
 
@@ -315,6 +317,7 @@ impl Inner {
     /// After a failed create: the network may be gone under us.
     pub(super) fn forget_network(&self) {
         *self.network_present.lock().expect("network cache lock") = None;
+        self.snapshot_touched();
     }
 }
 

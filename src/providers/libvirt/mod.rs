@@ -42,6 +42,7 @@ mod observe;
 mod runner_volume;
 pub mod seed;
 pub mod serial;
+mod snapshot;
 pub mod survey;
 pub mod test_node;
 mod volumes;
@@ -63,7 +64,9 @@ use super::{CacheUsage, Hypervisor, ProviderError, VmCreate};
 use crate::model::host::{DomainType, HostFacts, HostIdentity, NetworkAttachment};
 use crate::plan::model::{DrainState, Leftover, ObservedHost, ObservedVm, VmRef};
 
-pub use self::agent::{AgentError, GuestDisks, GuestFs, GuestRun, DRAIN_NS, GUEST_FS_REFRESH};
+pub use self::agent::{
+    AgentError, GuestDisks, GuestFs, GuestReading, GuestRun, DRAIN_NS, GUEST_FS_REFRESH,
+};
 pub use self::connection::uri_is_local;
 pub use self::connection::CALL_TIMEOUT;
 pub use self::facts::{choose_domain_type, DomainTypeChoice};
@@ -100,6 +103,9 @@ pub struct HostConfig {
     /// Directories a host-path image that is no pool's volume may be in
     /// (`imageDirs`); see `image`.
     pub image_dirs: Vec<PathBuf>,
+    /// File of the observation kept for the next process (see
+    /// `snapshot`); `None`: this process only.
+    pub observed: Option<PathBuf>,
 }
 
 /// A libvirt host. Cheap to clone (shared state).
@@ -124,9 +130,9 @@ struct Inner {
     /// machine: the guest's markers as read through its agent, and when.
     agent_stages: Mutex<HashMap<String, (std::time::Instant, ConsoleCursor)>>,
     /// By domain UUID: when the guest agent was last asked for file-system
-    /// use, and its answer (see `agent`).
+    /// use and addresses, and its answers (see `agent`).
     #[allow(clippy::type_complexity)]
-    guest_fs: Mutex<HashMap<String, (std::time::Instant, Option<GuestDisks>)>>,
+    guest_fs: Mutex<HashMap<String, (std::time::Instant, GuestReading)>>,
     calls: AtomicU64,
     /// See [`Inner::facts`].
     facts: Mutex<Option<CachedFacts>>,
@@ -157,6 +163,8 @@ struct Inner {
     call_timeout: Mutex<Option<std::time::Duration>>,
     #[allow(clippy::type_complexity)]
     stuck: Mutex<Option<(std::time::Instant, Arc<std::sync::atomic::AtomicBool>)>>,
+    /// The caches above as kept for the next process.
+    snapshot: snapshot::Keeper,
 }
 
 impl LibvirtHost {
@@ -176,7 +184,8 @@ impl LibvirtHost {
     ) -> Result<LibvirtHost, ProviderError> {
         let local = uri_is_local(&config.uri);
         let conn = connection::open(&config, "connect to")?;
-        let choice = facts::decide_domain_type(&conn, &config)?;
+        let caps = facts::read_capabilities(&conn, &config)?;
+        let choice = facts::decide_domain_type(&conn, &config, &caps)?;
         tracing::info!(
             host = %config.name,
             domain_type = ?choice.domain_type,
@@ -184,9 +193,11 @@ impl LibvirtHost {
             "domain type chosen"
         );
         let made = made::MadeVolumes::new(config.volume_record.clone());
-        let identity = facts::read_identity(&conn, &config)?;
-        Ok(LibvirtHost {
+        let identity = facts::identity_from(&conn, &config, &caps)?;
+        let snapshot = snapshot::Keeper::new(config.observed.clone());
+        let host = LibvirtHost {
             inner: Arc::new(Inner {
+                snapshot,
                 made,
                 conns: connection::Connections::new(&config.uri, conn),
                 config,
@@ -210,7 +221,9 @@ impl LibvirtHost {
                 call_timeout: Mutex::new(Some(connection::CALL_TIMEOUT)),
                 stuck: Mutex::new(None),
             }),
-        })
+        };
+        host.inner.restore_snapshot();
+        Ok(host)
     }
 
     pub fn config(&self) -> &HostConfig {
@@ -245,7 +258,11 @@ impl LibvirtHost {
     /// (the sandbox, whose guests are played).
     pub async fn record_drain(&self, vm: &VmRef, state: DrainState) -> Result<(), ProviderError> {
         let vm = vm.clone();
-        self.blocking(move |i| i.record_drain(&vm, state)).await
+        self.blocking(move |i| {
+            let _changing = i.changing();
+            i.record_drain(&vm, state)
+        })
+        .await
     }
 
     /// Path of a VM generation's serial console log on the host.
@@ -288,11 +305,19 @@ impl Hypervisor for LibvirtHost {
     }
 
     async fn create(&self, vm: &VmCreate) -> Result<(), ProviderError> {
+        // Held across the image download too; the blocking part holds its
+        // own, which outlives this future if the call is cut short.
+        let _changing = self.inner.changing();
         if let Ok(ImageSource::Url { url, sha256 }) = ImageSource::parse(&vm.owner.shape.image) {
             self.ensure_url_image(&url, &sha256).await?;
         }
         let vm = vm.clone();
-        let r = self.blocking(move |i| i.create(&vm)).await;
+        let r = self
+            .blocking(move |i| {
+                let _changing = i.changing();
+                i.create(&vm)
+            })
+            .await;
         if r.is_err() {
             self.inner.forget_network();
         }
@@ -301,22 +326,38 @@ impl Hypervisor for LibvirtHost {
 
     async fn start(&self, vm: &VmRef) -> Result<(), ProviderError> {
         let vm = vm.clone();
-        self.blocking(move |i| i.start(&vm)).await
+        self.blocking(move |i| {
+            let _changing = i.changing();
+            i.start(&vm)
+        })
+        .await
     }
 
     async fn delete(&self, vm: &VmRef, remove_cache: bool) -> Result<(), ProviderError> {
         let vm = vm.clone();
-        self.blocking(move |i| i.delete(&vm, remove_cache)).await
+        self.blocking(move |i| {
+            let _changing = i.changing();
+            i.delete(&vm, remove_cache)
+        })
+        .await
     }
 
     async fn remove_seed(&self, vm: &VmRef) -> Result<(), ProviderError> {
         let vm = vm.clone();
-        self.blocking(move |i| i.remove_seed(&vm)).await
+        self.blocking(move |i| {
+            let _changing = i.changing();
+            i.remove_seed(&vm)
+        })
+        .await
     }
 
     async fn drain(&self, vm: &VmRef) -> Result<DrainState, ProviderError> {
         let vm = vm.clone();
-        self.blocking(move |i| i.drain(&vm)).await
+        self.blocking(move |i| {
+            let _changing = i.changing();
+            i.drain(&vm)
+        })
+        .await
     }
 
     async fn cache_usage(&self, fleet: &str) -> Result<Vec<CacheUsage>, ProviderError> {
@@ -333,23 +374,34 @@ impl Hypervisor for LibvirtHost {
         volume: &str,
         local: &crate::model::runner::LocalTarball,
     ) -> Result<(), ProviderError> {
+        let _changing = self.inner.changing();
         self.upload_runner_volume(volume, local).await
     }
 
     async fn ensure_network(&self, network: &str, filter: &str) -> Result<(), ProviderError> {
         let (network, filter) = (network.to_string(), filter.to_string());
-        self.blocking(move |i| i.ensure_network(&network, &filter))
-            .await
+        self.blocking(move |i| {
+            let _changing = i.changing();
+            i.ensure_network(&network, &filter)
+        })
+        .await
     }
 
     async fn remove_network(&self, network: &str, filter: &str) -> Result<(), ProviderError> {
         let (network, filter) = (network.to_string(), filter.to_string());
-        self.blocking(move |i| i.remove_network(&network, &filter))
-            .await
+        self.blocking(move |i| {
+            let _changing = i.changing();
+            i.remove_network(&network, &filter)
+        })
+        .await
     }
 
     async fn remove_leftover(&self, leftover: &Leftover) -> Result<(), ProviderError> {
         let leftover = leftover.clone();
-        self.blocking(move |i| i.remove_leftover(&leftover)).await
+        self.blocking(move |i| {
+            let _changing = i.changing();
+            i.remove_leftover(&leftover)
+        })
+        .await
     }
 }

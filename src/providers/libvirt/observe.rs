@@ -17,8 +17,10 @@ use crate::model::ownership::Ownership;
 use crate::plan::model::{DrainState, ForeignUse, ObservedVm, VmRef, VmState};
 use crate::providers::{ErrorKind, ProviderError};
 
-/// What the ownership cache knows of a domain UUID.
-#[derive(Debug, Clone)]
+/// What the ownership cache knows of a domain UUID (kept for the next
+/// process too, see `snapshot`).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub(super) enum Known {
     Foreign {
         /// Pool volumes its disks use (none of them is a leftover).
@@ -119,7 +121,11 @@ impl Inner {
             let mut known = self.known.lock().expect("ownership cache lock");
             // A set: a scan of the listing per cached UUID was quadratic.
             let live: HashSet<&str> = listed.iter().map(|d| d.uuid.as_str()).collect();
+            let before = known.len();
             known.retain(|uuid, _| live.contains(uuid.as_str()));
+            if known.len() != before {
+                self.snapshot_touched();
+            }
             self.consoles
                 .lock()
                 .expect("console lock")
@@ -146,6 +152,7 @@ impl Inner {
                             .lock()
                             .expect("ownership cache lock")
                             .insert(d.uuid.clone(), k.clone());
+                        self.snapshot_touched();
                         k
                     }
                     Ok(None) => continue,
@@ -222,6 +229,10 @@ impl Inner {
         let mut state = self.observe_host(&conn, fleet, &out, all_known.then_some(&used))?;
         state.foreign = foreign_use;
         *self.host_state.lock().expect("host state lock") = state;
+        self.save_snapshot();
+        tracing::debug!(host = %self.config.name, vms = out.len(),
+            libvirt_calls = self.calls.load(std::sync::atomic::Ordering::Relaxed),
+            "host observed (libvirt calls since connect)");
         Ok(out)
     }
 
@@ -307,6 +318,7 @@ impl Inner {
             .lock()
             .expect("ownership cache lock")
             .insert(vm.uuid.clone(), known.clone());
+        self.snapshot_touched();
         match known {
             Known::Ours { owner, .. } if owner.slot == vm.name => Ok(Some((dom, *owner))),
             _ => Err(self.err(

@@ -37,8 +37,11 @@ impl LibvirtHost {
         let _one = self.inner.fetching.lock().await;
         let volume = volume.to_string();
         let local = local.clone();
-        self.blocking(move |i| i.ensure_runner_volume(&volume, &local))
-            .await
+        self.blocking(move |i| {
+            let _changing = i.changing();
+            i.ensure_runner_volume(&volume, &local)
+        })
+        .await
     }
 }
 

@@ -41,6 +41,7 @@ pub fn survey(uri: &str) -> Result<Survey, ProviderError> {
         domain_type: None,
         console_dir: None,
         volume_record: None,
+        observed: None,
         image_dirs: Vec::new(),
     };
     // The connection closes when dropped.

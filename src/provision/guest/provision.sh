@@ -25,6 +25,16 @@ if ! command -v qemu-ga >/dev/null; then
 fi
 systemctl start qemu-guest-agent.service >/dev/null 2>&1 || echo "hangar-provision: qemu-guest-agent is not running"
 
+# sshd for the pool's sshAuthorizedKeys (cloud-init wrote the keys), where
+# the image does not carry it. Not a stage either: the runner works without.
+if [ "${HANGAR_SSH:-0}" = 1 ]; then
+  if ! [ -x /usr/sbin/sshd ]; then
+    { apt_install openssh-server || { apt-get update -q && apt_install openssh-server; }; } >/dev/null 2>&1 \
+      || echo "hangar-provision: could not install openssh-server"
+  fi
+  systemctl enable --now ssh.service >/dev/null 2>&1 || echo "hangar-provision: sshd is not running"
+fi
+
 stage=user
 id -u "$HANGAR_USER" >/dev/null
 home=$(getent passwd "$HANGAR_USER" | cut -d: -f6)
