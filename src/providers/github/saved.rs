@@ -93,15 +93,16 @@ impl SavedPages {
             scope: &'a str,
             pages: &'a HashMap<String, CachedPage>,
         }
-        let bytes = serde_json::to_vec(&SavedRef {
+        let written = serde_json::to_vec(&SavedRef {
             format: FORMAT,
             hangar: env!("CARGO_PKG_VERSION"),
             api_url: &self.api_url,
             scope: &self.scope,
             pages,
         })
-        .expect("runner pages serialize");
-        if let Err(e) = state::write_atomic(&self.path, &bytes) {
+        .map_err(|e| e.to_string())
+        .and_then(|bytes| state::write_atomic(&self.path, &bytes).map_err(|e| e.to_string()));
+        if let Err(e) = written {
             tracing::warn!(target: "hangar::github", error = %e, "cannot save the runner list's pages");
         }
     }

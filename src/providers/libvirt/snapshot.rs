@@ -127,10 +127,18 @@ impl Drop for Changing<'_> {
     fn drop(&mut self) {
         let keeper = &self.inner.snapshot;
         keeper.dirty.store(true, Ordering::Release);
-        if keeper.changing.fetch_sub(1, Ordering::AcqRel) == 1 {
+        // A change that panicked (a fault point) leaves no file: the next
+        // process reads everything afresh.
+        if keeper.changing.fetch_sub(1, Ordering::AcqRel) == 1 && !std::thread::panicking() {
             self.inner.save_snapshot();
         }
     }
+}
+
+/// A cache's lock, even if a panic elsewhere poisoned it: what the caches
+/// hold is plain data, whole at every moment, and this runs in `Drop`.
+fn held<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl Inner {
@@ -143,7 +151,7 @@ impl Inner {
     /// has returned there is no file for another process to trust.
     pub(super) fn changing(&self) -> Changing<'_> {
         let keeper = &self.snapshot;
-        let _file = keeper.file.lock().unwrap_or_else(|e| e.into_inner());
+        let _file = held(&keeper.file);
         if keeper.changing.fetch_add(1, Ordering::AcqRel) == 0 {
             if let Some(path) = &keeper.path {
                 match std::fs::remove_file(path) {
@@ -166,29 +174,31 @@ impl Inner {
         let Some(path) = &keeper.path else {
             return;
         };
-        let _file = keeper.file.lock().unwrap_or_else(|e| e.into_inner());
+        let _file = held(&keeper.file);
         if keeper.changing.load(Ordering::Acquire) != 0
             || !keeper.dirty.swap(false, Ordering::AcqRel)
         {
             return;
         }
         let saved = self.snapshot_now();
-        let bytes = serde_json::to_vec(&saved).expect("a snapshot serializes");
-        if let Err(e) = state::write_atomic(path, &bytes) {
+        let written = serde_json::to_vec(&saved)
+            .map_err(|e| e.to_string())
+            .and_then(|bytes| state::write_atomic(path, &bytes).map_err(|e| e.to_string()));
+        if let Err(e) = written {
             keeper.dirty.store(true, Ordering::Release);
             tracing::warn!(host = %self.config.name, error = %e, "cannot save the observation");
         }
     }
 
     fn snapshot_now(&self) -> Saved {
-        let facts = *self.facts.lock().expect("facts lock");
-        let network_present = *self.network_present.lock().expect("network cache lock");
+        let facts = *held(&self.facts);
+        let network_present = *held(&self.network_present);
         Saved {
             format: FORMAT,
             hangar: env!("CARGO_PKG_VERSION").to_string(),
             uri: self.config.uri.clone(),
             storage_pool: self.config.storage_pool.clone(),
-            identity: self.identity.lock().expect("identity lock").clone(),
+            identity: held(&self.identity).clone(),
             network: self
                 .isolation
                 .as_ref()
@@ -201,13 +211,10 @@ impl Inner {
             pool_free: facts
                 .and_then(|f| f.pool_free)
                 .map(|(v, at)| Aged::new(v, at)),
-            volumes: self
-                .volumes
-                .lock()
-                .expect("volume cache lock")
+            volumes: held(&self.volumes)
                 .as_ref()
                 .map(|l| Aged::new(l.names.clone(), l.at)),
-            domains: self.known.lock().expect("ownership cache lock").clone(),
+            domains: held(&self.known).clone(),
         }
     }
 
@@ -238,19 +245,19 @@ impl Inner {
             return;
         }
         if let Some(node) = saved.node {
-            *self.facts.lock().expect("facts lock") = Some(CachedFacts {
+            *held(&self.facts) = Some(CachedFacts {
                 memory_bytes: node.memory_bytes,
                 cpus: node.cpus,
                 pool_free: saved.pool_free.and_then(|p| p.fresh(POOL_FREE_MAX_AGE)),
             });
         }
         if let Some((names, at)) = saved.volumes.and_then(|v| v.fresh(VOLUMES_MAX_AGE)) {
-            *self.volumes.lock().expect("volume cache lock") = Some(ListedVolumes { names, at });
+            *held(&self.volumes) = Some(ListedVolumes { names, at });
         }
         if let Some((_, _, present)) = saved.network {
-            *self.network_present.lock().expect("network cache lock") = Some(present);
+            *held(&self.network_present) = Some(present);
         }
-        *self.known.lock().expect("ownership cache lock") = saved.domains;
+        *held(&self.known) = saved.domains;
     }
 
     /// Why `saved` is not this host's as it is now (`None`: it is).
@@ -267,7 +274,7 @@ impl Inner {
             Some("written by another hangar version")
         } else if saved.uri != self.config.uri || saved.storage_pool != self.config.storage_pool {
             Some("written for another URI or storage pool")
-        } else if saved.identity != *self.identity.lock().expect("identity lock") {
+        } else if saved.identity != *held(&self.identity) {
             Some("written for another libvirtd")
         } else if saved_network.is_some() && saved_network != network {
             Some("written for another network")
@@ -280,6 +287,50 @@ impl Inner {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::host::NetworkAttachment;
+    use crate::providers::libvirt::test_node::{initial, SandboxShape};
+    use crate::providers::libvirt::{HostConfig, LibvirtHost};
+
+    #[test]
+    fn the_file_is_gone_while_a_change_is_under_way_and_back_after_the_last() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("h.observed.json");
+        // A private node: no other test's domains in it.
+        let node = dir.path().join("node.xml");
+        let shape = SandboxShape {
+            cpus: 4,
+            memory_kib: 1 << 20,
+        };
+        std::fs::write(&node, initial(shape, "p", "/p").unwrap()).unwrap();
+        let host = LibvirtHost::connect(HostConfig {
+            name: "h".into(),
+            uri: format!("test://{}", node.display()),
+            storage_pool: "p".into(),
+            network: NetworkAttachment::None,
+            domain_type: None,
+            console_dir: Some(dir.path().join("console")),
+            volume_record: None,
+            observed: Some(path.clone()),
+            image_dirs: Vec::new(),
+        })
+        .unwrap();
+        let inner = &host.inner;
+        inner.observe("f").unwrap();
+        assert!(path.exists(), "the first observation is kept");
+        let first = inner.changing();
+        assert!(!path.exists(), "removed when a change begins");
+        let second = inner.changing();
+        drop(first);
+        assert!(!path.exists(), "not while another change is under way");
+        drop(second);
+        assert!(path.exists(), "written again after the last one");
+
+        // The next connection starts from it: its first observation asks
+        // libvirt for the listing alone.
+        let again = LibvirtHost::connect(host.config().clone()).unwrap();
+        again.inner.observe("f").unwrap();
+        assert_eq!(again.libvirt_calls(), 1);
+    }
 
     #[test]
     fn an_age_survives_the_file_and_an_old_or_future_value_does_not() {
