@@ -22,7 +22,7 @@ use std::sync::Arc;
 
 use bin::{Run, Sandbox};
 use serde_json::Value;
-use served::{control, free_port, play_guests, serve};
+use served::{control, play_guests, serve};
 
 const RUNNERS_ROUTE: &str = "GET /repos/{owner}/{repo}/actions/runners";
 
@@ -49,8 +49,8 @@ struct Rig {
 
 impl Rig {
     fn new() -> Rig {
-        let port = free_port();
-        let sim = serve(port, &[]);
+        let sim = serve(&[]);
+        let port = sim.port;
         let sandbox = Sandbox::new();
         let file = sandbox.state.path().join("fleet.yaml");
         std::fs::write(&file, fleet(port, "512MiB")).unwrap();

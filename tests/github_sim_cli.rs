@@ -8,7 +8,7 @@ use std::process::{Command, Stdio};
 #[path = "support/served.rs"]
 mod served;
 
-use served::{control, free_port, play_guests, serve};
+use served::{control, play_guests, serve};
 
 const BIN: &str = env!("CARGO_BIN_EXE_hangar");
 
@@ -50,19 +50,16 @@ fn hangar(state: &Path, args: &[&str]) -> (i32, String) {
 
 #[test]
 fn an_app_fleet_applies_diffs_shows_and_destroys_against_the_served_simulator() {
-    let port = free_port();
     let public = fixture("public-key.pem");
-    let _sim = serve(
-        port,
-        &[
-            "--app-id",
-            "4242",
-            "--app-installation-id",
-            "77",
-            "--app-public-key",
-            &public,
-        ],
-    );
+    let sim = serve(&[
+        "--app-id",
+        "4242",
+        "--app-installation-id",
+        "77",
+        "--app-public-key",
+        &public,
+    ]);
+    let port = sim.port;
     let state = tempfile::tempdir().unwrap();
     let file = state.path().join("fleet.yaml");
     std::fs::write(&file, app_fleet(port)).unwrap();
@@ -99,8 +96,8 @@ fn an_app_fleet_applies_diffs_shows_and_destroys_against_the_served_simulator() 
 
 #[test]
 fn without_app_flags_the_app_fleet_is_refused() {
-    let port = free_port();
-    let _sim = serve(port, &[]);
+    let sim = serve(&[]);
+    let port = sim.port;
     let state = tempfile::tempdir().unwrap();
     let file = state.path().join("fleet.yaml");
     std::fs::write(&file, app_fleet(port)).unwrap();

@@ -10,12 +10,15 @@ use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_hangar");
 
-pub struct Served(pub Child);
+pub struct Served {
+    pub child: Child,
+    pub port: u16,
+}
 
 impl Drop for Served {
     fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
@@ -27,22 +30,35 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-pub fn serve(port: u16, extra: &[&str]) -> Served {
-    let child = Command::new(BIN)
-        .args(["github-sim", "--listen", &format!("127.0.0.1:{port}")])
-        .args(["--token", "not-the-apps"])
-        .args(extra)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "github-sim did not listen");
-        std::thread::sleep(Duration::from_millis(50));
+/// `hangar github-sim` on a free loopback port (`Served::port`). Another
+/// test may take the same free port between its probe and the bind: the
+/// process that loses exits at once, so a simulator that is not still
+/// running shortly after it answered is started again on another port.
+pub fn serve(extra: &[&str]) -> Served {
+    for _ in 0..5 {
+        let port = free_port();
+        let mut child = Command::new(BIN)
+            .args(["github-sim", "--listen", &format!("127.0.0.1:{port}")])
+            .args(["--token", "not-the-apps"])
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err()
+            && child.try_wait().unwrap().is_none()
+        {
+            assert!(Instant::now() < deadline, "github-sim did not listen");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        if child.try_wait().unwrap().is_none() {
+            return Served { child, port };
+        }
     }
-    Served(child)
+    panic!("github-sim could not listen on a free port in 5 tries");
 }
 
 /// One request to the simulator's control API; the answer's body.
