@@ -470,8 +470,8 @@ async fn latency_is_waited_out_in_paused_time() {
 
 /// Issue 18: 50 pages at 300 ms took 15 s a pass, one after another. Once
 /// the first page says how many there are, the others go at once: 20
-/// pages cost 2 latencies, not 20, and the unchanged list is still all
-/// 304s.
+/// pages cost 2 latencies, not 20. The next pass asks for the pages the
+/// list had last time together with the first: 1 latency, all 304s.
 #[tokio::test(start_paused = true)]
 async fn issue_18_runner_pages_are_fetched_concurrently() {
     let sim = start_sim().await;
@@ -482,7 +482,7 @@ async fn issue_18_runner_pages_are_fetched_concurrently() {
         ms: 300,
         route: Some("actions/runners".into()),
     }));
-    for pass in 0..2 {
+    for (pass, latencies) in [(0, 2), (1, 1), (2, 1)] {
         let t0 = Instant::now();
         let runners = reg.observe().await.unwrap();
         let took = t0.elapsed();
@@ -492,13 +492,51 @@ async fn issue_18_runner_pages_are_fetched_concurrently() {
         ids.dedup();
         assert_eq!(ids.len(), 2_000);
         assert!(
-            took >= Duration::from_millis(2 * 300) && took < Duration::from_millis(3 * 300),
-            "pass {pass}: {took:?}"
+            took >= Duration::from_millis(latencies * 300)
+                && took < Duration::from_millis((latencies + 1) * 300),
+            "pass {pass}: {took:?}, expected {latencies} latencies"
         );
     }
     let stats = sim.stats();
-    assert_eq!(stats.count(LIST), 40);
-    assert_eq!(stats.count_status(LIST, 304), 20);
+    assert_eq!(stats.count(LIST), 60);
+    assert_eq!(stats.count_status(LIST, 304), 40);
+}
+
+/// The pages asked for at once are the ones the list had last time: a
+/// list that shrank answers the pages past its end with no runners, one
+/// that grew is asked for its new pages once the first page says so.
+/// Either way every runner is seen once.
+#[tokio::test(start_paused = true)]
+async fn a_list_that_shrank_or_grew_since_last_time_is_read_whole() {
+    let sim = start_sim().await;
+    sim.add_runners("repos/ldmx/images", "a", 1_000, &labels(&["x"]))
+        .unwrap();
+    let reg = registry(&sim, repo(), token(TOKEN));
+    let all = |runners: &[hangar::plan::model::ObservedRunner]| {
+        let mut ids: Vec<u64> = runners.iter().map(|r| r.id).collect();
+        ids.sort();
+        let n = ids.len();
+        ids.dedup();
+        assert_eq!(ids.len(), n, "a runner seen twice");
+        ids
+    };
+    let ids = all(&reg.observe().await.unwrap());
+    assert_eq!(ids.len(), 1_000);
+    // Shrink to 2.5 pages: pages 4-10 are asked once more and are empty.
+    for id in &ids[250..] {
+        assert_eq!(reg.remove(*id).await.unwrap(), RemoveOutcome::Removed);
+    }
+    assert_eq!(all(&reg.observe().await.unwrap()), ids[..250].to_vec());
+    sim.reset_stats();
+    // The next pass knows the list has 3 pages.
+    assert_eq!(all(&reg.observe().await.unwrap()).len(), 250);
+    assert_eq!(sim.stats().count(LIST), 3);
+    // Grow past what was known: the new pages follow the first's count.
+    sim.add_runners("repos/ldmx/images", "b", 1_500, &labels(&["x"]))
+        .unwrap();
+    sim.reset_stats();
+    assert_eq!(all(&reg.observe().await.unwrap()).len(), 1_750);
+    assert_eq!(sim.stats().count(LIST), 18);
 }
 
 #[tokio::test]

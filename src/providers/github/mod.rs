@@ -465,34 +465,50 @@ impl RunnerRegistry for GithubRegistry {
         self.scope.api_path()
     }
 
-    /// The runner list: the first page, then (once it says how many there
-    /// are) the other pages at once, at most [`PAGES_IN_FLIGHT`] in
-    /// flight, then any page a list that grew meanwhile links after them.
+    /// The runner list: the pages it had last time at once (each
+    /// conditional, so an unchanged list is one round trip of 304s), or the
+    /// first page alone when there is no last time; then, once the first
+    /// page says how many there are, any further pages at once, at most
+    /// [`PAGES_IN_FLIGHT`] in flight; then any page a list that grew
+    /// meanwhile links after them.
     async fn observe(&self) -> Result<Vec<ObservedRunner>, ProviderError> {
+        use futures::stream::{self, StreamExt, TryStreamExt};
         let base = format!("/{}/actions/runners", self.scope.api_path());
         let page_path = |n: u64| format!("{base}?per_page={PAGE_SIZE}&page={n}");
+        let pages_of = |total: Option<u64>| {
+            total
+                .map_or(1, |t| t.div_ceil(PAGE_SIZE as u64).max(1))
+                .min(10_000)
+        };
+        let fetch = |pages: std::ops::RangeInclusive<u64>| {
+            stream::iter(pages.map(&page_path))
+                .map(|p| async move { self.runner_page(&p).await })
+                .buffered(PAGES_IN_FLIGHT)
+                .try_collect::<Vec<Page>>()
+        };
+        // How many pages the first page said last time. Asking for them
+        // together with the first costs nothing more when the list is
+        // unchanged; a list that shrank answers the pages past its end
+        // with no runners.
+        let known = {
+            let cache = self.pages.lock().unwrap_or_else(|e| e.into_inner());
+            cache.get(&page_path(1)).map_or(1, |c| pages_of(c.total))
+        };
+        let mut got = fetch(1..=known).await?;
+        let count = pages_of(got.first().and_then(|(_, _, total)| *total));
+        if count > known && got.last().is_some_and(|(_, next, _)| next.is_some()) {
+            got.extend(fetch(known + 1..=count).await?);
+        }
+        let mut pages = got.len();
+        let mut next = got.last().and_then(|(_, n, _)| n.clone());
         let mut runners: Vec<ObservedRunner> = Vec::new();
         let mut seen = std::collections::HashSet::new();
         let mut add = |page: Vec<ObservedRunner>, runners: &mut Vec<ObservedRunner>| {
             // A list that changes between pages can repeat a runner.
             runners.extend(page.into_iter().filter(|r| seen.insert(r.id)));
         };
-        let (first, mut next, total) = self.runner_page(&page_path(1)).await?;
-        add(first, &mut runners);
-        let mut pages = 1usize;
-        let count = total.map_or(1, |t| t.div_ceil(PAGE_SIZE as u64).max(1));
-        if count > 1 && next.is_some() {
-            use futures::stream::{self, StreamExt, TryStreamExt};
-            let rest: Vec<Page> = stream::iter((2..=count.min(10_000)).map(&page_path))
-                .map(|p| async move { self.runner_page(&p).await })
-                .buffered(PAGES_IN_FLIGHT)
-                .try_collect()
-                .await?;
-            pages += rest.len();
-            next = rest.last().and_then(|(_, n, _)| n.clone());
-            for (page, _, _) in rest {
-                add(page, &mut runners);
-            }
+        for (page, _, _) in got {
+            add(page, &mut runners);
         }
         while let Some(p) = next.take() {
             pages += 1;
