@@ -377,7 +377,12 @@ struct Runners<'a> {
 impl<'a> Ours<'a> {
     fn new(fleet: &str, observed: &'a Observed, expected_hosts: &'a [String]) -> Ours<'a> {
         let mut failed_hosts = BTreeMap::new();
-        let mut vms: HashMap<&str, Vec<&ObservedVm>> = HashMap::new();
+        let seen = observed
+            .hosts
+            .values()
+            .map(|o| o.seen().map_or(0, |v| v.len()))
+            .sum();
+        let mut vms: HashMap<&str, Vec<&ObservedVm>> = HashMap::with_capacity(seen);
         for (host, observation) in &observed.hosts {
             match observation {
                 Observation::Failed { error } => {
@@ -412,7 +417,7 @@ impl<'a> Ours<'a> {
         let (runners, runner_error) = match &observed.runners {
             Observation::Failed { error } => (None, Some(error)),
             Observation::Seen { items } => {
-                let mut owned: HashMap<&str, &ObservedRunner> = HashMap::new();
+                let mut owned: HashMap<&str, &ObservedRunner> = HashMap::with_capacity(items.len());
                 let mut foreign: HashMap<&str, &ObservedRunner> = HashMap::new();
                 for runner in items {
                     let map = if runner.is_owned_by(fleet) {
@@ -482,19 +487,26 @@ impl Planner<'_, '_> {
 
         let vms: &[&ObservedVm] = world.vms.get(slot.name.as_str()).map_or(&[], Vec::as_slice);
         let next_generation = vms.iter().map(|vm| vm.owner.generation).max().unwrap_or(0) + 1;
-        let (here, elsewhere): (Vec<&ObservedVm>, Vec<&ObservedVm>) =
-            vms.iter().partition(|vm| vm.host == slot.host);
-
-        if let Some((kept, older)) = here.split_last() {
-            for vm in older {
+        // The newest VM on the slot's host stands for the slot; older ones
+        // there are duplicates, ones on other hosts are moved away. (No
+        // partition into vectors: that was two allocations per slot.)
+        let here = |vm: &&ObservedVm| vm.host == slot.host;
+        if let Some(kept) = vms.iter().rposition(here) {
+            for (_, vm) in vms
+                .iter()
+                .enumerate()
+                .filter(|(i, vm)| *i != kept && here(vm))
+            {
                 self.delete(vm, runner, false, DeleteReason::Duplicate);
             }
-            for vm in &elsewhere {
+            for vm in vms.iter().filter(|vm| !here(vm)) {
                 self.delete(vm, runner, false, DeleteReason::HostRemoved);
             }
-            self.kept(slot, kept, runner, next_generation);
+            self.kept(slot, vms[kept], runner, next_generation);
             return;
         }
+        // None is on the slot's host: every one is elsewhere.
+        let elsewhere = vms;
 
         if world
             .foreign_names
@@ -516,7 +528,7 @@ impl Planner<'_, '_> {
             reason: CreateReason::Missing,
         };
         if !elsewhere.is_empty() {
-            if self.delete_all(&elsewhere, true, DeleteReason::HostRemoved) {
+            if self.delete_all(elsewhere, true, DeleteReason::HostRemoved) {
                 self.actions.push(create);
             }
             return;

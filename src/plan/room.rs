@@ -6,9 +6,10 @@
 //! failing to start (or starving the host) after its slot's runner was
 //! registered.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use super::model::{Action, Desired, Observed, RoomResource, WaitReason};
+use crate::model::VmShape;
 
 /// What is left on a host for this pass's creates.
 struct Left {
@@ -59,18 +60,30 @@ pub(super) fn room_waits(
             },
         );
     }
+    // The replaced VMs' shapes, by host and UUID: a scan of the host's VMs
+    // per replace made a spec change of the whole fleet quadratic.
+    let replaced: HashMap<(&str, &str), &VmShape> =
+        if actions.iter().any(|a| matches!(a, Action::Replace { .. })) {
+            observed
+                .hosts
+                .iter()
+                .filter_map(|(host, o)| Some((host, o.seen()?)))
+                .flat_map(|(host, vms)| {
+                    vms.iter()
+                        .rev()
+                        .map(move |v| ((host.as_str(), v.uuid.as_str()), &v.owner.shape))
+                })
+                .collect()
+        } else {
+            HashMap::new()
+        };
     actions
         .into_iter()
         .map(|action| {
             let (slot, old) = match &action {
                 Action::Create { slot, .. } => (slot, None),
                 Action::Replace { slot, vm, .. } => {
-                    let old = observed
-                        .hosts
-                        .get(&vm.host)
-                        .and_then(|o| o.seen())
-                        .and_then(|vms| vms.iter().find(|v| v.uuid == vm.uuid))
-                        .map(|v| v.owner.shape.clone());
+                    let old = replaced.get(&(vm.host.as_str(), vm.uuid.as_str())).copied();
                     (slot, Some(old))
                 }
                 _ => return action,

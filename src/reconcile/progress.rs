@@ -3,10 +3,12 @@
 //! reports (its console markers) and the runner (GitHub). Pure; the CLI
 //! renders the changes, the metrics count the stages.
 
+use std::collections::HashMap;
+
 use serde::Serialize;
 
 use crate::model::guest::GuestStage;
-use crate::plan::model::{Desired, Observed, RunnerStatus, VmState};
+use crate::plan::model::{Desired, Observed, ObservedRunner, ObservedVm, RunnerStatus, VmState};
 
 /// A slot's stage, in the order a booting slot goes through them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -104,15 +106,31 @@ pub struct SlotProgress {
 
 /// Every slot of `desired` with its stage in `observed`, in slot order.
 pub fn progress(desired: &Desired, observed: &Observed) -> Vec<SlotProgress> {
-    let runners = observed.runners.seen();
+    // Indexed once: a scan per slot made each pass quadratic in the fleet.
+    let runners: Option<HashMap<&str, &ObservedRunner>> = observed
+        .runners
+        .seen()
+        .map(|rs| rs.iter().rev().map(|r| (r.name.as_str(), r)).collect());
+    let vms: HashMap<(&str, &str), &ObservedVm> = observed
+        .hosts
+        .iter()
+        .filter_map(|(host, o)| Some((host, o.seen()?)))
+        .flat_map(|(host, vms)| {
+            vms.iter()
+                .rev()
+                .map(move |v| ((host.as_str(), v.name.as_str()), v))
+        })
+        .collect();
     desired
         .slots
         .iter()
         .map(|s| {
-            let runner = runners.and_then(|rs| rs.iter().find(|r| r.name == s.name));
+            let runner = runners
+                .as_ref()
+                .and_then(|rs| rs.get(s.name.as_str()).copied());
             let stage = match observed.hosts.get(&s.host).and_then(|o| o.seen()) {
                 None => SlotStage::Unknown,
-                Some(vms) => match vms.iter().find(|v| v.name == s.name) {
+                Some(_) => match vms.get(&(s.host.as_str(), s.name.as_str())).copied() {
                     None => SlotStage::Absent,
                     Some(vm) if vm.state != VmState::Running => SlotStage::Down,
                     Some(vm) => match (runner, vm.guest) {
