@@ -582,6 +582,7 @@ async fn a_moved_webhook_lets_its_old_port_go_and_wakes_the_daemon_on_the_new_on
             .until("the pass that reads the edit", |p| p.started(2))
             .await;
         assert!(refuses(&old), "the old address still accepts");
+        passes.until("its end", |p| p.finished(2)).await;
         // The delivery ids seen stay across the move: a replay wakes
         // nothing, a new delivery does.
         assert_eq!(deliver(&new, "d1", "hook-s3cret").await, 200);
@@ -669,6 +670,49 @@ async fn a_removed_webhook_stops_listening_and_one_added_back_listens() {
         assert_eq!(deliver(&second, "d1", "hook-s3cret").await, 200);
         assert_eq!(deliver(&second, "d2", "a-guess").await, 401);
         assert!(refuses(&first));
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_webhook_moved_to_a_taken_port_keeps_the_last_good_listener_until_the_port_is_free() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret_file = dir.path().join("hook-secret");
+    std::fs::write(&secret_file, "hook-s3cret\n").unwrap();
+    let old = format!("127.0.0.1:{}", free_port());
+    // Another program holds the address the edit asks for.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let new = taken.local_addr().unwrap().to_string();
+    let base = scaled_fleet(&["h1"], "100%", &scaled_pool("burst", 0, 2, 0, None));
+    let yaml = with_webhook(&base, &old, &secret_file);
+    let rig = Rig::new(&yaml).await;
+    let source = Editable::new(&yaml);
+    let events = Recorded::default();
+    let settings = hook_settings(&rig, Duration::from_secs(3600));
+    with_daemon(&rig, &source, &settings, &events, async {
+        let mut passes = Passes::new(&events);
+        passes.until("the first pass", |p| p.finished(1)).await;
+        source.set(&with_webhook(&base, &new, &secret_file));
+        assert_eq!(deliver(&old, "d1", "hook-s3cret").await, 200);
+        passes
+            .until("the pass that reads the edit", |p| p.started(2))
+            .await;
+        passes.until("its end", |p| p.finished(2)).await;
+        // The new address cannot be had: the old listener still wakes the
+        // daemon, and each pass tries the new one again.
+        assert_eq!(deliver(&old, "d2", "hook-s3cret").await, 200);
+        passes
+            .until("a pass woken on the old address", |p| p.started(3))
+            .await;
+        passes.until("its end", |p| p.finished(3)).await;
+        drop(taken);
+        assert_eq!(deliver(&old, "d3", "hook-s3cret").await, 200);
+        passes.until("the pass that moves", |p| p.started(4)).await;
+        assert!(refuses(&old), "the old address still accepts");
+        assert_eq!(deliver(&new, "d4", "hook-s3cret").await, 200);
+        passes
+            .until("a pass woken on the new address", |p| p.started(5))
+            .await;
     })
     .await;
 }
