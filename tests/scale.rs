@@ -6,14 +6,17 @@
 
 mod support;
 
+#[path = "support/raw_http.rs"]
+mod raw_http;
+
 use std::time::Duration;
 
 use hangar::fleet::{FleetError, LoadedFleet};
 use hangar::plan::model::{Action, WaitReason};
 use hangar::plan::render;
 use hangar::reconcile::daemon::{self, DaemonSettings, FleetSource};
-use hangar::reconcile::event::Ignore;
-use hangar::reconcile::webhook::Webhooks;
+use hangar::reconcile::event::{Event, Ignore, Recorded};
+use hangar::reconcile::webhook::{signature, Webhooks};
 use hangar::secret::Secret;
 use hangar::sim::{JobStatus, SimWebhook};
 use support::scale::{ephemeral_scaled_pool, scaled_fleet, scaled_pool};
@@ -311,16 +314,38 @@ async fn jit_runners_take_one_job_each_and_the_pool_returns_to_zero() {
     assert!(rig.runners().iter().all(|r| !r.name.starts_with("t-pr-")));
 }
 
-struct Fixed(String);
+/// The fleet file as the daemon reads it each pass, editable by the test.
+struct Editable(std::sync::Mutex<String>);
 
-impl FleetSource for Fixed {
+impl Editable {
+    fn new(yaml: &str) -> Self {
+        Editable(std::sync::Mutex::new(yaml.to_string()))
+    }
+
+    fn set(&self, yaml: &str) {
+        *self.0.lock().unwrap() = yaml.to_string();
+    }
+}
+
+impl FleetSource for Editable {
     fn describe(&self) -> String {
         "fleet.yaml".into()
     }
 
     fn load(&self) -> Result<LoadedFleet, FleetError> {
-        hangar::fleet::load_str("fleet.yaml", &self.0)
+        hangar::fleet::load_str("fleet.yaml", &self.0.lock().unwrap())
     }
+}
+
+/// `yaml` with a webhook on `listen`, its secret in `secret_file`.
+fn with_webhook(yaml: &str, listen: &str, secret_file: &std::path::Path) -> String {
+    yaml.replace(
+        "    simulator: true\n",
+        &format!(
+            "    simulator: true\n    webhook: {{listen: '{listen}', secretFile: {}}}\n",
+            secret_file.display()
+        ),
+    )
 }
 
 /// A free loopback port (bound and let go).
@@ -338,12 +363,10 @@ async fn a_signed_webhook_wakes_the_daemon_long_before_its_interval() {
     let secret_file = dir.path().join("hook-secret");
     std::fs::write(&secret_file, "hook-s3cret\n").unwrap();
     let port = free_port();
-    let yaml = scaled_fleet(&["h1"], "100%", &scaled_pool("burst", 0, 2, 0, None)).replace(
-        "    simulator: true\n",
-        &format!(
-            "    simulator: true\n    webhook: {{listen: '127.0.0.1:{port}', secretFile: {}}}\n",
-            secret_file.display()
-        ),
+    let yaml = with_webhook(
+        &scaled_fleet(&["h1"], "100%", &scaled_pool("burst", 0, 2, 0, None)),
+        &format!("127.0.0.1:{port}"),
+        &secret_file,
     );
     let rig = Rig::new(&yaml).await;
     rig.sim.set_webhook(Some(SimWebhook {
@@ -358,7 +381,7 @@ async fn a_signed_webhook_wakes_the_daemon_long_before_its_interval() {
         lock_poll: Duration::from_millis(100),
         measure: false,
     };
-    let source = Fixed(yaml.clone());
+    let source = Editable::new(&yaml);
     let fleet = rig.fleet.clone();
     let engine = rig.wiring.build(&fleet);
     let stop = rig.cancel.clone();
@@ -429,4 +452,267 @@ async fn a_forged_webhook_is_refused_and_wakes_nothing() {
         .await
         .expect("a signed delivery wakes the loop");
     hooks.stop().await;
+}
+
+// ---- a changed `webhook`, applied at the daemon's next pass ----
+
+/// A signed `workflow_job` delivery to the listener at `addr`: its status.
+async fn deliver(addr: &str, delivery: &str, secret: &str) -> u16 {
+    let body = serde_json::json!({"action": "queued", "workflow_job": {"labels": ["burst"]}});
+    let sig = signature(secret.as_bytes(), body.to_string().as_bytes());
+    let headers = [
+        ("x-github-event", "workflow_job"),
+        ("x-github-delivery", delivery),
+        ("x-hub-signature-256", sig.as_str()),
+    ];
+    raw_http::http_at(addr, "POST", "/hooks/github", &headers, Some(body))
+        .await
+        .status
+}
+
+fn refuses(addr: &str) -> bool {
+    std::net::TcpStream::connect(addr).is_err()
+}
+
+/// The daemon's passes as its events tell them.
+struct Passes<'a> {
+    events: &'a Recorded,
+    seen: Vec<Event>,
+}
+
+impl<'a> Passes<'a> {
+    fn new(events: &'a Recorded) -> Self {
+        Passes {
+            events,
+            seen: Vec::new(),
+        }
+    }
+
+    fn started(&mut self, n: u64) -> bool {
+        self.seen.extend(self.events.take());
+        self.seen
+            .iter()
+            .any(|e| matches!(e, Event::PassStarted { pass } if *pass == n))
+    }
+
+    fn finished(&mut self, n: u64) -> bool {
+        self.seen.extend(self.events.take());
+        self.seen
+            .iter()
+            .any(|e| matches!(e, Event::PassFinished { pass, .. } if *pass == n))
+    }
+
+    /// Wait (real time, at most 20 s) until `done`.
+    async fn until(&mut self, what: &str, done: impl Fn(&mut Self) -> bool) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while !done(self) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "not within 20 s: {what}; events: {:#?}",
+                self.seen
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+fn hook_settings(rig: &Rig, every: Duration) -> DaemonSettings {
+    DaemonSettings {
+        every,
+        max_passes: None,
+        state_dir: rig.dir.path().to_path_buf(),
+        lock_poll: Duration::from_millis(100),
+        measure: false,
+    }
+}
+
+/// Run the rig's daemon on `source` beside `drive`, which ends it.
+async fn with_daemon(
+    rig: &Rig,
+    source: &Editable,
+    settings: &DaemonSettings,
+    events: &Recorded,
+    drive: impl std::future::Future<Output = ()>,
+) {
+    let run = daemon::daemon(
+        rig.fleet.clone(),
+        rig.wiring.build(&rig.fleet),
+        source,
+        &rig.wiring,
+        settings,
+        &rig.cancel,
+        events,
+    );
+    let drive = async {
+        drive.await;
+        rig.cancel.cancel();
+    };
+    let (stopped, ()) =
+        tokio::time::timeout(Duration::from_secs(90), async { tokio::join!(run, drive) })
+            .await
+            .expect("the daemon and the test's edits ended");
+    stopped.unwrap();
+}
+
+#[tokio::test]
+async fn a_moved_webhook_lets_its_old_port_go_and_wakes_the_daemon_on_the_new_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret_file = dir.path().join("hook-secret");
+    std::fs::write(&secret_file, "hook-s3cret\n").unwrap();
+    let (old, new) = (
+        format!("127.0.0.1:{}", free_port()),
+        format!("127.0.0.1:{}", free_port()),
+    );
+    let base = scaled_fleet(&["h1"], "100%", &scaled_pool("burst", 0, 2, 0, None));
+    let yaml = with_webhook(&base, &old, &secret_file);
+    let rig = Rig::new(&yaml).await;
+    let source = Editable::new(&yaml);
+    let events = Recorded::default();
+    // Polling alone would not pass again within this test: each pass
+    // after the first is a delivery's.
+    let settings = hook_settings(&rig, Duration::from_secs(3600));
+    with_daemon(&rig, &source, &settings, &events, async {
+        let mut passes = Passes::new(&events);
+        passes.until("the first pass", |p| p.finished(1)).await;
+        source.set(&with_webhook(&base, &new, &secret_file));
+        // The edit is read at the next pass, which a delivery to the old
+        // address (still the file in use) brings at once.
+        assert_eq!(deliver(&old, "d1", "hook-s3cret").await, 200);
+        passes
+            .until("the pass that reads the edit", |p| p.started(2))
+            .await;
+        assert!(refuses(&old), "the old address still accepts");
+        passes.until("its end", |p| p.finished(2)).await;
+        // The delivery ids seen stay across the move: a replay wakes
+        // nothing, a new delivery does.
+        assert_eq!(deliver(&new, "d1", "hook-s3cret").await, 200);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert!(!passes.started(3), "a replayed delivery woke the daemon");
+        assert_eq!(deliver(&new, "d2", "hook-s3cret").await, 200);
+        passes
+            .until("a pass woken on the new address", |p| p.started(3))
+            .await;
+    })
+    .await;
+    assert!(refuses(&new), "the stopped daemon still listens");
+}
+
+#[tokio::test]
+async fn a_rotated_webhook_secret_is_taken_at_the_next_pass_and_the_old_one_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret_file = dir.path().join("hook-secret");
+    std::fs::write(&secret_file, "old-s3cret\n").unwrap();
+    let addr = format!("127.0.0.1:{}", free_port());
+    let yaml = with_webhook(
+        &scaled_fleet(&["h1"], "100%", &scaled_pool("burst", 0, 2, 0, None)),
+        &addr,
+        &secret_file,
+    );
+    let rig = Rig::new(&yaml).await;
+    // The fleet file stays the same: only the secret file's content changes.
+    let source = Editable::new(&yaml);
+    let events = Recorded::default();
+    let settings = hook_settings(&rig, Duration::from_secs(3600));
+    with_daemon(&rig, &source, &settings, &events, async {
+        let mut passes = Passes::new(&events);
+        passes.until("the first pass", |p| p.finished(1)).await;
+        std::fs::write(&secret_file, "new-s3cret\n").unwrap();
+        assert_eq!(deliver(&addr, "d1", "old-s3cret").await, 200);
+        passes
+            .until("the pass that reads the new secret", |p| p.started(2))
+            .await;
+        passes.until("its end", |p| p.finished(2)).await;
+        assert_eq!(
+            deliver(&addr, "d2", "old-s3cret").await,
+            401,
+            "a delivery signed with the old secret is taken"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert!(!passes.started(3), "the refused delivery woke the daemon");
+        // Same address: the listener stayed; the new secret wakes it.
+        assert_eq!(deliver(&addr, "d3", "new-s3cret").await, 200);
+        passes
+            .until("a pass woken with the new secret", |p| p.started(3))
+            .await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_removed_webhook_stops_listening_and_one_added_back_listens() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret_file = dir.path().join("hook-secret");
+    std::fs::write(&secret_file, "hook-s3cret\n").unwrap();
+    let (first, second) = (
+        format!("127.0.0.1:{}", free_port()),
+        format!("127.0.0.1:{}", free_port()),
+    );
+    let base = scaled_fleet(&["h1"], "100%", &scaled_pool("burst", 0, 2, 0, None));
+    let yaml = with_webhook(&base, &first, &secret_file);
+    let rig = Rig::new(&yaml).await;
+    let source = Editable::new(&yaml);
+    let events = Recorded::default();
+    // Without a listener only polling reads the file again: a short
+    // interval.
+    let settings = hook_settings(&rig, Duration::from_secs(1));
+    with_daemon(&rig, &source, &settings, &events, async {
+        let mut passes = Passes::new(&events);
+        passes.until("the first pass", |p| p.finished(1)).await;
+        assert!(!refuses(&first));
+        source.set(&base);
+        passes
+            .until("the port of a removed webhook let go", |_| refuses(&first))
+            .await;
+        source.set(&with_webhook(&base, &second, &secret_file));
+        passes
+            .until("a webhook added back listening", |_| !refuses(&second))
+            .await;
+        assert_eq!(deliver(&second, "d1", "hook-s3cret").await, 200);
+        assert_eq!(deliver(&second, "d2", "a-guess").await, 401);
+        assert!(refuses(&first));
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_webhook_moved_to_a_taken_port_keeps_the_last_good_listener_until_the_port_is_free() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret_file = dir.path().join("hook-secret");
+    std::fs::write(&secret_file, "hook-s3cret\n").unwrap();
+    let old = format!("127.0.0.1:{}", free_port());
+    // Another program holds the address the edit asks for.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let new = taken.local_addr().unwrap().to_string();
+    let base = scaled_fleet(&["h1"], "100%", &scaled_pool("burst", 0, 2, 0, None));
+    let yaml = with_webhook(&base, &old, &secret_file);
+    let rig = Rig::new(&yaml).await;
+    let source = Editable::new(&yaml);
+    let events = Recorded::default();
+    let settings = hook_settings(&rig, Duration::from_secs(3600));
+    with_daemon(&rig, &source, &settings, &events, async {
+        let mut passes = Passes::new(&events);
+        passes.until("the first pass", |p| p.finished(1)).await;
+        source.set(&with_webhook(&base, &new, &secret_file));
+        assert_eq!(deliver(&old, "d1", "hook-s3cret").await, 200);
+        passes
+            .until("the pass that reads the edit", |p| p.started(2))
+            .await;
+        passes.until("its end", |p| p.finished(2)).await;
+        // The new address cannot be had: the old listener still wakes the
+        // daemon, and each pass tries the new one again.
+        assert_eq!(deliver(&old, "d2", "hook-s3cret").await, 200);
+        passes
+            .until("a pass woken on the old address", |p| p.started(3))
+            .await;
+        passes.until("its end", |p| p.finished(3)).await;
+        drop(taken);
+        assert_eq!(deliver(&old, "d3", "hook-s3cret").await, 200);
+        passes.until("the pass that moves", |p| p.started(4)).await;
+        assert!(refuses(&old), "the old address still accepts");
+        assert_eq!(deliver(&new, "d4", "hook-s3cret").await, 200);
+        passes
+            .until("a pass woken on the new address", |p| p.started(5))
+            .await;
+    })
+    .await;
 }

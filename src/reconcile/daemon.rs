@@ -15,6 +15,7 @@ use super::event::{Event, Events};
 use super::lock::{DaemonRecord, FleetLock, LockError};
 use super::policy::{self, Because};
 use super::status::status_of;
+use super::webhook::Listening;
 use super::Error;
 use crate::fleet::{FleetError, LoadedFleet};
 
@@ -85,10 +86,10 @@ pub async fn daemon(
         }
     };
     let every = settings.every;
-    // Webhooks wake the loop early; the file's first version decides where
-    // it listens (a changed `webhook` needs a restart).
-    let hooks = start_webhooks(&fleet).await;
-    let wake = hooks.as_ref().map(|h| h.receiver.wake.clone());
+    // Webhooks wake the loop early; the listener follows the version of
+    // the file in use, and the secret as it reads at each pass.
+    let mut hooks = Listening::new();
+    let wake = hooks.wake();
     let mut passes = 0u64;
     let mut credentials = source.credentials_version(&fleet);
     let result = loop {
@@ -122,6 +123,7 @@ pub async fn daemon(
                 error: e.to_string(),
             }),
         }
+        hooks.follow(fleet.fleet.spec.github.webhook.as_ref()).await;
         let lock = tokio::select! {
             l = wait_for_lock(settings, fleet.name(), events) => l,
             _ = stop.cancelled() => break Ok(()),
@@ -166,54 +168,18 @@ pub async fn daemon(
             Because::Interval | Because::Refused => policy::jittered(every),
             _ => next.after,
         };
-        let woken = async {
-            match &wake {
-                Some(w) => w.notified().await,
-                None => std::future::pending().await,
-            }
-        };
         tokio::select! {
             _ = tokio::time::sleep(nap) => {}
-            _ = woken => tracing::debug!(target: "hangar::webhook", "woken by a webhook"),
+            _ = wake.notified() => tracing::debug!(target: "hangar::webhook", "woken by a webhook"),
             _ = stop.cancelled() => break Ok(()),
         }
     };
-    if let Some(h) = hooks {
-        h.stop().await;
-    }
+    hooks.stop().await;
     if stop.is_cancelled() {
         events.emit(Event::Stopping);
     }
     engine.shutdown().await;
     result.map(|()| Stopped { passes })
-}
-
-/// The webhook listener the file asks for, if it can be started; when it
-/// cannot (no secret, the address taken) the daemon says so and polls.
-async fn start_webhooks(fleet: &LoadedFleet) -> Option<super::webhook::Webhooks> {
-    let spec = fleet.fleet.spec.github.webhook.as_ref()?;
-    let started = async {
-        let secret = super::webhook::read_secret(spec)?;
-        let addr: std::net::SocketAddr = spec.listen.parse().map_err(|_| {
-            format!(
-                "spec.github.webhook.listen: `{}` is not ADDRESS:PORT",
-                spec.listen
-            )
-        })?;
-        super::webhook::Webhooks::listen(addr, secret)
-            .await
-            .map_err(|e| format!("spec.github.webhook.listen {addr}: {e}"))
-    };
-    match started.await {
-        Ok(h) => {
-            tracing::info!(target: "hangar::webhook", addr = %h.addr, "listening for webhooks");
-            Some(h)
-        }
-        Err(e) => {
-            tracing::warn!(target: "hangar::webhook", error = %e, "no webhooks; polling only");
-            None
-        }
-    }
 }
 
 /// Take the fleet's lock, waiting (and saying so once) while another run

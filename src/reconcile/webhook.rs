@@ -10,10 +10,16 @@
 //! and at most [`MAX_PER_SECOND`] deliveries a second are taken. A forged
 //! one is refused (401) and logged by its delivery id alone, never its
 //! payload.
+//!
+//! The daemon's listener follows the file in use ([`Listening`]): a new
+//! `listen` moves it, a new secret (or new content of its `secretFile`)
+//! replaces the one deliveries are checked against, a removed `webhook`
+//! stops it. A change that cannot be applied leaves the last good listener
+//! as it was, and polling stays on.
 
 use std::collections::{HashSet, VecDeque};
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
@@ -36,6 +42,9 @@ pub const MAX_PER_SECOND: u32 = 50;
 
 /// Delivery ids remembered against replays.
 const REMEMBERED: usize = 4096;
+
+/// How long a stopped listener's open connections get to finish.
+const STOP_GRACE: Duration = Duration::from_secs(5);
 
 /// What became of one delivery.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -94,7 +103,8 @@ fn equal_in_constant_time(a: &[u8], b: &[u8]) -> bool {
 
 /// Judges deliveries and wakes whoever waits on [`Receiver::wake`].
 pub struct Receiver {
-    secret: Secret<String>,
+    /// `None` until a secret is known: every delivery is forged.
+    secret: RwLock<Option<Secret<String>>>,
     pub wake: Arc<Notify>,
     seen: Mutex<(VecDeque<String>, HashSet<String>)>,
     rate: Mutex<(Instant, u32)>,
@@ -102,12 +112,35 @@ pub struct Receiver {
 
 impl Receiver {
     pub fn new(secret: Secret<String>) -> Self {
+        let r = Self::without_secret();
+        r.rotate(secret);
+        r
+    }
+
+    fn without_secret() -> Self {
         Receiver {
-            secret,
+            secret: RwLock::new(None),
             wake: Arc::new(Notify::new()),
             seen: Mutex::new((VecDeque::new(), HashSet::new())),
             rate: Mutex::new((Instant::now(), 0)),
         }
+    }
+
+    /// Check deliveries against `secret` from now on; the delivery ids
+    /// seen and this second's count stay.
+    pub fn rotate(&self, secret: Secret<String>) {
+        *self.secret.write().unwrap_or_else(|e| e.into_inner()) = Some(secret);
+    }
+
+    /// Whether deliveries are checked against `secret`.
+    fn holds(&self, secret: &Secret<String>) -> bool {
+        self.secret
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .is_some_and(|s| {
+                equal_in_constant_time(s.expose().as_bytes(), secret.expose().as_bytes())
+            })
     }
 
     fn header<'h>(headers: &'h HeaderMap, name: &str) -> &'h str {
@@ -132,8 +165,13 @@ impl Receiver {
             }
         }
         let given = Self::header(headers, "x-hub-signature-256");
-        let wanted = signature(self.secret.expose().as_bytes(), body);
-        if !equal_in_constant_time(given.as_bytes(), wanted.as_bytes()) {
+        let wanted = self
+            .secret
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map(|s| signature(s.expose().as_bytes(), body));
+        if !wanted.is_some_and(|w| equal_in_constant_time(given.as_bytes(), w.as_bytes())) {
             // The delivery id only: the payload is not trusted, not even
             // into a log line.
             tracing::warn!(
@@ -183,13 +221,23 @@ pub struct Webhooks {
 impl Webhooks {
     /// Listen on `listen` (any path takes deliveries).
     pub async fn listen(listen: SocketAddr, secret: Secret<String>) -> std::io::Result<Webhooks> {
-        let receiver = Arc::new(Receiver::new(secret));
+        let listener = tokio::net::TcpListener::bind(listen).await?;
+        let addr = listener.local_addr()?;
+        Ok(Self::serve(listener, addr, Arc::new(Receiver::new(secret))))
+    }
+
+    /// Serve deliveries on `listener`, judged by `receiver` (which may
+    /// outlive this listener: the daemon's replay memory and rate bound
+    /// stay across a move).
+    fn serve(
+        listener: tokio::net::TcpListener,
+        addr: SocketAddr,
+        receiver: Arc<Receiver>,
+    ) -> Webhooks {
         let router = Router::new()
             .fallback(post(deliver))
             .layer(DefaultBodyLimit::max(MAX_BODY))
             .with_state(receiver.clone());
-        let listener = tokio::net::TcpListener::bind(listen).await?;
-        let addr = listener.local_addr()?;
         let stop = CancellationToken::new();
         let stopped = stop.clone();
         let task = tokio::spawn(async move {
@@ -200,17 +248,194 @@ impl Webhooks {
                 tracing::warn!(target: "hangar::webhook", error = %e, "webhook listener ended");
             }
         });
-        Ok(Webhooks {
+        Webhooks {
             addr,
             receiver,
             stop,
             task,
-        })
+        }
     }
 
-    pub async fn stop(self) {
+    /// Stop taking connections (the port is free when this returns);
+    /// deliveries under way get [`STOP_GRACE`] to be answered.
+    pub async fn stop(mut self) {
         self.stop.cancel();
-        let _ = self.task.await;
+        if tokio::time::timeout(STOP_GRACE, &mut self.task)
+            .await
+            .is_err()
+        {
+            self.task.abort();
+        }
+    }
+}
+
+/// The daemon's webhook listener, following the `webhook` of the version
+/// of the fleet file in use. One [`Receiver`] serves every listener of the
+/// daemon's life, so the delivery ids seen, the rate bound and
+/// [`Listening::wake`] stay across a reload.
+pub struct Listening {
+    receiver: Arc<Receiver>,
+    running: Option<Running>,
+    /// The last failure said: one that lasts is said once, not each pass.
+    said: Option<String>,
+}
+
+struct Running {
+    /// `listen` as the file asks it (the bound address may differ: port 0).
+    asked: SocketAddr,
+    hooks: Webhooks,
+}
+
+impl Default for Listening {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Listening {
+    /// No listener yet.
+    pub fn new() -> Self {
+        Listening {
+            receiver: Arc::new(Receiver::without_secret()),
+            running: None,
+            said: None,
+        }
+    }
+
+    /// Notified by each delivery that wakes the loop, whichever listener
+    /// took it.
+    pub fn wake(&self) -> Arc<Notify> {
+        self.receiver.wake.clone()
+    }
+
+    /// Where the listener is bound, if one runs.
+    pub fn addr(&self) -> Option<SocketAddr> {
+        self.running.as_ref().map(|r| r.hooks.addr)
+    }
+
+    /// Make the listener what `spec` asks, with the secret it names as it
+    /// reads now: started, moved to a new `listen`, given the new secret,
+    /// or stopped (`None`). A change that cannot be applied (the address
+    /// taken, the secret missing) is said once and leaves the last good
+    /// listener as it was; the next call tries again.
+    pub async fn follow(&mut self, spec: Option<&crate::fleet::WebhookSpec>) {
+        let Some(spec) = spec else {
+            if let Some(old) = self.running.take() {
+                let addr = old.hooks.addr;
+                old.hooks.stop().await;
+                tracing::info!(target: "hangar::webhook", %addr, "webhook removed from the file; polling only");
+            }
+            self.said = None;
+            return;
+        };
+        let wanted = read_secret(spec).and_then(|secret| {
+            let asked: SocketAddr = spec.listen.parse().map_err(|_| {
+                format!(
+                    "spec.github.webhook.listen: `{}` is not ADDRESS:PORT",
+                    spec.listen
+                )
+            })?;
+            Ok((asked, secret))
+        });
+        let applied = match wanted {
+            Err(e) => Err(e),
+            // The same address (`allowNonLoopback` only lets the file
+            // name it): the listener stays, the secret may be new.
+            Ok((asked, secret)) if self.running.as_ref().is_some_and(|r| r.asked == asked) => {
+                if !self.receiver.holds(&secret) {
+                    self.receiver.rotate(secret);
+                    tracing::info!(
+                        target: "hangar::webhook",
+                        addr = ?self.addr(),
+                        "webhook secret changed; deliveries are checked against the new one"
+                    );
+                }
+                Ok(())
+            }
+            Ok((asked, secret)) => self.move_to(asked, secret).await,
+        };
+        match applied {
+            Ok(()) => self.said = None,
+            Err(e) if self.said.as_ref() == Some(&e) => {}
+            Err(e) => {
+                match self.addr() {
+                    Some(addr) => tracing::warn!(
+                        target: "hangar::webhook",
+                        error = %e,
+                        %addr,
+                        "webhook change not applied; the last good listener stays"
+                    ),
+                    None => tracing::warn!(
+                        target: "hangar::webhook",
+                        error = %e,
+                        "no webhooks; polling only"
+                    ),
+                }
+                self.said = Some(e);
+            }
+        }
+    }
+
+    /// Listen on `asked` with `secret`, then let the old listener go; the
+    /// old one stays when the new one cannot start.
+    async fn move_to(&mut self, asked: SocketAddr, secret: Secret<String>) -> Result<(), String> {
+        let bind = |addr: SocketAddr| async move {
+            let bound = async {
+                let l = tokio::net::TcpListener::bind(addr).await?;
+                let at = l.local_addr()?;
+                Ok::<_, std::io::Error>((l, at))
+            };
+            bound
+                .await
+                .map_err(|e| (e.kind(), format!("spec.github.webhook.listen {addr}: {e}")))
+        };
+        let (listener, addr) = match bind(asked).await {
+            Ok(l) => l,
+            Err((kind, e)) => {
+                // The old listener holds the port itself (127.0.0.1:P
+                // becomes 0.0.0.0:P): it goes first, and comes back if the
+                // new one still cannot start.
+                let holds_port = kind == std::io::ErrorKind::AddrInUse
+                    && asked.port() != 0
+                    && self.addr().is_some_and(|a| a.port() == asked.port());
+                let Some(old) = self.running.take_if(|_| holds_port) else {
+                    return Err(e);
+                };
+                let back = old.asked;
+                old.hooks.stop().await;
+                match bind(asked).await {
+                    Ok(bound) => bound,
+                    Err((_, e)) => {
+                        if let Ok((l, at)) = bind(back).await {
+                            self.running = Some(Running {
+                                asked: back,
+                                hooks: Webhooks::serve(l, at, self.receiver.clone()),
+                            });
+                        }
+                        return Err(e);
+                    }
+                }
+            }
+        };
+        // Before the first connection is served on the new address.
+        self.receiver.rotate(secret);
+        let hooks = Webhooks::serve(listener, addr, self.receiver.clone());
+        match self.running.replace(Running { asked, hooks }) {
+            Some(old) => {
+                let from = old.hooks.addr;
+                old.hooks.stop().await;
+                tracing::info!(target: "hangar::webhook", %from, to = %addr, "webhook listener moved");
+            }
+            None => tracing::info!(target: "hangar::webhook", %addr, "listening for webhooks"),
+        }
+        Ok(())
+    }
+
+    /// Stop the listener, if one runs.
+    pub async fn stop(self) {
+        if let Some(r) = self.running {
+            r.hooks.stop().await;
+        }
     }
 }
 
@@ -400,6 +625,154 @@ mod tests {
         let big = vec![b'x'; MAX_BODY + 1];
         let big_sig = signature(b"k", &big);
         assert_eq!(post_to(hooks.addr, &h("c", &big_sig), &big).await, 413);
+        hooks.stop().await;
+    }
+
+    fn spec(listen: &str, secret_file: &std::path::Path) -> crate::fleet::WebhookSpec {
+        crate::fleet::WebhookSpec {
+            listen: listen.into(),
+            secret_env: None,
+            secret_file: Some(secret_file.display().to_string()),
+            allow_non_loopback: false,
+        }
+    }
+
+    fn job(delivery: &str, secret: &str) -> Vec<(&'static str, String)> {
+        vec![
+            ("x-github-event", "workflow_job".to_string()),
+            ("x-github-delivery", delivery.to_string()),
+            ("x-hub-signature-256", signature(secret.as_bytes(), b"{}")),
+        ]
+    }
+
+    fn refuses(addr: SocketAddr) -> bool {
+        std::net::TcpStream::connect(addr).is_err()
+    }
+
+    #[tokio::test]
+    async fn a_change_that_cannot_start_keeps_the_last_good_listener_and_is_said_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("secret");
+        std::fs::write(&file, "first-canary\n").unwrap();
+        let sink = Sink::default();
+        let writer = sink.clone();
+        let _log = tracing::subscriber::set_default(
+            tracing_subscriber::fmt()
+                .with_writer(move || writer.clone())
+                .with_ansi(false)
+                .finish(),
+        );
+        let mut hooks = Listening::new();
+        hooks.follow(Some(&spec("127.0.0.1:0", &file))).await;
+        let first = hooks.addr().expect("listening");
+
+        // Another process holds the new address: the old listener stays,
+        // with its secret, and the failure is said once however many
+        // passes it lasts.
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let wanted = taken.local_addr().unwrap().to_string();
+        std::fs::write(&file, "second-canary\n").unwrap();
+        for _ in 0..3 {
+            hooks.follow(Some(&spec(&wanted, &file))).await;
+            assert_eq!(hooks.addr(), Some(first));
+        }
+        assert_eq!(post_to(first, &job("d1", "first-canary"), b"{}").await, 200);
+        assert_eq!(
+            post_to(first, &job("d2", "second-canary"), b"{}").await,
+            401
+        );
+
+        // The secret file is gone: the same.
+        let gone = dir.path().join("gone");
+        hooks.follow(Some(&spec("127.0.0.1:0", &gone))).await;
+        assert_eq!(hooks.addr(), Some(first));
+        assert_eq!(post_to(first, &job("d3", "first-canary"), b"{}").await, 200);
+
+        // The address is free again: the next pass moves there, with the
+        // file's secret of now, and the old port is let go.
+        drop(taken);
+        hooks.follow(Some(&spec(&wanted, &file))).await;
+        let moved = hooks.addr().expect("listening");
+        assert_eq!(moved.to_string(), wanted);
+        assert!(refuses(first), "the old port still accepts");
+        assert_eq!(
+            post_to(moved, &job("d4", "second-canary"), b"{}").await,
+            200
+        );
+        assert_eq!(post_to(moved, &job("d5", "first-canary"), b"{}").await, 401);
+        hooks.stop().await;
+        assert!(refuses(moved));
+
+        let log = String::from_utf8(sink.0.lock().unwrap().clone()).unwrap();
+        let kept = log.matches("the last good listener stays").count();
+        assert_eq!(
+            kept, 2,
+            "once for the taken address, once for the file:\n{log}"
+        );
+        assert!(log.contains(&wanted) && log.contains("gone"), "{log}");
+        assert!(log.contains("webhook listener moved"), "{log}");
+        assert!(!log.contains("canary"), "a secret reached the log:\n{log}");
+    }
+
+    #[tokio::test]
+    async fn a_rotated_secret_keeps_the_port_the_replay_memory_and_the_wake() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("secret");
+        std::fs::write(&file, "old").unwrap();
+        let mut hooks = Listening::new();
+        let wake = hooks.wake();
+        hooks.follow(Some(&spec("127.0.0.1:0", &file))).await;
+        let addr = hooks.addr().expect("listening");
+        assert_eq!(post_to(addr, &job("d1", "old"), b"{}").await, 200);
+        tokio::time::timeout(Duration::from_secs(5), wake.notified())
+            .await
+            .expect("woken");
+
+        std::fs::write(&file, "new").unwrap();
+        hooks.follow(Some(&spec("127.0.0.1:0", &file))).await;
+        assert_eq!(hooks.addr(), Some(addr), "a new secret alone does not move");
+        assert_eq!(post_to(addr, &job("d2", "old"), b"{}").await, 401);
+        // A delivery id seen before the rotation is still a replay.
+        let judged = |d: &str| {
+            let h = job(d, "new");
+            let mut headers = HeaderMap::new();
+            for (k, v) in h {
+                headers.insert(k, v.parse().unwrap());
+            }
+            hooks.receiver.judge(&headers, b"{}")
+        };
+        assert_eq!(judged("d1"), Verdict::Replay);
+        assert_eq!(judged("d3"), Verdict::Wake);
+        tokio::time::timeout(Duration::from_secs(5), wake.notified())
+            .await
+            .expect("the same wake after the rotation");
+
+        hooks.follow(None).await;
+        assert_eq!(hooks.addr(), None);
+        assert!(refuses(addr), "a removed webhook still listens");
+    }
+
+    #[tokio::test]
+    async fn a_move_onto_the_old_listeners_own_port_lets_it_go_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("secret");
+        std::fs::write(&file, "k").unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let v4 = format!("127.0.0.1:{port}");
+        // Loopback too, and the same port: Linux refuses to bind it beside
+        // the IPv4 listener.
+        let mapped = format!("[::ffff:127.0.0.1]:{port}");
+        let mut hooks = Listening::new();
+        hooks.follow(Some(&spec(&v4, &file))).await;
+        assert_eq!(hooks.addr().map(|a| a.to_string()), Some(v4.clone()));
+        hooks.follow(Some(&spec(&mapped, &file))).await;
+        assert_eq!(hooks.addr().map(|a| a.to_string()), Some(mapped.clone()));
+        let addr = hooks.addr().unwrap();
+        assert_eq!(post_to(addr, &job("d1", "k"), b"{}").await, 200);
         hooks.stop().await;
     }
 }

@@ -57,7 +57,24 @@ pub async fn http(
     headers: &[(&str, &str)],
     body: Option<Value>,
 ) -> Answer {
-    let addr = sim.base_url.trim_start_matches("http://");
+    http_at(
+        sim.base_url.trim_start_matches("http://"),
+        method,
+        path,
+        headers,
+        body,
+    )
+    .await
+}
+
+/// The same to any loopback `ADDRESS:PORT` (a webhook listener).
+pub async fn http_at(
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<Value>,
+) -> Answer {
     let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
     let body = body.map(|b| b.to_string()).unwrap_or_default();
     let mut req = format!(
