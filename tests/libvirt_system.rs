@@ -14,9 +14,11 @@ use std::process::Command;
 use chrono::Utc;
 use hangar::model::host::{DomainType, NetworkAttachment};
 use hangar::model::ownership::Ownership;
+use hangar::model::runner::{runner_volume_name, LocalTarball, RunnerTarball};
 use hangar::plan::model::VmState;
 use hangar::providers::libvirt::{HostConfig, LibvirtHost};
-use hangar::providers::{Hypervisor, VmCreate};
+use hangar::providers::{ErrorKind, Hypervisor, VmCreate};
+use sha2::Digest;
 
 #[path = "kit/host.rs"]
 mod kit;
@@ -303,4 +305,71 @@ async fn ten_creates_at_once_share_connections_and_keep_every_volume_record() {
     }
     assert!(host.observe(fleet).await.unwrap().is_empty());
     assert_eq!(volumes(pool), vec!["base.qcow2".to_string()]);
+}
+
+/// A pool whose file system turned read-only (a mount gone wrong) fails a
+/// create and the runner tarball's upload with a refused error that names
+/// the cause, at once: retrying does not fix it, so `apply` says so instead
+/// of retrying until `--wait` ends. (The overlay's failure comes from
+/// qemu-img, an internal error; the runner volume's from libvirt itself, a
+/// system error, which was taken for a passing one.) Nothing is left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_create_in_a_read_only_pool_is_refused_at_once_and_leaves_nothing() {
+    let Some(rig) = rig().await else { return };
+    let (host, fleet, pool, pool_dir) = (&rig.host, &rig.fleet, &rig.pool, &rig.pool_dir);
+    let _ro = ReadOnly::over(pool_dir);
+    let err = host
+        .create(&vm(owner(fleet, 0, 1, 64 * MIB)))
+        .await
+        .expect_err("a create in a read-only pool");
+    assert_eq!(err.kind, ErrorKind::Refused, "{err}");
+    assert!(err.to_string().contains("Read-only file system"), "{err}");
+    // The runner tarball's volume: a raw volume libvirt makes itself.
+    let bytes = b"a runner tarball's bytes";
+    let tarball = RunnerTarball {
+        version: "2.330.0".into(),
+        arch: "x64".into(),
+        sha256: hex::encode(sha2::Sha256::digest(bytes)),
+        size: bytes.len() as u64,
+    };
+    let path = rig.pool_dir.with_file_name(tarball.file_name());
+    std::fs::write(&path, bytes).unwrap();
+    let volume = runner_volume_name(fleet, &tarball);
+    let err = host
+        .ensure_runner_volume(&volume, &LocalTarball { tarball, path })
+        .await
+        .expect_err("a runner volume in a read-only pool");
+    assert_eq!(err.kind, ErrorKind::Refused, "{err}");
+    assert!(err.to_string().contains("Read-only file system"), "{err}");
+    assert!(virsh::domains(&format!("{fleet}-")).is_empty());
+    assert_eq!(volumes(pool), vec!["base.qcow2".to_string()]);
+}
+
+/// `dir` bind-mounted read-only over itself until dropped.
+struct ReadOnly(std::path::PathBuf);
+
+impl ReadOnly {
+    fn over(dir: &std::path::Path) -> ReadOnly {
+        let mount = |args: &[&str]| {
+            let st = Command::new("mount")
+                .args(args)
+                .status()
+                .expect("run mount");
+            assert!(
+                st.success(),
+                "mount {args:?} (the system tests run as root)"
+            );
+        };
+        let d = dir.to_str().unwrap();
+        mount(&["--bind", d, d]);
+        let guard = ReadOnly(dir.to_path_buf());
+        mount(&["-o", "remount,bind,ro", d]);
+        guard
+    }
+}
+
+impl Drop for ReadOnly {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
 }

@@ -20,7 +20,11 @@ use crate::providers::{ErrorKind, ProviderError};
 ///   answer. Numbers newer than the virt crate are refused too.
 ///
 /// Decisions worth a word: `SystemError` (a failed system call) is
-/// transient because a dropped or refused socket is reported as one;
+/// transient because a dropped or refused socket is reported as one,
+/// unless its message ends in a condition of the host that lasts until
+/// someone acts ([`LASTING`]: a read-only or full file system, a denied
+/// permission), which is refused so that `apply` says it at once instead
+/// of retrying until `--wait` ends;
 /// `NoServer`/`NoClient` are the admin API's "no such server/client", not
 /// an unreachable server, so they are refused; `InternalError` is refused
 /// (it is what a qemu that would not start reports).
@@ -39,9 +43,30 @@ pub fn classify(code: ErrorNumber) -> ErrorKind {
     }
 }
 
+/// The system errors (as `strerror` words them, at the end of libvirt's
+/// message) that no retry fixes: the pool's file system is read-only or
+/// full, or the daemon may not write there.
+pub const LASTING: &[&str] = &[
+    "Read-only file system",
+    "No space left on device",
+    "Disk quota exceeded",
+    "Permission denied",
+    "Operation not permitted",
+];
+
+/// [`classify`] for a `SystemError` with its message.
+pub fn classify_system(message: &str) -> ErrorKind {
+    if LASTING.iter().any(|t| message.trim_end().ends_with(t)) {
+        ErrorKind::Refused
+    } else {
+        ErrorKind::Transient
+    }
+}
+
 /// [`classify`] for an error as the virt crate returns it.
 pub fn kind_of(e: &virt::error::Error) -> ErrorKind {
     match e.code() {
+        virt::enumutil::Enum::Known(ErrorNumber::SystemError) => classify_system(e.message()),
         virt::enumutil::Enum::Known(code) => classify(code),
         virt::enumutil::Enum::Unknown(_) => ErrorKind::Refused,
     }
@@ -116,6 +141,34 @@ mod tests {
         ];
         for (code, kind) in table {
             assert_eq!(classify(code), kind, "{code:?}");
+        }
+    }
+
+    /// Messages as libvirt 9 words them (the first as the real daemon here
+    /// answers a volume create in a pool on a read-only mount).
+    #[test]
+    fn a_system_error_is_refused_only_for_a_lasting_condition() {
+        let table = [
+            (
+                "Failed to create file '/p/v1': Read-only file system",
+                ErrorKind::Refused,
+            ),
+            (
+                "Failed to connect socket to '/var/run/libvirt/libvirt-sock': No such file or directory",
+                ErrorKind::Transient,
+            ),
+            ("cannot write to '/p/v.partial': No space left on device", ErrorKind::Refused),
+            ("Cannot write data: Broken pipe", ErrorKind::Transient),
+            ("Cannot recv data: Connection reset by peer", ErrorKind::Transient),
+            (
+                "Failed to connect socket to '/var/run/libvirt/libvirt-sock': Permission denied",
+                ErrorKind::Refused,
+            ),
+            // Only the condition at the end counts, not a word inside.
+            ("Permission denied by nobody: Connection refused", ErrorKind::Transient),
+        ];
+        for (message, kind) in table {
+            assert_eq!(classify_system(message), kind, "{message}");
         }
     }
 }
