@@ -7,7 +7,6 @@ mod support;
 
 use std::time::Duration;
 
-use hangar::fleet::{FleetError, LoadedFleet};
 use hangar::model::names::{cache_volume_name, root_volume_name};
 use hangar::plan::model::{
     Action, CreateReason, DeleteReason, Leftover, RemoveRunnerReason, ReplaceReason, VmState,
@@ -15,7 +14,7 @@ use hangar::plan::model::{
 };
 use hangar::providers::Hypervisor;
 use hangar::reconcile::converge::{self, ConvergeSettings, Converged};
-use hangar::reconcile::daemon::{self, DaemonSettings, FleetSource};
+use hangar::reconcile::daemon::{self, DaemonSettings};
 use hangar::reconcile::destroy::{self, check_no_daemon, DestroySettings};
 use hangar::reconcile::engine::PassResult;
 use hangar::reconcile::error::NotConverged;
@@ -23,8 +22,8 @@ use hangar::reconcile::event::{Event, Events, Ignore, Recorded};
 use hangar::reconcile::lock::FleetLock;
 use hangar::reconcile::Outcome;
 use hangar::sim::{Fault, FaultKind};
-use support::FLEET;
 use support::{actions_for, fleet_yaml, pool, slot, HvCall, Rig};
+use support::{EditableFile, FLEET};
 use tokio_util::sync::CancellationToken;
 
 /// What a busy runner's VM gets instead of its removal: a wait, or for a
@@ -835,29 +834,6 @@ async fn persistent_runner_offline_past_the_offline_timeout_is_replaced() {
 }
 
 // ---- the engine's loops, in-process under paused time ----
-
-/// The fleet file as the daemon reads it each pass, editable by the test.
-struct EditableFile(std::sync::Mutex<String>);
-
-impl EditableFile {
-    fn new(yaml: &str) -> Self {
-        EditableFile(std::sync::Mutex::new(yaml.to_string()))
-    }
-
-    fn set(&self, yaml: &str) {
-        *self.0.lock().unwrap() = yaml.to_string();
-    }
-}
-
-impl FleetSource for EditableFile {
-    fn describe(&self) -> String {
-        "fleet.yaml".into()
-    }
-
-    fn load(&self) -> Result<LoadedFleet, FleetError> {
-        hangar::fleet::load_str("fleet.yaml", &self.0.lock().unwrap())
-    }
-}
 
 fn count<F: Fn(&Event) -> bool>(events: &[Event], f: F) -> usize {
     events.iter().filter(|e| f(e)).count()

@@ -11,16 +11,15 @@ mod raw_http;
 
 use std::time::Duration;
 
-use hangar::fleet::{FleetError, LoadedFleet};
 use hangar::plan::model::{Action, WaitReason};
 use hangar::plan::render;
-use hangar::reconcile::daemon::{self, DaemonSettings, FleetSource};
+use hangar::reconcile::daemon::{self, DaemonSettings};
 use hangar::reconcile::event::{Event, Ignore, Recorded};
 use hangar::reconcile::webhook::{signature, Webhooks};
 use hangar::secret::Secret;
 use hangar::sim::{JobStatus, SimWebhook};
 use support::scale::{ephemeral_scaled_pool, scaled_fleet, scaled_pool};
-use support::{slot, Rig};
+use support::{slot, EditableFile, Rig};
 
 fn creates(actions: &[Action]) -> Vec<String> {
     actions
@@ -314,29 +313,6 @@ async fn jit_runners_take_one_job_each_and_the_pool_returns_to_zero() {
     assert!(rig.runners().iter().all(|r| !r.name.starts_with("t-pr-")));
 }
 
-/// The fleet file as the daemon reads it each pass, editable by the test.
-struct Editable(std::sync::Mutex<String>);
-
-impl Editable {
-    fn new(yaml: &str) -> Self {
-        Editable(std::sync::Mutex::new(yaml.to_string()))
-    }
-
-    fn set(&self, yaml: &str) {
-        *self.0.lock().unwrap() = yaml.to_string();
-    }
-}
-
-impl FleetSource for Editable {
-    fn describe(&self) -> String {
-        "fleet.yaml".into()
-    }
-
-    fn load(&self) -> Result<LoadedFleet, FleetError> {
-        hangar::fleet::load_str("fleet.yaml", &self.0.lock().unwrap())
-    }
-}
-
 /// `yaml` with a webhook on `listen`, its secret in `secret_file`.
 fn with_webhook(yaml: &str, listen: &str, secret_file: &std::path::Path) -> String {
     yaml.replace(
@@ -381,7 +357,7 @@ async fn a_signed_webhook_wakes_the_daemon_long_before_its_interval() {
         lock_poll: Duration::from_millis(100),
         measure: false,
     };
-    let source = Editable::new(&yaml);
+    let source = EditableFile::new(&yaml);
     let fleet = rig.fleet.clone();
     let engine = rig.wiring.build(&fleet);
     let stop = rig.cancel.clone();
@@ -529,7 +505,7 @@ fn hook_settings(rig: &Rig, every: Duration) -> DaemonSettings {
 /// Run the rig's daemon on `source` beside `drive`, which ends it.
 async fn with_daemon(
     rig: &Rig,
-    source: &Editable,
+    source: &EditableFile,
     settings: &DaemonSettings,
     events: &Recorded,
     drive: impl std::future::Future<Output = ()>,
@@ -566,7 +542,7 @@ async fn a_moved_webhook_lets_its_old_port_go_and_wakes_the_daemon_on_the_new_on
     let base = scaled_fleet(&["h1"], "100%", &scaled_pool("burst", 0, 2, 0, None));
     let yaml = with_webhook(&base, &old, &secret_file);
     let rig = Rig::new(&yaml).await;
-    let source = Editable::new(&yaml);
+    let source = EditableFile::new(&yaml);
     let events = Recorded::default();
     // Polling alone would not pass again within this test: each pass
     // after the first is a delivery's.
@@ -610,7 +586,7 @@ async fn a_rotated_webhook_secret_is_taken_at_the_next_pass_and_the_old_one_refu
     );
     let rig = Rig::new(&yaml).await;
     // The fleet file stays the same: only the secret file's content changes.
-    let source = Editable::new(&yaml);
+    let source = EditableFile::new(&yaml);
     let events = Recorded::default();
     let settings = hook_settings(&rig, Duration::from_secs(3600));
     with_daemon(&rig, &source, &settings, &events, async {
@@ -650,7 +626,7 @@ async fn a_removed_webhook_stops_listening_and_one_added_back_listens() {
     let base = scaled_fleet(&["h1"], "100%", &scaled_pool("burst", 0, 2, 0, None));
     let yaml = with_webhook(&base, &first, &secret_file);
     let rig = Rig::new(&yaml).await;
-    let source = Editable::new(&yaml);
+    let source = EditableFile::new(&yaml);
     let events = Recorded::default();
     // Without a listener only polling reads the file again: a short
     // interval.
@@ -686,7 +662,7 @@ async fn a_webhook_moved_to_a_taken_port_keeps_the_last_good_listener_until_the_
     let base = scaled_fleet(&["h1"], "100%", &scaled_pool("burst", 0, 2, 0, None));
     let yaml = with_webhook(&base, &old, &secret_file);
     let rig = Rig::new(&yaml).await;
-    let source = Editable::new(&yaml);
+    let source = EditableFile::new(&yaml);
     let events = Recorded::default();
     let settings = hook_settings(&rig, Duration::from_secs(3600));
     with_daemon(&rig, &source, &settings, &events, async {

@@ -461,3 +461,26 @@ impl Rig {
             .id
     }
 }
+
+/// The fleet file as the daemon reads it each pass, editable by the test.
+pub struct EditableFile(Mutex<String>);
+
+impl EditableFile {
+    pub fn new(yaml: &str) -> Self {
+        EditableFile(Mutex::new(yaml.to_string()))
+    }
+
+    pub fn set(&self, yaml: &str) {
+        *self.0.lock().unwrap() = yaml.to_string();
+    }
+}
+
+impl hangar::reconcile::daemon::FleetSource for EditableFile {
+    fn describe(&self) -> String {
+        "fleet.yaml".into()
+    }
+
+    fn load(&self) -> Result<LoadedFleet, hangar::fleet::FleetError> {
+        hangar::fleet::load_str("fleet.yaml", &self.0.lock().unwrap())
+    }
+}
