@@ -530,27 +530,57 @@ async fn with_daemon(
     stopped.unwrap();
 }
 
+/// A scaled pool on one sandbox host whose file has a webhook on `listen`,
+/// its secret `secret` in a file of the test's, read by the daemon through
+/// an editable source.
+struct HookCase {
+    _dir: tempfile::TempDir,
+    secret_file: std::path::PathBuf,
+    /// The file without a webhook.
+    base: String,
+    rig: Rig,
+    source: EditableFile,
+    events: Recorded,
+}
+
+impl HookCase {
+    async fn new(listen: &str, secret: &str) -> HookCase {
+        let dir = tempfile::tempdir().unwrap();
+        let secret_file = dir.path().join("hook-secret");
+        std::fs::write(&secret_file, format!("{secret}\n")).unwrap();
+        let base = scaled_fleet(&["h1"], "100%", &scaled_pool("burst", 0, 2, 0, None));
+        let yaml = with_webhook(&base, listen, &secret_file);
+        HookCase {
+            _dir: dir,
+            secret_file,
+            base,
+            rig: Rig::new(&yaml).await,
+            source: EditableFile::new(&yaml),
+            events: Recorded::default(),
+        }
+    }
+
+    /// The file with its webhook moved to `listen`.
+    fn listening(&self, listen: &str) -> String {
+        with_webhook(&self.base, listen, &self.secret_file)
+    }
+}
+
 #[tokio::test]
 async fn a_moved_webhook_lets_its_old_port_go_and_wakes_the_daemon_on_the_new_one() {
-    let dir = tempfile::tempdir().unwrap();
-    let secret_file = dir.path().join("hook-secret");
-    std::fs::write(&secret_file, "hook-s3cret\n").unwrap();
     let (old, new) = (
         format!("127.0.0.1:{}", free_port()),
         format!("127.0.0.1:{}", free_port()),
     );
-    let base = scaled_fleet(&["h1"], "100%", &scaled_pool("burst", 0, 2, 0, None));
-    let yaml = with_webhook(&base, &old, &secret_file);
-    let rig = Rig::new(&yaml).await;
-    let source = EditableFile::new(&yaml);
-    let events = Recorded::default();
+    let case = HookCase::new(&old, "hook-s3cret").await;
+    let (rig, source, events) = (&case.rig, &case.source, &case.events);
     // Polling alone would not pass again within this test: each pass
     // after the first is a delivery's.
-    let settings = hook_settings(&rig, Duration::from_secs(3600));
-    with_daemon(&rig, &source, &settings, &events, async {
-        let mut passes = Passes::new(&events);
+    let settings = hook_settings(rig, Duration::from_secs(3600));
+    with_daemon(rig, source, &settings, events, async {
+        let mut passes = Passes::new(events);
         passes.until("the first pass", |p| p.finished(1)).await;
-        source.set(&with_webhook(&base, &new, &secret_file));
+        source.set(&case.listening(&new));
         // The edit is read at the next pass, which a delivery to the old
         // address (still the file in use) brings at once.
         assert_eq!(deliver(&old, "d1", "hook-s3cret").await, 200);
@@ -575,24 +605,16 @@ async fn a_moved_webhook_lets_its_old_port_go_and_wakes_the_daemon_on_the_new_on
 
 #[tokio::test]
 async fn a_rotated_webhook_secret_is_taken_at_the_next_pass_and_the_old_one_refused() {
-    let dir = tempfile::tempdir().unwrap();
-    let secret_file = dir.path().join("hook-secret");
-    std::fs::write(&secret_file, "old-s3cret\n").unwrap();
     let addr = format!("127.0.0.1:{}", free_port());
-    let yaml = with_webhook(
-        &scaled_fleet(&["h1"], "100%", &scaled_pool("burst", 0, 2, 0, None)),
-        &addr,
-        &secret_file,
-    );
-    let rig = Rig::new(&yaml).await;
     // The fleet file stays the same: only the secret file's content changes.
-    let source = EditableFile::new(&yaml);
-    let events = Recorded::default();
-    let settings = hook_settings(&rig, Duration::from_secs(3600));
-    with_daemon(&rig, &source, &settings, &events, async {
-        let mut passes = Passes::new(&events);
+    let case = HookCase::new(&addr, "old-s3cret").await;
+    let (rig, source, events, secret_file) =
+        (&case.rig, &case.source, &case.events, &case.secret_file);
+    let settings = hook_settings(rig, Duration::from_secs(3600));
+    with_daemon(rig, source, &settings, events, async {
+        let mut passes = Passes::new(events);
         passes.until("the first pass", |p| p.finished(1)).await;
-        std::fs::write(&secret_file, "new-s3cret\n").unwrap();
+        std::fs::write(secret_file, "new-s3cret\n").unwrap();
         assert_eq!(deliver(&addr, "d1", "old-s3cret").await, 200);
         passes
             .until("the pass that reads the new secret", |p| p.started(2))
@@ -616,30 +638,24 @@ async fn a_rotated_webhook_secret_is_taken_at_the_next_pass_and_the_old_one_refu
 
 #[tokio::test]
 async fn a_removed_webhook_stops_listening_and_one_added_back_listens() {
-    let dir = tempfile::tempdir().unwrap();
-    let secret_file = dir.path().join("hook-secret");
-    std::fs::write(&secret_file, "hook-s3cret\n").unwrap();
     let (first, second) = (
         format!("127.0.0.1:{}", free_port()),
         format!("127.0.0.1:{}", free_port()),
     );
-    let base = scaled_fleet(&["h1"], "100%", &scaled_pool("burst", 0, 2, 0, None));
-    let yaml = with_webhook(&base, &first, &secret_file);
-    let rig = Rig::new(&yaml).await;
-    let source = EditableFile::new(&yaml);
-    let events = Recorded::default();
+    let case = HookCase::new(&first, "hook-s3cret").await;
+    let (rig, source, events) = (&case.rig, &case.source, &case.events);
     // Without a listener only polling reads the file again: a short
     // interval.
-    let settings = hook_settings(&rig, Duration::from_secs(1));
-    with_daemon(&rig, &source, &settings, &events, async {
-        let mut passes = Passes::new(&events);
+    let settings = hook_settings(rig, Duration::from_secs(1));
+    with_daemon(rig, source, &settings, events, async {
+        let mut passes = Passes::new(events);
         passes.until("the first pass", |p| p.finished(1)).await;
         assert!(!refuses(&first));
-        source.set(&base);
+        source.set(&case.base);
         passes
             .until("the port of a removed webhook let go", |_| refuses(&first))
             .await;
-        source.set(&with_webhook(&base, &second, &secret_file));
+        source.set(&case.listening(&second));
         passes
             .until("a webhook added back listening", |_| !refuses(&second))
             .await;
@@ -652,23 +668,17 @@ async fn a_removed_webhook_stops_listening_and_one_added_back_listens() {
 
 #[tokio::test]
 async fn a_webhook_moved_to_a_taken_port_keeps_the_last_good_listener_until_the_port_is_free() {
-    let dir = tempfile::tempdir().unwrap();
-    let secret_file = dir.path().join("hook-secret");
-    std::fs::write(&secret_file, "hook-s3cret\n").unwrap();
     let old = format!("127.0.0.1:{}", free_port());
     // Another program holds the address the edit asks for.
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let new = taken.local_addr().unwrap().to_string();
-    let base = scaled_fleet(&["h1"], "100%", &scaled_pool("burst", 0, 2, 0, None));
-    let yaml = with_webhook(&base, &old, &secret_file);
-    let rig = Rig::new(&yaml).await;
-    let source = EditableFile::new(&yaml);
-    let events = Recorded::default();
-    let settings = hook_settings(&rig, Duration::from_secs(3600));
-    with_daemon(&rig, &source, &settings, &events, async {
-        let mut passes = Passes::new(&events);
+    let case = HookCase::new(&old, "hook-s3cret").await;
+    let (rig, source, events) = (&case.rig, &case.source, &case.events);
+    let settings = hook_settings(rig, Duration::from_secs(3600));
+    with_daemon(rig, source, &settings, events, async {
+        let mut passes = Passes::new(events);
         passes.until("the first pass", |p| p.finished(1)).await;
-        source.set(&with_webhook(&base, &new, &secret_file));
+        source.set(&case.listening(&new));
         assert_eq!(deliver(&old, "d1", "hook-s3cret").await, 200);
         passes
             .until("the pass that reads the edit", |p| p.started(2))
