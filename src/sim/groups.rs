@@ -256,7 +256,8 @@ async fn group_runners(State(shared): Sim, Path(params): Params) -> Response {
     }
 }
 
-/// The group's selected repositories, among those the simulator has seen.
+/// The group's selected repositories, among those the simulator has seen
+/// (runners or workflow runs of their own).
 async fn group_repositories(
     State(shared): Sim,
     Path(params): Params,
@@ -274,10 +275,15 @@ async fn group_repositories(
             .find(|g| g.id == id)?
             .selected_repository_ids
             .clone();
+        // Seen: with a runner scope of its own, or with workflow runs.
+        let seen: std::collections::BTreeSet<&str> = w
+            .scopes
+            .keys()
+            .filter_map(|k| k.strip_prefix("repos/"))
+            .chain(w.runs.values().map(|r| r.repo.as_str()))
+            .collect();
         Some(
-            w.scopes
-                .keys()
-                .filter_map(|k| k.strip_prefix("repos/"))
+            seen.into_iter()
                 .filter(|full| ids.contains(&repo_id(full)))
                 .map(|full| minimal_repository(&base, full))
                 .collect(),
