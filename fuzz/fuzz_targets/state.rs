@@ -70,6 +70,17 @@ fn rig() -> &'static Rig {
             .into_iter()
             .find(|d| d.is_dir())
             .expect("a temporary directory");
+        // Those of fuzzing processes that are gone go first (in memory,
+        // they would pile up run after run).
+        for entry in std::fs::read_dir(&base).into_iter().flatten().flatten() {
+            let name = entry.file_name();
+            let pid = name
+                .to_str()
+                .and_then(|n| n.strip_prefix("hangar-fuzz-state-"));
+            if pid.is_some_and(|pid| !std::path::Path::new("/proc").join(pid).exists()) {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
         let dir = base.join(format!("hangar-fuzz-state-{}", std::process::id()));
         hangar::files::state::ensure_dir(&dir).expect("a private fuzz state dir");
         // The node file is at one path for every process, so that a kept
