@@ -1,7 +1,15 @@
 //! An organization's runner groups: list (with an `ETag`), create, read,
 //! update, and each group's runners and repositories, in the shapes of
 //! https://docs.github.com/rest/actions/self-hosted-runner-groups
-//! (`runner-groups-org`, `runner`, `minimal-repository`).
+//! (`runner-groups-org`, `runner`, `minimal-repository`), and which
+//! repositories' jobs a group's runners may take ([`admits`]).
+//!
+//! The simulator has no public repositories: every repository it answers
+//! for is private (`"private": true`). So a group of visibility `private`
+//! admits every repository, as `all` does, and `allows_public_repositories`
+//! is kept and answered but changes no assignment. Workflow restrictions
+//! (`restricted_to_workflows`, `selected_workflows`) are kept and answered,
+//! not applied either.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -57,6 +65,20 @@ fn group_json(base: &str, key: &str, g: &SimGroup) -> Value {
         v["selected_repositories_url"] = json!(format!("{url}/repositories"));
     }
     v
+}
+
+/// Whether the runners of organization group `g` may take a job of
+/// repository `repo` (`owner/name`, of that organization), by the group's
+/// repository access: `visibility` `all` admits every repository of the
+/// organization, `selected` those of `selected_repository_ids`, `private`
+/// its private repositories (all of the simulator's: see the module doc).
+/// https://docs.github.com/actions/hosting-your-own-runners/managing-self-hosted-runners/managing-access-to-self-hosted-runners-using-groups
+pub(crate) fn admits(g: &SimGroup, repo: &str) -> bool {
+    match g.visibility.as_str() {
+        "selected" => g.selected_repository_ids.contains(&repo_id(repo)),
+        // `all`, and `private` with no public repository to refuse.
+        _ => true,
+    }
 }
 
 /// A repository's id in the simulator: stable, from its name.
@@ -234,7 +256,8 @@ async fn group_runners(State(shared): Sim, Path(params): Params) -> Response {
     }
 }
 
-/// The group's selected repositories, among those the simulator has seen.
+/// The group's selected repositories, among those the simulator has seen
+/// (runners or workflow runs of their own).
 async fn group_repositories(
     State(shared): Sim,
     Path(params): Params,
@@ -252,10 +275,15 @@ async fn group_repositories(
             .find(|g| g.id == id)?
             .selected_repository_ids
             .clone();
+        // Seen: with a runner scope of its own, or with workflow runs.
+        let seen: std::collections::BTreeSet<&str> = w
+            .scopes
+            .keys()
+            .filter_map(|k| k.strip_prefix("repos/"))
+            .chain(w.runs.values().map(|r| r.repo.as_str()))
+            .collect();
         Some(
-            w.scopes
-                .keys()
-                .filter_map(|k| k.strip_prefix("repos/"))
+            seen.into_iter()
                 .filter(|full| ids.contains(&repo_id(full)))
                 .map(|full| minimal_repository(&base, full))
                 .collect(),
@@ -273,7 +301,7 @@ pub(crate) fn minimal_repository(base: &str, full: &str) -> Value {
     let api = format!("{base}/repos/{full}");
     let mut v = json!({
         "id": repo_id(full), "node_id": format!("R_sim{}", repo_id(full)),
-        "name": name, "full_name": full, "private": false, "fork": false,
+        "name": name, "full_name": full, "private": true, "fork": false,
         "description": null, "html_url": format!("{base}/{full}"), "url": api,
         "owner": simple_user(base, owner, repo_id(owner), "Organization"),
     });

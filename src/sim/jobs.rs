@@ -9,9 +9,15 @@
 //! rule is GitHub's routing rule for self-hosted runners: a queued job goes
 //! to an idle online runner of the repository or of its owner organization
 //! whose labels contain all of the job's labels, compared without case
-//! (https://docs.github.com/actions/hosting-your-own-runners/managing-self-hosted-runners/using-self-hosted-runners-in-a-workflow).
-//! Runner groups' repository access is not modelled: any group may take any
-//! repository's job.
+//! (https://docs.github.com/actions/hosting-your-own-runners/managing-self-hosted-runners/using-self-hosted-runners-in-a-workflow),
+//! and, for an organization's runner, whose runner group admits the job's
+//! repository (`visibility` `all`, or `selected` with the repository among
+//! `selected_repository_ids`; see [`super::groups::admits`])
+//! (https://docs.github.com/actions/hosting-your-own-runners/managing-self-hosted-runners/managing-access-to-self-hosted-runners-using-groups).
+//! A repository's own runners are in no group and take its jobs. The
+//! simulator has no public repositories, so `allows_public_repositories`
+//! changes no assignment and `private` admits as `all` does; workflow
+//! restrictions are not applied.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -25,7 +31,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use super::groups::{minimal_repository, repo_id};
+use super::groups::{admits, minimal_repository, repo_id};
 use super::layer::{base_url, gh_error, json_with_etag, link_pages, paging, simple_user, Sim};
 use super::world::{check_labels, scope_key, sha256_hex, SimError, SimWorld};
 use super::Shared;
@@ -203,7 +209,8 @@ impl SimWorld {
 
     /// GitHub's assignment: each queued job, oldest first, goes to the
     /// idle online runner with the lowest id in its repository's scope or
-    /// its owner's organization whose labels hold all of the job's.
+    /// its owner's organization whose labels hold all of the job's (and,
+    /// in the organization, whose group admits the repository).
     pub fn assign_jobs(&mut self, now: DateTime<Utc>) {
         let queued: Vec<(u64, u64, String, Vec<String>)> = {
             let mut q: Vec<_> = self
@@ -224,14 +231,23 @@ impl SimWorld {
             let scopes = [format!("repos/{repo}"), format!("orgs/{owner}")];
             let found = scopes.iter().find_map(|key| {
                 let scope = self.scope(key)?;
-                let r = scope
-                    .runners
-                    .values()
-                    .find(|r| r.status == "online" && !r.busy && labels_match(r, &labels))?;
-                let group = scope
-                    .groups
-                    .iter()
-                    .find(|g| g.id == r.runner_group_id)
+                // A runner whose group is not (any more) there counts as
+                // the default group's, as its name below says.
+                let group_of = |r: &super::SimRunner| {
+                    scope
+                        .groups
+                        .iter()
+                        .find(|g| g.id == r.runner_group_id)
+                        .or_else(|| scope.groups.iter().find(|g| g.default))
+                };
+                let r = scope.runners.values().find(|r| {
+                    r.status == "online"
+                        && !r.busy
+                        && labels_match(r, &labels)
+                        && (!key.starts_with("orgs/")
+                            || group_of(r).is_none_or(|g| admits(g, &repo)))
+                })?;
+                let group = group_of(r)
                     .map(|g| g.name.clone())
                     .unwrap_or_else(|| "Default".into());
                 Some((r.id, r.name.clone(), r.runner_group_id, group))
@@ -731,5 +747,92 @@ mod tests {
             .enqueue_job(&EnqueueJob::new("p/r", &["x"]), Utc::now())
             .unwrap();
         assert_eq!(other.status, JobStatus::Queued, "another owner's job");
+    }
+
+    /// Organization `o` with runner `lone` (label `x`) in a new group `G`
+    /// of `visibility`, nothing else.
+    fn org_group(visibility: &str, selected: &[&str]) -> (SimWorld, u64, u64) {
+        let mut w = SimWorld::default();
+        let group = w.add_group("o", "G").unwrap();
+        let g = w
+            .scope_mut("orgs/o")
+            .groups
+            .iter_mut()
+            .find(|g| g.id == group)
+            .unwrap();
+        g.visibility = visibility.into();
+        g.selected_repository_ids = selected.iter().map(|r| repo_id(r)).collect();
+        let id = w.add_runners("orgs/o", "lone", 1, &["x".into()]).unwrap()[0];
+        w.find_runner_mut(id).unwrap().runner_group_id = group;
+        (w, id, group)
+    }
+
+    #[test]
+    fn a_selected_group_takes_only_its_repositories_jobs() {
+        let now = Utc::now();
+        let (mut w, id, group) = org_group("selected", &["o/a"]);
+        let b = w.enqueue_job(&EnqueueJob::new("o/b", &["x"]), now).unwrap();
+        assert_eq!(b.status, JobStatus::Queued, "o/b is not the group's");
+        let a = w.enqueue_job(&EnqueueJob::new("O/A", &["x"]), now).unwrap();
+        assert_eq!(
+            (
+                a.runner_id,
+                a.runner_group_id,
+                a.runner_group_name.as_deref()
+            ),
+            (Some(id), Some(group), Some("G"))
+        );
+        // o/b joins the group: its job goes once the runner is free.
+        w.finish_queued_or_running_job(a.id, "success", now)
+            .unwrap();
+        assert_eq!(w.job(b.id).unwrap().status, JobStatus::Queued);
+        w.scope_mut("orgs/o").groups[1]
+            .selected_repository_ids
+            .push(repo_id("o/b"));
+        w.assign_jobs(now);
+        assert_eq!(w.job(b.id).unwrap().runner_id, Some(id));
+    }
+
+    #[test]
+    fn a_job_passes_over_a_runner_whose_group_refuses_its_repository() {
+        let now = Utc::now();
+        // `lone` (the lower id) is in a group with no repository; a later
+        // runner in the default group (visibility all) takes the job.
+        let (mut w, lone, _) = org_group("selected", &[]);
+        let other = w.add_runners("orgs/o", "other", 1, &["x".into()]).unwrap()[0];
+        assert!(lone < other);
+        let j = w.enqueue_job(&EnqueueJob::new("o/r", &["x"]), now).unwrap();
+        assert_eq!(
+            (j.runner_id, j.runner_group_name.as_deref()),
+            (Some(other), Some("Default"))
+        );
+        assert!(!w.find_runner(lone).unwrap().1.busy);
+    }
+
+    #[test]
+    fn all_and_private_groups_take_every_repositorys_jobs_whatever_public_access_says() {
+        for visibility in ["all", "private"] {
+            for public in [false, true] {
+                let now = Utc::now();
+                let (mut w, id, _) = org_group(visibility, &[]);
+                w.scope_mut("orgs/o").groups[1].allows_public_repositories = public;
+                let j = w
+                    .enqueue_job(&EnqueueJob::new("o/any", &["x"]), now)
+                    .unwrap();
+                assert_eq!(j.runner_id, Some(id), "{visibility}, public {public}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_repositorys_own_runner_is_in_no_group_and_takes_its_jobs() {
+        let now = Utc::now();
+        let (mut w, org_runner, _) = org_group("selected", &[]);
+        let own = w.add_runners("repos/o/r", "own", 1, &["x".into()]).unwrap()[0];
+        let j = w.enqueue_job(&EnqueueJob::new("o/r", &["x"]), now).unwrap();
+        assert_eq!(j.runner_id, Some(own));
+        let k = w.enqueue_job(&EnqueueJob::new("o/r", &["x"]), now).unwrap();
+        assert_eq!(k.status, JobStatus::Queued, "the org's runner may not");
+        assert!(!w.find_runner(org_runner).unwrap().1.busy);
     }
 }

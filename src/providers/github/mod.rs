@@ -18,7 +18,7 @@
 mod auth;
 mod jobs;
 pub mod releases;
-mod saved;
+pub mod saved;
 mod transport;
 
 use std::collections::HashMap;
@@ -117,13 +117,17 @@ pub fn web_base_url(api_url: &str) -> String {
     }
 }
 
-/// One page of the runner list as last answered, for `If-None-Match`.
-#[derive(serde::Serialize, Deserialize)]
-struct CachedPage {
-    etag: String,
-    runners: Vec<ObservedRunner>,
-    next: Option<String>,
-    total: Option<u64>,
+/// One page of the runner list as last answered, for `If-None-Match`;
+/// what [`saved::SavedPages`] keeps.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, Deserialize)]
+pub struct CachedPage {
+    /// The page's `ETag`, sent back as `If-None-Match`.
+    pub etag: String,
+    pub runners: Vec<ObservedRunner>,
+    /// The `rel="next"` page's path and query.
+    pub next: Option<String>,
+    /// The list's `total_count`.
+    pub total: Option<u64>,
 }
 
 /// One page of the runner list: its runners, the next page's path, and

@@ -33,16 +33,20 @@ struct Saved {
     pages: HashMap<String, CachedPage>,
 }
 
-/// Where the pages are kept, and for which list.
+/// Where the pages are kept, and for which list. Public for the fuzz
+/// target `state`, which reads arbitrary bytes through [`SavedPages::load`];
+/// hangar itself keeps them through
+/// [`GithubRegistry::with_saved_pages`](super::GithubRegistry::with_saved_pages).
 #[derive(Debug, Clone)]
-pub(super) struct SavedPages {
+pub struct SavedPages {
     path: PathBuf,
     api_url: String,
     scope: String,
 }
 
 impl SavedPages {
-    pub(super) fn new(path: &Path, api_url: &str, scope: &str) -> Self {
+    /// The file `path`, for the list of `scope` at `api_url`.
+    pub fn new(path: &Path, api_url: &str, scope: &str) -> Self {
         SavedPages {
             path: path.to_path_buf(),
             api_url: api_url.to_string(),
@@ -52,7 +56,7 @@ impl SavedPages {
 
     /// The pages as last saved for this list; none when there is no file
     /// or it is not one to use.
-    pub(super) fn load(&self) -> HashMap<String, CachedPage> {
+    pub fn load(&self) -> HashMap<String, CachedPage> {
         let bytes = match state::read(&self.path, state::MAX_STATE_BYTES) {
             Ok(Some(b)) => b,
             Ok(None) => return HashMap::new(),
@@ -83,7 +87,7 @@ impl SavedPages {
 
     /// Replace the file with `pages`. A failure is logged: the next process
     /// asks without ETags.
-    pub(super) fn save(&self, pages: &HashMap<String, CachedPage>) {
+    pub fn save(&self, pages: &HashMap<String, CachedPage>) {
         #[derive(Serialize)]
         #[serde(rename_all = "camelCase")]
         struct SavedRef<'a> {
