@@ -376,6 +376,13 @@ async fn a_queued_job_counts_only_for_a_pool_whose_runner_group_admits_its_repos
         (JobStatus::InProgress, Some(slot("gpu", 1).as_str())),
         "{served:?}"
     );
+
+    // Nothing queued: the groups are not asked at all, and the queue is free.
+    rig.sim.reset_stats();
+    rig.pass().await;
+    let stats = rig.sim.stats();
+    assert_eq!(stats.count("/runner-groups"), 0, "{:?}", stats.by_route);
+    assert_eq!(stats.rate_limited_cost, 0, "{:?}", stats.by_route_status);
 }
 
 #[tokio::test(start_paused = true)]
