@@ -16,6 +16,9 @@ use hangar::sim::{self, Fault, FaultKind, Latency, RegisterRunner, SimApp, SimCo
 use sha2::{Digest, Sha256};
 use tokio::time::Instant;
 
+#[path = "support/raw_http.rs"]
+mod raw_http;
+
 const TOKEN: &str = "sim-test-token";
 const APP_ID: u64 = 4242;
 const INSTALLATION_ID: u64 = 77;
@@ -272,6 +275,98 @@ async fn organization_runner_groups_are_resolved_by_name() {
         .await
         .unwrap_err();
     assert_eq!(err.kind, ErrorKind::Refused);
+}
+
+#[tokio::test]
+async fn organization_runner_groups_access_is_read_by_name_and_then_from_the_etag_cache() {
+    use hangar::plan::model::{GroupAccess, GroupVisibility};
+    let sim = start_sim().await;
+    let auth = format!("Bearer {TOKEN}");
+    let patch = |id: u64, body: serde_json::Value| {
+        let (sim, auth) = (&sim, auth.clone());
+        async move {
+            let path = format!("/orgs/ldmx-org/actions/runner-groups/{id}");
+            let headers = [("authorization", auth.as_str())];
+            let a = raw_http::http(sim, "PATCH", &path, &headers, Some(body)).await;
+            assert_eq!(a.status, 200, "{}", a.body);
+        }
+    };
+    let gpu = sim.add_runner_group("ldmx-org", "GPU").unwrap();
+    let private = sim.add_runner_group("ldmx-org", "Priv").unwrap();
+    sim.add_runner_group("ldmx-org", "Open").unwrap();
+    patch(
+        gpu,
+        serde_json::json!({"visibility": "selected",
+            "selected_repository_ids": [sim::repo_id("ldmx-org/widgets")]}),
+    )
+    .await;
+    patch(
+        private,
+        serde_json::json!({"visibility": "private", "allows_public_repositories": true}),
+    )
+    .await;
+    // A workflow run makes the repository known; its jobs say it is private.
+    sim.enqueue_job(&sim::EnqueueJob::new("ldmx-org/widgets", &["gpu"]))
+        .unwrap();
+    let reg = registry(&sim, org(), token(TOKEN));
+    let jobs = reg.jobs(&["ldmx-org/widgets".into()]).await.unwrap();
+    assert_eq!(jobs[0].private, Some(true), "{jobs:?}");
+
+    let asked: Vec<String> = ["gpu", "Priv", "Open", "", "missing"]
+        .map(String::from)
+        .to_vec();
+    sim.reset_stats();
+    let access = reg.group_access(&asked).await.unwrap();
+    let widgets = ["ldmx-org/widgets".to_string()].into_iter().collect();
+    assert_eq!(
+        access.get("gpu"),
+        Some(&GroupAccess {
+            visibility: GroupVisibility::Selected(widgets),
+            allows_public: false
+        })
+    );
+    assert_eq!(
+        access.get("Priv"),
+        Some(&GroupAccess {
+            visibility: GroupVisibility::Private,
+            allows_public: true
+        })
+    );
+    assert_eq!(access["Open"].visibility, GroupVisibility::All);
+    assert_eq!(
+        access[""].visibility,
+        GroupVisibility::All,
+        "the default group"
+    );
+    assert!(!access.contains_key("missing"), "{access:?}");
+    // The groups list and GPU's repositories.
+    assert_eq!(sim.stats().count("runner-groups"), 2);
+
+    // Unchanged: both answered 304, free.
+    sim.reset_stats();
+    assert_eq!(reg.group_access(&asked).await.unwrap(), access);
+    let stats = sim.stats();
+    assert_eq!(stats.count_status("runner-groups", 304), 2, "{stats:?}");
+    assert_eq!(stats.rate_limited_cost, 0, "{stats:?}");
+    // The ids read with it serve a mint into any group: no list of its own.
+    sim.reset_stats();
+    let jit = reg
+        .jit_config("ldmx-open-0", &labels(&["hangar-ldmx"]), "open")
+        .await
+        .unwrap();
+    assert_eq!(sim.stats().count("runner-groups"), 0);
+    assert_ne!(sim.runner(jit.runner_id).unwrap().runner_group_id, 1);
+
+    // Changed on GitHub: read again at once.
+    patch(gpu, serde_json::json!({"visibility": "all"})).await;
+    let again = reg.group_access(&asked).await.unwrap();
+    assert_eq!(again["gpu"].visibility, GroupVisibility::All);
+
+    // A repository's runners are in no group: nothing asked.
+    let repo_reg = registry(&sim, repo(), token(TOKEN));
+    sim.reset_stats();
+    assert!(repo_reg.group_access(&asked).await.unwrap().is_empty());
+    assert_eq!(sim.stats().total, 0);
 }
 
 #[tokio::test]

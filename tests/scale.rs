@@ -18,8 +18,8 @@ use hangar::reconcile::event::{Event, Ignore, Recorded};
 use hangar::reconcile::webhook::{signature, Webhooks};
 use hangar::secret::Secret;
 use hangar::sim::{JobStatus, SimWebhook};
-use support::scale::{ephemeral_scaled_pool, scaled_fleet, scaled_pool};
-use support::{slot, EditableFile, Rig};
+use support::scale::{ephemeral_scaled_pool, org_scaled_fleet, scaled_fleet, scaled_pool};
+use support::{slot, EditableFile, Rig, TOKEN};
 
 fn creates(actions: &[Action]) -> Vec<String> {
     actions
@@ -281,6 +281,141 @@ async fn an_unchanged_queue_costs_no_rate_limit() {
         "{:?}",
         steady.by_route_status
     );
+}
+
+/// `PATCH` organization `acme`'s runner group `id` over the simulator's
+/// REST API, as an owner would on GitHub.
+async fn patch_group(rig: &Rig, id: u64, body: serde_json::Value) {
+    let auth = format!("Bearer {TOKEN}");
+    let path = format!("/orgs/acme/actions/runner-groups/{id}");
+    let a = raw_http::http(
+        &rig.sim,
+        "PATCH",
+        &path,
+        &[("authorization", auth.as_str())],
+        Some(body),
+    )
+    .await;
+    assert_eq!(a.status, 200, "{}", a.body);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_queued_job_counts_only_for_a_pool_whose_runner_group_admits_its_repository() {
+    let pool = scaled_pool("gpu", 0, 2, 0, Some("1m"))
+        .replace("      labels:", "      runnerGroup: GPU\n      labels:");
+    let yaml = org_scaled_fleet(&["h1"], "100%", &["widgets", "other"], &pool);
+    let rig = Rig::new(&yaml).await;
+    let gpu = rig.sim.add_runner_group("acme", "GPU").unwrap();
+    patch_group(
+        &rig,
+        gpu,
+        serde_json::json!({
+            "visibility": "selected",
+            "selected_repository_ids": [hangar::sim::repo_id("acme/widgets")],
+        }),
+    )
+    .await;
+
+    // A job of a repository the group does not admit: no runner, and
+    // `status` says why it waits.
+    let other = rig.enqueue_in("acme/other", &["gpu"]);
+    let r = rig.pass().await;
+    assert!(creates(&r.plan.actions).is_empty(), "{:#?}", r.plan.actions);
+    assert_eq!(r.desired.scale[0].not_admitted, [other.id]);
+    assert!(r.desired.scale[0].queued.is_empty());
+    settle(&rig, 3).await;
+    assert!(rig.vm_names("h1").await.is_empty());
+    let view = hangar::reconcile::status::status(&rig.engine, &rig.fleet).await;
+    assert_eq!(view.scale[0].not_admitted, [other.id], "{:?}", view.scale);
+
+    // One of the admitted repository: a runner in the group, which takes it.
+    let widgets = rig.enqueue_in("acme/widgets", &["gpu"]);
+    let r = rig.pass().await;
+    assert_eq!(creates(&r.plan.actions), [slot("gpu", 0)]);
+    settle(&rig, 10).await;
+    let taken = rig.job(widgets.id);
+    assert_eq!(
+        (
+            taken.status,
+            taken.runner_name.as_deref(),
+            taken.runner_group_name.as_deref()
+        ),
+        (
+            JobStatus::InProgress,
+            Some(slot("gpu", 0).as_str()),
+            Some("GPU")
+        ),
+        "{taken:?}"
+    );
+    assert_eq!(rig.job(other.id).status, JobStatus::Queued);
+
+    // Unchanged, the group's access costs no rate limit either.
+    rig.sim.reset_stats();
+    rig.pass().await;
+    let stats = rig.sim.stats();
+    let groups = stats.count("/runner-groups");
+    assert_eq!(
+        groups, 2,
+        "the list and GPU's repositories: {:?}",
+        stats.by_route
+    );
+    assert_eq!(stats.count_status("/runner-groups", 304), groups);
+    assert_eq!(stats.rate_limited_cost, 0, "{:?}", stats.by_route_status);
+
+    // Opened to every repository on GitHub: the next pass follows, and
+    // the other repository's job gets a runner of its own.
+    patch_group(&rig, gpu, serde_json::json!({"visibility": "all"})).await;
+    let r = rig.pass().await;
+    assert_eq!(creates(&r.plan.actions), [slot("gpu", 1)]);
+    assert_eq!(r.desired.scale[0].queued, [other.id]);
+    assert!(r.desired.scale[0].not_admitted.is_empty());
+    settle(&rig, 10).await;
+    let served = rig.job(other.id);
+    assert_eq!(
+        (served.status, served.runner_name.as_deref()),
+        (JobStatus::InProgress, Some(slot("gpu", 1).as_str())),
+        "{served:?}"
+    );
+
+    // Nothing queued: the groups are not asked at all, and the queue is free.
+    rig.sim.reset_stats();
+    rig.pass().await;
+    let stats = rig.sim.stats();
+    assert_eq!(stats.count("/runner-groups"), 0, "{:?}", stats.by_route);
+    assert_eq!(stats.rate_limited_cost, 0, "{:?}", stats.by_route_status);
+}
+
+#[tokio::test(start_paused = true)]
+async fn where_a_groups_access_cannot_be_read_jobs_count_by_labels_as_before() {
+    let pool = scaled_pool("gpu", 0, 2, 0, Some("1m"))
+        .replace("      labels:", "      runnerGroup: GPU\n      labels:");
+    let yaml = org_scaled_fleet(&["h1"], "100%", &["widgets", "other"], &pool);
+    let rig = Rig::new(&yaml).await;
+    let gpu = rig.sim.add_runner_group("acme", "GPU").unwrap();
+    patch_group(&rig, gpu, serde_json::json!({"visibility": "selected"})).await;
+    // GitHub fails every read of the group's repositories.
+    rig.sim.inject(
+        hangar::sim::Fault::new(
+            hangar::sim::FaultKind::ServerError { status: 502 },
+            u32::MAX,
+        )
+        .on_route("/runner-groups/{runner_group_id}/repositories"),
+    );
+    let other = rig.enqueue_in("acme/other", &["gpu"]);
+    let r = rig.pass().await;
+    assert_eq!(creates(&r.plan.actions), [slot("gpu", 0)]);
+    assert_eq!(r.desired.scale[0].queued, [other.id]);
+    assert!(rig.sim.stats().count_status("/repositories", 502) > 0);
+
+    // Read again: the job no longer counts, and its idle runner goes after
+    // the cooldown.
+    rig.sim.clear_faults();
+    settle(&rig, 10).await;
+    assert_eq!(rig.job(other.id).status, JobStatus::Queued);
+    assert_eq!(rig.diff().await.desired.scale[0].not_admitted, [other.id]);
+    tokio::time::advance(Duration::from_secs(61)).await;
+    settle(&rig, 10).await;
+    assert!(rig.vm_names("h1").await.is_empty());
 }
 
 #[tokio::test(start_paused = true)]

@@ -218,6 +218,14 @@ fn scale_line(p: &crate::plan::model::PoolScale) -> String {
     if let Some(e) = &p.unknown {
         line.push_str(&format!("; the queue could not be read: {}", e.message));
     }
+    if !p.not_admitted.is_empty() {
+        let ids: Vec<String> = p.not_admitted.iter().map(|j| format!("#{j}")).collect();
+        line.push_str(&format!(
+            "; its runner group does not admit the repository of queued job{} {}",
+            if ids.len() == 1 { "" } else { "s" },
+            ids.join(", ")
+        ));
+    }
     line
 }
 
@@ -248,6 +256,7 @@ mod tests {
             slots: vec![0, 1, 2],
             above_target_since: None,
             unknown: None,
+            not_admitted: Vec::new(),
         };
         assert_eq!(
             scale_line(&p),
@@ -259,6 +268,14 @@ mod tests {
             scale_line(&p),
             "follows the queue: 2 busy, 1 queued, target 3, 3 slots; \
              above target since 2026-03-01T12:00:00Z; the queue could not be read: rate limited"
+        );
+        p.above_target_since = None;
+        p.unknown = None;
+        p.not_admitted = vec![7, 9];
+        assert_eq!(
+            scale_line(&p),
+            "follows the queue: 2 busy, 1 queued, target 3, 3 slots; \
+             its runner group does not admit the repository of queued jobs #7, #9"
         );
     }
 }

@@ -515,6 +515,10 @@ pub fn runner_labels(pool: &Pool, fleet: &str) -> Vec<String> {
 
 /// The fleet's pools with `scale`, in name order, as the planner needs them.
 pub fn scaled_pools(fleet: &super::types::Fleet) -> Vec<ScaledPool> {
+    let organization = matches!(
+        fleet.spec.github.scope(),
+        Some(super::types::Scope::Organization { .. })
+    );
     let mut pools: Vec<ScaledPool> = fleet
         .spec
         .pools
@@ -528,6 +532,8 @@ pub fn scaled_pools(fleet: &super::types::Fleet) -> Vec<ScaledPool> {
                 max: sc.max,
                 idle: sc.idle,
                 cooldown: sc.cooldown(),
+                runner_group: organization.then(|| p.runner_group.clone()),
+                access: None,
             })
         })
         .collect();
@@ -630,6 +636,7 @@ mod tests {
             slots: slots.to_vec(),
             above_target_since: None,
             unknown: None,
+            not_admitted: Vec::new(),
         }
     }
 

@@ -110,6 +110,61 @@ pub struct ScaledPool {
     pub max: u32,
     pub idle: u32,
     pub cooldown: std::time::Duration,
+    /// The runner group its runners join, for an organization fleet (a
+    /// repository's runners are in no group and take all of its jobs).
+    pub runner_group: Option<String>,
+    /// Which repositories' jobs its group admits, as read from GitHub this
+    /// pass; `None` where not known or not read: jobs count by labels alone.
+    pub access: Option<GroupAccess>,
+}
+
+impl ScaledPool {
+    /// Whether a queued job of `job`'s repository may go to this pool's
+    /// runners (always, where the group's access is not known).
+    pub fn admits(&self, job: &ObservedJob) -> bool {
+        self.access
+            .as_ref()
+            .is_none_or(|a| a.admits(&job.repository, job.private))
+    }
+}
+
+/// Which repositories' jobs the runners of an organization's runner group
+/// may take (the group's `visibility`, its selected repositories, and
+/// `allows_public_repositories`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GroupAccess {
+    pub visibility: GroupVisibility,
+    /// Whether a public repository may use the group at all (GitHub's
+    /// default is no, whatever `visibility` says).
+    pub allows_public: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum GroupVisibility {
+    /// Every repository of the organization.
+    All,
+    /// These repositories (`OWNER/REPO`, lowercased).
+    Selected(BTreeSet<String>),
+    /// The organization's private repositories.
+    Private,
+}
+
+impl GroupAccess {
+    /// GitHub's rule for a job of `repository` (`OWNER/REPO`), `private`
+    /// as its workflow run said (`None`: not said, taken as private).
+    pub fn admits(&self, repository: &str, private: Option<bool>) -> bool {
+        let public = private == Some(false);
+        if public && !self.allows_public {
+            return false;
+        }
+        match &self.visibility {
+            GroupVisibility::All => true,
+            GroupVisibility::Selected(repos) => repos.contains(&repository.to_lowercase()),
+            GroupVisibility::Private => !public,
+        }
+    }
 }
 
 /// A job GitHub holds for one of the fleet's repositories, queued or
@@ -128,6 +183,9 @@ pub struct ObservedJob {
     /// The runner running it, once assigned.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub runner_name: Option<String>,
+    /// Whether its repository is private, as its workflow run says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub private: Option<bool>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -159,6 +217,11 @@ pub struct PoolScale {
     /// shrinks.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unknown: Option<Failure>,
+    /// Queued jobs with the pool's labels that no scaled pool's runner
+    /// group admits (their repository is not the group's), by id: they ask
+    /// for no runner.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub not_admitted: Vec<u64>,
 }
 
 /// A slot of a scaled pool that waits for room on its hosts, and the

@@ -24,10 +24,30 @@ pub fn job_fits(job_labels: &[String], runner_labels: &[String]) -> bool {
         .all(|l| runner_labels.iter().any(|r| r.eq_ignore_ascii_case(l)))
 }
 
+/// The runner groups whose access this pass needs: those of pools in a
+/// group (an organization's) whose labels a queued job fits, each once.
+/// With none queued, nothing is asked of GitHub.
+pub fn groups_to_read(pools: &[ScaledPool], jobs: &[ObservedJob]) -> Vec<String> {
+    let mut groups = BTreeSet::new();
+    for job in jobs.iter().filter(|j| j.status == JobStatus::Queued) {
+        for pool in pools {
+            if let Some(g) = &pool.runner_group {
+                if job_fits(&job.labels, &pool.runner_labels) {
+                    groups.insert(g.clone());
+                }
+            }
+        }
+    }
+    groups.into_iter().collect()
+}
+
 /// Each scaled pool's slots for this pass. `pools` in name order; a queued
-/// job counts for the first pool its labels fit, so that one job never asks
-/// for two runners. `above_since` is what the last pass remembered (pool →
-/// since when above target); the answer carries the new value.
+/// job counts for the first pool its labels fit and whose runner group
+/// admits its repository ([`ScaledPool::admits`]), so that one job never
+/// asks for two runners, nor for one that could never take it; a job that
+/// fits pools none of whose groups admit it is named on the first of them
+/// (`not_admitted`). `above_since` is what the last pass remembered (pool
+/// → since when above target); the answer carries the new value.
 pub fn scale(
     fleet: &str,
     pools: &[ScaledPool],
@@ -65,6 +85,7 @@ pub fn scale(
     }
 
     let mut queued_for: BTreeMap<&str, Vec<u64>> = BTreeMap::new();
+    let mut not_admitted: BTreeMap<&str, Vec<u64>> = BTreeMap::new();
     if let Some(list) = jobs.seen() {
         let mut queued: Vec<&ObservedJob> = list
             .iter()
@@ -72,11 +93,16 @@ pub fn scale(
             .collect();
         queued.sort_by_key(|j| j.id);
         for job in queued {
-            if let Some(p) = pools
+            let mut fitting = pools
                 .iter()
-                .find(|p| job_fits(&job.labels, &p.runner_labels))
-            {
+                .filter(|p| job_fits(&job.labels, &p.runner_labels))
+                .peekable();
+            let first = fitting.peek().map(|p| p.name.as_str());
+            if let Some(p) = fitting.find(|p| p.admits(job)) {
                 queued_for.entry(p.name.as_str()).or_default().push(job.id);
+            } else if let Some(first) = first {
+                // GitHub would give it to none of them: it asks for nothing.
+                not_admitted.entry(first).or_default().push(job.id);
             }
         }
     }
@@ -104,6 +130,7 @@ pub fn scale(
                 slots: Vec::new(),
                 above_target_since: None,
                 unknown: None,
+                not_admitted: not_admitted.remove(pool.name.as_str()).unwrap_or_default(),
             };
             if let Observation::Failed { error } = jobs {
                 // Without the queue, keep what there is (within the bounds

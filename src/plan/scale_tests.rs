@@ -7,10 +7,10 @@ use std::time::Duration;
 use chrono::TimeDelta;
 
 use super::model::{
-    Action, Failure, JobStatus, NoRoom, Observation, Observed, ObservedJob, PoolScale, ScaledPool,
-    WaitReason,
+    Action, Failure, GroupAccess, GroupVisibility, JobStatus, NoRoom, Observation, Observed,
+    ObservedJob, PoolScale, ScaledPool, WaitReason,
 };
-use super::scale::{job_fits, scale};
+use super::scale::{groups_to_read, job_fits, scale};
 use super::tests::{desired, now, runner, slot, vm_of, FLEET};
 use crate::plan::model::ErrorKind;
 
@@ -30,6 +30,8 @@ fn pool(name: &str, min: u32, max: u32, idle: u32) -> ScaledPool {
         max,
         idle,
         cooldown: COOLDOWN,
+        runner_group: None,
+        access: None,
     }
 }
 
@@ -42,6 +44,7 @@ fn job(id: u64, labels: &[&str], status: JobStatus) -> ObservedJob {
         labels: labels.iter().map(|l| l.to_string()).collect(),
         status,
         runner_name: None,
+        private: None,
     }
 }
 
@@ -184,6 +187,117 @@ fn one_job_asks_only_the_first_pool_it_fits() {
     );
     assert_eq!(out[0].target, 1);
     assert_eq!(out[1].target, 0);
+}
+
+fn selected(repos: &[&str]) -> GroupAccess {
+    GroupAccess {
+        visibility: GroupVisibility::Selected(repos.iter().map(|r| r.to_string()).collect()),
+        allows_public: false,
+    }
+}
+
+/// `queued` jobs of repository `repo`.
+fn queued_in(repo: &str, ids: &[u64], labels: &[&str]) -> Vec<ObservedJob> {
+    let mut jobs = queued(ids, labels);
+    for j in &mut jobs {
+        j.repository = repo.into();
+    }
+    jobs
+}
+
+#[test]
+fn a_groups_access_admits_by_visibility_and_keeps_public_repositories_out_unless_allowed() {
+    let mut all = GroupAccess {
+        visibility: GroupVisibility::All,
+        allows_public: false,
+    };
+    assert!(all.admits("o/r", Some(true)));
+    assert!(all.admits("o/r", None), "not said: taken as private");
+    assert!(!all.admits("o/r", Some(false)));
+    all.allows_public = true;
+    assert!(all.admits("o/r", Some(false)));
+
+    let mut private = GroupAccess {
+        visibility: GroupVisibility::Private,
+        allows_public: true,
+    };
+    assert!(private.admits("o/r", Some(true)));
+    assert!(!private.admits("o/r", Some(false)));
+    private.allows_public = false;
+    assert!(private.admits("o/r", None));
+
+    let some = selected(&["o/widgets"]);
+    assert!(some.admits("O/Widgets", Some(true)), "names without case");
+    assert!(!some.admits("o/other", Some(true)));
+    assert!(
+        !some.admits("o/widgets", Some(false)),
+        "public, not allowed"
+    );
+}
+
+#[test]
+fn a_job_counts_only_for_a_pool_whose_group_admits_its_repository() {
+    let mut p = pool("gpu", 0, 3, 0);
+    p.runner_group = Some("GPU".into());
+    p.access = Some(selected(&["o/widgets"]));
+    let mut jobs = queued_in("o/other", &[1, 2], &["gpu"]);
+    jobs.extend(queued_in("o/widgets", &[3], &["gpu"]));
+    let s = one(
+        &p,
+        &world("gpu", &[], &[]),
+        jobs.clone(),
+        &BTreeMap::new(),
+        now(),
+    );
+    assert_eq!(
+        (s.target, s.queued.clone(), s.not_admitted.clone()),
+        (1, vec![3], vec![1, 2])
+    );
+    // Access not known: by labels, as before.
+    p.access = None;
+    let s = one(&p, &world("gpu", &[], &[]), jobs, &BTreeMap::new(), now());
+    assert_eq!((s.target, s.not_admitted.len()), (3, 0));
+}
+
+#[test]
+fn a_job_a_first_pools_group_refuses_goes_to_the_next_pool_that_admits_it() {
+    let mut a = pool("a", 0, 3, 0);
+    a.runner_labels.push("gpu".into());
+    a.access = Some(selected(&["o/widgets"]));
+    let mut b = pool("b", 0, 3, 0);
+    b.runner_labels.push("gpu".into());
+    b.access = Some(selected(&["o/other"]));
+    let out = scale(
+        FLEET,
+        &[a, b],
+        &world("a", &[], &[]),
+        &Observation::Seen {
+            items: queued_in("o/other", &[7], &["gpu"]),
+        },
+        &BTreeMap::new(),
+        now(),
+    );
+    assert_eq!((out[0].target, out[1].queued.clone()), (0, vec![7]));
+    assert!(out.iter().all(|p| p.not_admitted.is_empty()), "{out:?}");
+}
+
+#[test]
+fn only_groups_of_pools_a_queued_job_fits_are_read() {
+    let mut gpu = pool("gpu", 0, 3, 0);
+    gpu.runner_group = Some("GPU".into());
+    let mut cpu = pool("cpu", 0, 3, 0);
+    cpu.runner_group = Some("CPU".into());
+    let repo_pool = pool("plain", 0, 3, 0);
+    let pools = [cpu, gpu, repo_pool];
+    assert!(
+        groups_to_read(&pools, &[]).is_empty(),
+        "an idle queue asks nothing"
+    );
+    let running = vec![job(1, &["gpu"], JobStatus::InProgress)];
+    assert!(groups_to_read(&pools, &running).is_empty());
+    let mut jobs = queued(&[2, 3], &["gpu"]);
+    jobs.extend(queued(&[4], &["plain"]));
+    assert_eq!(groups_to_read(&pools, &jobs), ["GPU"]);
 }
 
 #[test]

@@ -18,7 +18,8 @@ use serde::Serialize;
 
 pub use crate::plan::model::ErrorKind;
 use crate::plan::model::{
-    DrainState, Failure, Leftover, ObservedHost, ObservedJob, ObservedRunner, ObservedVm, VmRef,
+    DrainState, Failure, GroupAccess, Leftover, ObservedHost, ObservedJob, ObservedRunner,
+    ObservedVm, VmRef,
 };
 
 use crate::model::ownership::Ownership;
@@ -289,6 +290,20 @@ pub trait RunnerRegistry: Send + Sync {
             ErrorKind::Refused,
             "this registry does not list jobs",
         ))
+    }
+
+    /// Which repositories' jobs the runners of each runner group in
+    /// `groups` (names as the fleet file gives them) may take, keyed by
+    /// the name asked. Unchanged lists are answered from the ETag cache
+    /// (304, no rate-limit cost). A group left out is not known: its jobs
+    /// count by labels alone. A registry whose runners are in no group (a
+    /// repository's) answers nothing.
+    async fn group_access(
+        &self,
+        groups: &[String],
+    ) -> Result<BTreeMap<String, GroupAccess>, ProviderError> {
+        let _ = groups;
+        Ok(BTreeMap::new())
     }
 
     /// Since when each scaled pool has had more slots than its target, as

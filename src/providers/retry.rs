@@ -40,7 +40,9 @@ use super::{
     RunnerRegistry, VmCreate,
 };
 use crate::model::HostFacts;
-use crate::plan::model::{Leftover, ObservedHost, ObservedJob, ObservedRunner, ObservedVm, VmRef};
+use crate::plan::model::{
+    GroupAccess, Leftover, ObservedHost, ObservedJob, ObservedRunner, ObservedVm, VmRef,
+};
 use crate::secret::Secret;
 
 /// How long a change in flight may go on after the stop signal.
@@ -393,6 +395,17 @@ impl<R: RunnerRegistry + ?Sized> RunnerRegistry for Retrying<R> {
         let scope = self.inner.scope();
         self.retry(&scope, "list jobs", Call::Read, any, || {
             self.inner.jobs(repositories)
+        })
+        .await
+    }
+
+    async fn group_access(
+        &self,
+        groups: &[String],
+    ) -> Result<BTreeMap<String, GroupAccess>, ProviderError> {
+        let scope = self.inner.scope();
+        self.retry(&scope, "read runner group access", Call::Read, any, || {
+            self.inner.group_access(groups)
         })
         .await
     }

@@ -86,15 +86,36 @@ impl Engine {
     /// Observe the world and resolve the file against it, with each pool's
     /// runner release (prepared at the same time as the observation).
     pub async fn desired(&self, fleet: &LoadedFleet) -> (Snapshot, Result<Desired, Error>) {
-        let pools = crate::fleet::scaled_pools(&fleet.fleet);
+        let mut pools = crate::fleet::scaled_pools(&fleet.fleet);
         let repositories = fleet.fleet.spec.github.job_repositories();
-        // The queue is asked only when a pool follows it.
+        // The queue is asked only when a pool follows it; the access of
+        // runner groups only when a job is queued for a pool in one.
         let jobs = async {
             if pools.is_empty() {
-                None
-            } else {
-                Some(self.world.registry.jobs(&repositories).await)
+                return None;
             }
+            let jobs = self.world.registry.jobs(&repositories).await;
+            let groups = match &jobs {
+                Ok(list) => plan::scale::groups_to_read(&pools, list),
+                Err(_) => Vec::new(),
+            };
+            let access = if groups.is_empty() {
+                Default::default()
+            } else {
+                self.world
+                    .registry
+                    .group_access(&groups)
+                    .await
+                    .unwrap_or_else(|e| {
+                        tracing::debug!(
+                            target: "hangar::scale",
+                            error = %e,
+                            "runner group access not read: queued jobs count by labels alone"
+                        );
+                        Default::default()
+                    })
+            };
+            Some((jobs, access))
         };
         let (snapshot, runners, jobs) = tokio::join!(
             self.world.observe(self.clock.as_ref()),
@@ -103,7 +124,14 @@ impl Engine {
         );
         let scale = match jobs {
             None => Vec::new(),
-            Some(jobs) => {
+            Some((jobs, access)) => {
+                for pool in &mut pools {
+                    pool.access = pool
+                        .runner_group
+                        .as_ref()
+                        .and_then(|g| access.get(g))
+                        .cloned();
+                }
                 let jobs = match jobs {
                     Ok(items) => Observation::Seen { items },
                     Err(e) => Observation::Failed { error: e.into() },

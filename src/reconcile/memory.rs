@@ -18,7 +18,8 @@ use crate::files::state;
 use crate::model::guest::GuestStage;
 use crate::model::host::HostFacts;
 use crate::plan::model::{
-    Leftover, ObservedHost, ObservedJob, ObservedRunner, ObservedVm, RunnerStatus, VmRef,
+    GroupAccess, Leftover, ObservedHost, ObservedJob, ObservedRunner, ObservedVm, RunnerStatus,
+    VmRef,
 };
 use crate::providers::{
     CacheUsage, Hypervisor, JitRunner, ProviderError, RateBudget, RemoveOutcome, RunnerRegistry,
@@ -130,6 +131,13 @@ impl<R: RunnerRegistry> RunnerRegistry for Remembering<R> {
 
     async fn jobs(&self, repositories: &[String]) -> Result<Vec<ObservedJob>, ProviderError> {
         self.inner.jobs(repositories).await
+    }
+
+    async fn group_access(
+        &self,
+        groups: &[String],
+    ) -> Result<BTreeMap<String, GroupAccess>, ProviderError> {
+        self.inner.group_access(groups).await
     }
 
     fn scale_memory(&self) -> BTreeMap<String, DateTime<Utc>> {

@@ -258,6 +258,7 @@ async fn group_runners(State(shared): Sim, Path(params): Params) -> Response {
 
 /// The group's selected repositories, among those the simulator has seen
 /// (runners or workflow runs of their own).
+/// Answered with an `ETag`, as GitHub answers its GETs.
 async fn group_repositories(
     State(shared): Sim,
     Path(params): Params,
@@ -290,7 +291,10 @@ async fn group_repositories(
         )
     });
     match repos {
-        Some(r) => Json(json!({ "total_count": r.len(), "repositories": r })).into_response(),
+        Some(r) => json_with_etag(
+            json!({ "total_count": r.len(), "repositories": r }).to_string(),
+            &headers,
+        ),
         None => gh_error(StatusCode::NOT_FOUND, "Not Found", DOC_GROUPS),
     }
 }

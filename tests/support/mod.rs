@@ -140,6 +140,15 @@ pub struct Domain {
     pub xml: String,
 }
 
+/// The organization of an organization fleet (its runners register there);
+/// any other fleet's registers in `acme/widgets`.
+fn org_of(fleet: &LoadedFleet) -> Option<String> {
+    match fleet.fleet.spec.github.scope() {
+        Some(hangar::fleet::Scope::Organization { org }) => Some(org),
+        _ => None,
+    }
+}
+
 /// The engine of fleet `t` on private sandbox hosts and an in-process
 /// simulator. Must be made inside a tokio runtime (paused or not).
 pub struct Rig {
@@ -188,8 +197,11 @@ pub const FAST_RETRY: RetryPolicy = RetryPolicy {
 impl RigWiring {
     /// An engine for `fleet`, wired as `assemble` wires one.
     pub fn build(&self, fleet: &LoadedFleet) -> Engine {
-        let registry =
-            wiring::registry(&self.sim, OWNER, REPO, TOKEN, None).with_pools(&fleet.fleet);
+        let registry = match org_of(fleet) {
+            Some(org) => wiring::org_registry(&self.sim, &org, TOKEN, None),
+            None => wiring::registry(&self.sim, OWNER, REPO, TOKEN, None),
+        }
+        .with_pools(&fleet.fleet);
         // As `assemble` does: retries ended by the stop signal, offline times
         // remembered in the state dir.
         let registry: Arc<dyn RunnerRegistry> = Arc::new(Remembering {
@@ -250,7 +262,8 @@ impl Rig {
         // would make a runner that just went offline look long gone.
         let clock: Arc<dyn Clock> = Arc::new(TokioClock::starting_at(Utc::now()));
         let log = Arc::new(Mutex::new(Vec::new()));
-        let guests = wiring::sandbox_guests(&sim, SCOPE, &hosts);
+        let scope = org_of(&fleet).map_or(SCOPE.to_string(), |org| format!("orgs/{org}"));
+        let guests = wiring::sandbox_guests(&sim, &scope, &hosts);
         let cancel = CancellationToken::new();
         let wiring = RigWiring {
             state_dir: dir.path().to_path_buf(),

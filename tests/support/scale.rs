@@ -23,6 +23,24 @@ pub fn scaled_fleet(hosts: &[&str], max_memory: &str, pools: &str) -> String {
     y
 }
 
+/// [`scaled_fleet`] for organization `acme`, following the queues of
+/// `repositories` (names in `acme`): its runners register in the
+/// organization, in their pools' `runnerGroup`.
+pub fn org_scaled_fleet(
+    hosts: &[&str],
+    max_memory: &str,
+    repositories: &[&str],
+    pools: &str,
+) -> String {
+    scaled_fleet(hosts, max_memory, pools).replace(
+        &format!("    repository: {OWNER}/{REPO}\n"),
+        &format!(
+            "    organization: {OWNER}\n    repositories: [{}]\n",
+            repositories.join(", ")
+        ),
+    )
+}
+
 /// A persistent pool entry with `scale: {min, max, idle}` (and
 /// `cooldown` when given), labelled `name`, 1 vCPU and 1GiB each.
 pub fn scaled_pool(name: &str, min: u32, max: u32, idle: u32, cooldown: Option<&str>) -> String {
@@ -45,8 +63,13 @@ pub fn ephemeral_scaled_pool(name: &str, max: u32, cooldown: &str) -> String {
 impl Rig {
     /// Queue a job with `labels` in the fleet's repository.
     pub fn enqueue(&self, labels: &[&str]) -> SimJob {
+        self.enqueue_in(&format!("{OWNER}/{REPO}"), labels)
+    }
+
+    /// Queue a job with `labels` in repository `repo` (`OWNER/REPO`).
+    pub fn enqueue_in(&self, repo: &str, labels: &[&str]) -> SimJob {
         self.sim
-            .enqueue_job(&EnqueueJob::new(&format!("{OWNER}/{REPO}"), labels))
+            .enqueue_job(&EnqueueJob::new(repo, labels))
             .unwrap()
     }
 

@@ -105,6 +105,23 @@ pub fn registry(
     .unwrap_or_else(|e| panic!("github registry: {e}"))
 }
 
+/// The GitHub provider of organization `org` on the simulator, as
+/// [`registry`] makes a repository's.
+pub fn org_registry(
+    sim: &SimHandle,
+    org: &str,
+    token: &str,
+    timeout: Option<Duration>,
+) -> GithubRegistry {
+    GithubRegistry::new(GithubConfig {
+        scope: Scope::Organization { org: org.into() },
+        api_url: sim.base_url.clone(),
+        auth: Auth::Token(Secret::new(token.to_string())),
+        timeout,
+    })
+    .unwrap_or_else(|e| panic!("github registry: {e}"))
+}
+
 /// `host` under the retry wrapper, its retries ended by `stop` when given.
 pub fn retrying(
     host: Arc<dyn Hypervisor>,

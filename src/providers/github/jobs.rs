@@ -23,7 +23,8 @@ pub(crate) struct CachedList {
     next: Option<String>,
 }
 
-/// What the registry keeps between passes about the queue.
+/// What the registry keeps between passes about the queue (and the runner
+/// groups' access, see `access.rs`).
 #[derive(Default)]
 pub(crate) struct JobCache {
     /// Keyed by path and query.
@@ -38,6 +39,14 @@ struct RunList {
 #[derive(Deserialize)]
 struct ApiRun {
     id: u64,
+    #[serde(default)]
+    repository: Option<ApiRunRepository>,
+}
+
+#[derive(Deserialize)]
+struct ApiRunRepository {
+    #[serde(default)]
+    private: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -63,7 +72,7 @@ const RUN_STATUSES: [&str; 2] = ["queued", "in_progress"];
 
 impl GithubRegistry {
     /// One page, conditionally: the body and the next page's path.
-    async fn list_page(
+    pub(super) async fn list_page(
         &self,
         what: &str,
         path: &str,
@@ -110,7 +119,7 @@ impl GithubRegistry {
     }
 
     /// Every page of a list, each parsed with `parse`.
-    async fn all_pages<T>(
+    pub(super) async fn all_pages<T>(
         &self,
         what: &str,
         first: String,
@@ -160,6 +169,7 @@ impl GithubRegistry {
                 if !live_runs.insert(run.id) {
                     continue;
                 }
+                let private = run.repository.and_then(|r| r.private);
                 const WHAT: &str = "list jobs of a run";
                 let first = format!(
                     "/repos/{repo}/actions/runs/{}/jobs?per_page={PAGE_SIZE}",
@@ -185,6 +195,7 @@ impl GithubRegistry {
                         labels: j.labels,
                         status,
                         runner_name: j.runner_name.filter(|n| !n.is_empty()),
+                        private,
                     })
                 });
                 jobs.extend(run_jobs);
@@ -206,7 +217,7 @@ fn job_list_run(path: &str) -> Option<u64> {
     head.rsplit('/').next()?.parse().ok()
 }
 
-fn parse<T: serde::de::DeserializeOwned>(
+pub(super) fn parse<T: serde::de::DeserializeOwned>(
     target: &str,
     what: &str,
     body: &str,

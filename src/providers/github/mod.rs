@@ -13,8 +13,12 @@
 //! `DELETE {scope}/actions/runners/{id}`, `GET /orgs/{org}/actions/runner-groups`,
 //! `POST /app/installations/{id}/access_tokens`; for scaled pools
 //! `GET /repos/{owner}/{repo}/actions/runs?status=` and
-//! `GET /repos/{owner}/{repo}/actions/runs/{run_id}/jobs` (see `jobs.rs`).
+//! `GET /repos/{owner}/{repo}/actions/runs/{run_id}/jobs` (see `jobs.rs`), and
+//! for an organization's scaled pools the access of their runner groups,
+//! `GET /orgs/{org}/actions/runner-groups` and
+//! `GET /orgs/{org}/actions/runner-groups/{id}/repositories` (see `access.rs`).
 
+mod access;
 mod auth;
 mod jobs;
 pub mod releases;
@@ -633,6 +637,14 @@ impl RunnerRegistry for GithubRegistry {
         repositories: &[String],
     ) -> Result<Vec<crate::plan::model::ObservedJob>, ProviderError> {
         self.list_jobs(repositories).await
+    }
+
+    async fn group_access(
+        &self,
+        groups: &[String],
+    ) -> Result<std::collections::BTreeMap<String, crate::plan::model::GroupAccess>, ProviderError>
+    {
+        self.read_group_access(groups).await
     }
 
     fn rate_budget(&self) -> Option<RateBudget> {
