@@ -280,7 +280,7 @@ pub(crate) async fn p4_alone(rep: &mut Report, opt: &Options) {
             false,
         ),
         (
-            "free memory malloc keeps (fragmentation)",
+            "free bytes in malloc's arenas (each pass trims their pages)",
             heap_warm.malloc_free,
             heap_end.malloc_free,
             false,
