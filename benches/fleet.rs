@@ -10,6 +10,8 @@
 //!
 //! `cargo bench --bench fleet`. After `--`: `--quick` (a smoke run),
 //! `--cases=p2,p3` (a subset; P1 always runs, it builds the rig),
+//! `--cases=alone` (P4 with the hosts in libvirtd and GitHub in a process
+//! of its own; needs libvirtd, not in the default set),
 //! `--plan-scan` (`plan()` alone from 1,000 to 100,000 slots),
 //! `--converge=N` (time a cold converge of N slots on 10 hosts).
 
@@ -37,11 +39,15 @@ use hangar::sim::{self, Latency, SimConfig, SimHandle};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
+#[path = "../tests/support/served.rs"]
+mod served;
 #[path = "../tests/support/wiring.rs"]
 mod wiring;
 
 // Under `cases/`: a file directly in `benches/` would be a bench target
 // of its own.
+#[path = "cases/alone_case.rs"]
+mod alone_case;
 #[path = "cases/cron_case.rs"]
 mod cron_case;
 #[path = "cases/heap.rs"]
@@ -1259,6 +1265,8 @@ fn report_path() -> PathBuf {
 }
 
 fn main() {
+    // As hangar's own `main` does, before any thread starts.
+    hangar::malloc::limit_arenas();
     let args: Vec<String> = std::env::args().collect();
     // `RUST_LOG=…`: hangar's log on stderr (a retried call, a failure).
     if std::env::var_os("RUST_LOG").is_some() {
@@ -1332,6 +1340,11 @@ fn main() {
         })
         .to_lowercase();
     rt.block_on(async {
+        // P4 with the hosts and GitHub out of process: first, before any
+        // in-process world is in this process's memory.
+        if cases.contains("alone") {
+            alone_case::p4_alone(&mut rep, &opt).await;
+        }
         // P5 alone needs no rig.
         if ["p1", "p2", "p3", "p4", "p8"]
             .iter()

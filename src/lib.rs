@@ -13,6 +13,7 @@ pub mod exit;
 pub mod files;
 pub mod fleet;
 pub mod logging;
+pub mod malloc;
 pub mod metrics;
 pub mod model;
 pub mod plan;

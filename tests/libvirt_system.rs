@@ -373,3 +373,43 @@ impl Drop for ReadOnly {
         let _ = Command::new("umount").arg(&self.0).status();
     }
 }
+
+/// A private test-driver node served by the daemon (`test+unix:///…/node.xml`)
+/// is a world of its own per connection, as it is in process: the host
+/// keeps one connection, so ten creates at once all land in the world it
+/// observes. (With the daemon's connections opened as for any other host,
+/// the creates on a second connection went to another, unseen world.) The
+/// node's state lives in the daemon only as long as the connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_test_node_behind_the_daemon_keeps_one_connection() {
+    if !virsh::usable() {
+        return;
+    }
+    // Under /tmp: the daemon (root) reads the node file by its path.
+    let dir = tempfile::tempdir().unwrap();
+    let node = dir.path().join("node.xml");
+    let fixture =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/libvirt/node.xml");
+    std::fs::copy(&fixture, &node).unwrap();
+    let host = kit::connect(kit::host_config(
+        "served",
+        &format!("test+unix://{}", node.display()),
+        kit::NODE_POOL,
+    ))
+    .await;
+    assert_eq!(host.domain_type(), DomainType::Test);
+    let fleet = "served";
+    let made: Vec<_> = (0..10)
+        .map(|i| {
+            let host = host.clone();
+            let o = owner(fleet, i, 1, 64 * MIB);
+            tokio::spawn(async move { host.create(&vm(o)).await })
+        })
+        .collect();
+    for m in made {
+        m.await.unwrap().unwrap();
+    }
+    assert_eq!(host.libvirt_connections(), 1);
+    let seen = host.observe(fleet).await.unwrap();
+    assert_eq!(seen.len(), 10, "every create in the world observed");
+}

@@ -24,6 +24,8 @@ use commands::Ctx;
 /// Parse the process's arguments and run the command.
 pub fn main() -> ExitStatus {
     crate::logging::disable_core_dumps();
+    // Before any thread starts (see `malloc`).
+    crate::malloc::limit_arenas();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {

@@ -233,6 +233,9 @@ impl Engine {
             events.emit(Event::GuestPlayed { line: line.clone() });
         }
         let requeue = policy::requeue(&plan, report.as_ref(), &snapshot, every);
+        // What the pass's work freed goes back to the kernel: between
+        // passes the process holds what it keeps, not its busiest pass.
+        crate::malloc::give_back();
         Ok(PassResult {
             snapshot,
             desired,

@@ -11,7 +11,8 @@
 //! limit lets more than that run at once. A work keeps the
 //! connection it first took until it ends (its domain and volume handles
 //! belong to it). A test-driver host keeps one: a private
-//! `test:///…/node.xml` is a world of its own per connection.
+//! `test:///…/node.xml` is a world of its own per connection, in this
+//! process or, as `test+unix:///…/node.xml`, in a libvirtd.
 //!
 //! Remote connections send libvirt keepalives (libvirt's event loop runs on
 //! a thread of its own, started once per process): a peer that stops
@@ -107,7 +108,7 @@ struct Slot {
 impl Connections {
     /// `first`, and room for more where `uri` is not the test driver.
     pub(super) fn new(uri: &str, first: Connect) -> Connections {
-        let test_driver = uri.split_once("://").map(|(s, _)| s) == Some("test");
+        let test_driver = uri_is_test_driver(uri);
         Connections {
             slots: std::sync::Mutex::new(vec![Slot {
                 conn: Some(Arc::new(first)),
@@ -182,6 +183,14 @@ pub fn uri_is_local(uri: &str) -> bool {
     };
     let authority = rest.split('/').next().unwrap_or("");
     authority.is_empty() || scheme.ends_with("+unix")
+}
+
+/// Whether a libvirt URI names the test driver, in this process (`test://`)
+/// or served by a daemon (`test+unix://`, `test+ssh://…`).
+pub(super) fn uri_is_test_driver(uri: &str) -> bool {
+    uri.split_once("://")
+        .and_then(|(scheme, _)| scheme.split('+').next())
+        == Some("test")
 }
 
 /// Open the host's connection. libvirt's default error callback prints
@@ -570,5 +579,15 @@ mod tests {
         assert!(uri_is_local("qemu+unix:///system"));
         assert!(!uri_is_local("qemu+ssh://root@build1/system"));
         assert!(!uri_is_local("qemu://build1/system"));
+    }
+
+    #[test]
+    fn the_test_driver_is_told_by_its_driver_over_any_transport() {
+        assert!(uri_is_test_driver("test:///tmp/x/node.xml"));
+        assert!(uri_is_test_driver("test+unix:///tmp/x/node.xml"));
+        assert!(uri_is_test_driver("test+ssh://ci@b1/default"));
+        assert!(!uri_is_test_driver("qemu:///system"));
+        assert!(!uri_is_test_driver("qemu+unix:///system"));
+        assert!(!uri_is_test_driver("testing:///x"));
     }
 }
