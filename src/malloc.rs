@@ -8,8 +8,16 @@
 //! therefore keeps [`ARENAS`] arenas and gives malloc's free memory back to
 //! the kernel after every pass. Elsewhere than glibc both do nothing.
 
-/// Arenas malloc keeps at most (`M_ARENA_MAX`): a pass's allocations are
-/// not where its time goes (that is waiting on hosts and GitHub).
+/// Arenas malloc keeps at most (`M_ARENA_MAX`). Fewer arenas is less
+/// memory and more contention on their locks where threads allocate at
+/// once. For hangar alone (bench P4 with the hosts and GitHub out of
+/// process, 500 runners) 2 arenas held 13.9 MiB and stayed flat, 4 held
+/// 15.9 MiB with the C side still creeping, glibc's default 25 MiB; the
+/// mean pass moved within the machine's noise (11.0 ms with the default,
+/// 11.9 with 2). Where a simulator shares the process (the in-process
+/// bench), its allocations contend too: there the list of 5,000 runners
+/// took 1.9× as long with 2 arenas as with the default.
+/// `MALLOC_ARENA_MAX` in the environment overrides this.
 pub const ARENAS: i32 = 2;
 
 /// Limit malloc to [`ARENAS`] arenas, unless the environment chose
