@@ -284,21 +284,7 @@ impl Rig {
         let sim = sim::start(config).await.expect("github simulator");
         let registry = wiring::registry(&sim, OWNER, REPO, TOKEN, Some(Duration::from_secs(30)));
         let registry = wiring::retrying_registry(registry, RetryPolicy::GITHUB, None);
-        let c = fleet.concurrency();
-        let engine = Engine {
-            limits: Limits {
-                global: c.global as usize,
-                per_host: c.per_host.map(|n| n as usize),
-            },
-            poll: Duration::from_secs(1),
-            ..wiring::engine(
-                &fleet,
-                world_hosts,
-                Arc::new(registry),
-                Arc::new(SystemClock),
-                None,
-            )
-        };
+        let engine = measured_engine(&fleet, world_hosts, Arc::new(registry));
         Rig {
             _dir: dir,
             sim,
@@ -951,6 +937,24 @@ fn synthetic(n: usize, hosts: usize) -> (Desired, Observed) {
         host_state: Default::default(),
     };
     (desired, observed)
+}
+
+/// The engine the bench measures: `fleet`'s concurrency limits, a 1 s
+/// poll, the system clock, no runner supply.
+fn measured_engine(
+    fleet: &LoadedFleet,
+    world_hosts: BTreeMap<String, Arc<dyn Hypervisor>>,
+    registry: Arc<dyn hangar::providers::RunnerRegistry>,
+) -> Engine {
+    let c = fleet.concurrency();
+    Engine {
+        limits: Limits {
+            global: c.global as usize,
+            per_host: c.per_host.map(|n| n as usize),
+        },
+        poll: Duration::from_secs(1),
+        ..wiring::engine(fleet, world_hosts, registry, Arc::new(SystemClock), None)
+    }
 }
 
 /// The schedule of one pass's actions under the limits, in ideal form:

@@ -26,7 +26,6 @@ use hangar::providers::github::{Auth, GithubConfig, GithubRegistry, Scope};
 use hangar::providers::libvirt::LibvirtHost;
 use hangar::providers::{Hypervisor, RetryPolicy};
 use hangar::reconcile::engine::{Engine, PassResult};
-use hangar::reconcile::{Limits, SystemClock};
 use hangar::secret::Secret;
 use tokio_util::sync::CancellationToken;
 
@@ -100,21 +99,7 @@ async fn build(runners: usize, hosts: usize) -> Result<Alone, String> {
     })
     .unwrap_or_else(|e| panic!("github registry: {e}"));
     let registry = wiring::retrying_registry(registry, RetryPolicy::GITHUB, None);
-    let c = fleet.concurrency();
-    let engine = Engine {
-        limits: Limits {
-            global: c.global as usize,
-            per_host: c.per_host.map(|n| n as usize),
-        },
-        poll: Duration::from_secs(1),
-        ..wiring::engine(
-            &fleet,
-            world_hosts,
-            Arc::new(registry),
-            Arc::new(SystemClock),
-            None,
-        )
-    };
+    let engine = super::measured_engine(&fleet, world_hosts, Arc::new(registry));
     Ok(Alone {
         _dir: dir,
         sim,
