@@ -17,15 +17,17 @@ use super::{GithubRegistry, Scope, PAGE_SIZE};
 use crate::plan::model::{GroupAccess, GroupVisibility};
 use crate::providers::ProviderError;
 
+/// A page of an organization's runner groups (also read for a group's id
+/// by name when a runner registers).
 #[derive(Deserialize)]
-struct GroupList {
-    runner_groups: Vec<ApiGroup>,
+pub(super) struct GroupList {
+    pub(super) runner_groups: Vec<ApiGroup>,
 }
 
 #[derive(Deserialize)]
-struct ApiGroup {
-    id: u64,
-    name: String,
+pub(super) struct ApiGroup {
+    pub(super) id: u64,
+    pub(super) name: String,
     #[serde(default)]
     default: bool,
     #[serde(default)]

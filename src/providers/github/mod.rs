@@ -195,17 +195,6 @@ struct ApiLabel {
 }
 
 #[derive(Deserialize)]
-struct GroupList {
-    runner_groups: Vec<ApiGroup>,
-}
-
-#[derive(Deserialize)]
-struct ApiGroup {
-    id: u64,
-    name: String,
-}
-
-#[derive(Deserialize)]
 struct JitAnswer {
     runner: ApiRunner,
     encoded_jit_config: String,
@@ -389,7 +378,7 @@ impl GithubRegistry {
             if answer.status != StatusCode::OK {
                 return Err(self.scope_error(WHAT, &answer));
             }
-            let list: GroupList = answer.json(self.transport.target(), WHAT)?;
+            let list: access::GroupList = answer.json(self.transport.target(), WHAT)?;
             for g in list.runner_groups {
                 found.insert(g.name.to_lowercase(), g.id);
             }
