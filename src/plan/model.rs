@@ -549,6 +549,17 @@ pub struct Observed {
     pub host_state: BTreeMap<String, ObservedHost>,
 }
 
+impl Observed {
+    /// Each VM of the hosts that were seen, with its host's name, hosts in
+    /// order and each host's VMs as listed.
+    pub fn seen_vms(&self) -> impl DoubleEndedIterator<Item = (&str, &ObservedVm)> {
+        self.hosts
+            .iter()
+            .filter_map(|(host, o)| Some((host.as_str(), o.seen()?)))
+            .flat_map(|(host, vms)| vms.iter().map(move |v| (host, v)))
+    }
+}
+
 /// A VM an action refers to.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

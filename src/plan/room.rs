@@ -64,15 +64,11 @@ pub(super) fn room_waits(
     // per replace made a spec change of the whole fleet quadratic.
     let replaced: HashMap<(&str, &str), &VmShape> =
         if actions.iter().any(|a| matches!(a, Action::Replace { .. })) {
+            // Reversed: the first listed stands for a UUID seen twice.
             observed
-                .hosts
-                .iter()
-                .filter_map(|(host, o)| Some((host, o.seen()?)))
-                .flat_map(|(host, vms)| {
-                    vms.iter()
-                        .rev()
-                        .map(move |v| ((host.as_str(), v.uuid.as_str()), &v.owner.shape))
-                })
+                .seen_vms()
+                .rev()
+                .map(|(host, v)| ((host, v.uuid.as_str()), &v.owner.shape))
                 .collect()
         } else {
             HashMap::new()

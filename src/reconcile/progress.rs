@@ -111,15 +111,11 @@ pub fn progress(desired: &Desired, observed: &Observed) -> Vec<SlotProgress> {
         .runners
         .seen()
         .map(|rs| rs.iter().rev().map(|r| (r.name.as_str(), r)).collect());
+    // Reversed: the first listed stands for a name, as a scan found it.
     let vms: HashMap<(&str, &str), &ObservedVm> = observed
-        .hosts
-        .iter()
-        .filter_map(|(host, o)| Some((host, o.seen()?)))
-        .flat_map(|(host, vms)| {
-            vms.iter()
-                .rev()
-                .map(move |v| ((host.as_str(), v.name.as_str()), v))
-        })
+        .seen_vms()
+        .rev()
+        .map(|(host, v)| ((host, v.name.as_str()), v))
         .collect();
     desired
         .slots
