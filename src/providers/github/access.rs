@@ -17,17 +17,15 @@ use super::{GithubRegistry, Scope, PAGE_SIZE};
 use crate::plan::model::{GroupAccess, GroupVisibility};
 use crate::providers::ProviderError;
 
-/// A page of an organization's runner groups (also read for a group's id
-/// by name when a runner registers).
 #[derive(Deserialize)]
-pub(super) struct GroupList {
-    pub(super) runner_groups: Vec<ApiGroup>,
+struct GroupList {
+    runner_groups: Vec<ApiGroup>,
 }
 
 #[derive(Deserialize)]
 pub(super) struct ApiGroup {
-    pub(super) id: u64,
-    pub(super) name: String,
+    id: u64,
+    name: String,
     #[serde(default)]
     default: bool,
     #[serde(default)]
@@ -60,22 +58,10 @@ impl GithubRegistry {
         if groups.is_empty() {
             return Ok(BTreeMap::new());
         }
-        let target = self.transport.target().to_string();
-        const WHAT: &str = "list runner groups";
-        let first = format!("/orgs/{org}/actions/runner-groups?per_page={PAGE_SIZE}");
-        let listed: Vec<ApiGroup> = self
-            .all_pages(WHAT, first, |body| {
-                let list: GroupList = parse(&target, WHAT, body)?;
-                Ok(list.runner_groups)
-            })
-            .await?;
+        let listed = self.runner_groups(org).await?;
         // The names minted into stay current too (a group made again has a
         // new id).
-        let ids: HashMap<String, u64> = listed
-            .iter()
-            .map(|g| (g.name.to_lowercase(), g.id))
-            .collect();
-        *self.groups.lock().await = Some(ids);
+        *self.groups.lock().await = Some(group_ids(&listed));
 
         let mut out = BTreeMap::new();
         for name in groups {
@@ -114,6 +100,19 @@ impl GithubRegistry {
         Ok(out)
     }
 
+    /// Every runner group of `org`, each page asked with the ETag of its
+    /// last answer.
+    pub(super) async fn runner_groups(&self, org: &str) -> Result<Vec<ApiGroup>, ProviderError> {
+        let target = self.transport.target().to_string();
+        const WHAT: &str = "list runner groups";
+        let first = format!("/orgs/{org}/actions/runner-groups?per_page={PAGE_SIZE}");
+        self.all_pages(WHAT, first, |body| {
+            let list: GroupList = parse(&target, WHAT, body)?;
+            Ok(list.runner_groups)
+        })
+        .await
+    }
+
     /// The repositories (`OWNER/REPO`, lowercased) of a `selected` group.
     async fn group_repositories(
         &self,
@@ -135,4 +134,12 @@ impl GithubRegistry {
             .map(|r| r.full_name.to_lowercase())
             .collect())
     }
+}
+
+/// Group ids by lowercased name.
+pub(super) fn group_ids(groups: &[ApiGroup]) -> HashMap<String, u64> {
+    groups
+        .iter()
+        .map(|g| (g.name.to_lowercase(), g.id))
+        .collect()
 }

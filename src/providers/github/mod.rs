@@ -368,22 +368,7 @@ impl GithubRegistry {
         if let Some(id) = cache.as_ref().and_then(|c| c.get(&wanted)) {
             return Ok(*id);
         }
-        const WHAT: &str = "list runner groups";
-        let mut found = HashMap::new();
-        let mut path = Some(format!(
-            "/orgs/{org}/actions/runner-groups?per_page={PAGE_SIZE}"
-        ));
-        while let Some(p) = path.take() {
-            let answer = self.call(WHAT, Method::GET, &p, &[], None).await?;
-            if answer.status != StatusCode::OK {
-                return Err(self.scope_error(WHAT, &answer));
-            }
-            let list: access::GroupList = answer.json(self.transport.target(), WHAT)?;
-            for g in list.runner_groups {
-                found.insert(g.name.to_lowercase(), g.id);
-            }
-            path = next_link(answer.header("link"));
-        }
+        let found = access::group_ids(&self.runner_groups(org).await?);
         let id = found.get(&wanted).copied();
         *cache = Some(found);
         id.ok_or_else(|| {
