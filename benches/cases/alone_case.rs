@@ -251,43 +251,17 @@ pub(crate) async fn p4_alone(rep: &mut Report, opt: &Options) {
         "≤ max(2 %, 2 MiB)",
         Some(is_flat(anon_warm, anon_end)),
     );
-    for (what, from, to, flat_goal) in [
-        (
+    heap::heap_rows(
+        rep,
+        CASE,
+        [
             "live Rust heap (hangar, tokio)",
-            heap_warm.rust,
-            heap_end.rust,
-            true,
-        ),
-        (
             "C heap in use (libvirt's remote client)",
-            heap_warm.c_side(),
-            heap_end.c_side(),
-            false,
-        ),
-        (
             "free bytes in malloc's arenas (each pass trims their pages)",
-            heap_warm.malloc_free,
-            heap_end.malloc_free,
-            false,
-        ),
-    ] {
-        rep.row(
-            CASE,
-            format!("  {what} at pass {done}"),
-            mib(to),
-            "MiB",
-            "",
-            None,
-        );
-        rep.row(
-            CASE,
-            format!("    grown from pass {warm}"),
-            growth_mib(from, to),
-            "MiB",
-            if flat_goal { "≤ max(2 %, 2 MiB)" } else { "" },
-            flat_goal.then_some(is_flat(from, to)),
-        );
-    }
+        ],
+        (warm, done),
+        (heap_warm, heap_end),
+    );
     heap::trim();
     let (anon_trimmed, _) = rss_parts_kib();
     rep.row(

@@ -94,44 +94,18 @@ pub(super) fn report_growth(
     (before, after): (Heap, Heap),
     anon_end: u64,
 ) {
-    use super::{growth_mib, is_flat, mib};
-    for (what, from, to, flat_goal) in [
-        (
+    use super::mib;
+    heap_rows(
+        rep,
+        "P4",
+        [
             "live Rust heap (hangar, simulator, tokio)",
-            before.rust,
-            after.rust,
-            true,
-        ),
-        (
             "C heap in use (libvirt's test driver)",
-            before.c_side(),
-            after.c_side(),
-            false,
-        ),
-        (
             "free memory malloc keeps (fragmentation)",
-            before.malloc_free,
-            after.malloc_free,
-            false,
-        ),
-    ] {
-        rep.row(
-            "P4",
-            format!("  {what} at pass {done}"),
-            mib(to),
-            "MiB",
-            "",
-            None,
-        );
-        rep.row(
-            "P4",
-            format!("    grown from pass {warm}"),
-            growth_mib(from, to),
-            "MiB",
-            if flat_goal { "≤ max(2 %, 2 MiB)" } else { "" },
-            flat_goal.then_some(is_flat(from, to)),
-        );
-    }
+        ],
+        (warm, done),
+        (before, after),
+    );
     rep.row(
         "P4",
         format!("RssAnon at pass {done} (whole process: hangar, simulator, test-driver hosts)"),
@@ -155,4 +129,40 @@ pub(super) fn report_growth(
         mib(anon_end),
         mib(anon_trimmed)
     ));
+}
+
+/// A case's rows for each part of the heap (the live Rust heap, held to
+/// the flatness goal; the C side; malloc's free bytes, each named by
+/// `names` in that order) at pass `done` and grown from pass `warm`.
+pub(super) fn heap_rows(
+    rep: &mut super::Report,
+    case: &'static str,
+    names: [&str; 3],
+    (warm, done): (usize, usize),
+    (before, after): (Heap, Heap),
+) {
+    use super::{growth_mib, is_flat, mib};
+    let parts = [
+        (before.rust, after.rust, true),
+        (before.c_side(), after.c_side(), false),
+        (before.malloc_free, after.malloc_free, false),
+    ];
+    for (what, (from, to, flat_goal)) in names.into_iter().zip(parts) {
+        rep.row(
+            case,
+            format!("  {what} at pass {done}"),
+            mib(to),
+            "MiB",
+            "",
+            None,
+        );
+        rep.row(
+            case,
+            format!("    grown from pass {warm}"),
+            growth_mib(from, to),
+            "MiB",
+            if flat_goal { "≤ max(2 %, 2 MiB)" } else { "" },
+            flat_goal.then_some(is_flat(from, to)),
+        );
+    }
 }
