@@ -274,16 +274,7 @@ async fn ten_creates_at_once_share_connections_and_keep_every_volume_record() {
     let Some(rig) = rig().await else { return };
     let (host, fleet, pool) = (&rig.host, &rig.fleet, &rig.pool);
     assert_eq!(host.libvirt_connections(), 1);
-    let made: Vec<_> = (0..10)
-        .map(|i| {
-            let host = host.clone();
-            let o = owner(fleet, i, 1, 64 * MIB);
-            tokio::spawn(async move { host.create(&vm(o)).await })
-        })
-        .collect();
-    for m in made {
-        m.await.unwrap().unwrap();
-    }
+    create_ten_at_once(host, fleet).await;
     // More than one, never more than 10 works need at 4 each (all ten
     // overlap unless some finish before the last starts).
     let n = host.libvirt_connections();
@@ -399,6 +390,15 @@ async fn a_test_node_behind_the_daemon_keeps_one_connection() {
     .await;
     assert_eq!(host.domain_type(), DomainType::Test);
     let fleet = "served";
+    create_ten_at_once(&host, fleet).await;
+    assert_eq!(host.libvirt_connections(), 1);
+    let seen = host.observe(fleet).await.unwrap();
+    assert_eq!(seen.len(), 10, "every create in the world observed");
+}
+
+/// Ten VMs of `fleet` (slots 0–9) created on `host` at once, each of them
+/// made.
+async fn create_ten_at_once(host: &LibvirtHost, fleet: &str) {
     let made: Vec<_> = (0..10)
         .map(|i| {
             let host = host.clone();
@@ -409,7 +409,4 @@ async fn a_test_node_behind_the_daemon_keeps_one_connection() {
     for m in made {
         m.await.unwrap().unwrap();
     }
-    assert_eq!(host.libvirt_connections(), 1);
-    let seen = host.observe(fleet).await.unwrap();
-    assert_eq!(seen.len(), 10, "every create in the world observed");
 }
