@@ -51,6 +51,8 @@ use serde_json::{json, Value};
 mod e2e_image;
 #[path = "kit/e2e_play.rs"]
 mod e2e_play;
+#[path = "support/ports.rs"]
+mod ports;
 #[path = "kit/virsh.rs"]
 mod virsh;
 use e2e_image::{build_image, BaseImage, Progress};
@@ -58,6 +60,7 @@ use e2e_play::{
     hangar, line_after, log_file, read_log, run_token, sha256_hex, start_sim, tail, Timeline,
     HANGAR,
 };
+use ports::free_port;
 use virsh::{domains as domains_named, must, virsh, volumes, SYSTEM as URI};
 /// Where hangar's libvirt provider writes serial console logs.
 const CONSOLE_DIR: &str = "/var/log/hangar";
@@ -416,13 +419,6 @@ fn slot_row<'a>(view: &'a Value, slot: &str, out: &str) -> &'a Value {
 /// VMs' NICs have) and the address qemu's user network gives a guest.
 const SSH_NIC_MAC: &str = "52:54:00:e2:e5:22";
 const SSH_NIC_ADDRESS: &str = "10.0.2.15";
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free loopback port")
-        .port()
-}
 
 /// Hot-plugs into the running `dom` a NIC on qemu's user network that
 /// reaches nothing (`restrict=on`) but for a forward of 127.0.0.1:`port`

@@ -18,6 +18,7 @@ use hangar::reconcile::event::{Event, Ignore, Recorded};
 use hangar::reconcile::webhook::{signature, Webhooks};
 use hangar::secret::Secret;
 use hangar::sim::{JobStatus, SimWebhook};
+use support::ports::free_port;
 use support::scale::{ephemeral_scaled_pool, org_scaled_fleet, scaled_fleet, scaled_pool};
 use support::{slot, EditableFile, Rig, TOKEN};
 
@@ -457,15 +458,6 @@ fn with_webhook(yaml: &str, listen: &str, secret_file: &std::path::Path) -> Stri
             secret_file.display()
         ),
     )
-}
-
-/// A free loopback port (bound and let go).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 #[tokio::test]

@@ -30,6 +30,7 @@ use hangar::sandbox::host::SandboxHost;
 use hangar::sim::{SimHandle, SimRunner};
 use tokio_util::sync::CancellationToken;
 
+pub mod ports;
 pub mod scale;
 
 pub const TOKEN: &str = "engine-test-token";
