@@ -51,16 +51,13 @@ use serde_json::{json, Value};
 mod e2e_image;
 #[path = "kit/e2e_play.rs"]
 mod e2e_play;
-#[path = "support/ports.rs"]
-mod ports;
 #[path = "kit/virsh.rs"]
 mod virsh;
 use e2e_image::{build_image, BaseImage, Progress};
 use e2e_play::{
-    hangar, line_after, log_file, read_log, run_token, sha256_hex, start_sim, tail, Timeline,
-    HANGAR,
+    free_port, hangar, line_after, log_file, read_log, run_token, sha256_hex, start_sim, tail,
+    Timeline, HANGAR,
 };
-use ports::free_port;
 use virsh::{domains as domains_named, must, virsh, volumes, SYSTEM as URI};
 /// Where hangar's libvirt provider writes serial console logs.
 const CONSOLE_DIR: &str = "/var/log/hangar";

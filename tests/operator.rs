@@ -4,6 +4,8 @@
 
 #[path = "support/bin.rs"]
 mod bin;
+#[path = "support/ports.rs"]
+mod ports;
 
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::process::Stdio;
@@ -112,11 +114,7 @@ fn render_user_data_contacts_nothing_and_domain_says_it_asks_the_host() {
 
 /// `hangar github-sim` on a free loopback port, and its address.
 fn github_sim(sb: &Sandbox, token: &str) -> (std::process::Child, String) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = ports::free_port();
     let listen = format!("127.0.0.1:{port}");
     let (sim, rx) = sb.spawn(&["github-sim", "--listen", &listen, "--token", token]);
     wait_for_line(&rx, &mut Vec::new(), "listening");

@@ -22,6 +22,8 @@ mod inspect;
 mod kit;
 #[path = "reliability/libvirtd.rs"]
 mod libvirtd;
+#[path = "support/ports.rs"]
+mod ports;
 #[path = "reliability/results.rs"]
 mod results;
 #[path = "reliability/rig.rs"]

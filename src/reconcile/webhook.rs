@@ -460,8 +460,15 @@ pub fn read_secret(spec: &crate::fleet::WebhookSpec) -> Result<Secret<String>, S
     Ok(Secret::new(value))
 }
 
+// The tests' own port picker: ports outside the kernel's ephemeral range,
+// so another test's bind(0) cannot take one between pick and bind.
+#[cfg(test)]
+#[path = "../../tests/support/ports.rs"]
+mod test_ports;
+
 #[cfg(test)]
 mod tests {
+    use super::test_ports as ports;
     use super::*;
 
     fn headers(event: &str, delivery: &str, sig: &str) -> HeaderMap {
@@ -757,11 +764,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("secret");
         std::fs::write(&file, "k").unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = ports::free_port();
         let v4 = format!("127.0.0.1:{port}");
         // Loopback too, and the same port: Linux refuses to bind it beside
         // the IPv4 listener.

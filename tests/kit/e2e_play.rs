@@ -5,6 +5,10 @@
 
 #![allow(dead_code)]
 
+#[path = "../support/ports.rs"]
+mod ports;
+pub use ports::free_port;
+
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
@@ -187,10 +191,7 @@ pub fn hangar(env: &[(&str, &str)], args: &[&str]) -> (ExitStatus, String) {
 /// `hangar github-sim` as a child process on a free loopback port, with
 /// its state and log in `dir`, answering before this returns.
 pub fn start_sim(dir: &Path, token: &str, scope: &str) -> (std::process::Child, Sim) {
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
+    let port = free_port();
     let sim_log = dir.join("github-sim.log");
     let mut child = Command::new(HANGAR)
         .args(["github-sim", "--listen", &format!("127.0.0.1:{port}")])

@@ -4,7 +4,7 @@
 //! every JIT config it minted must appear nowhere hangar writes.
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -24,11 +24,7 @@ pub struct SimProcess {
 
 impl SimProcess {
     pub fn start(dir: &Path, token: &str) -> SimProcess {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = super::ports::free_port();
         let state = dir.join("sim.json");
         let child = Command::new(hangar())
             .args([
