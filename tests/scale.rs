@@ -420,6 +420,49 @@ async fn where_a_groups_access_cannot_be_read_jobs_count_by_labels_as_before() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_groups_access_read_once_still_holds_in_a_new_process_when_github_fails() {
+    let pool = scaled_pool("gpu", 0, 2, 0, Some("1m"))
+        .replace("      labels:", "      runnerGroup: GPU\n      labels:");
+    let yaml = org_scaled_fleet(&["h1"], "100%", &["widgets", "other"], &pool);
+    let mut rig = Rig::new(&yaml).await;
+    let gpu = rig.sim.add_runner_group("acme", "GPU").unwrap();
+    patch_group(
+        &rig,
+        gpu,
+        serde_json::json!({
+            "visibility": "selected",
+            "selected_repository_ids": [hangar::sim::repo_id("acme/widgets")],
+        }),
+    )
+    .await;
+    let widgets = rig.enqueue_in("acme/widgets", &["gpu"]);
+    let other = rig.enqueue_in("acme/other", &["gpu"]);
+    let r = rig.pass().await;
+    assert_eq!(creates(&r.plan.actions), [slot("gpu", 0)]);
+    assert_eq!(r.desired.scale[0].queued, [widgets.id]);
+    assert_eq!(r.desired.scale[0].not_admitted, [other.id]);
+
+    // The next pass is a new process (cron), its caches empty, and GitHub
+    // fails every read of the runner groups: the access last read holds,
+    // the job of the repository not admitted still gets no runner (by
+    // labels alone it would get the pool's second).
+    rig.engine = rig.wiring.build(&rig.fleet);
+    rig.sim.inject(
+        hangar::sim::Fault::new(
+            hangar::sim::FaultKind::ServerError { status: 502 },
+            u32::MAX,
+        )
+        .on_route("/runner-groups"),
+    );
+    rig.sim.reset_stats();
+    let r = rig.pass().await;
+    assert!(rig.sim.stats().count_status("/runner-groups", 502) > 0);
+    assert!(creates(&r.plan.actions).is_empty(), "{:#?}", r.plan.actions);
+    assert_eq!(r.desired.scale[0].not_admitted, [other.id]);
+    assert_eq!(r.desired.scale[0].target, 1);
+}
+
+#[tokio::test(start_paused = true)]
 async fn jit_runners_take_one_job_each_and_the_pool_returns_to_zero() {
     let yaml = scaled_fleet(&["h1"], "100%", &ephemeral_scaled_pool("pr", 2, "2m"));
     let rig = Rig::new(&yaml).await;

@@ -1,6 +1,7 @@
 //! Arbitrary bytes as the state files hangar reads back, through the real
 //! readers: the offline and stage memory (`reconcile::memory`), the scale
-//! cooldown memory (`<fleet>.scale.json`), the fleet lock (its pid), the
+//! cooldown memory (`<fleet>.scale.json`), the runner groups' access as
+//! last read (`<fleet>.access.json`), the fleet lock (its pid), the
 //! simulator's state (`SimWorld`), the runner list's saved pages
 //! (`<fleet>.github.json`) and a host's kept observation
 //! (`<fleet>.<host>.observed.json`, read when a libvirt host connects).
@@ -12,9 +13,11 @@
 //! - a file that is not what the writer writes for this list or host (not
 //!   a JSON object; another format, hangar version, API URL, scope, URI,
 //!   pool or libvirtd; a network where the host has none) is as if absent:
-//!   the saved pages load as none, the scale memory as empty, and a host
+//!   the saved pages load as none, the scale and access memory as empty,
+//!   and a host
 //!   observes what and at the cost a host without the file does;
-//! - what the writers write is read back: the scale memory and the saved
+//! - what the writers write is read back: the scale and access memory and
+//!   the saved
 //!   pages as the same value (built from the same input), the kept
 //!   observation as the same VMs, at one libvirt call (the listing).
 
@@ -26,7 +29,9 @@ use std::sync::OnceLock;
 
 use chrono::{DateTime, Utc};
 use hangar::model::host::{HostIdentity, NetworkAttachment};
-use hangar::plan::model::{ObservedRunner, ObservedVm, RunnerStatus};
+use hangar::plan::model::{
+    GroupAccess, GroupVisibility, ObservedRunner, ObservedVm, RunnerStatus,
+};
 use hangar::providers::github::saved::SavedPages;
 use hangar::providers::github::CachedPage;
 use hangar::providers::libvirt::{HostConfig, LibvirtHost};
@@ -225,6 +230,32 @@ fn scale_round_trip(rig: &Rig, u: &mut Unstructured) -> ArbResult<()> {
     Ok(())
 }
 
+fn access_round_trip(rig: &Rig, u: &mut Unstructured) -> ArbResult<()> {
+    let mut read = BTreeMap::new();
+    for _ in 0..u.int_in_range(0..=3u8)? {
+        let visibility = match u.int_in_range(0..=2u8)? {
+            0 => GroupVisibility::All,
+            1 => GroupVisibility::Private,
+            _ => GroupVisibility::Selected(u.arbitrary()?),
+        };
+        let access = GroupAccess {
+            visibility,
+            allows_public: u.arbitrary()?,
+        };
+        read.insert(u.arbitrary::<String>()?, access);
+    }
+    // Every group asked: what was there before is replaced by the read.
+    let mut asked: Vec<String> = read.keys().cloned().collect();
+    asked.extend(OfflineMemory::new(&rig.dir, "f").access().into_keys());
+    OfflineMemory::new(&rig.dir, "f").remember_access(&asked, &read);
+    assert_eq!(
+        OfflineMemory::new(&rig.dir, "f").access(),
+        read,
+        "the access memory reads back"
+    );
+    Ok(())
+}
+
 fn runner(u: &mut Unstructured) -> ArbResult<ObservedRunner> {
     Ok(ObservedRunner {
         id: u.arbitrary()?,
@@ -275,6 +306,7 @@ fuzz_target!(|data: &[u8]| {
         "f.stages.h.json",
         "f.lock",
         "f.scale.json",
+        "f.access.json",
         "f.github.json",
     ] {
         std::fs::write(dir.join(name), data).expect("write a state file");
@@ -295,6 +327,13 @@ fuzz_target!(|data: &[u8]| {
             "a scale memory that is no JSON object is empty"
         );
     }
+    let access = OfflineMemory::new(dir, "f").access();
+    if object(data).is_none() {
+        assert!(
+            access.is_empty(),
+            "an access memory that is no JSON object is empty"
+        );
+    }
     let pages = SavedPages::new(&dir.join("f.github.json"), API_URL, SCOPE).load();
     if !object(data).is_some_and(|o| carries(&o, &rig.pages_header)) {
         assert!(
@@ -311,5 +350,6 @@ fuzz_target!(|data: &[u8]| {
 
     let mut u = Unstructured::new(data);
     let _ = scale_round_trip(rig, &mut u);
+    let _ = access_round_trip(rig, &mut u);
     let _ = pages_round_trip(rig, &mut u);
 });

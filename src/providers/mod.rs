@@ -296,7 +296,8 @@ pub trait RunnerRegistry: Send + Sync {
     /// `groups` (names as the fleet file gives them) may take, keyed by
     /// the name asked. Unchanged lists are answered from the ETag cache
     /// (304, no rate-limit cost). A group left out is not known: its jobs
-    /// count by labels alone. A registry whose runners are in no group (a
+    /// count by labels alone (the engine's memory answers the access last
+    /// read when this fails). A registry whose runners are in no group (a
     /// repository's) answers nothing.
     async fn group_access(
         &self,

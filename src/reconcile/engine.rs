@@ -110,7 +110,7 @@ impl Engine {
                         tracing::debug!(
                             target: "hangar::scale",
                             error = %e,
-                            "runner group access not read: queued jobs count by labels alone"
+                            "runner group access not read, nor ever before: queued jobs count by labels alone"
                         );
                         Default::default()
                     })

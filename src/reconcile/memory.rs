@@ -4,7 +4,10 @@
 //! `offlineTimeout`), and since when each guest has been at its stage (the
 //! console says what, not when; the boot timeout counts from the last stage
 //! reached). A pass from cron is a new process each time, so both live in
-//! the state directory. Losing a file only moves such a deadline.
+//! the state directory. Losing a file only moves such a deadline. Beside
+//! them, the runner groups' access as last read, for a pass that cannot
+//! read it (losing that file only means counting by labels until the next
+//! read).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -30,10 +33,12 @@ use crate::secret::Secret;
 /// The file `<state dir>/<fleet>.offline.json`: runner id → first seen
 /// offline; beside it `<fleet>.scale.json`: scaled pool → since when it has
 /// had more slots than its target (the scale-down cooldown counts from
-/// there).
+/// there), and `<fleet>.access.json`: runner group → the repositories it
+/// admits, as last read.
 pub struct OfflineMemory {
     path: PathBuf,
     scale_path: PathBuf,
+    access_path: PathBuf,
 }
 
 impl OfflineMemory {
@@ -41,6 +46,29 @@ impl OfflineMemory {
         OfflineMemory {
             path: state_dir.join(format!("{fleet}.offline.json")),
             scale_path: state_dir.join(format!("{fleet}.scale.json")),
+            access_path: state_dir.join(format!("{fleet}.access.json")),
+        }
+    }
+
+    /// Runner group → its access as last read.
+    pub fn access(&self) -> BTreeMap<String, GroupAccess> {
+        load(&self.access_path)
+    }
+
+    /// Keep what a read of the `asked` groups answered: a group asked and
+    /// not answered (not found, or of a visibility not known) is forgotten,
+    /// groups not asked stay as they were.
+    pub fn remember_access(&self, asked: &[String], read: &BTreeMap<String, GroupAccess>) {
+        let before = self.access();
+        let mut after = before.clone();
+        for group in asked {
+            match read.get(group) {
+                Some(access) => after.insert(group.clone(), access.clone()),
+                None => after.remove(group),
+            };
+        }
+        if after != before {
+            save(&self.access_path, &after);
         }
     }
 
@@ -133,11 +161,36 @@ impl<R: RunnerRegistry> RunnerRegistry for Remembering<R> {
         self.inner.jobs(repositories).await
     }
 
+    /// A read that fails (GitHub down, a token that lost the scope) answers
+    /// the access last read, so that a pool does not start counting jobs
+    /// its group does not admit; only a group never read counts by labels.
     async fn group_access(
         &self,
         groups: &[String],
     ) -> Result<BTreeMap<String, GroupAccess>, ProviderError> {
-        self.inner.group_access(groups).await
+        match self.inner.group_access(groups).await {
+            Ok(read) => {
+                self.memory.remember_access(groups, &read);
+                Ok(read)
+            }
+            Err(e) => {
+                let last = self.memory.access();
+                let kept: BTreeMap<String, GroupAccess> = groups
+                    .iter()
+                    .filter_map(|g| Some((g.clone(), last.get(g)?.clone())))
+                    .collect();
+                if kept.is_empty() {
+                    return Err(e);
+                }
+                tracing::warn!(
+                    target: "hangar::scale",
+                    error = %e,
+                    groups = ?kept.keys().collect::<Vec<_>>(),
+                    "runner group access not read: the access last read is used"
+                );
+                Ok(kept)
+            }
+        }
     }
 
     fn scale_memory(&self) -> BTreeMap<String, DateTime<Utc>> {
@@ -305,6 +358,39 @@ mod tests {
             labels: vec![],
             offline_since: None,
         }
+    }
+
+    #[test]
+    fn group_access_read_replaces_what_was_asked_and_keeps_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let all = GroupAccess {
+            visibility: crate::plan::model::GroupVisibility::All,
+            allows_public: false,
+        };
+        let private = GroupAccess {
+            visibility: crate::plan::model::GroupVisibility::Private,
+            allows_public: true,
+        };
+        let asked = |names: &[&str]| names.iter().map(|n| n.to_string()).collect::<Vec<_>>();
+        let read = |pairs: &[(&str, &GroupAccess)]| {
+            pairs
+                .iter()
+                .map(|(n, a)| (n.to_string(), (*a).clone()))
+                .collect::<BTreeMap<_, _>>()
+        };
+        let m = OfflineMemory::new(dir.path(), "f");
+        m.remember_access(
+            &asked(&["gpu", "arm"]),
+            &read(&[("gpu", &all), ("arm", &all)]),
+        );
+        // Another process: gpu read again (changed), arm not asked, big
+        // asked and not found.
+        let m = OfflineMemory::new(dir.path(), "f");
+        m.remember_access(&asked(&["gpu", "big"]), &read(&[("gpu", &private)]));
+        assert_eq!(m.access(), read(&[("arm", &all), ("gpu", &private)]));
+        // Asked and no longer found: forgotten.
+        m.remember_access(&asked(&["arm"]), &BTreeMap::new());
+        assert_eq!(m.access(), read(&[("gpu", &private)]));
     }
 
     #[test]
