@@ -6,6 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -344,12 +345,39 @@ pub fn host_config(host: &Host, fleet: &str, state_dir: &Path) -> HostConfig {
 /// interrupted; no second one is started while it is parked. When the
 /// attempt ends (the peer answers or drops the connection), the next call
 /// takes its host, or tries afresh after a failure nobody waited for.
+///
+/// An attempt may never end: a peer that took the connection and then went
+/// away without a word (a machine that froze or rebooted mid-handshake)
+/// leaves the thread waiting on a socket that nothing will ever wake, and
+/// ssh sends no probes of its own. So an attempt parked for
+/// [`ABANDON_AFTER`] deadlines is left behind (its thread ends when it
+/// ends; a connection it makes then is closed) and the host is tried
+/// afresh, with at most [`MAX_CONNECTS`] threads parked per host.
 pub struct LazyHost {
     config: HostConfig,
     isolation: Option<IsolatedNetwork>,
     link: Mutex<Link>,
     /// The deadline of the host's connect and of each of its calls.
     call_timeout: Duration,
+    /// Connect threads of this host not yet returned, left behind or not.
+    connecting: Arc<AtomicUsize>,
+}
+
+/// A connect parked this many call deadlines (10 minutes with libvirt's
+/// 60 s) is left behind and the host tried afresh.
+pub const ABANDON_AFTER: u32 = 10;
+
+/// At most this many connect threads parked per host, the one waited for
+/// included: past it, the host waits for one of them to return.
+pub const MAX_CONNECTS: usize = 3;
+
+/// Counts a connect thread out when it returns (or unwinds).
+struct Connecting(Arc<AtomicUsize>);
+
+impl Drop for Connecting {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 /// Where a [`LazyHost`]'s connection stands.
@@ -371,6 +399,7 @@ impl LazyHost {
             isolation,
             link: Mutex::new(Link::Down),
             call_timeout: crate::providers::libvirt::CALL_TIMEOUT,
+            connecting: Arc::new(AtomicUsize::new(0)),
         }
     }
 
@@ -404,12 +433,28 @@ impl LazyHost {
         if let Link::Up(h) = &*link {
             return Ok(h.clone());
         }
+        if let Link::Connecting { since, .. } = &*link {
+            let parked = since.elapsed();
+            let running = self.connecting.load(Ordering::SeqCst);
+            if parked >= self.call_timeout * ABANDON_AFTER && running < MAX_CONNECTS {
+                tracing::warn!(
+                    host = %self.config.name,
+                    parked_s = parked.as_secs(),
+                    "a connect has not returned: left behind (its thread cannot be interrupted), the host is tried afresh"
+                );
+                // Dropping the handle detaches the thread.
+                *link = Link::Down;
+            }
+        }
         if matches!(&*link, Link::Down) {
             let config = self.config.clone();
             let isolation = self.isolation.clone();
+            self.connecting.fetch_add(1, Ordering::SeqCst);
+            let counted = Connecting(self.connecting.clone());
             *link = Link::Connecting {
                 since: tokio::time::Instant::now(),
                 task: tokio::task::spawn_blocking(move || {
+                    let _counted = counted;
                     LibvirtHost::connect_isolated(config, isolation)
                 }),
             };
@@ -834,5 +879,67 @@ mod tests {
         };
         assert_eq!(e.kind, ErrorKind::Transient, "{e}");
         assert!(!e.message.contains("not answering"), "{e}");
+    }
+
+    /// Takes every connection waiting on `listener` into `held`, which
+    /// keeps them open and silent.
+    fn take(listener: &std::net::TcpListener, held: &mut Vec<std::net::TcpStream>) {
+        listener.set_nonblocking(true).expect("non-blocking");
+        while let Ok((stream, _)) = listener.accept() {
+            held.push(stream);
+        }
+    }
+
+    /// A connect whose peer took the connection and went silent for good
+    /// (the socket stays open: nothing will ever wake the thread) is left
+    /// behind after ABANDON_AFTER deadlines: the host is tried afresh and
+    /// reaches what is there now.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_connect_that_never_returns_is_left_behind_and_the_host_tried_afresh() {
+        let (listener, uri) = silent();
+        let limit = Duration::from_millis(50);
+        let lazy = LazyHost::new(config(uri), None).with_call_timeout(limit);
+        let e = lazy.facts().await.expect_err("silent");
+        assert!(e.message.contains("not answering"), "{e}");
+        let mut held = Vec::new();
+        while held.is_empty() {
+            take(&listener, &mut held);
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        // The host is gone now, but the first attempt's socket is open.
+        drop(listener);
+        let e = lazy.facts().await.expect_err("still parked");
+        assert!(e.message.contains("not answering"), "{e}");
+
+        tokio::time::sleep(limit * ABANDON_AFTER).await;
+        let e = lazy.facts().await.expect_err("nothing listens");
+        assert_eq!(e.kind, ErrorKind::Transient, "{e}");
+        assert!(!e.message.contains("not answering"), "{e}");
+        assert_eq!(
+            lazy.connecting.load(Ordering::SeqCst),
+            1,
+            "the first attempt, left behind, is still parked"
+        );
+    }
+
+    /// However long the peer stays silent, at most MAX_CONNECTS threads
+    /// are ever parked on it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_host_silent_for_good_parks_at_most_max_connects_threads() {
+        let (listener, uri) = silent();
+        let limit = Duration::from_millis(40);
+        let lazy = LazyHost::new(config(uri), None).with_call_timeout(limit);
+        let mut held = Vec::new();
+        let until = Instant::now() + limit * ABANDON_AFTER * (MAX_CONNECTS as u32 + 2);
+        while Instant::now() < until {
+            let e = lazy.facts().await.expect_err("silent");
+            assert!(e.message.contains("not answering"), "{e}");
+            take(&listener, &mut held);
+            tokio::time::sleep(limit).await;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        take(&listener, &mut held);
+        assert_eq!(held.len(), MAX_CONNECTS, "connections opened");
+        assert_eq!(lazy.connecting.load(Ordering::SeqCst), MAX_CONNECTS);
     }
 }
