@@ -47,6 +47,33 @@ const MARKERS_CHUNK: u64 = 64 * 1024;
 const AGENT_TIMEOUT_SECS: i32 = 10;
 /// A guest's file-system use is read again after this long, not sooner.
 pub const GUEST_FS_REFRESH: Duration = Duration::from_secs(5 * 60);
+/// A reading without file systems or without an address (a guest booting:
+/// its agent not up yet, no lease yet) is read again after this long,
+/// doubled each time it is still incomplete, up to [`GUEST_FS_REFRESH`]: a
+/// new VM shows its use and address within a minute of having them, and a
+/// guest that has no agent or no address at all costs a few reads more.
+pub const GUEST_FS_RETRY: Duration = Duration::from_secs(30);
+
+/// A guest's reading as kept: when it was read, and how many readings in
+/// a row were incomplete.
+#[derive(Debug, Clone)]
+pub(super) struct KeptReading {
+    at: Instant,
+    reading: GuestReading,
+    incomplete: u32,
+}
+
+impl KeptReading {
+    /// How long after it was read this reading is read again.
+    fn refresh(&self) -> Duration {
+        if self.reading.disks.is_some() && !self.reading.addresses.is_empty() {
+            return GUEST_FS_REFRESH;
+        }
+        GUEST_FS_RETRY
+            .saturating_mul(1 << self.incomplete.saturating_sub(1).min(8))
+            .min(GUEST_FS_REFRESH)
+    }
+}
 
 /// One file system as the guest sees it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -363,23 +390,23 @@ impl Inner {
     }
 
     /// The guest's root and cache file systems and its addresses, from its
-    /// agent; cached per domain UUID for [`GUEST_FS_REFRESH`] (no libvirt
-    /// call meanwhile).
+    /// agent; cached per domain UUID for [`GUEST_FS_REFRESH`], an incomplete
+    /// reading for less ([`GUEST_FS_RETRY`]; no libvirt call meanwhile).
     pub(super) fn guest_reading_of(
         &self,
         conn: &virt::connect::Connect,
         uuid: &str,
         name: &str,
     ) -> GuestReading {
-        if let Some((at, reading)) = self
+        let kept = self
             .guest_fs
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .get(uuid)
-            .cloned()
-        {
-            if at.elapsed() < GUEST_FS_REFRESH {
-                return reading;
+            .cloned();
+        if let Some(kept) = &kept {
+            if kept.at.elapsed() < kept.refresh() {
+                return kept.reading.clone();
             }
         }
         let dom = match self.call(&format!("look up domain {name}"), || {
@@ -416,10 +443,23 @@ impl Inner {
                 }
             }
         }
+        let complete = reading.disks.is_some() && !reading.addresses.is_empty();
+        let incomplete = match (complete, &kept) {
+            (true, _) => 0,
+            (false, Some(k)) => k.incomplete.saturating_add(1),
+            (false, None) => 1,
+        };
         self.guest_fs
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .insert(uuid.to_string(), (Instant::now(), reading.clone()));
+            .insert(
+                uuid.to_string(),
+                KeptReading {
+                    at: Instant::now(),
+                    reading: reading.clone(),
+                    incomplete,
+                },
+            );
         reading
     }
 }
@@ -530,6 +570,30 @@ impl super::serial::SlotDomain {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_incomplete_guest_reading_is_read_again_sooner_backing_off_to_the_usual() {
+        let disks = GuestDisks {
+            root: None,
+            cache: None,
+        };
+        let kept = |disks: Option<GuestDisks>, addresses: Vec<IpAddr>, incomplete| KeptReading {
+            at: Instant::now(),
+            reading: GuestReading { disks, addresses },
+            incomplete,
+        };
+        let address: IpAddr = "192.168.122.7".parse().unwrap();
+        assert_eq!(
+            kept(Some(disks.clone()), vec![address], 0).refresh(),
+            GUEST_FS_REFRESH
+        );
+        let waits: Vec<u64> = (1..=6)
+            .map(|n| kept(None, Vec::new(), n).refresh().as_secs())
+            .collect();
+        assert_eq!(waits, [30, 60, 120, 240, 300, 300]);
+        // The agent answers, the lease is not there yet.
+        assert_eq!(kept(Some(disks), Vec::new(), 1).refresh(), GUEST_FS_RETRY);
+    }
 
     /// libvirt's test driver has no guest agent: its running domain `test`
     /// answers no agent command, which is "no agent", not a provider fault.

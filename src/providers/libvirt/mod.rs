@@ -131,8 +131,7 @@ struct Inner {
     agent_stages: Mutex<HashMap<String, (std::time::Instant, ConsoleCursor)>>,
     /// By domain UUID: when the guest agent was last asked for file-system
     /// use and addresses, and its answers (see `agent`).
-    #[allow(clippy::type_complexity)]
-    guest_fs: Mutex<HashMap<String, (std::time::Instant, GuestReading)>>,
+    guest_fs: Mutex<HashMap<String, agent::KeptReading>>,
     calls: AtomicU64,
     /// See [`Inner::facts`].
     facts: Mutex<Option<CachedFacts>>,
