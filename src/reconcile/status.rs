@@ -44,7 +44,8 @@ pub struct SlotRow {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub guest_disks: Option<crate::providers::libvirt::GuestDisks>,
     /// The VM's addresses as its guest agent tells them (IPv4 first; not
-    /// loopback, not link-local), refreshed at most every 5 minutes (sooner while it has none).
+    /// loopback, not link-local), refreshed at most every 5 minutes
+    /// (sooner while it has none).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub addresses: Vec<std::net::IpAddr>,
     /// A drain was asked of the runner (see `Action::Drain`).
