@@ -247,9 +247,8 @@ impl Inner {
         if remove_cache && referenced(&cache)? {
             doomed.push(cache);
         }
-        for name in doomed {
-            self.delete_volume(&pool, &name)?;
-        }
+        let doomed: Vec<&str> = doomed.iter().map(String::as_str).collect();
+        self.delete_volumes(&pool, &doomed)?;
         // The console log is left: once the domain is gone it is a
         // leftover the next plan removes.
         self.fault_point(&conn, "mid-delete");

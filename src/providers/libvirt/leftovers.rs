@@ -237,7 +237,7 @@ impl Inner {
                 let conn = self.conn()?;
                 let pool = self.pool(&conn)?;
                 let Some(vol) = self.lookup_volume(&pool, name)? else {
-                    return self.forget_made(name);
+                    return self.forget_made([name.as_str()]);
                 };
                 if !self.made_here(name)? {
                     return Err(self.not_made_here(name));

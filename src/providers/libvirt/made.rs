@@ -96,11 +96,19 @@ impl MadeVolumes {
         self.store(&set)
     }
 
-    /// `volume` of `pool` is gone.
-    pub(super) fn forget(&self, pool: &str, volume: &str) -> Result<(), String> {
+    /// `volumes` of `pool` are gone.
+    pub(super) fn forget<'a>(
+        &self,
+        pool: &str,
+        volumes: impl IntoIterator<Item = &'a str>,
+    ) -> Result<(), String> {
         let _changing = self.changing.lock().unwrap_or_else(|e| e.into_inner());
         let mut set = self.load()?;
-        if set.remove(&key(pool, volume)) {
+        let before = set.len();
+        for v in volumes {
+            set.remove(&key(pool, v));
+        }
+        if set.len() != before {
             self.store(&set)?;
         }
         Ok(())
@@ -136,9 +144,12 @@ impl Inner {
             .map_err(|e| self.record_error(e))
     }
 
-    pub(super) fn forget_made(&self, volume: &str) -> Result<(), ProviderError> {
+    pub(super) fn forget_made<'a>(
+        &self,
+        volumes: impl IntoIterator<Item = &'a str>,
+    ) -> Result<(), ProviderError> {
         self.made
-            .forget(&self.config.storage_pool, volume)
+            .forget(&self.config.storage_pool, volumes)
             .map_err(|e| self.record_error(e))
     }
 
@@ -173,6 +184,12 @@ mod tests {
             }
         });
         assert_eq!(record.in_pool("p").unwrap().len(), 16 * 8);
+        // A VM's volumes forgotten in one write, the others kept.
+        let one: Vec<String> = (0..8).map(|k| format!("s3-v{k}")).collect();
+        record.forget("p", one.iter().map(String::as_str)).unwrap();
+        let left = record.in_pool("p").unwrap();
+        assert_eq!(left.len(), 15 * 8);
+        assert!(one.iter().all(|n| !left.contains(n)));
     }
 
     #[test]
@@ -184,7 +201,7 @@ mod tests {
         let b = MadeVolumes::new(Some(path));
         assert!(b.contains("p", "x-cache.qcow2").unwrap());
         assert!(!b.contains("q", "x-cache.qcow2").unwrap(), "pools apart");
-        b.forget("p", "x-cache.qcow2").unwrap();
+        b.forget("p", ["x-cache.qcow2"]).unwrap();
         assert_eq!(
             a.in_pool("p").unwrap().into_iter().collect::<Vec<_>>(),
             vec!["x-g1-root.qcow2".to_string()]
