@@ -226,6 +226,7 @@ pub(crate) async fn p9_host_pace(rep: &mut Report, opt: &Options) {
     let facts = lv.facts().await.expect("host facts");
     let limits = rig.engine.limits;
     let per_host = limits.for_host(Some(facts.cpus));
+    let per_connection = hangar::providers::libvirt::calls_per_connection(URI);
 
     let work = private.dir.join("by-hand");
     std::fs::create_dir_all(&work).expect("by-hand dir");
@@ -402,9 +403,8 @@ pub(crate) async fn p9_host_pace(rep: &mut Report, opt: &Options) {
         "libvirt connections hangar held to the host",
         connections as f64,
         "conn",
-        // 4: the provider's CALLS_PER_CONNECTION.
-        format!("⌈min({per_host}, {n})/4⌉"),
-        Some(connections == per_host.min(n).div_ceil(4)),
+        format!("⌈min({per_host}, {n})/{per_connection}⌉"),
+        Some(connections == per_host.min(n).div_ceil(per_connection)),
     );
     rig.shutdown().await;
 }

@@ -48,7 +48,8 @@ impl Default for Limits {
 /// 10 VMs in 2.4 s, one after another in 20 s.
 pub const MUTATIONS_PER_CPU: usize = 5;
 /// The default's ceiling: what libvirtd serves at once with its default
-/// worker pool (`max_workers = 20`), on five connections of four works.
+/// worker pool (`max_workers = 20`): on a local host twenty connections of
+/// one work, on a remote one five of four.
 pub const MAX_DEFAULT_PER_HOST: usize = 20;
 
 /// A host's default mutation limit: [`MUTATIONS_PER_CPU`] per cpu, at

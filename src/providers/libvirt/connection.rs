@@ -2,13 +2,15 @@
 //! wrapper every libvirt call goes through: counted, its error classified,
 //! off the async runtime.
 //!
-//! libvirtd serves at most 5 calls in flight on one client connection
-//! (`max_client_requests`); more wait in its queue. The work of one trait
-//! method makes its calls one after another, so a connection carries one
-//! call per work on it: a host opens another connection (up to
-//! [`MAX_CONNECTIONS`]) only when every open one already carries
-//! [`CALLS_PER_CONNECTION`] works, i.e. only where the host's mutation
-//! limit lets more than that run at once. A work keeps the
+//! The work of one trait method makes its calls one after another, so a
+//! connection carries one call per work on it. A host opens another
+//! connection only when every open one already carries its share of works
+//! ([`calls_per_connection`]), up to [`MAX_CONNECTIONS`], i.e. only where
+//! the host's mutation limit lets more than that run at once: one work per
+//! connection on a local host, whose connections cost a UNIX socket each,
+//! and four on a remote one, whose connections cost an ssh session each
+//! (libvirtd serves up to 5 calls at once per client connection,
+//! `max_client_requests`). A work keeps the
 //! connection it first took until it ends (its domain and volume handles
 //! belong to it). A test-driver host keeps one: a private
 //! `test:///…/node.xml` is a world of its own per connection, in this
@@ -61,16 +63,30 @@ pub const KEEPALIVE_COUNT: u32 = 3;
 /// the host counts as not answering; also the deadline of opening a
 /// connection.
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(60);
-/// Works one connection carries before the host opens another: one under
-/// libvirtd's 5 calls at once per client connection (its default
-/// `max_client_requests`). In bench P8 (10 destroys at once) one destroy
-/// at times took twice as long as the others, as if queued behind one: in
-/// 4 of 9 rounds with 5 per connection, in 2 of 10 with 4. That is not
-/// shown to be the connections; 4 costs one more connection at 10 at once.
-pub const CALLS_PER_CONNECTION: usize = 4;
-/// Connections one host opens at most: with [`CALLS_PER_CONNECTION`] each,
-/// libvirtd's default worker pool (`max_workers = 20`).
-pub const MAX_CONNECTIONS: usize = 5;
+/// Works one connection of a remote host carries before the host opens
+/// another: one under libvirtd's 5 calls at once per client connection
+/// (its default `max_client_requests`).
+pub const REMOTE_CALLS_PER_CONNECTION: usize = 4;
+/// The same for a local host: one. Two `virDomainDestroy` calls on one
+/// connection at times finish one after the other, not together, whatever
+/// `max_client_requests` allows: in bench P9 (10 destroys at once on
+/// `qemu:///system`) one destroy in a round took twice as long as the
+/// others in 2–3 rounds of 5 with 4 works per connection, up to 5 of 10
+/// with 2, and none in 5 rounds with 1.
+pub const LOCAL_CALLS_PER_CONNECTION: usize = 1;
+/// Connections one host opens at most: libvirtd's default worker pool
+/// (`max_workers = 20`), as the default mutation limit
+/// ([`crate::reconcile::execute::MAX_DEFAULT_PER_HOST`]).
+pub const MAX_CONNECTIONS: usize = 20;
+
+/// Works per connection of a host at `uri` (see the module doc).
+pub fn calls_per_connection(uri: &str) -> usize {
+    if uri_is_local(uri) {
+        LOCAL_CALLS_PER_CONNECTION
+    } else {
+        REMOTE_CALLS_PER_CONNECTION
+    }
+}
 thread_local! {
     /// The progress mark of the work running on this blocking thread (see
     /// [`LibvirtHost::blocking`]).
@@ -85,6 +101,8 @@ thread_local! {
 pub(super) struct Connections {
     slots: std::sync::Mutex<Vec<Slot>>,
     max: usize,
+    /// Works one connection carries before another is opened.
+    per_connection: usize,
     /// Base images as last read, by the fleet file's `image`, and when:
     /// every create of a pass needs the same one.
     bases: std::sync::Mutex<HashMap<String, (Instant, Base)>>,
@@ -105,6 +123,9 @@ struct Slot {
     opened: bool,
 }
 
+/// A libvirt call that takes this long is said in the debug log.
+const SLOW_CALL: std::time::Duration = std::time::Duration::from_millis(500);
+
 impl Connections {
     /// `first`, and room for more where `uri` is not the test driver.
     pub(super) fn new(uri: &str, first: Connect) -> Connections {
@@ -116,7 +137,14 @@ impl Connections {
                 pool: None,
                 opened: true,
             }]),
-            max: if test_driver { 1 } else { MAX_CONNECTIONS },
+            max: if test_driver {
+                1
+            } else if uri_is_local(uri) {
+                MAX_CONNECTIONS
+            } else {
+                MAX_CONNECTIONS / REMOTE_CALLS_PER_CONNECTION
+            },
+            per_connection: calls_per_connection(uri),
             bases: std::sync::Mutex::new(HashMap::new()),
         }
     }
@@ -347,8 +375,7 @@ impl Inner {
 
     /// The connection of the work on this thread: the one it took, or
     /// (on its first call) the least busy one, a new one when every open
-    /// connection already carries [`CALLS_PER_CONNECTION`] works and there
-    /// is room; reopened if it dropped. Outside a work: the first.
+    /// connection already carries its share of works and there is room; reopened if it dropped. Outside a work: the first.
     pub(super) fn conn(&self) -> Result<Arc<Connect>, ProviderError> {
         let in_work = LEASE.with(|l| l.borrow().is_some());
         let mut slots = self.conns.slots();
@@ -359,18 +386,19 @@ impl Inner {
                 let least = (0..slots.len())
                     .min_by_key(|&i| slots[i].works)
                     .unwrap_or(0);
-                let i =
-                    if slots[least].works >= CALLS_PER_CONNECTION && slots.len() < self.conns.max {
-                        slots.push(Slot {
-                            conn: None,
-                            works: 0,
-                            pool: None,
-                            opened: false,
-                        });
-                        slots.len() - 1
-                    } else {
-                        least
-                    };
+                let i = if slots[least].works >= self.conns.per_connection
+                    && slots.len() < self.conns.max
+                {
+                    slots.push(Slot {
+                        conn: None,
+                        works: 0,
+                        pool: None,
+                        opened: false,
+                    });
+                    slots.len() - 1
+                } else {
+                    least
+                };
                 slots[i].works += 1;
                 tracing::debug!(host = %self.config.name, connection = i,
                     works = ?slots.iter().map(|s| s.works).collect::<Vec<_>>(),
@@ -432,8 +460,13 @@ impl Inner {
         f: impl FnOnce() -> Result<T, virt::error::Error>,
     ) -> Result<T, ProviderError> {
         self.calls.fetch_add(1, Ordering::Relaxed);
+        let started = std::time::Instant::now();
         let r = f();
         mark_progress();
+        let took = started.elapsed();
+        if took >= SLOW_CALL {
+            tracing::debug!(host = %self.config.name, call = what, ms = took.as_millis() as u64, "slow libvirt call");
+        }
         r.map_err(|e| {
             let err = map_error(&self.config.name, what, &e);
             // A pool handle kept from before may be what failed (the pool

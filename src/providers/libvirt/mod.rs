@@ -67,8 +67,8 @@ use crate::plan::model::{DrainState, Leftover, ObservedHost, ObservedVm, VmRef};
 pub use self::agent::{
     AgentError, GuestDisks, GuestFs, GuestReading, GuestRun, DRAIN_NS, GUEST_FS_REFRESH,
 };
-pub use self::connection::uri_is_local;
 pub use self::connection::CALL_TIMEOUT;
+pub use self::connection::{calls_per_connection, uri_is_local};
 pub use self::facts::{choose_domain_type, DomainTypeChoice};
 pub use self::runner_volume::runner_disk;
 pub use self::xml::{domain_xml, volume_xml};
