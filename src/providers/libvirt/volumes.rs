@@ -83,10 +83,9 @@ impl Inner {
     }
 
     /// [`Inner::delete_volume`] for each of `names`, and one write of the
-    /// record for them all (each write is two fsyncs, in turn with every
-    /// other change of the host's: a VM's three volumes written one at a
-    /// time kept the deletes of a fleet waiting for each other). The ones
-    /// deleted are forgotten even when a later one fails.
+    /// record for them all (each write is two fsyncs, taken in turn with
+    /// the host's other changes of the record). The ones deleted are
+    /// forgotten even when a later one fails.
     pub(super) fn delete_volumes(
         &self,
         pool: &StoragePool,
