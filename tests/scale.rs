@@ -300,22 +300,30 @@ async fn patch_group(rig: &Rig, id: u64, body: serde_json::Value) {
     assert_eq!(a.status, 200, "{}", a.body);
 }
 
-#[tokio::test(start_paused = true)]
-async fn a_queued_job_counts_only_for_a_pool_whose_runner_group_admits_its_repository() {
+/// An organization fleet (repositories `widgets` and `other`) whose pool
+/// `gpu` (0 to 2, cooldown 1m) is in runner group GPU, made on the
+/// simulator with `access` (a runner-group PATCH body); and GPU's id.
+async fn gpu_group(access: serde_json::Value) -> (Rig, u64) {
     let pool = scaled_pool("gpu", 0, 2, 0, Some("1m"))
         .replace("      labels:", "      runnerGroup: GPU\n      labels:");
     let yaml = org_scaled_fleet(&["h1"], "100%", &["widgets", "other"], &pool);
     let rig = Rig::new(&yaml).await;
     let gpu = rig.sim.add_runner_group("acme", "GPU").unwrap();
-    patch_group(
-        &rig,
-        gpu,
-        serde_json::json!({
-            "visibility": "selected",
-            "selected_repository_ids": [hangar::sim::repo_id("acme/widgets")],
-        }),
-    )
-    .await;
+    patch_group(&rig, gpu, access).await;
+    (rig, gpu)
+}
+
+/// GPU admits `acme/widgets` alone.
+fn widgets_only() -> serde_json::Value {
+    serde_json::json!({
+        "visibility": "selected",
+        "selected_repository_ids": [hangar::sim::repo_id("acme/widgets")],
+    })
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_queued_job_counts_only_for_a_pool_whose_runner_group_admits_its_repository() {
+    let (rig, gpu) = gpu_group(widgets_only()).await;
 
     // A job of a repository the group does not admit: no runner, and
     // `status` says why it waits.
@@ -388,12 +396,7 @@ async fn a_queued_job_counts_only_for_a_pool_whose_runner_group_admits_its_repos
 
 #[tokio::test(start_paused = true)]
 async fn where_a_groups_access_cannot_be_read_jobs_count_by_labels_as_before() {
-    let pool = scaled_pool("gpu", 0, 2, 0, Some("1m"))
-        .replace("      labels:", "      runnerGroup: GPU\n      labels:");
-    let yaml = org_scaled_fleet(&["h1"], "100%", &["widgets", "other"], &pool);
-    let rig = Rig::new(&yaml).await;
-    let gpu = rig.sim.add_runner_group("acme", "GPU").unwrap();
-    patch_group(&rig, gpu, serde_json::json!({"visibility": "selected"})).await;
+    let (rig, _) = gpu_group(serde_json::json!({"visibility": "selected"})).await;
     // GitHub fails every read of the group's repositories.
     rig.sim.inject(
         hangar::sim::Fault::new(
@@ -421,20 +424,7 @@ async fn where_a_groups_access_cannot_be_read_jobs_count_by_labels_as_before() {
 
 #[tokio::test(start_paused = true)]
 async fn a_groups_access_read_once_still_holds_in_a_new_process_when_github_fails() {
-    let pool = scaled_pool("gpu", 0, 2, 0, Some("1m"))
-        .replace("      labels:", "      runnerGroup: GPU\n      labels:");
-    let yaml = org_scaled_fleet(&["h1"], "100%", &["widgets", "other"], &pool);
-    let mut rig = Rig::new(&yaml).await;
-    let gpu = rig.sim.add_runner_group("acme", "GPU").unwrap();
-    patch_group(
-        &rig,
-        gpu,
-        serde_json::json!({
-            "visibility": "selected",
-            "selected_repository_ids": [hangar::sim::repo_id("acme/widgets")],
-        }),
-    )
-    .await;
+    let (mut rig, _) = gpu_group(widgets_only()).await;
     let widgets = rig.enqueue_in("acme/widgets", &["gpu"]);
     let other = rig.enqueue_in("acme/other", &["gpu"]);
     let r = rig.pass().await;
