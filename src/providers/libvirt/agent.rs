@@ -582,7 +582,7 @@ mod tests {
             reading: GuestReading { disks, addresses },
             incomplete,
         };
-        let address: IpAddr = "192.168.122.7".parse().unwrap();
+        let address: IpAddr = "192.0.2.7".parse().unwrap();
         assert_eq!(
             kept(Some(disks.clone()), vec![address], 0).refresh(),
             GUEST_FS_REFRESH
