@@ -72,10 +72,12 @@ pub const REMOTE_CALLS_PER_CONNECTION: usize = 4;
 /// `max_client_requests` allows: in bench P9 (10 destroys at once on
 /// `qemu:///system`) one destroy in a round took twice as long as the
 /// others in 2–3 rounds of 5 with 4 works per connection, up to 5 of 10
-/// with 2, and none in 5 rounds with 1.
+/// with 2, and none in 15 rounds (three runs) with 1.
 pub const LOCAL_CALLS_PER_CONNECTION: usize = 1;
-/// Connections one host opens at most: libvirtd's default worker pool
-/// (`max_workers = 20`), as the default mutation limit
+/// Calls in flight one host's connections carry at most, and so the
+/// connections a local host opens at most (a remote one opens a quarter,
+/// at four works each): libvirtd's default worker pool (`max_workers =
+/// 20`), as the default mutation limit
 /// ([`crate::reconcile::execute::MAX_DEFAULT_PER_HOST`]).
 pub const MAX_CONNECTIONS: usize = 20;
 
@@ -375,7 +377,8 @@ impl Inner {
 
     /// The connection of the work on this thread: the one it took, or
     /// (on its first call) the least busy one, a new one when every open
-    /// connection already carries its share of works and there is room; reopened if it dropped. Outside a work: the first.
+    /// connection already carries its share of works and there is room;
+    /// reopened if it dropped. Outside a work: the first.
     pub(super) fn conn(&self) -> Result<Arc<Connect>, ProviderError> {
         let in_work = LEASE.with(|l| l.borrow().is_some());
         let mut slots = self.conns.slots();
